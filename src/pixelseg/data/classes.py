@@ -37,6 +37,11 @@ class ClassTable:
         if len(self.colors) != len(self.names):
             raise PixelsegError(
                 f"class table has {len(self.names)} names but {len(self.colors)} colors; give one [r,g,b] per class")
+        if self.ignore_index < 0:
+            # masks hold unsigned values: a negative index never matches a pixel, and padding filled with it
+            # would wrap to a real class
+            raise PixelsegError(f"ignore_index {self.ignore_index} is negative; masks store unsigned values, "
+                                "choose one outside the class range (255 is the convention)")
         if 0 <= self.ignore_index < len(self.names):
             raise PixelsegError(
                 f"ignore_index {self.ignore_index} is also a class index (0..{len(self.names) - 1}); "

@@ -1,0 +1,134 @@
+"""The Python API: the same verbs as the CLI.
+
+    run = pixelseg.train(data="data/", max_minutes=5)          # -> Path of the run folder
+    predictor = pixelseg.load(run); label = predictor.predict("img.png")
+    metrics = pixelseg.evaluate(run, data="data/")             # -> dict (see metrics.summarize)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pixelseg.config import Config, from_dict, load_config
+from pixelseg.errors import PixelsegError
+
+# keyword (and CLI flag) -> config key
+SHORT_KEYS = {
+    "data": "data.root", "format": "data.format", "image_size": "data.image_size", "augment": "data.augment",
+    "in_channels": "data.in_channels", "num_workers": "data.num_workers",
+    "model": "model.name", "encoder": "model.encoder", "encoder_weights": "model.encoder_weights",
+    "loss": "loss.name", "class_weights": "loss.class_weights", "label_smoothing": "loss.label_smoothing",
+    "epochs": "train.epochs", "max_minutes": "train.max_minutes", "batch_size": "train.batch_size",
+    "lr": "train.lr", "weight_decay": "train.weight_decay", "schedule": "train.schedule",
+    "warmup_steps": "train.warmup_steps", "amp": "train.amp", "device": "train.device", "threads": "train.threads",
+    "seed": "train.seed", "out": "train.out",
+}
+
+
+def make_config(config: str | Path | None = None, **kwargs) -> Config:
+    overrides = {}
+    for k, v in kwargs.items():
+        if v is None:
+            continue
+        if k not in SHORT_KEYS:
+            raise PixelsegError(f"unknown training option '{k}'; valid: {', '.join(sorted(SHORT_KEYS))}")
+        overrides[SHORT_KEYS[k]] = v
+    if config is not None:
+        return load_config(config, overrides)
+    return from_dict({}, overrides)
+
+
+def train(data: str | Path | None = None, model: str | None = None, *, config: str | Path | None = None,
+          resume: bool = False, quiet: bool = False, **kwargs) -> Path:
+    """Train and return the run folder. kwargs are the CLI's long options (epochs=, max_minutes=, lr=, ...)."""
+    from pixelseg.engine.trainer import train as _train
+
+    if resume:
+        out = kwargs.get("out")
+        if out is None:
+            raise PixelsegError("--resume needs the run folder: pass --out RUN")
+        saved = Path(out) / "config.yaml"
+        if not saved.is_file():
+            raise PixelsegError(f"{saved}: not found; {out} is not a run that can be resumed")
+        allowed = {"epochs", "max_minutes", "out", "device", "num_workers", "threads"}
+        extra = {k for k, v in kwargs.items() if v is not None} - allowed
+        if extra or model or config:
+            raise PixelsegError(f"--resume continues {out} with its saved config; only --epochs, --max-minutes, --device, "
+                                f"--num-workers, --threads may change (got {', '.join(sorted(extra | ({'model'} if model else set())))})")
+        cfg = load_config(saved, {SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None})
+        if data is not None:
+            cfg = cfg.replace(**{"data.root": str(data)})
+    else:
+        cfg = make_config(config, data=str(data) if data is not None else None, model=model, **kwargs)
+    return _train(cfg, resume=resume, quiet=quiet)
+
+
+def load(run: str | Path, device: str = "auto"):
+    """A Predictor for a run folder: .predict(image) -> HxW class indices at the image's size."""
+    from pixelseg.inference import Predictor
+    return Predictor(run, device)
+
+
+def evaluate(run: str | Path | None = None, data: str | Path | None = None, split: str = "val",
+             pred_dir: str | Path | None = None, device: str = "auto", batch_size: int = 4) -> dict:
+    """Metrics of a run (or of label maps in pred_dir written by any model) on a split of `data`."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pixelseg.data.checks import require_clean
+    from pixelseg.data.dataset import EvalDataset, eval_collate
+    from pixelseg.data.formats import open_dataset
+    from pixelseg.data.io import read_mask
+    from pixelseg.data.transforms import eval_transform
+    from pixelseg.engine.trainer import evaluate as _evaluate
+    from pixelseg.inference.predictor import pick_device
+    from pixelseg.metrics import ConfusionMatrix, summarize
+    from pixelseg.run import load_model, read_run
+
+    if data is None:
+        raise PixelsegError("evaluate needs the ground truth: pass --data ROOT")
+    if (run is None) == (pred_dir is None):
+        raise PixelsegError("evaluate takes either a RUN folder or --pred-dir PRED (label maps), not both or neither")
+    index = open_dataset(data)
+    classes = index.classes
+    samples = index.split(split)
+    if not all(s.mask is not None for s in samples):
+        raise PixelsegError(f"{index.root}: split '{split}' has no masks to evaluate against")
+    require_clean(index, (split,))
+    if pred_dir is not None:
+        from pixelseg.viz import read_label_png
+        pred_dir = Path(pred_dir)
+        if not pred_dir.is_dir():
+            raise PixelsegError(f"{pred_dir}: prediction folder not found; give the folder of <stem>.png label maps")
+        cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
+        for s in samples:
+            p = pred_dir / f"{s.stem}.png"
+            if not p.is_file():
+                raise PixelsegError(f"{p}: no prediction for {s.image.name}; predict every image of split '{split}'")
+            pred = read_label_png(p)
+            gt = read_mask(s.mask, index.mask_color_channel)
+            if pred.shape != gt.shape:
+                raise PixelsegError(f"{p}: prediction is {pred.shape[1]}x{pred.shape[0]}, ground truth {s.mask.name} is "
+                                    f"{gt.shape[1]}x{gt.shape[0]}; predictions must be at the original size")
+            if pred.max(initial=0) >= classes.num_classes:
+                raise PixelsegError(f"{p}: holds class index {int(pred.max())} but {index.root} has {classes.num_classes} classes")
+            cm.update(pred.astype(np.int64), gt.astype(np.int64))
+        result = summarize(cm.matrix, classes.names)
+        result.update(split=split, images=len(samples), source=str(pred_dir))
+        return result
+    info = read_run(run)
+    if info.classes.names != classes.names:
+        raise PixelsegError(f"{index.root}: classes {list(classes.names)} differ from the run's {list(info.classes.names)}; "
+                            "evaluate on data with the run's class table")
+    dev = pick_device(device)
+    model = load_model(info, dev)
+    pre = info.preprocessing
+    ds = EvalDataset(samples, classes.num_classes, classes.ignore_index, pre.in_channels, pre.mean, pre.std,
+                     eval_transform(pre.image_size), index.mask_color_channel)
+    loader = DataLoader(ds, batch_size=1, collate_fn=eval_collate)
+    with torch.inference_mode():
+        cm = _evaluate(model, loader, classes.num_classes, classes.ignore_index, dev)
+    result = summarize(cm.matrix, classes.names)
+    result.update(split=split, images=len(samples), source=str(info.path))
+    return result

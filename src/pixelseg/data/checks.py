@@ -1,0 +1,69 @@
+"""Dataset checks: pairing, decodability, sizes, mask values, per-class pixel counts.
+
+`scan_split` reads every mask (and, for verify-dataset, every image) in a thread pool — PIL's decoders
+release the GIL — and collects problems instead of stopping at the first, so one run lists them all.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pixelseg.data.formats import DatasetIndex, Sample
+from pixelseg.data.io import image_size, read_image, read_mask
+from pixelseg.errors import PixelsegError
+
+
+@dataclass
+class SplitReport:
+    name: str
+    images: int = 0
+    counts: np.ndarray | None = None           # pixels per class index (+ ignore at the end)
+    problems: list[str] = field(default_factory=list)
+
+
+def _check_one(s: Sample, num_classes: int, ignore_index: int, color_channel, decode_images: bool):
+    try:
+        mask = read_mask(s.mask, color_channel)
+        if decode_images:
+            h, w = read_image(s.image).shape[:2]
+        else:
+            h, w = image_size(s.image)
+    except PixelsegError as e:
+        return None, str(e)
+    if mask.shape != (h, w):
+        return None, (f"{s.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {s.image.name} is {w}x{h}; "
+                      "masks must match their images pixel for pixel (re-export the mask at the image's size)")
+    counts = np.bincount(mask.ravel().astype(np.int64), minlength=max(num_classes, ignore_index + 1))
+    bad = [v for v in np.nonzero(counts)[0] if v >= num_classes and v != ignore_index]
+    if bad:
+        shown = ", ".join(str(int(v)) for v in bad[:5])
+        return None, (f"{s.mask}: value(s) {shown} are not class indices 0..{num_classes - 1} nor ignore {ignore_index}; "
+                      "fix the mask or add the classes to classes.json")
+    return np.append(counts[:num_classes], counts[ignore_index] if ignore_index < len(counts) else 0), None
+
+
+def scan_split(index: DatasetIndex, split: str, decode_images: bool = False, workers: int = 4) -> SplitReport:
+    samples = [s for s in index.splits[split] if s.mask is not None]
+    k, ign = index.classes.num_classes, index.classes.ignore_index
+    rep = SplitReport(split, len(samples), np.zeros(k + 1, np.int64))
+    with ThreadPoolExecutor(workers) as ex:
+        for counts, problem in ex.map(lambda s: _check_one(s, k, ign, index.mask_color_channel, decode_images), samples):
+            if problem:
+                rep.problems.append(problem)
+            else:
+                rep.counts += counts
+    return rep
+
+
+def require_clean(index: DatasetIndex, splits=("train", "val")) -> dict[str, SplitReport]:
+    """What training runs before its first step: every mask read once; the first problem stops it."""
+    reports = {}
+    for split in splits:
+        rep = scan_split(index, split)
+        if rep.problems:
+            more = f" ({len(rep.problems) - 1} more problem(s): run `pixelseg verify-dataset {index.root}`)" if len(rep.problems) > 1 else ""
+            raise PixelsegError(rep.problems[0] + more)
+        reports[split] = rep
+    return reports

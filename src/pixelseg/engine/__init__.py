@@ -1,0 +1,1 @@
+"""Training: the loop (trainer.py), automatic recipe choices (recipe.py), atomic checkpoints (checkpoint.py)."""

@@ -1,0 +1,35 @@
+"""Checkpoints, written atomically: a kill at any moment leaves the previous complete file in place.
+
+Weights for users are safetensors. The resumable state (optimizer moments, counters) is a torch file
+holding only tensors and plain Python values, read back with weights_only=True (no pickle code runs).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from pixelseg.errors import PixelsegError
+from pixelseg.fileio import atomic_path
+
+
+def save_weights(path: str | Path, model: torch.nn.Module) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PixelsegError(f"{path}: no resumable state; the run never finished a step — start it again without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PixelsegError(f"{path}: resumable state is damaged ({type(e).__name__}); start a new run") from None

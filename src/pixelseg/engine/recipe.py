@@ -1,0 +1,116 @@
+"""Defaults are the product: fill every automatic (None) setting from the data and the hardware.
+
+`resolve` returns the completed Config and, for each choice it made, a one-line reason that the
+trainer prints and the run folder keeps, so a user can see why and override any of it with a flag.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass, replace
+
+import torch
+
+from pixelseg.config import Config
+from pixelseg.data.formats import DatasetIndex
+from pixelseg.data.io import image_channels, image_size
+from pixelseg.errors import PixelsegError
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: str            # "cpu" or "cuda:N"
+    name: str              # e.g. "2-core CPU" or the GPU's name
+    cores: int
+    gpu_memory_gb: float = 0.0
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def detect_hardware(device: str = "auto") -> Hardware:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device == "auto":
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PixelsegError(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or auto)")
+        idx = int(device.split(":")[1]) if ":" in device else 0
+        props = torch.cuda.get_device_properties(idx)
+        return Hardware(f"cuda:{idx}", props.name, cores, props.total_memory / 2**30)
+    if device != "cpu":
+        raise PixelsegError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N")
+    return Hardware("cpu", f"{cores}-core CPU", cores)
+
+
+def _round32(v: float) -> int:
+    return max(64, int(round(v / 32)) * 32)
+
+
+def choose_image_size(sizes: list[tuple[int, int]], hw: Hardware) -> tuple[tuple[int, int], str]:
+    """Median image size, scaled so the long side fits what the hardware trains fast, multiple of 32."""
+    h = statistics.median(s[0] for s in sizes)
+    w = statistics.median(s[1] for s in sizes)
+    cap = 512 if hw.is_cuda else 256
+    scale = min(1.0, cap / max(h, w))
+    size = (_round32(h * scale), _round32(w * scale))
+    why = f"median image {int(w)}x{int(h)}"
+    why += f", long side capped at {cap} for {'a GPU' if hw.is_cuda else 'the CPU'}" if scale < 1 else ", kept (multiple of 32)"
+    return size, why
+
+
+def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, list[tuple[str, str, str]]]:
+    chosen: list[tuple[str, str, str]] = []
+    data, model, train = cfg.data, cfg.model, cfg.train
+    samples = index.splits["train"]
+    probe = samples[:: max(1, len(samples) // 200)][:200]   # headers only: cheap on any dataset size
+
+    if data.in_channels is None:
+        chans = [image_channels(s.image) for s in probe[:20]]
+        c = max(set(chans), key=chans.count)
+        data = replace(data, in_channels=c)
+        chosen.append(("data.in_channels", str(c), {1: "grayscale images", 3: "RGB images", 4: "RGBA images"}.get(c, "from the images")))
+    if data.image_size is None:
+        size, why = choose_image_size([image_size(s.image) for s in probe], hw)
+        data = replace(data, image_size=size)
+        chosen.append(("data.image_size", f"{size[0]}x{size[1]} (HxW)", why))
+    if data.num_workers is None:
+        # On a small CPU the loader workers would take cores from the model; on a GPU box they feed it.
+        nw = min(8, hw.cores - 1) if hw.is_cuda else (0 if hw.cores <= 2 else min(4, hw.cores // 4))
+        data = replace(data, num_workers=max(0, nw))
+        chosen.append(("data.num_workers", str(data.num_workers), f"{hw.cores} cores, {'GPU' if hw.is_cuda else 'CPU'} training"))
+
+    if model.name is None:
+        name = "unet"
+        model = replace(model, name=name)
+        chosen.append(("model.name", name, "U-Net learns fastest per minute among the registered models on small budgets"))
+    if model.encoder is None and model.name in ("unet", "deeplabv3plus", "fpn"):
+        enc = "resnet34" if hw.is_cuda else "resnet18"
+        model = replace(model, encoder=enc)
+        chosen.append(("model.encoder", enc, "GPU: a deeper encoder is affordable" if hw.is_cuda else "CPU: the lightest ResNet"))
+
+    h, w = data.image_size
+    if train.batch_size is None:
+        if hw.is_cuda:
+            bs = max(4, min(32, int(16 * (512 * 512) / (h * w))))
+        else:
+            bs = max(4, min(16, int(16 * (128 * 128) / (h * w))))
+        train = replace(train, batch_size=bs)
+        chosen.append(("train.batch_size", str(bs), f"~{16 * 128 * 128 if not hw.is_cuda else 16 * 512 * 512:,} pixels a step on this device"))
+    if train.lr is None:
+        lr = 5e-4 if model.encoder_weights else 1e-3
+        train = replace(train, lr=lr)
+        chosen.append(("train.lr", f"{lr:g}", "AdamW; lower when starting from pretrained weights" if model.encoder_weights else "AdamW from scratch"))
+    if train.epochs is None and train.max_minutes is None:
+        train = replace(train, epochs=50)
+        chosen.append(("train.epochs", "50", "no --epochs or --max-minutes given"))
+    if train.threads is None and not hw.is_cuda:
+        train = replace(train, threads=hw.cores)
+    if train.amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if hw.is_cuda else "off"
+        train = replace(train, amp=amp)
+        chosen.append(("train.amp", amp, "mixed precision on the GPU" if hw.is_cuda else "fp32 on the CPU (autocast is slower there)"))
+    if train.device == "auto":
+        train = replace(train, device=hw.device)
+    return Config(data, model, cfg.loss, train), chosen

@@ -1,0 +1,3 @@
+from pixelseg.inference.predictor import Predictor, resize_logits
+
+__all__ = ["Predictor", "resize_logits"]

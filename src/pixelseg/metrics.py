@@ -1,0 +1,280 @@
+"""Segmentation metrics: a streaming confusion matrix and pure functions over it.
+
+The confusion matrix is the only state. It is a K x K int64 matrix, rows = ground truth, columns =
+prediction, filled with one ``torch.bincount`` per batch on the batch's own device (as in
+torchvision's references) and summed across ranks with one all-reduce. Every metric is a pure
+function of that matrix, so a metric can be recomputed from a saved matrix without the model.
+
+Conventions (quoted in the README):
+
+- Pixels whose ground truth is the ignore index (255 by default) are not counted anywhere.
+  A ground-truth value that is neither a class index 0..K-1 nor the ignore index is an error,
+  as is a predicted value outside 0..K-1.
+- IoU = TP / (TP + FP + FN), accuracy = recall = TP / ground-truth pixels,
+  dice = 2 TP / (ground-truth pixels + predicted pixels), per class.
+- A class absent from BOTH the ground truth and the prediction has IoU, dice and accuracy
+  undefined (NaN, ``None`` in JSON); it is left out of every mean and listed in ``classes_absent``.
+- A class present in the prediction only has IoU 0 and dice 0, and these zeros count in the
+  means (a false alarm is a mistake). Its accuracy (recall) is undefined, because it has no
+  ground-truth pixel, and it is left out of the mean accuracy.
+- Means (mIoU, mean accuracy, mean dice) are unweighted means over the classes where the metric
+  is defined. Pixel accuracy is over all non-ignored pixels. Frequency-weighted IoU weights each
+  class's IoU by its share of the ground-truth pixels.
+- An empty matrix (no counted pixel) gives NaN for every metric, without a warning.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pixelseg.errors import PixelsegError
+
+__all__ = [
+    "ConfusionMatrix", "iou", "class_accuracy", "dice", "pixel_accuracy", "mean_iou",
+    "mean_accuracy", "fw_iou", "mean_dice", "summarize", "format_table",
+]
+
+
+def _as_label_tensor(x, what: str, device=None) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        raise PixelsegError(f"{what} must be a torch tensor or numpy array of class indices, got {type(x).__name__}")
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise PixelsegError(f"{what} must hold integer class indices, got dtype {x.dtype} "
+                            "(for logits take .argmax(1) first)")
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    return x.reshape(-1).long()
+
+
+def _show(values: torch.Tensor, limit: int = 10) -> str:
+    vals = torch.unique(values).cpu().tolist()
+    more = f" and {len(vals) - limit} more" if len(vals) > limit else ""
+    return ", ".join(str(v) for v in vals[:limit]) + more
+
+
+class ConfusionMatrix:
+    """Streaming K x K confusion matrix (rows = ground truth, columns = prediction).
+
+    ``update`` may be called with batches on any device; the running matrix stays on the device
+    of the first batch so a GPU evaluation loop does not copy every batch to the host.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+            raise PixelsegError(f"num_classes must be a positive integer, got {num_classes!r}")
+        num_classes = int(num_classes)
+        if 0 <= ignore_index < num_classes:
+            raise PixelsegError(f"ignore_index {ignore_index} is also a class index (0..{num_classes - 1}); "
+                                "choose an ignore_index outside the class range (255 is the convention)")
+        self.num_classes = num_classes
+        self.ignore_index = int(ignore_index)
+        self._mat: torch.Tensor | None = None
+
+    def update(self, pred, target) -> None:
+        """Count one batch. ``pred`` and ``target`` are same-shape integer label maps (torch tensors on
+        any device, or numpy arrays). Pixels whose target is the ignore index are skipped."""
+        device = pred.device if isinstance(pred, torch.Tensor) else (
+            target.device if isinstance(target, torch.Tensor) else None)
+        p = _as_label_tensor(pred, "pred", device)
+        t = _as_label_tensor(target, "target", device)
+        if tuple(pred.shape) != tuple(target.shape):
+            raise PixelsegError(f"pred and target must have the same shape, got {tuple(pred.shape)} "
+                                f"and {tuple(target.shape)}")
+        k = self.num_classes
+        keep = t != self.ignore_index
+        t, p = t[keep], p[keep]
+        bad_t = (t < 0) | (t >= k)
+        bad_p = (p < 0) | (p >= k)
+        if bool((bad_t | bad_p).any()):  # the one host sync per batch; errors are found where they happen
+            if bool(bad_t.any()):
+                raise PixelsegError(f"target value(s) {_show(t[bad_t])} are not class indices 0..{k - 1} nor the "
+                                    f"ignore index {self.ignore_index}; fix the masks or the class table")
+            raise PixelsegError(f"prediction value(s) {_show(p[bad_p])} are outside the class indices 0..{k - 1}; "
+                                "the model's number of outputs does not match the class table")
+        counts = torch.bincount(k * t + p, minlength=k * k).reshape(k, k)
+        if self._mat is None:
+            self._mat = counts
+        else:
+            self._mat += counts.to(self._mat.device)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The K x K int64 matrix as a numpy copy (rows = ground truth, columns = prediction)."""
+        if self._mat is None:
+            return np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        return self._mat.detach().cpu().numpy().astype(np.int64, copy=True)
+
+    def reset(self) -> None:
+        self._mat = None
+
+    def __iadd__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+        if not isinstance(other, ConfusionMatrix):
+            return NotImplemented
+        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+            raise ValueError(f"cannot merge a {other.num_classes}-class matrix (ignore {other.ignore_index}) into a "
+                             f"{self.num_classes}-class one (ignore {self.ignore_index})")
+        if other._mat is not None:
+            if self._mat is None:
+                self._mat = other._mat.clone()
+            else:
+                self._mat += other._mat.to(self._mat.device)
+        return self
+
+    def all_reduce(self) -> "ConfusionMatrix":
+        """Sum the matrix over all torch.distributed ranks (every rank must call it); no-op when not
+        running distributed. Afterwards every rank holds the global matrix."""
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        k = self.num_classes
+        home = self._mat.device if self._mat is not None else torch.device("cpu")
+        # NCCL only reduces CUDA tensors; a rank that saw no batch still has to take part.
+        dev = torch.device("cuda", torch.cuda.current_device()) if "nccl" in str(dist.get_backend()) else home
+        mat = torch.zeros(k, k, dtype=torch.int64, device=dev) if self._mat is None else self._mat.to(dev)
+        dist.all_reduce(mat)
+        self._mat = mat.to(home)
+        return self
+
+    def __repr__(self) -> str:
+        return f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, " \
+               f"pixels={int(self.matrix.sum())})"
+
+
+# ---------------------------------------------------------------- pure functions over a K x K matrix
+
+def _cm(cm) -> np.ndarray:
+    if isinstance(cm, ConfusionMatrix):
+        cm = cm.matrix
+    elif isinstance(cm, torch.Tensor):
+        cm = cm.detach().cpu().numpy()
+    m = np.asarray(cm, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"expected a square K x K confusion matrix, got shape {m.shape}")
+    return m
+
+
+def _nanmean(x: np.ndarray) -> float:
+    # np.nanmean warns on an all-NaN input; an empty evaluation is NaN, quietly.
+    v = x[~np.isnan(x)]
+    return float(v.mean()) if v.size else math.nan
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def iou(cm) -> np.ndarray:
+    """Per-class IoU TP / (TP + FP + FN); NaN for a class absent from ground truth and prediction."""
+    m = _cm(cm)
+    tp = np.diag(m)
+    return _divide(tp, m.sum(1) + m.sum(0) - tp)
+
+
+def class_accuracy(cm) -> np.ndarray:
+    """Per-class accuracy (recall) TP / ground-truth pixels; NaN for a class with no ground-truth pixel."""
+    m = _cm(cm)
+    return _divide(np.diag(m), m.sum(1))
+
+
+def dice(cm) -> np.ndarray:
+    """Per-class dice (F1) 2 TP / (ground-truth + predicted pixels); NaN for a class absent from both."""
+    m = _cm(cm)
+    return _divide(2.0 * np.diag(m), m.sum(1) + m.sum(0))
+
+
+def pixel_accuracy(cm) -> float:
+    m = _cm(cm)
+    total = m.sum()
+    return float(np.trace(m) / total) if total > 0 else math.nan
+
+
+def mean_iou(cm) -> float:
+    return _nanmean(iou(cm))
+
+
+def mean_accuracy(cm) -> float:
+    return _nanmean(class_accuracy(cm))
+
+
+def mean_dice(cm) -> float:
+    return _nanmean(dice(cm))
+
+
+def fw_iou(cm) -> float:
+    """Frequency-weighted IoU: sum over classes of (ground-truth share) x IoU."""
+    m = _cm(cm)
+    gt = m.sum(1)
+    total = gt.sum()
+    if total <= 0:
+        return math.nan
+    present = gt > 0  # every class with ground truth has a defined IoU
+    return float(np.sum(gt[present] / total * iou(m)[present]))
+
+
+def _json_float(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def summarize(cm, class_names: Sequence[str]) -> dict:
+    """JSON-ready summary: means, pixel count, absent classes and per-class metrics.
+    Floats are Python floats in [0, 1]; undefined values are ``None``; pixel counts are ints."""
+    m = _cm(cm)
+    names = [str(n) for n in class_names]
+    if len(names) != m.shape[0]:
+        raise PixelsegError(f"{len(names)} class names for a {m.shape[0]}-class confusion matrix")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise PixelsegError(f"class names must be unique; repeated: {', '.join(dup)}")
+    ious, accs, dices = iou(m), class_accuracy(m), dice(m)
+    gt, pred = m.sum(1), m.sum(0)
+    return {
+        "mIoU": _json_float(mean_iou(m)),
+        "pixel_accuracy": _json_float(pixel_accuracy(m)),
+        "mean_accuracy": _json_float(mean_accuracy(m)),
+        "fw_iou": _json_float(fw_iou(m)),
+        "mean_dice": _json_float(mean_dice(m)),
+        "num_pixels": int(m.sum()),
+        "classes_absent": [n for n, g, p in zip(names, gt, pred) if g == 0 and p == 0],
+        "per_class": {
+            n: {"iou": _json_float(ious[i]), "accuracy": _json_float(accs[i]), "dice": _json_float(dices[i]),
+                "gt_pixels": int(gt[i]), "pred_pixels": int(pred[i])}
+            for i, n in enumerate(names)
+        },
+    }
+
+
+def format_table(summary: dict, title: str | None = None):
+    """A rich Table of a ``summarize`` result: one row per class, then the means."""
+    from rich.table import Table
+
+    def pct(v):
+        return "—" if v is None else f"{100.0 * v:.1f}"
+
+    absent = set(summary.get("classes_absent", []))
+    total = summary.get("num_pixels", 0)
+    table = Table(title=title, caption="values in %; — = undefined. Absent classes (in neither ground truth nor "
+                                       "prediction) are left out of the means", caption_justify="left")
+    table.add_column("class")
+    for col in ("IoU", "accuracy", "dice", "GT share"):
+        table.add_column(col, justify="right")
+    for name, c in summary["per_class"].items():
+        if name in absent:
+            table.add_row(f"{name} (absent)", "—", "—", "—", "—", style="dim")
+            continue
+        label = f"{name} (not in GT)" if c["gt_pixels"] == 0 else name
+        share = f"{100.0 * c['gt_pixels'] / total:.1f}" if total else "—"
+        table.add_row(label, pct(c["iou"]), pct(c["accuracy"]), pct(c["dice"]), share)
+    table.add_section()
+    table.add_row("mean", pct(summary["mIoU"]), pct(summary["mean_accuracy"]), pct(summary["mean_dice"]), "",
+                  style="bold")
+    table.add_row("pixel accuracy", "", pct(summary["pixel_accuracy"]), "", f"{total:,} px")
+    table.add_row("freq.-weighted IoU", pct(summary["fw_iou"]), "", "", "")
+    return table

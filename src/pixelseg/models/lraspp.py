@@ -1,0 +1,39 @@
+"""LR-ASPP on MobileNetV3-Large (Howard et al., "Searching for MobileNetV3", 2019), from torchvision:
+a real-time model for the CPU and the edge."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixelseg.errors import PixelsegError
+from pixelseg.models.base import Segmenter, adapt_first_conv, load_encoder_weights
+from pixelseg.registry import Registry
+
+
+def register(models: Registry) -> None:
+    @models.register("lraspp", family="real-time", default_encoder="mobilenet_v3_large",
+                     use="fast CPU/edge inference; coarse boundaries")
+    def lraspp(num_classes, in_channels=3, encoder=None, encoder_weights=None):
+        from torchvision.models import MobileNet_V3_Large_Weights
+        from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+        if encoder not in (None, "mobilenet_v3_large"):
+            raise PixelsegError(f"lraspp has a fixed encoder (mobilenet_v3_large), not '{encoder}'; drop --encoder")
+        hub = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if encoder_weights == "imagenet" else None
+        try:
+            net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=hub, num_classes=num_classes)
+        except (OSError, RuntimeError) as e:
+            raise PixelsegError(f"could not fetch ImageNet weights for mobilenet_v3_large ({str(e).splitlines()[0][:160]}); "
+                                "without network access pass a local file with --encoder-weights PATH") from None
+        if in_channels != 3:
+            old: nn.Conv2d = net.backbone["0"][0]
+            conv = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+            with torch.no_grad():
+                conv.weight.copy_(adapt_first_conv(old.weight, in_channels))
+            net.backbone["0"][0] = conv
+        report = None
+        if encoder_weights and encoder_weights != "imagenet":
+            report = load_encoder_weights(net.backbone, encoder_weights)
+        model = Segmenter(net, divisor=32)
+        model.encoder_report = report
+        return model

@@ -1,0 +1,58 @@
+"""Encoder-decoder models from segmentation-models-pytorch: any smp encoder or any timm one ("tu-<name>")."""
+from __future__ import annotations
+
+from pixelseg.errors import PixelsegError
+from pixelseg.models.base import Segmenter, load_encoder_weights
+from pixelseg.registry import Registry
+
+
+def _smp(arch: str, num_classes: int, in_channels: int, encoder: str, encoder_weights: str | None, **kw):
+    import segmentation_models_pytorch as smp
+
+    hub = encoder_weights if encoder_weights in ("imagenet",) else None
+    try:
+        net = getattr(smp, arch)(encoder_name=encoder, encoder_weights=hub, in_channels=in_channels,
+                                 classes=num_classes, **kw)
+    except KeyError as e:
+        raise PixelsegError(f"unknown encoder '{encoder}' ({e}); use an smp encoder name (resnet18, mobilenet_v2, ...) "
+                            "or any timm model as tu-<name>") from None
+    except (OSError, RuntimeError, ValueError) as e:
+        if hub:
+            raise PixelsegError(f"could not fetch ImageNet weights for encoder '{encoder}' ({str(e).splitlines()[0][:160]}); "
+                                "without network access pass a local file with --encoder-weights PATH") from None
+        raise PixelsegError(f"cannot build {arch} with encoder '{encoder}': {str(e).splitlines()[0][:200]}") from None
+    if arch == "DeepLabV3Plus":
+        _fix_aspp_pooling(net)
+    report = None
+    if encoder_weights and not hub:
+        report = load_encoder_weights(net.encoder, encoder_weights)
+    model = Segmenter(net, divisor=32)  # the encoders downsample 5 times
+    model.encoder_report = report
+    return model
+
+
+def _fix_aspp_pooling(net) -> None:
+    """BatchNorm over the 1x1 image-pooling branch of ASPP is undefined at batch size 1 in train mode
+    (one value per channel); GroupNorm there keeps the branch normalized and the batch-1 contract."""
+    from torch import nn
+    for m in net.decoder.modules():
+        if type(m).__name__ == "ASPPPooling":
+            bn = m[2]
+            m[2] = nn.GroupNorm(32 if bn.num_features % 32 == 0 else 1, bn.num_features)
+
+
+def register(models: Registry) -> None:
+    @models.register("unet", family="U-Net", default_encoder="resnet18",
+                     use="general purpose; strong on small data and fine structures (medical, aerial)")
+    def unet(num_classes, in_channels=3, encoder=None, encoder_weights=None):
+        return _smp("Unet", num_classes, in_channels, encoder or "resnet18", encoder_weights)
+
+    @models.register("deeplabv3plus", family="DeepLab", default_encoder="resnet18",
+                     use="large scenes with objects at many scales (driving, scene parsing)")
+    def deeplabv3plus(num_classes, in_channels=3, encoder=None, encoder_weights=None):
+        return _smp("DeepLabV3Plus", num_classes, in_channels, encoder or "resnet18", encoder_weights)
+
+    @models.register("fpn", family="FPN", default_encoder="resnet18",
+                     use="light decoder over a feature pyramid; a good speed/accuracy middle ground")
+    def fpn(num_classes, in_channels=3, encoder=None, encoder_weights=None):
+        return _smp("FPN", num_classes, in_channels, encoder or "resnet18", encoder_weights)
