@@ -190,6 +190,11 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise PixelsegError(f"{path}: config file not found; check the path given to --config") from None
+    except IsADirectoryError:
+        raise PixelsegError(f"{path}: is a folder, not a config file; give a YAML file "
+                            f"(a run folder holds {path / 'config.yaml'})") from None
+    except UnicodeDecodeError:
+        raise PixelsegError(f"{path}: not a text file; give a YAML config file to --config") from None
     except yaml.YAMLError as e:
         raise PixelsegError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
     return from_dict(d, overrides, where=str(path))

@@ -8,6 +8,16 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; what we write should get the usual permissions
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path in the destination folder; on success it replaces `path` in one rename.
@@ -22,6 +32,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)  # after the write: some writers (safetensors) replace the file themselves
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -83,7 +83,7 @@ def read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
         info = RunInfo(path, d["model"]["name"], d["model"].get("encoder"),
                        ClassTable.from_dict(d["classes"], str(mj)), Preprocessing.from_dict(d["preprocessing"]),
                        d.get("best") or {})
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise PixelsegError(f"{mj}: damaged run description ({type(e).__name__}: {e}); retrain or restore the file") from None
     if need_weights and not info.weights.is_file():
         raise PixelsegError(f"{info.weights}: weights missing; the run did not finish an epoch — resume it with "
@@ -102,8 +102,12 @@ def load_model(info: RunInfo, device="cpu"):
         state = load_file(str(info.weights), device=str(device))
     except Exception as e:
         raise PixelsegError(f"{info.weights}: cannot read weights ({str(e).splitlines()[0][:160]}); the file is damaged — retrain or restore it") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise PixelsegError(f"{info.weights}: weights do not fit {info.model} ({len(missing)} missing, {len(unexpected)} unexpected keys); "
-                            "model.json and the weights come from different runs")
+    target = model.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    wrong_shape = [k for k in state if k in target and state[k].shape != target[k].shape]
+    if missing or unexpected or wrong_shape:
+        raise PixelsegError(f"{info.weights}: weights do not fit {info.model} ({len(missing)} missing, {len(unexpected)} unexpected, "
+                            f"{len(wrong_shape)} wrong-shape keys); model.json and the weights come from different runs")
+    model.load_state_dict(state)
     return model.to(device).eval()

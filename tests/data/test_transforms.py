@@ -87,8 +87,8 @@ def test_geometry_keeps_image_and_mask_aligned(preset):
         out = geo(image=img, mask=mask)
         m, x = out["mask"].astype(np.int32), out["image"].astype(np.int32)
         expected = np.where(m == IGN, 0, m * 40)
-        inner = _interior(m)
-        assert inner.mean() > 0.2
+        inner = _interior(m, r=3)   # chained linear resizes blur the image's edges over a few pixels
+        assert inner.mean() > 0.1
         for c in range(3):
             diff = np.abs(x[:, :, c] - expected)[inner]
             assert diff.max() <= 2, f"{preset} seed {seed}: image and mask disagree by {diff.max()}"
@@ -96,6 +96,21 @@ def test_geometry_keeps_image_and_mask_aligned(preset):
         flipped += int(m[2, 2] != 0 and m[2, 2] != IGN)
     if preset != "none":
         assert flipped > 0
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("in_hw, out_hw", [((37, 101), (48, 72)), ((37, 101), (50, 150)), ((61, 45), (20, 37))])
+def test_resize_puts_mask_edges_where_the_image_edges_are(axis, in_hw, out_hw):
+    """Sub-pixel alignment: each resized mask pixel holds the class its (linearly resized) image pixel is
+    closest to. Stripes step by one class, so "closest" means within half a step of the class value."""
+    n = in_hw[axis]
+    tri = np.array([0, 1, 2, 3, 4, 3, 2, 1])
+    line = tri[(np.arange(n) // 7) % len(tri)].astype(np.uint8)
+    mask = np.broadcast_to(line[:, None] if axis == 0 else line[None, :], in_hw).copy()
+    img = np.repeat((mask * 40)[:, :, None], 3, axis=2).astype(np.uint8)
+    out = train_transform(out_hw, "none", IGN, 3)(image=img, mask=mask)
+    diff = np.abs(out["image"][:, :, 0].astype(int) - out["mask"].astype(int) * 40)
+    assert diff.max() <= 20, f"mask edge off by a pixel at {np.argwhere(diff > 20)[:3].tolist()}"
 
 
 @pytest.mark.parametrize("preset", PRESETS)

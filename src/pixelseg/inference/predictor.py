@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pixelseg.data.dataset import normalize
 from pixelseg.data.io import IMAGE_EXTS, read_image, to_channels
+from pixelseg.data.transforms import eval_transform
 from pixelseg.errors import PixelsegError
 from pixelseg.run import Preprocessing, load_model, read_run
 
@@ -27,14 +29,18 @@ def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def preprocess(image: np.ndarray, pre: Preprocessing) -> torch.Tensor:
-    """HxW(xC) uint8 -> C x H' x W' normalized tensor at the training size (same resize as training)."""
+    """HxW(xC) uint8 -> C x H' x W' normalized tensor at the training size, through the very transform
+    that validation used during training (so predict and evaluate see identical inputs)."""
     x = to_channels(image, pre.in_channels)
-    h, w = pre.image_size
-    if x.shape[:2] != (h, w):
-        x = cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
-        if x.ndim == 2:
-            x = x[:, :, None]
+    x = _resizer(tuple(pre.image_size))(image=x)["image"]
+    if x.ndim == 2:
+        x = x[:, :, None]
     return normalize(x, pre.mean, pre.std)
+
+
+@functools.lru_cache(maxsize=8)
+def _resizer(size: tuple[int, int]):
+    return eval_transform(size)
 
 
 def pick_device(device: str = "auto") -> torch.device:

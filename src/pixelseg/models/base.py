@@ -88,7 +88,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
         while changed:
             changed = False
             for p in _PREFIXES:
-                if k.startswith(p) and k[len(p):] not in target and k not in target:
+                if k.startswith(p) and k not in target:
                     k, changed = k[len(p):], True
         return k
 

@@ -1,0 +1,150 @@
+"""The run folder: model.json written and read back, and every way it can be wrong is a one-line user error."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pixelseg.data.classes import ClassTable
+from pixelseg.engine.checkpoint import save_weights
+from pixelseg.errors import PixelsegError
+from pixelseg.models import build_model
+from pixelseg.run import RUN_FORMAT, Preprocessing, RunInfo, is_run, load_model, read_run, write_run_info
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _info(path, model="unet", encoder="resnet18", num_classes=3, in_channels=3) -> RunInfo:
+    names = tuple(["background", "road", "car", "sky", "tree"][:num_classes])
+    classes = ClassTable(names, tuple((10 * i, 20 * i, 30 * i) for i in range(num_classes)), ignore_index=255)
+    pre = Preprocessing((64, 96), tuple([120.5] * in_channels), tuple([60.25] * in_channels), in_channels, "letterbox")
+    return RunInfo(path, model, encoder, classes, pre, {"miou": 0.5, "epoch": 4})
+
+
+def test_write_and_read_round_trip(tmp_path):
+    info = _info(tmp_path / "run")
+    write_run_info(info)
+    assert is_run(info.path)
+    d = json.loads((info.path / "model.json").read_text(encoding="utf-8"))
+    assert d["format"] == RUN_FORMAT and "pixelseg_version" in d
+    assert d["model"] == {"name": "unet", "encoder": "resnet18", "num_classes": 3, "in_channels": 3}
+
+    got = read_run(info.path, need_weights=False)
+    assert got == info
+    assert got.preprocessing.image_size == (64, 96) and got.preprocessing.resize == "letterbox"
+    assert got.classes.colors == info.classes.colors
+    assert got.weights == info.path / "model.safetensors"
+
+
+def test_load_model_round_trip(tmp_path):
+    info = _info(tmp_path, model="fpn", num_classes=2, in_channels=1)
+    write_run_info(info)
+    torch.manual_seed(0)
+    trained = build_model("fpn", 2, 1).eval()
+    save_weights(info.weights, trained)
+    model = load_model(read_run(tmp_path))
+    assert not model.training
+    x = torch.randn(1, 1, 37, 53)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x))
+
+
+def test_read_run_missing_folder(tmp_path):
+    path = tmp_path / "no_such_run"
+    with pytest.raises(PixelsegError) as e:
+        read_run(path)
+    assert str(path) in str(e.value)
+    assert not is_run(path)
+
+
+def test_read_run_folder_without_model_json(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(PixelsegError) as e:
+        read_run(tmp_path)
+    assert str(tmp_path) in str(e.value) and "model.json" in str(e.value)
+
+
+def _valid_json(tmp_path) -> dict:
+    write_run_info(_info(tmp_path))
+    return json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("damage", ["not json", "truncated", "list", "no model", "no preprocessing",
+                                    "model not an object", "bad classes", "bad image_size", "binary"])
+def test_read_run_damaged_model_json(tmp_path, damage):
+    d = _valid_json(tmp_path)
+    mj = tmp_path / "model.json"
+    text = json.dumps(d)
+    if damage == "not json":
+        text = "{this is not json"
+    elif damage == "truncated":
+        text = text[: len(text) // 2]
+    elif damage == "list":
+        text = json.dumps([d])
+    elif damage == "no model":
+        del d["model"]
+        text = json.dumps(d)
+    elif damage == "no preprocessing":
+        del d["preprocessing"]
+        text = json.dumps(d)
+    elif damage == "model not an object":
+        d["model"] = "unet"
+        text = json.dumps(d)
+    elif damage == "bad classes":
+        d["classes"] = {"names": ["a", "a"]}
+        text = json.dumps(d)
+    elif damage == "bad image_size":
+        d["preprocessing"]["image_size"] = 64
+        text = json.dumps(d)
+    if damage == "binary":
+        mj.write_bytes(b"\xff\xfe\x00garbage")
+    else:
+        mj.write_text(text, encoding="utf-8")
+    with pytest.raises(PixelsegError) as e:
+        read_run(tmp_path, need_weights=False)
+    assert str(mj) in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["pixelseg-run/0", "pixelseg-run/2", None])
+def test_read_run_wrong_format_version(tmp_path, fmt):
+    d = _valid_json(tmp_path)
+    d["format"] = fmt
+    (tmp_path / "model.json").write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(PixelsegError) as e:
+        read_run(tmp_path, need_weights=False)
+    msg = str(e.value)
+    assert str(tmp_path / "model.json") in msg and RUN_FORMAT in msg
+
+
+def test_read_run_missing_weights(tmp_path):
+    write_run_info(_info(tmp_path))
+    with pytest.raises(PixelsegError) as e:
+        read_run(tmp_path)
+    assert str(tmp_path / "model.safetensors") in str(e.value) and "--resume" in str(e.value)
+    assert read_run(tmp_path, need_weights=False).model == "unet"
+
+
+@pytest.mark.parametrize("weights_from", [("deeplabv3plus", 3, 3), ("unet", 5, 3), ("unet", 3, 1)],
+                         ids=["other-architecture", "other-num-classes", "other-in-channels"])
+def test_load_model_with_weights_of_another_model(tmp_path, weights_from):
+    name, k, c = weights_from
+    write_run_info(_info(tmp_path, model="unet", num_classes=3, in_channels=3))
+    save_weights(tmp_path / "model.safetensors", build_model(name, k, c))
+    with pytest.raises(PixelsegError) as e:
+        load_model(read_run(tmp_path))
+    assert str(tmp_path / "model.safetensors") in str(e.value) and "different runs" in str(e.value)
+
+
+def test_load_model_with_damaged_weights(tmp_path):
+    write_run_info(_info(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
+    with pytest.raises(PixelsegError) as e:
+        load_model(read_run(tmp_path))
+    assert str(tmp_path / "model.safetensors") in str(e.value)
