@@ -222,7 +222,7 @@ def cmd_quickstart(a) -> int:
     data, run, preds = out / "data", out / "run", out / "predictions"
     if not (data / "classes.json").is_file():
         print(f"[1/4] writing the built-in dataset to {data} ...")
-        generate(data, n_train=400, n_val=100, size=(128, 128), seed=0, workers=2)
+        generate(data, n_train=1000, n_val=100, size=(128, 128), seed=0, workers=2)
     else:
         print(f"[1/4] using the built-in dataset already in {data}")
     if run.exists():

@@ -21,7 +21,7 @@ class DataConfig:
     root: str | None = None
     format: str = "auto"                      # auto | folder | keras
     image_size: tuple[int, int] | None = None  # (H, W) the network sees; None = from the data and the hardware
-    augment: str = "default"                  # none | light | default | strong
+    augment: str | None = None                # none | light | default | strong; None = by budget and hardware
     in_channels: int | None = None            # None = from the images (1 gray, 3 RGB, 4 RGBA)
     num_workers: int | None = None
     val_fraction: float = 0.1                 # held out from train when the data has no val split
@@ -174,7 +174,7 @@ def _check_values(cfg: Config, where: str) -> None:
         (t.schedule in ("poly", "cosine"), "train.schedule must be poly or cosine"),
         (t.amp in ("auto", "off", "fp16", "bf16"), "train.amp must be auto, off, fp16 or bf16"),
         (dt.format in ("auto", "folder", "keras"), "data.format must be auto, folder or keras"),
-        (dt.augment in ("none", "light", "default", "strong"), "data.augment must be none, light, default or strong"),
+        (dt.augment in (None, "none", "light", "default", "strong"), "data.augment must be none, light, default or strong"),
         (dt.in_channels is None or dt.in_channels > 0, "data.in_channels must be positive"),
         (0 < dt.val_fraction < 1, "data.val_fraction must be between 0 and 1"),
         (0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)"),

@@ -34,7 +34,7 @@ from pixelseg.inference.predictor import resize_logits
 from pixelseg.losses import build_loss, parse_loss_spec
 from pixelseg.metrics import ConfusionMatrix, mean_iou, summarize
 from pixelseg.models import MODELS, build_model, count_parameters, default_mean_std
-from pixelseg.run import Preprocessing, RunInfo, is_run, write_run_info
+from pixelseg.run import Preprocessing, RunInfo, is_run, read_run, write_run_info
 
 CHECKPOINT_EVERY_S = 600          # also save the resumable state mid-epoch this often
 VAL_SHARE = 0.15                  # validation may take at most this share of a time-budgeted run
@@ -223,7 +223,8 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
     # ---- the run folder's contract, written before the first step so a killed run is still identifiable
     write_text(run_dir / "config.yaml", dump_config(cfg))
     write_json(run_dir / "classes.json", classes.to_dict())
-    info = RunInfo(run_dir, cfg.model.name, cfg.model.encoder, classes, pre, {})
+    info = RunInfo(run_dir, cfg.model.name, cfg.model.encoder, classes, pre,
+                   read_run(run_dir, need_weights=False).best if resume and is_run(run_dir) else {})
     write_json(run_dir / "recipe.json", {"hardware": {"device": hw.device, "name": hw.name, "cores": hw.cores},
                                          "chosen": [{"key": k, "value": v, "why": w} for k, v, w in chosen],
                                          "class_pixels": {s: r.counts.tolist() for s, r in reports.items()}})
@@ -264,9 +265,9 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
             model.train()
             t_epoch, loss_sum, loss_n, lr = time.time(), 0.0, 0, cfg.train.lr
             reserve = val_seconds if val_seconds is not None else 0.0
+            tick = time.time()       # wall clock: data loading counts against the budget too
             with _progress_bar(console, len(loader), f"epoch {epoch + 1}") as bar:
                 for x, y in loader:
-                    t_step = time.time()
                     lr = set_lr(state.step, state.elapsed)
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -287,8 +288,10 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
                         loss_n += 1
                     state.step += 1
                     state.offset += bs
-                    state.elapsed += time.time() - t_step
-                    bar.advance(loss_sum / max(loss_n, 1), lr, len(x) / max(1e-6, time.time() - t_step))
+                    now = time.time()
+                    state.elapsed += now - tick
+                    bar.advance(loss_sum / max(loss_n, 1), lr, len(x) / max(1e-6, now - tick))
+                    tick = now
                     if flag.reason:
                         stop_reason = f"stopped by {flag.reason}"
                     elif state.elapsed + reserve >= budget:
@@ -342,7 +345,7 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
         console.print(stop_reason)
     # ---- final metrics: the best weights, on the full val split at original resolution
     if best_cm is None:
-        from pixelseg.run import load_model, read_run
+        from pixelseg.run import load_model
         best = load_model(read_run(run_dir), device)
         best_cm = evaluate(best, val_loader, classes.num_classes, classes.ignore_index, device, amp_dtype)
     summary = summarize(best_cm.matrix, classes.names)
@@ -384,7 +387,7 @@ def _print_plan(console, cfg: Config, chosen, hw, model, n_train, n_val, check_s
         ("budget", (f"{cfg.train.max_minutes:g} min" if cfg.train.max_minutes else "")
          + (" / " if cfg.train.max_minutes and cfg.train.epochs else "")
          + (f"{cfg.train.epochs} epochs" if cfg.train.epochs else ""), auto.get("train.epochs", ("", "given"))[1]),
-        ("data.augment", cfg.data.augment, ""),
+        ("data.augment", cfg.data.augment, auto.get("data.augment", ("", "given"))[1]),
         ("loss", cfg.loss.name, ""),
         ("train.amp", cfg.train.amp, auto.get("train.amp", ("", ""))[1]),
         ("out", cfg.train.out, ""),

@@ -11,7 +11,7 @@ from pixelseg.registry import Registry
 
 
 def register(models: Registry) -> None:
-    @models.register("lraspp", family="real-time", default_encoder="mobilenet_v3_large",
+    @models.register("lraspp", family="real-time", default_encoder="mobilenet_v3_large", lr=5e-3,
                      use="fast CPU/edge inference; coarse boundaries")
     def lraspp(num_classes, in_channels=3, encoder=None, encoder_weights=None):
         from torchvision.models import MobileNet_V3_Large_Weights
@@ -31,6 +31,12 @@ def register(models: Registry) -> None:
             with torch.no_grad():
                 conv.weight.copy_(adapt_first_conv(old.weight, in_channels))
             net.backbone["0"][0] = conv
+        # torchvision builds MobileNetV3 with BatchNorm momentum 0.01, tuned for 600 ImageNet epochs: in a
+        # run of minutes the running statistics lag the weights and eval-mode accuracy collapses (measured:
+        # val mIoU 0.37 vs 0.58 after 400 steps on the built-in data). 0.1 is PyTorch's default.
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1
         report = None
         if encoder_weights and encoder_weights != "imagenet":
             report = load_encoder_weights(net.backbone, encoder_weights)

@@ -1,0 +1,75 @@
+"""Automatic choices (the default recipe) and the learning-rate schedule."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pixelseg.config import from_dict
+from pixelseg.data.formats import open_dataset
+from pixelseg.data.synth import generate
+from pixelseg.engine.recipe import Hardware, choose_image_size, resolve
+from pixelseg.engine.trainer import lr_factor
+
+CPU2 = Hardware("cpu", "2-core CPU", 2)
+GPU = Hardware("cuda:0", "Some GPU", 16, 80.0)
+
+
+@pytest.mark.parametrize("sizes, hw, expect", [
+    ([(1024, 2048)] * 3, CPU2, (128, 256)),        # Cityscapes-like on a CPU: long side capped at 256
+    ([(1024, 2048)] * 3, GPU, (256, 512)),
+    ([(100, 75), (100, 75), (300, 300)], CPU2, (96, 64)),   # median, rounded to multiples of 32
+    ([(20, 20)], CPU2, (64, 64)),                 # never below 64
+])
+def test_image_size(sizes, hw, expect):
+    size, why = choose_image_size(sizes, hw)
+    assert size == expect and why
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("d")
+    generate(root, n_train=8, n_val=2, size=(96, 160), seed=0)
+    return open_dataset(root)
+
+
+def test_resolve_fills_every_automatic_choice_and_says_why(index):
+    cfg, chosen = resolve(from_dict({}, {"data.root": str(index.root), "train.max_minutes": 5}), index, CPU2)
+    keys = {k for k, _, _ in chosen}
+    assert {"model.name", "data.image_size", "data.in_channels", "train.batch_size", "train.lr", "data.augment"} <= keys
+    assert all(why for _, _, why in chosen)
+    assert cfg.model.name == "lraspp" and cfg.data.image_size == (96, 160) and cfg.data.in_channels == 3
+    assert cfg.train.lr == 5e-3                      # the model's own registered learning rate
+    assert cfg.data.augment == "light"               # short CPU budget
+    assert cfg.train.epochs is None                  # the budget decides
+    assert cfg.train.threads == 2 and cfg.data.num_workers == 0
+
+
+def test_resolve_respects_what_the_user_gave(index):
+    given = from_dict({}, {"data.root": str(index.root), "model.name": "unet", "train.lr": 0.02,
+                           "data.augment": "strong", "train.batch_size": 3, "data.image_size": [64, 64]})
+    cfg, chosen = resolve(given, index, CPU2)
+    assert (cfg.model.name, cfg.train.lr, cfg.data.augment, cfg.train.batch_size, cfg.data.image_size) == \
+        ("unet", 0.02, "strong", 3, (64, 64))
+    assert cfg.model.encoder == "resnet18"
+    assert "model.name" not in {k for k, _, _ in chosen}
+    assert cfg.train.epochs == 50 and cfg.data.augment == "strong"
+
+
+def test_gpu_recipe(index):
+    cfg, _ = resolve(from_dict({}, {"data.root": str(index.root), "train.max_minutes": 5}), index, GPU)
+    assert cfg.model.name == "unet" and cfg.model.encoder == "resnet34" and cfg.data.augment == "default"
+    assert cfg.train.amp in ("bf16", "fp16") and cfg.data.num_workers > 0
+
+
+def test_lr_schedule_shapes():
+    assert lr_factor(0.0, 0.05, "poly") < 0.05                     # warm-up starts low
+    assert lr_factor(0.025, 0.05, "poly") == pytest.approx(0.5, abs=0.02)
+    assert lr_factor(0.05, 0.05, "poly") == pytest.approx(1.0)
+    assert lr_factor(1.0, 0.05, "poly") == 0.0 and lr_factor(1.0, 0.05, "cosine") == pytest.approx(0.0)
+    mid = 0.05 + 0.95 / 2
+    assert lr_factor(mid, 0.05, "cosine") == pytest.approx(0.5)
+    assert lr_factor(mid, 0.05, "poly") == pytest.approx(0.5 ** 0.9)
+    vals = [lr_factor(p / 100, 0.05, "poly") for p in range(5, 101)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))               # monotone decay after warm-up
+    assert not any(math.isnan(v) for v in vals)
