@@ -17,13 +17,7 @@ from pixelseg.models import MODELS, build_model
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: with the cores shared, extra intra-op threads only wait on each other (10-100x slower)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:
@@ -230,24 +224,11 @@ def test_encoder_weights_file_not_a_state_dict(tmp_path):
         build_model("unet", NUM_CLASSES, 3, encoder_weights=str(path))
 
 
-def _side_effect(path):  # what a malicious pickle would run on load
-    open(path, "w").close()
-    return {}
-
-
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (_side_effect, (str(self.marker),))
-
-
-def test_encoder_weights_pickle_with_code_is_refused(tmp_path, encoder_states):
-    marker = tmp_path / "pwned"
+def test_encoder_weights_pickle_with_code_is_refused(tmp_path, encoder_states, evil_payload):
+    payload, marker = evil_payload
     path = tmp_path / "evil.pth"
     state = dict(encoder_states["unet"])
-    state["payload"] = _Evil(marker)
+    state["payload"] = payload
     torch.save(state, path)
     with pytest.raises(PixelsegError) as e:
         build_model("unet", NUM_CLASSES, 3, encoder_weights=str(path))

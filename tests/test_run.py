@@ -13,12 +13,7 @@ from pixelseg.models import build_model
 from pixelseg.run import RUN_FORMAT, Preprocessing, RunInfo, is_run, load_model, read_run, write_run_info
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _info(path, model="unet", encoder="resnet18", num_classes=3, in_channels=3) -> RunInfo:

@@ -153,23 +153,10 @@ def test_load_state_damaged_file(tmp_path, content):
     assert str(path) in str(e.value)
 
 
-def _side_effect(path):
-    open(path, "w").close()
-    return {}
-
-
-class _Evil:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (_side_effect, (str(self.marker),))
-
-
-def test_load_state_refuses_pickled_code(tmp_path):
-    marker = tmp_path / "pwned"
+def test_load_state_refuses_pickled_code(tmp_path, evil_payload):
+    payload, marker = evil_payload
     path = tmp_path / "last.pt"
-    torch.save({"epoch": 1, "payload": _Evil(marker)}, path)
+    torch.save({"epoch": 1, "payload": payload}, path)
     with pytest.raises(PixelsegError) as e:
         load_state(path)
     assert str(path) in str(e.value)

@@ -39,7 +39,7 @@ def test_resolve_fills_every_automatic_choice_and_says_why(index):
     assert {"model.name", "data.image_size", "data.in_channels", "train.batch_size", "train.lr", "data.augment"} <= keys
     assert all(why for _, _, why in chosen)
     assert cfg.model.name == "lraspp" and cfg.data.image_size == (96, 160) and cfg.data.in_channels == 3
-    assert cfg.train.lr == 5e-3                      # the model's own registered learning rate
+    assert cfg.train.lr == 1e-2                      # the model's own registered learning rate
     assert cfg.data.augment == "light"               # short CPU budget
     assert cfg.train.epochs is None                  # the budget decides
     assert cfg.train.threads == 2 and cfg.data.num_workers == 0

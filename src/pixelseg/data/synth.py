@@ -46,7 +46,7 @@ SPLITS = (("train", 0), ("val", 1))  # name, split id used in the seed sequence
 _SHIFT = 4                      # cv2 fixed-point bits: vertices at 1/16 pixel
 _SCALE = 1 << _SHIFT
 _MIN_SIZE = 16                  # smallest scene side that still holds a recognizable shape
-_RADIUS_RANGE = (0.11, 0.28)    # object radius as a fraction of the short side
+_RADIUS_RANGE = (0.15, 0.32)    # object radius as a fraction of the short side
 _MIN_VISIBLE = 0.5              # every earlier object keeps at least this share of its pixels
 # per-class radius factors that give every shape about the same mean area (~2.2 r^2), so that
 # neither pixel counts nor object size hint at the class
@@ -174,7 +174,7 @@ def _shape_mask(cls: int, h: int, w: int, rng) -> np.ndarray:
 def _object_fill(rng, color: np.ndarray, box, cls: int = 1) -> np.ndarray:
     """Fill for the object's bounding box: its color, shaded, carrying its class's surface pattern.
 
-    Each shape class has its own kind of surface (solid, stripes, checks, dots, speckle) at a random
+    Each shape class has its own kind of surface (rings, stripes, checks, dots, speckle) at a random
     scale, angle and contrast, in a random color. Backgrounds carry stripes and checks too, so a local
     texture filter alone mislabels them: the outline and the context decide. The pattern is what lets a
     small CNN learn the classes within minutes on a CPU; shapes alone need far more training steps.
@@ -197,8 +197,9 @@ def _object_fill(rng, color: np.ndarray, box, cls: int = 1) -> np.ndarray:
         pattern = (((u % period) - period / 2) ** 2 + ((v % period) - period / 2) ** 2 < (period * 0.3) ** 2).astype(np.float32)
     elif name == "cross":       # speckle
         pattern = (rng.random((bh, bw)) < 0.5).astype(np.float32)
-    else:                       # circle: solid
-        pattern = np.zeros((bh, bw), np.float32)
+    else:                       # circle: concentric rings
+        r = np.hypot(xx - bw / 2, yy - bh / 2)
+        pattern = (np.sin(2 * np.pi * r / period) > 0).astype(np.float32)
     contrast = rng.uniform(0.35, 0.6)
     shade = shade * (1.0 - contrast * (pattern - pattern.mean()))  # mean-neutral: brightness says nothing either
     if rng.random() < 0.35:

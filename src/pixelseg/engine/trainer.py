@@ -37,7 +37,7 @@ from pixelseg.models import MODELS, build_model, count_parameters, default_mean_
 from pixelseg.run import Preprocessing, RunInfo, is_run, read_run, write_run_info
 
 CHECKPOINT_EVERY_S = 600          # also save the resumable state mid-epoch this often
-VAL_SHARE = 0.15                  # validation may take at most this share of a time-budgeted run
+VAL_SHARE = 0.10                  # validation may take at most this share of a time-budgeted run
 MAX_BAD_STEPS = 20                # consecutive non-finite losses before giving up
 
 
