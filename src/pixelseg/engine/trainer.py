@@ -32,7 +32,7 @@ from pixelseg.errors import PixelsegError
 from pixelseg.fileio import write_json, write_text
 from pixelseg.inference.predictor import resize_logits
 from pixelseg.losses import build_loss, parse_loss_spec
-from pixelseg.metrics import ConfusionMatrix, mean_iou, summarize
+from pixelseg.metrics import ConfusionMatrix, summarize
 from pixelseg.models import MODELS, build_model, count_parameters, default_mean_std
 from pixelseg.run import Preprocessing, RunInfo, is_run, read_run, write_run_info
 
@@ -191,8 +191,8 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
     device = torch.device(cfg.train.device)
     pin = device.type == "cuda"
 
-    val_bs = bs if len({s for s in _sizes(val_samples)}) == 1 else 1
-    val_loader = DataLoader(ds_val, batch_size=val_bs, shuffle=False, num_workers=nw, collate_fn=eval_collate, pin_memory=pin)
+    # images are resized to one size, masks stay a list at their own sizes: any val set batches
+    val_loader = DataLoader(ds_val, batch_size=bs, shuffle=False, num_workers=nw, collate_fn=eval_collate, pin_memory=pin)
 
     # ---- model, loss, optimizer
     if cfg.train.threads and device.type == "cpu":
@@ -356,11 +356,6 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
     if flag.reason:
         raise KeyboardInterrupt
     return run_dir
-
-
-def _sizes(samples):
-    from pixelseg.data.io import image_size
-    return [image_size(s.image) for s in samples[:50]]
 
 
 def _save_last(run_dir, model, optimizer, scaler, state: State) -> None:
