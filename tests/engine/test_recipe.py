@@ -26,6 +26,12 @@ def test_image_size(sizes, hw, expect):
     assert size == expect and why
 
 
+def test_image_size_respects_a_models_minimum_input():
+    assert choose_image_size([(128, 128)], CPU2, 160)[0] == (160, 160)      # upsampled for a 1/8-resolution head
+    assert choose_image_size([(96, 192)], CPU2, 160)[0] == (96, 192)        # long side already large enough
+    assert choose_image_size([(1024, 2048)], CPU2, 160)[0] == (128, 256)    # the cap still applies
+
+
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     root = tmp_path_factory.mktemp("d")

@@ -15,6 +15,7 @@ from pixelseg.config import Config
 from pixelseg.data.formats import DatasetIndex
 from pixelseg.data.io import image_channels, image_size
 from pixelseg.errors import PixelsegError
+from pixelseg.models import MODELS
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,25 @@ def _round32(v: float) -> int:
     return max(64, int(round(v / 32)) * 32)
 
 
-def choose_image_size(sizes: list[tuple[int, int]], hw: Hardware) -> tuple[tuple[int, int], str]:
-    """Median image size, scaled so the long side fits what the hardware trains fast, multiple of 32."""
+def choose_image_size(sizes: list[tuple[int, int]], hw: Hardware, min_side: int = 0) -> tuple[tuple[int, int], str]:
+    """Median image size, scaled so the long side fits what the hardware trains fast, multiple of 32.
+
+    `min_side`: a model that predicts at low resolution (LR-ASPP: 1/8) declares the long side below which
+    small images are upsampled, so that objects still span enough output cells.
+    """
     h = statistics.median(s[0] for s in sizes)
     w = statistics.median(s[1] for s in sizes)
     cap = 512 if hw.is_cuda else 256
     scale = min(1.0, cap / max(h, w))
-    size = (_round32(h * scale), _round32(w * scale))
     why = f"median image {int(w)}x{int(h)}"
-    why += f", long side capped at {cap} for {'a GPU' if hw.is_cuda else 'the CPU'}" if scale < 1 else ", kept (multiple of 32)"
-    return size, why
+    if max(h, w) < min_side:
+        scale = min_side / max(h, w)
+        why += f", upsampled to a long side of {min_side}: the model predicts at 1/8 resolution"
+    elif scale < 1:
+        why += f", long side capped at {cap} for {'a GPU' if hw.is_cuda else 'the CPU'}"
+    else:
+        why += ", kept (multiple of 32)"
+    return (_round32(h * scale), _round32(w * scale)), why
 
 
 def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, list[tuple[str, str, str]]]:
@@ -71,10 +81,6 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, lis
         c = max(set(chans), key=chans.count)
         data = replace(data, in_channels=c)
         chosen.append(("data.in_channels", str(c), {1: "grayscale images", 3: "RGB images", 4: "RGBA images"}.get(c, "from the images")))
-    if data.image_size is None:
-        size, why = choose_image_size([image_size(s.image) for s in probe], hw)
-        data = replace(data, image_size=size)
-        chosen.append(("data.image_size", f"{size[0]}x{size[1]} (HxW)", why))
     if data.num_workers is None:
         # On a small CPU the loader workers would take cores from the model; on a GPU box they feed it.
         nw = min(8, hw.cores - 1) if hw.is_cuda else (0 if hw.cores <= 2 else min(4, hw.cores // 4))
@@ -94,6 +100,11 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, lis
         model = replace(model, encoder=enc)
         chosen.append(("model.encoder", enc, "GPU: a deeper encoder is affordable" if hw.is_cuda else "CPU: the lightest ResNet"))
 
+    if data.image_size is None:
+        min_side = MODELS.get(model.name).info.get("min_input", 0)
+        size, why = choose_image_size([image_size(s.image) for s in probe], hw, min_side)
+        data = replace(data, image_size=size)
+        chosen.append(("data.image_size", f"{size[0]}x{size[1]} (HxW)", why))
     h, w = data.image_size
     if train.batch_size is None:
         if hw.is_cuda:
@@ -103,7 +114,6 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, lis
         train = replace(train, batch_size=bs)
         chosen.append(("train.batch_size", str(bs), f"~{16 * 128 * 128 if not hw.is_cuda else 16 * 512 * 512:,} pixels a step on this device"))
     if train.lr is None:
-        from pixelseg.models import MODELS
         lr = MODELS.get(model.name).info.get("lr", 1e-3)
         if model.encoder_weights:
             lr /= 2
