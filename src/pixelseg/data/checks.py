@@ -23,25 +23,29 @@ class SplitReport:
     problems: list[str] = field(default_factory=list)
 
 
+def check_mask(mask: np.ndarray, image_hw: tuple[int, int], num_classes: int, ignore_index: int,
+               s: Sample) -> np.ndarray:
+    """The one check of a mask against its image and the class table, shared by the up-front scan and the
+    datasets. Raises PixelsegError naming the file; returns pixels per class with the ignore count last."""
+    h, w = image_hw
+    if mask.shape != (h, w):
+        raise PixelsegError(f"{s.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {s.image.name} is {w}x{h}; "
+                            "masks must match their images pixel for pixel (re-export the mask at the image's size)")
+    counts = np.bincount(mask.ravel().astype(np.int64), minlength=max(num_classes, ignore_index + 1))
+    bad = [int(v) for v in np.nonzero(counts)[0] if v >= num_classes and v != ignore_index]
+    if bad:
+        raise PixelsegError(f"{s.mask}: mask value(s) {bad[:5]} are not class indices 0..{num_classes - 1} nor the ignore "
+                            f"index {ignore_index}; fix the mask or add the classes to classes.json")
+    return np.append(counts[:num_classes], counts[ignore_index] if ignore_index < len(counts) else 0)
+
+
 def _check_one(s: Sample, num_classes: int, ignore_index: int, color_channel, decode_images: bool):
     try:
         mask = read_mask(s.mask, color_channel)
-        if decode_images:
-            h, w = read_image(s.image).shape[:2]
-        else:
-            h, w = image_size(s.image)
+        hw = read_image(s.image).shape[:2] if decode_images else image_size(s.image)
+        return check_mask(mask, hw, num_classes, ignore_index, s), None
     except PixelsegError as e:
         return None, str(e)
-    if mask.shape != (h, w):
-        return None, (f"{s.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {s.image.name} is {w}x{h}; "
-                      "masks must match their images pixel for pixel (re-export the mask at the image's size)")
-    counts = np.bincount(mask.ravel().astype(np.int64), minlength=max(num_classes, ignore_index + 1))
-    bad = [v for v in np.nonzero(counts)[0] if v >= num_classes and v != ignore_index]
-    if bad:
-        shown = ", ".join(str(int(v)) for v in bad[:5])
-        return None, (f"{s.mask}: value(s) {shown} are not class indices 0..{num_classes - 1} nor ignore {ignore_index}; "
-                      "fix the mask or add the classes to classes.json")
-    return np.append(counts[:num_classes], counts[ignore_index] if ignore_index < len(counts) else 0), None
 
 
 def scan_split(index: DatasetIndex, split: str, decode_images: bool = False, workers: int = 4) -> SplitReport:

@@ -5,17 +5,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pixelseg.data.checks import check_mask
 from pixelseg.data.formats import Sample
 from pixelseg.data.io import read_image, read_mask
-from pixelseg.errors import PixelsegError
-
-
-def check_mask(mask: np.ndarray, num_classes: int, ignore_index: int, path) -> None:
-    bad = (mask >= num_classes) & (mask != ignore_index)
-    if bad.any():
-        vals = sorted(int(v) for v in np.unique(mask[bad]))[:5]
-        raise PixelsegError(f"{path}: mask value(s) {vals} are not class indices 0..{num_classes - 1} nor the ignore "
-                            f"index {ignore_index}; fix the mask or add the classes to classes.json")
 
 
 def normalize(image: np.ndarray, mean, std) -> torch.Tensor:
@@ -52,10 +44,7 @@ class SegDataset(Dataset):
         s = self.samples[i]
         image = read_image(s.image, self.in_channels)
         mask = read_mask(s.mask, self.color_channel)
-        if mask.shape != image.shape[:2]:
-            raise PixelsegError(f"{s.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {s.image.name} is "
-                                f"{image.shape[1]}x{image.shape[0]}; masks must match their images pixel for pixel")
-        check_mask(mask, self.num_classes, self.ignore_index, s.mask)
+        check_mask(mask, image.shape[:2], self.num_classes, self.ignore_index, s)
         return image, mask
 
     def __getitem__(self, i):
