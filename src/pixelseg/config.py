@@ -37,7 +37,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     name: str = "ce"                          # ce | dice | focal | lovasz | sums like ce+dice, 0.5*focal+dice
-    class_weights: list[float] | None = None
+    class_weights: list[float] | str | None = None   # one per class, or "auto" (median frequency balancing)
     label_smoothing: float = 0.0
 
 
@@ -55,6 +55,17 @@ class TrainConfig:
     threads: int | None = None                # CPU threads for torch; None = all cores
     seed: int = 0
     out: str | None = None                    # run folder; None = runs/<model>-<timestamp>
+    # ---- scale, faults and speed (engine/trainer.py, engine/distributed.py)
+    accumulate: int = 1                       # micro-batches per optimizer step (effective batch = batch_size x accumulate)
+    clip_grad: float | None = None            # max global gradient norm; None = no clipping
+    ema: float | None = None                  # EMA decay of the weights (e.g. 0.999); evaluated and saved instead
+    channels_last: bool = False               # NHWC memory format (faster convolutions on recent GPUs/CPUs)
+    compile: bool = False                     # torch.compile the model (opt-in: compile time is minutes)
+    sync_bn: bool = False                     # SyncBatchNorm across ranks under torchrun
+    sampling: str = "uniform"                 # uniform | repeat (repeat-factor sampling of images with rare classes)
+    repeat_threshold: float = 0.1             # repeat sampling: classes in fewer than this share of images are rare
+    checkpoint_minutes: float = 10.0          # also save the resumable state mid-epoch this often (0 = every step)
+    logger: str = "csv"                       # csv | tensorboard (CSV is always written)
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,18 @@ def _coerce(key: str, value, annotation, where: str):
     def bad(expect):
         return PixelsegError(f"{where}: '{key}' must be {expect}, got {value!r}")
 
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise bad("true or false")
+    if base == "list[float]|str":   # loss.class_weights: a list of numbers or "auto"
+        if isinstance(value, str):
+            if value.strip().lower() != "auto":
+                raise bad("a list of numbers (one per class) or auto")
+            return "auto"
+        base = "list[float]"
     if base == "str":
         if not isinstance(value, str):
             raise bad("a string")
@@ -178,6 +201,13 @@ def _check_values(cfg: Config, where: str) -> None:
         (dt.in_channels is None or dt.in_channels > 0, "data.in_channels must be positive"),
         (0 < dt.val_fraction < 1, "data.val_fraction must be between 0 and 1"),
         (0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)"),
+        (t.accumulate >= 1, "train.accumulate must be 1 or more"),
+        (t.clip_grad is None or t.clip_grad > 0, "train.clip_grad must be positive"),
+        (t.ema is None or 0 < t.ema < 1, "train.ema must be a decay between 0 and 1, e.g. 0.999"),
+        (t.sampling in ("uniform", "repeat"), "train.sampling must be uniform or repeat"),
+        (0 < t.repeat_threshold <= 1, "train.repeat_threshold must be in (0, 1]"),
+        (t.checkpoint_minutes >= 0, "train.checkpoint_minutes must be 0 or more"),
+        (t.logger in ("csv", "tensorboard"), "train.logger must be csv or tensorboard"),
     ]
     for ok, msg in checks:
         if not ok:
