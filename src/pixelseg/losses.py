@@ -14,6 +14,9 @@ Terms:
   focal    one-vs-rest sigmoid focal loss (gamma 2) as smp's FocalLoss, computed with smp's functional
            over a mask instead of smp's boolean indexing. Class weights weight the per-class terms.
   lovasz   smp LovaszLoss (Lovasz-softmax over the classes present in the batch). Unweighted.
+  ohem     online hard example mining cross-entropy (PSPNet/mmseg OHEM): the mean CE over the pixels
+           whose true-class probability is below 0.7, and never fewer than 1/16 of the labelled pixels
+           (the hardest ones). Class weights and label smoothing apply as for ce.
 
 Where smp was wrong about ignored pixels (checked in tests/test_losses.py):
   - torch CrossEntropyLoss (reduction="mean") returns NaN when every pixel is ignored (0/0), so we
@@ -37,7 +40,7 @@ from pixelseg.errors import PixelsegError
 
 __all__ = ["LOSS_NAMES", "build_loss", "SegmentationLoss", "parse_loss_spec"]
 
-LOSS_NAMES = ("ce", "dice", "focal", "jaccard", "lovasz")
+LOSS_NAMES = ("ce", "dice", "focal", "jaccard", "lovasz", "ohem")
 
 
 class CrossEntropy(nn.Module):
@@ -108,6 +111,40 @@ class _SmpRegion(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # float32: the soft sums run over every pixel of the batch and overflow in fp16
         return self.inner(logits.float(), target)
+
+
+# ---- OHEM cross-entropy (issue 7: class imbalance tools)
+
+class OhemCrossEntropy(CrossEntropy):
+    """Cross-entropy over the hard pixels only. A pixel is hard when the softmax probability of its
+    true class is below `thresh`; if fewer than `min_kept` of the labelled pixels are hard, the
+    `min_kept` share with the highest loss is kept instead, so easy batches still give a gradient."""
+
+    def __init__(self, num_classes: int, ignore_index: int, weight: torch.Tensor | None, label_smoothing: float,
+                 thresh: float = 0.7, min_kept: float = 1 / 16):
+        super().__init__(num_classes, ignore_index, weight, label_smoothing)
+        self.thresh, self.min_kept = thresh, min_kept
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per_pixel = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index,
+                                    reduction="none", label_smoothing=self.label_smoothing).flatten()
+        valid = (target != self.ignore_index).flatten()
+        n_valid = valid.sum()
+        with torch.no_grad():
+            # unweighted, unsmoothed CE = -log p(true class): "hard" is judged on the probability alone
+            nll = F.cross_entropy(logits.detach().float(), torch.where(target == self.ignore_index, 0, target),
+                                  reduction="none").flatten()
+            hard = valid & (nll > -math.log(self.thresh))
+            k = torch.clamp((n_valid.float() * self.min_kept).ceil().long(), min=1)
+            # the k-th largest loss among labelled pixels: keep everything at least that hard as well
+            ranked = torch.where(valid, nll, -1.0).sort(descending=True).values
+            kth = ranked[torch.clamp(k, max=ranked.numel()) - 1]
+            keep = hard | (valid & (nll >= kth))
+        if self.weight is None:
+            denom = keep.sum().to(per_pixel.dtype)
+        else:
+            denom = (self.weight[torch.where(valid, target.flatten(), 0)] * keep).sum()
+        return torch.where(keep, per_pixel, 0.0).sum() / denom.clamp_min(1e-12)
 
 
 class SegmentationLoss(nn.Module):
@@ -211,6 +248,8 @@ def build_loss(spec: str, num_classes: int, ignore_index: int = 255, class_weigh
             module = _SmpRegion(name, ignore_index, weight)
         elif name == "focal":
             module = Focal(num_classes, ignore_index, weight)
+        elif name == "ohem":
+            module = OhemCrossEntropy(num_classes, ignore_index, weight, float(label_smoothing))
         else:
             module = Lovasz(ignore_index)
         modules.append((w, name, module))
