@@ -19,12 +19,15 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
+def atomic_path(path: str | os.PathLike, durable: bool = False):
     """Yield a temporary path in the destination folder; on success it replaces `path` in one rename.
 
     The temporary file keeps the destination's suffix so libraries that infer the format from the
     name (Pillow, OpenCV, safetensors) behave the same. On error the temporary file is removed and
     whatever was at `path` before is left untouched.
+
+    durable=True (checkpoints) also fsyncs the file before the rename and the folder after it, so the
+    new file survives a power cut or a node failure, not only a killed process.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,11 +36,23 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         os.chmod(tmp, _FILE_MODE)  # after the write: some writers (safetensors) replace the file themselves
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _fsync(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -16,12 +16,12 @@ from pixelseg.fileio import atomic_path
 
 def save_weights(path: str | Path, model: torch.nn.Module) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=True) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
 
 
 def save_state(path: str | Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=True) as tmp:
         torch.save(state, tmp)
 
 
