@@ -1,0 +1,295 @@
+"""One pass over a validation split that gathers everything a report shows.
+
+The pass is an evaluation (the same dataset, resize and argmax as `pixelseg evaluate`, so its
+confusion matrix equals the one in metrics.json) that also keeps, at little extra cost:
+
+- a per-image confusion matrix -> per-image mIoU and pixel accuracy, to rank the images;
+- the label maps (and confidence maps) of only the N worst and N best images, in two bounded heaps,
+  so memory does not grow with the split;
+- a histogram of the softmax confidence (max probability) of every counted pixel with the share of
+  correct pixels per bin -> reliability diagram, expected calibration error, share of unsure pixels.
+
+Label conventions are the package's (metrics.py): ignore pixels are counted nowhere, a class absent
+from both ground truth and prediction of an image is left out of that image's mIoU.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelseg.data.classes import ClassTable
+from pixelseg.errors import PixelsegError
+from pixelseg.metrics import ConfusionMatrix, mean_iou, pixel_accuracy, summarize
+
+CALIBRATION_BINS = 15          # the usual choice for ECE (Guo et al. 2017)
+UNSURE_BELOW = 0.5             # a pixel whose top class has less than this probability is "unsure"
+GALLERY_SIZE = 6               # worst and best images shown by default
+
+
+@dataclass
+class GalleryItem:
+    index: int                 # position in the split
+    stem: str
+    image: Path
+    mask: Path
+    miou: float
+    pixel_accuracy: float
+    pred: np.ndarray           # HxW class indices at the mask's size
+    confidence: np.ndarray | None = None   # HxW float16 max softmax probability (None for label maps)
+
+
+@dataclass
+class Analysis:
+    classes: ClassTable
+    split: str
+    data_root: str
+    source: str                # the run folder or the prediction folder
+    confusion: np.ndarray      # K x K int64, rows = ground truth, columns = prediction
+    per_image: list[dict]      # {"stem", "mIoU", "pixel_accuracy", "pixels", "unsure"} in split order
+    worst: list[GalleryItem]
+    best: list[GalleryItem]
+    calibration: dict | None   # None when only label maps were given (no probabilities)
+    seconds: float
+    mask_color_channel: int | None = None
+
+    @property
+    def summary(self) -> dict:
+        return summarize(self.confusion, self.classes.names)
+
+    def to_json(self) -> dict:
+        """What RUN/report/analysis.json holds: enough to redraw every plot without the model."""
+        return {"split": self.split, "data": self.data_root, "source": self.source, "images": len(self.per_image),
+                "classes": self.classes.to_dict(), "summary": self.summary,
+                "confusion_matrix": self.confusion.tolist(), "calibration": self.calibration,
+                "per_image": self.per_image,
+                "worst": [g.stem for g in self.worst], "best": [g.stem for g in self.best],
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class _Calibration:
+    bins: int = CALIBRATION_BINS
+    threshold: float = UNSURE_BELOW
+    count: torch.Tensor | None = None
+    conf_sum: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    unsure: int = 0
+    unsure_correct: int = 0
+
+    def update(self, conf: torch.Tensor, correct: torch.Tensor) -> None:
+        b = (conf * self.bins).long().clamp_(0, self.bins - 1)
+        # float64 sums: millions of float32 additions would drift in the 4th digit
+        count = torch.bincount(b, minlength=self.bins).double()
+        csum = torch.bincount(b, weights=conf.double(), minlength=self.bins)
+        ok = torch.bincount(b, weights=correct.double(), minlength=self.bins)
+        if self.count is None:
+            self.count, self.conf_sum, self.correct = count.cpu(), csum.cpu(), ok.cpu()
+        else:
+            self.count += count.cpu()
+            self.conf_sum += csum.cpu()
+            self.correct += ok.cpu()
+        low = conf < self.threshold
+        self.unsure += int(low.sum())
+        self.unsure_correct += int((low & correct).sum())
+
+    def to_dict(self) -> dict | None:
+        if self.count is None:
+            return None
+        n = self.count.numpy()
+        total = float(n.sum())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            conf = np.where(n > 0, self.conf_sum.numpy() / np.maximum(n, 1), np.nan)
+            acc = np.where(n > 0, self.correct.numpy() / np.maximum(n, 1), np.nan)
+        gap = np.where(n > 0, np.abs(acc - conf), 0.0)
+        ece = float(np.sum(gap * n) / total) if total else math.nan
+        sure = total - self.unsure
+        correct_all = float(self.correct.sum())
+
+        def num(x):
+            return None if x is None or not math.isfinite(x) else float(x)
+        return {
+            "bins": self.bins, "edges": np.linspace(0, 1, self.bins + 1).round(6).tolist(),
+            "count": [int(v) for v in n], "confidence": [num(v) for v in conf], "accuracy": [num(v) for v in acc],
+            "ece": num(ece), "pixels": int(total),
+            "mean_confidence": num(float(self.conf_sum.sum()) / total if total else math.nan),
+            "accuracy_all": num(correct_all / total if total else math.nan),
+            "unsure_threshold": self.threshold,
+            "unsure_share": num(self.unsure / total if total else math.nan),
+            "unsure_accuracy": num(self.unsure_correct / self.unsure if self.unsure else math.nan),
+            "sure_accuracy": num((correct_all - self.unsure_correct) / sure if sure else math.nan),
+        }
+
+
+class Collector:
+    """Accumulates one image at a time; `finish` turns the state into an Analysis."""
+
+    def __init__(self, classes: ClassTable, gallery: int = GALLERY_SIZE):
+        if gallery < 0:
+            raise PixelsegError(f"gallery size must be >= 0, got {gallery}")
+        self.classes = classes
+        self.k = classes.num_classes
+        self.cm = ConfusionMatrix(self.k, classes.ignore_index)
+        self.gallery = gallery
+        self.per_image: list[dict] = []
+        # heaps of (key, index, item): _worst keeps the n lowest scores (key = -score), _best the n highest
+        self._worst: list = []
+        self._best: list = []
+        self.calib = _Calibration()
+        self.t0 = time.perf_counter()
+
+    def add(self, index: int, stem: str, image: Path, mask: Path, pred: torch.Tensor, gt: torch.Tensor,
+            confidence: torch.Tensor | None = None) -> None:
+        """pred, gt: HxW integer tensors at the mask's size; confidence: HxW max softmax probability."""
+        self.cm.update(pred, gt)
+        keep = gt != self.classes.ignore_index
+        t, p = gt[keep].long(), pred[keep].long()
+        one = torch.bincount(self.k * t + p, minlength=self.k * self.k).reshape(self.k, self.k).cpu().numpy()
+        miou, acc = mean_iou(one), pixel_accuracy(one)
+        row = {"stem": stem, "mIoU": None if math.isnan(miou) else round(miou, 6),
+               "pixel_accuracy": None if math.isnan(acc) else round(acc, 6), "pixels": int(t.numel())}
+        if confidence is not None:
+            c = confidence[keep]
+            self.calib.update(c, t == p)
+            row["unsure"] = round(float((c < self.calib.threshold).float().mean()), 6) if c.numel() else None
+        self.per_image.append(row)
+        if math.isnan(miou) or self.gallery == 0:
+            return                      # an all-ignore image says nothing about the model
+        # ties broken by pixel accuracy, then by position (so the order is deterministic)
+        score = (miou, acc)
+        item = None
+
+        def make() -> GalleryItem:
+            return GalleryItem(index, stem, Path(image), Path(mask), miou, acc,
+                               pred.detach().cpu().numpy().astype(np.uint16 if self.k > 256 else np.uint8),
+                               None if confidence is None else confidence.detach().cpu().numpy().astype(np.float16))
+        for heap, key in ((self._worst, (-score[0], -score[1], -index)), (self._best, (score[0], score[1], -index))):
+            if len(heap) < self.gallery:
+                item = item or make()
+                heapq.heappush(heap, (key, index, item))
+            elif key > heap[0][0]:
+                item = item or make()
+                heapq.heapreplace(heap, (key, index, item))
+
+    def finish(self, split: str, data_root, source, mask_color_channel: int | None = None) -> Analysis:
+        cands = {i: it for _, i, it in self._worst + self._best}
+        # worst and best never share an image: with a small split each side gets half of it
+        n = min(self.gallery, len(cands) // 2)
+        worst = sorted(cands.values(), key=lambda g: (g.miou, g.pixel_accuracy, g.index))[:n]
+        shown = {g.index for g in worst}
+        best = [g for g in sorted(cands.values(), key=lambda g: (-g.miou, -g.pixel_accuracy, g.index))
+                if g.index not in shown][:n]
+        return Analysis(self.classes, split, str(data_root), str(source), self.cm.matrix, self.per_image,
+                        worst, best, self.calib.to_dict(), time.perf_counter() - self.t0, mask_color_channel)
+
+
+def logits_to_prediction(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K x H x W logits -> (argmax label map, max softmax probability), with one exp pass.
+
+    max(softmax) = 1 / sum(exp(l - max l)); torch.max returns the first maximal index, as argmax
+    does, so the label map is the one `evaluate` scores.
+    """
+    top, pred = logits.max(0)
+    conf = torch.exp(logits - top.unsqueeze(0)).sum(0).reciprocal_()
+    return pred, conf
+
+
+def _open_split(data, split: str, fmt: str, val_fraction: float, classes: ClassTable | None):
+    from pixelseg.data.checks import require_clean
+    from pixelseg.data.formats import open_dataset
+
+    index = open_dataset(data, fmt, val_fraction)
+    samples = index.split(split)
+    if not all(s.mask is not None for s in samples):
+        raise PixelsegError(f"{index.root}: split '{split}' has no masks; a report needs ground truth")
+    if classes is not None and index.classes.names != classes.names:
+        raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
+                            f"{list(classes.names)}; report on data with the run's class table")
+    require_clean(index, (split,))
+    return index, samples
+
+
+def run_data_settings(run) -> dict:
+    """data.root / format / val_fraction from RUN/config.yaml ({} when there is none)."""
+    import yaml
+
+    p = Path(run) / "config.yaml"
+    if not p.is_file():
+        return {}
+    try:
+        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise PixelsegError(f"{p}: not valid YAML ({e}); restore the file or pass --data") from None
+    return d.get("data") or {}
+
+
+def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_size: int = 4,
+                gallery: int = GALLERY_SIZE, num_workers: int = 0) -> Analysis:
+    """Run the best weights of `run` over a split of `data` (default: the data it was trained on)."""
+    from torch.utils.data import DataLoader
+
+    from pixelseg.data.dataset import EvalDataset, eval_collate
+    from pixelseg.data.transforms import eval_transform
+    from pixelseg.inference.predictor import pick_device, resize_logits
+    from pixelseg.run import load_model, read_run
+
+    info = read_run(run)
+    settings = run_data_settings(run)
+    if data is None:
+        data = settings.get("root")
+        if not data:
+            raise PixelsegError(f"{run}: config.yaml names no dataset; pass --data ROOT")
+        if not Path(data).exists():
+            raise PixelsegError(f"{data}: the run's dataset is not there any more; pass --data ROOT")
+        fmt = settings.get("format", "auto")
+    else:
+        fmt = "auto"
+    index, samples = _open_split(data, split, fmt, float(settings.get("val_fraction", 0.1)), info.classes)
+    dev = pick_device(device)
+    model = load_model(info, dev)
+    pre = info.preprocessing
+    classes = info.classes
+    ds = EvalDataset(samples, classes.num_classes, classes.ignore_index, pre.in_channels, pre.mean, pre.std,
+                     eval_transform(pre.image_size), index.mask_color_channel)
+    loader = DataLoader(ds, batch_size=batch_size, collate_fn=eval_collate, num_workers=num_workers)
+    col = Collector(classes, gallery)
+    with torch.inference_mode():
+        for x, masks, idx in loader:
+            logits = model(x.to(dev)).float()
+            for j, (mask, i) in enumerate(zip(masks, idx)):
+                lg = resize_logits(logits[j:j + 1], tuple(mask.shape))[0]
+                pred, conf = logits_to_prediction(lg)
+                s = samples[i]
+                col.add(i, s.stem, s.image, s.mask, pred, mask.to(dev), conf)
+    return col.finish(split, index.root, info.path, index.mask_color_channel)
+
+
+def analyze_predictions(pred_dir, data, split: str = "val", gallery: int = GALLERY_SIZE) -> Analysis:
+    """The same analysis for <stem>.png label maps written by any model (no calibration: no probabilities)."""
+    from pixelseg.data.io import read_mask
+    from pixelseg.viz import read_label_png
+
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise PixelsegError(f"{pred_dir}: prediction folder not found; give the folder of <stem>.png label maps")
+    index, samples = _open_split(data, split, "auto", 0.1, None)
+    col = Collector(index.classes, gallery)
+    for i, s in enumerate(samples):
+        p = pred_dir / f"{s.stem}.png"
+        if not p.is_file():
+            raise PixelsegError(f"{p}: no prediction for {s.image.name}; predict every image of split '{split}'")
+        pred = read_label_png(p).astype(np.int64)
+        gt = read_mask(s.mask, index.mask_color_channel).astype(np.int64)
+        if pred.shape != gt.shape:
+            raise PixelsegError(f"{p}: prediction is {pred.shape[1]}x{pred.shape[0]}, ground truth {s.mask.name} is "
+                                f"{gt.shape[1]}x{gt.shape[0]}; predictions must be at the original size")
+        if pred.max(initial=0) >= index.classes.num_classes:
+            raise PixelsegError(f"{p}: holds class index {int(pred.max())} but {index.root} has "
+                                f"{index.classes.num_classes} classes")
+        col.add(i, s.stem, s.image, s.mask, torch.from_numpy(pred), torch.from_numpy(gt))
+    return col.finish(split, index.root, pred_dir, index.mask_color_channel)

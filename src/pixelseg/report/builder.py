@@ -1,0 +1,328 @@
+"""`pixelseg report` and `pixelseg compare`: the run folder (and one analysis pass) -> PNGs + one HTML page.
+
+    RUN/report/curves.png        loss, val metrics, lr per epoch (from RUN/metrics.csv)
+    RUN/report/class_iou.png     per-class IoU sorted, with pixel frequency
+    RUN/report/confusion.png     row-normalized confusion matrix (the most confused classes when many)
+    RUN/report/calibration.png   reliability diagram + pixels per confidence bin
+    RUN/report/gallery/{worst,best}-NN-<stem>.png   image | GT | prediction | errors | confidence
+    RUN/report/analysis.json     the numbers behind the plots (confusion matrix, per-image mIoU, calibration)
+    RUN/report/report.html       all of the above in one self-contained page (or --out)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pixelseg.errors import PixelsegError
+from pixelseg.fileio import write_json, write_text
+from pixelseg.report import html as H
+from pixelseg.report.analysis import Analysis, analyze_run, run_data_settings
+
+REPORT_DIR = "report"
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PixelsegError(f"{path}: not valid JSON ({e}); restore the file or retrain") from None
+
+
+def read_history(run: Path) -> list[dict]:
+    p = run / "metrics.csv"
+    if not p.is_file():
+        return []
+    with p.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _count_parameters(weights: Path) -> int | None:
+    """From the safetensors header only: no model is built, no tensor is read."""
+    if not weights.is_file():
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(weights), "pt") as f:
+            return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    except Exception:          # a damaged file is reported by whoever loads it; the summary just omits the count
+        return None
+
+
+def _minutes(s) -> str:
+    return "—" if s is None else (f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s")
+
+
+def _summary_rows(run: Path, info, config: dict, metrics: dict, recipe: dict, analysis: Analysis | None) -> list:
+    data = config.get("data") or {}
+    train = config.get("train") or {}
+    loss = config.get("loss") or {}
+    model = info.model + (f" / {info.encoder}" if info.encoder else "")
+    params = _count_parameters(info.weights)
+    if params:
+        model += f" ({params / 1e6:.2f}M parameters)"
+    pre = info.preprocessing
+    budget = []
+    if train.get("epochs"):
+        budget.append(f"{train['epochs']} epochs")
+    if train.get("max_minutes"):
+        budget.append(f"{train['max_minutes']:g} min")
+    hw = metrics.get("hardware") or (recipe.get("hardware") or {}).get("name") or "—"
+    cores = (recipe.get("hardware") or {}).get("cores")
+    names = list(info.classes.names)
+    shown_names = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+    rows = [("run", str(run)), ("model", model),
+            ("input", f"{pre.image_size[0]}x{pre.image_size[1]}, {pre.in_channels} channel(s), resize {pre.resize}"),
+            ("training data", f"{data.get('root', '—')} ({data.get('format', 'auto')} format, augment "
+                              f"{data.get('augment', '—')})"),
+            ("classes", f"{len(names)}: {shown_names} (ignore index {info.classes.ignore_index})"),
+            ("budget", " / ".join(budget) or "—"),
+            ("optimization", f"{loss.get('name', '—')} loss, lr {train.get('lr', '—')} ({train.get('schedule', '—')}), "
+                             f"batch {train.get('batch_size', '—')}"),
+            ("hardware", f"{hw}" + (f", {cores} cores" if cores else "")),
+            ("training time", _minutes(metrics.get("train_seconds"))
+             + (f" (wall {_minutes(metrics.get('wall_seconds'))})" if metrics.get("wall_seconds") else "")),
+            ("best checkpoint", f"epoch {info.best.get('epoch', '—')}, val mIoU {pct_or(info.best.get('mIoU'))}"),
+            ("stopped", metrics.get("stopped") or "finished its epochs")]
+    if analysis is not None:
+        rows.append(("evaluated on", f"{analysis.data_root}, split '{analysis.split}', {len(analysis.per_image)} images "
+                                     f"({analysis.seconds:.1f} s)"))
+    return rows
+
+
+def pct_or(v) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def _clear(folder: Path, pattern: str) -> None:
+    """Remove this report's own earlier files (e.g. gallery panels of images no longer among the worst)."""
+    if folder.is_dir():
+        for p in folder.glob(pattern):
+            p.unlink()
+
+
+def _safe_stem(stem: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
+
+
+def build_report(run, data=None, split: str = "val", out=None, device: str = "auto", batch_size: int = 4,
+                 gallery: int = 6, analysis: Analysis | None = None, num_workers: int = 0) -> Path:
+    """Write RUN/report/*.png, RUN/report/analysis.json and the HTML page (RUN/report/report.html or `out`).
+
+    `analysis` reuses an evaluation pass already made (evaluate does this); without it one is run on
+    `data` (default: the run's own dataset). When no data can be found, the page still shows the run's
+    summary, curves and per-class IoU from metrics.json, and says what is missing.
+    """
+    from pixelseg.report import plots
+    from pixelseg.run import read_run
+
+    t0 = time.perf_counter()
+    run = Path(run)
+    info = read_run(run, need_weights=False)
+    config = {"data": run_data_settings(run)}
+    cfg_path = run / "config.yaml"
+    if cfg_path.is_file():
+        import yaml
+        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or config
+    metrics = _read_json(run / "metrics.json")
+    recipe = _read_json(run / "recipe.json")
+    notes = []
+    if analysis is None:
+        root = data or (config.get("data") or {}).get("root")
+        if root and Path(root).exists() and info.weights.is_file():
+            analysis = analyze_run(run, data, split, device, batch_size, gallery, num_workers)
+        else:
+            notes.append("The confusion matrix, the gallery and the calibration need the model and the validation "
+                         f"data ({root or 'no dataset recorded'} is not available): run "
+                         f"`pixelseg report {run} --data ROOT`.")
+    rdir = run / REPORT_DIR
+    rdir.mkdir(parents=True, exist_ok=True)
+    classes = info.classes
+    names = list(classes.names)
+    summary = analysis.summary if analysis is not None else (metrics if metrics.get("per_class") else None)
+    sections = []
+
+    # ---- summary
+    head = []
+    if summary is not None:
+        head = [("mIoU", pct_or(summary.get("mIoU"))), ("pixel accuracy", pct_or(summary.get("pixel_accuracy"))),
+                ("mean accuracy", pct_or(summary.get("mean_accuracy"))), ("mean dice", pct_or(summary.get("mean_dice"))),
+                ("freq.-weighted IoU", pct_or(summary.get("fw_iou")))]
+        if analysis is not None and analysis.calibration:
+            head.append(("unsure pixels", pct_or(analysis.calibration.get("unsure_share"))))
+    inner = H.cards(head) + "".join(f'<p class="note">{H.escape(n)}</p>' for n in notes)
+    inner += H.kv_table(_summary_rows(run, info, config, metrics, recipe, analysis), "summary")
+    sections.append(("summary", "Summary", inner))
+
+    # ---- training curves
+    history = read_history(run)
+    best_epoch = info.best.get("epoch")
+    png = plots.curves(history, rdir / "curves.png", float(best_epoch) if best_epoch is not None else None)
+    if png:
+        sections.append(("curves", "Training curves", H.img_tag(png, "training curves: loss, validation metrics, lr")
+                         + f"<p class=sub>{len(history)} rows of {run / 'metrics.csv'}; dashed line: the kept (best) "
+                           f"checkpoint.</p>"))
+    else:
+        sections.append(("curves", "Training curves", "<p class=note>No metrics.csv in the run folder: nothing to plot.</p>"))
+
+    # ---- per-class IoU
+    if summary is not None:
+        pc = summary["per_class"]
+        png = plots.class_iou(names, [pc[n]["iou"] for n in names], [pc[n]["gt_pixels"] for n in names],
+                              classes.colors, rdir / "class_iou.png")
+        src = f"split '{analysis.split}' of {analysis.data_root}" if analysis else "metrics.json"
+        sections.append(("per-class-iou", "Per-class IoU", H.img_tag(png, "per-class IoU, sorted, with pixel frequency")
+                         + f"<p class=sub>Values from {H.escape(src)}. A class absent from both ground truth and "
+                           "prediction has no IoU and is left out of the mean.</p>"
+                         + H.per_class_table(summary, classes.colors)))
+
+    # ---- confusion matrix
+    if analysis is not None:
+        cm = analysis.confusion
+        shown = plots.most_confused_classes(cm)
+        png = plots.confusion(cm, names, rdir / "confusion.png", shown)
+        norm = plots.normalize_rows(cm)
+        pairs = plots.confused_pairs(cm, 15)
+        why = (f"<p class=sub>{len(shown)} of {len(names)} classes shown: those in the most confused pairs. The full "
+               f"matrix is in {H.escape(str(rdir / 'analysis.json'))}.</p>" if len(shown) < len(names) else "")
+        sections.append(("confusion", "Confusion matrix",
+                         H.img_tag(png, "normalized confusion matrix") + why
+                         + "<h3>Most confused pairs</h3>" + H.pairs_table(pairs, names)
+                         + "<details><summary>the matrix as numbers (% of each ground-truth class; hover for "
+                           "pixel counts)</summary>" + H.confusion_table(cm, norm, names, shown) + "</details>"))
+
+    # ---- calibration
+    if analysis is not None and analysis.calibration:
+        c = analysis.calibration
+        png = plots.reliability(c, rdir / "calibration.png")
+        rows = [("expected calibration error", pct_or(c["ece"])),
+                ("mean confidence", pct_or(c["mean_confidence"])), ("pixel accuracy", pct_or(c["accuracy_all"])),
+                (f"unsure pixels (confidence < {c['unsure_threshold']:g})", pct_or(c["unsure_share"])),
+                ("accuracy on unsure pixels", pct_or(c["unsure_accuracy"])),
+                ("accuracy on the other pixels", pct_or(c["sure_accuracy"]))]
+        verdict = ""
+        if c["mean_confidence"] is not None and c["accuracy_all"] is not None:
+            d = c["mean_confidence"] - c["accuracy_all"]
+            verdict = ("<p class=sub>The model is over-confident: its confidence exceeds its accuracy by "
+                       f"{100 * d:.1f} points.</p>" if d > 0.02 else
+                       "<p class=sub>The model is under-confident: its accuracy exceeds its confidence by "
+                       f"{-100 * d:.1f} points.</p>" if d < -0.02 else
+                       "<p class=sub>Confidence and accuracy agree within 2 points.</p>")
+        sections.append(("calibration", "Calibration", H.img_tag(png, "reliability diagram") + verdict
+                         + H.kv_table(rows, "calibration-table")))
+    elif analysis is not None:
+        sections.append(("calibration", "Calibration",
+                         "<p class=note>Label maps carry no probabilities: no calibration for a prediction folder.</p>"))
+
+    # ---- gallery
+    if analysis is not None and (analysis.worst or analysis.best):
+        gdir = rdir / "gallery"
+        _clear(gdir, "worst-*.png")
+        _clear(gdir, "best-*.png")
+        inner = ("<p class=sub>Validation images ranked by their own mIoU. Errors: wrong pixels in red, ignored "
+                 "pixels dark. Confidence: the top class's probability (dark = unsure).</p>")
+        for side, items in (("worst", analysis.worst), ("best", analysis.best)):
+            rows = _gallery_rows(analysis, items, side, gdir)
+            inner += f"<h3>{len(items)} {side}</h3>" + H.gallery_table(rows, f"gallery-{side}")
+        sections.append(("gallery", "Worst and best images", inner))
+
+    if analysis is not None:
+        write_json(rdir / "analysis.json", analysis.to_json())
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"pixelseg report — {run.name}"
+    from pixelseg import __version__
+    sub = f"{info.model}, {len(names)} classes · made {when} by pixelseg {__version__} in {time.perf_counter() - t0:.1f} s"
+    out = Path(out) if out else rdir / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise PixelsegError(f"{out}: the report is an HTML page; give a path ending in .html")
+    write_text(out, H.page(title, sub, sections))
+    return out
+
+
+def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path) -> list:
+    from pixelseg.data.io import read_image, read_mask
+    from pixelseg.report import plots
+
+    rows = []
+    per_image = analysis.per_image
+    for rank, g in enumerate(items, 1):
+        image = read_image(g.image)
+        gt = read_mask(g.mask, analysis.mask_color_channel)
+        panel = plots.gallery_panel(image, gt, g.pred, analysis.classes, g.confidence)
+        png = plots.save_png(gdir / f"{side}-{rank:02d}-{_safe_stem(g.stem)}.png", panel)
+        row = dict(per_image[g.index])
+        row["rank"] = rank
+        rows.append((row, png))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- compare
+
+def _load_metrics(path: Path) -> tuple[str, dict]:
+    """A run folder (its metrics.json) or a metrics JSON file written by `evaluate --json`."""
+    p = path / "metrics.json" if path.is_dir() else path
+    if not p.is_file():
+        raise PixelsegError(f"{path}: no metrics.json; give finished run folders or files written by "
+                            "`pixelseg evaluate --json`")
+    m = _read_json(p)
+    if not isinstance(m.get("per_class"), dict):
+        raise PixelsegError(f"{p}: has no per-class metrics; it is not a pixelseg metrics file")
+    return (path.name if path.is_dir() else path.stem), m
+
+
+def compare_runs(runs, out=None, png=None) -> dict:
+    """Per-class IoU of several runs side by side. Returns {"labels", "classes", "iou": {label: [..]},
+    "mIoU": {label: v}}; writes a bar chart PNG (`png`) and an HTML page (`out`) when asked."""
+    if len(runs) < 2:
+        raise PixelsegError("compare needs at least two runs (or metrics JSON files)")
+    loaded = [_load_metrics(Path(r)) for r in runs]
+    labels = []
+    for (name, _), r in zip(loaded, runs):
+        # two runs called 'run' in different folders: name them by their parent too
+        labels.append(f"{Path(r).parent.name}/{name}" if [n for n, _ in loaded].count(name) > 1 else name)
+    if len(set(labels)) < len(labels):
+        labels = [str(r) for r in runs]
+    classes: list[str] = []
+    for _, m in loaded:
+        for c in m["per_class"]:
+            if c not in classes:
+                classes.append(c)
+    iou = {lab: [m["per_class"].get(c, {}).get("iou") for c in classes] for lab, (_, m) in zip(labels, loaded)}
+    result = {"labels": labels, "classes": classes, "iou": iou,
+              "mIoU": {lab: m.get("mIoU") for lab, (_, m) in zip(labels, loaded)}}
+    if png or out:
+        from pixelseg.report import plots
+        chart = plots.compare_bars(classes, iou, png or Path(out).with_suffix(".png"))
+        result["png"] = str(chart)
+    if out:
+        out = Path(out)
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise PixelsegError(f"{out}: the comparison is an HTML page; give a path ending in .html")
+        head = "<tr><th class=l>class</th>" + "".join(f"<th>{H.escape(l)}</th>" for l in labels)
+        head += "<th>Δ (last − first)</th></tr>" if len(labels) == 2 else "</tr>"
+        rows = []
+        for i, c in enumerate(classes):
+            vals = [iou[lab][i] for lab in labels]
+            cells = "".join(f'<td data-value="{H.num_attr(v)}">{H.pct(v)}</td>' for v in vals)
+            if len(labels) == 2:
+                d = None if None in vals else vals[1] - vals[0]
+                cells += f'<td data-value="{H.num_attr(d)}">{"—" if d is None else f"{100 * d:+.1f}"}</td>'
+            rows.append(f'<tr data-class="{H.escape(c)}"><td class="l">{H.escape(c)}</td>{cells}</tr>')
+        means = [result["mIoU"][lab] for lab in labels]
+        foot = "<tr><th class=l>mIoU</th>" + "".join(f"<th>{H.pct(v)}</th>" for v in means)
+        if len(labels) == 2:
+            d = None if None in means else means[1] - means[0]
+            foot += f"<th>{'—' if d is None else f'{100 * d:+.1f}'}</th>"
+        table = (f'<table id="compare"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
+                 f"<tfoot>{foot}</tr></tfoot></table>")
+        sources = H.kv_table([(lab, str(r)) for lab, r in zip(labels, runs)], "runs")
+        sections = [("runs", "Runs", sources), ("table", "Per-class IoU (%)", table),
+                    ("chart", "Chart", H.img_tag(chart, "per-class IoU by run"))]
+        write_text(out, H.page("pixelseg compare", f"{len(labels)} runs, {len(classes)} classes", sections))
+        result["html"] = str(out)
+    return result
