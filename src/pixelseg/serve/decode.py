@@ -1,0 +1,106 @@
+"""Uploaded bytes -> an image array, refusing everything that is not a plain image of a sane size.
+
+Order matters: the cheap checks come first and nothing is decoded before the declared size is known.
+    1. magic bytes say which format the data is (the content type a client sends is only a claim);
+    2. the declared content type, if it names an image format, must agree with the bytes;
+    3. Pillow opens the file lazily: only the header is parsed, so width x height is known before any
+       pixel is decoded, and a decompression bomb (a few KB declaring 100000 x 100000) is refused here;
+    4. only then are the pixels decoded; a truncated or corrupt file fails here.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pixelseg.serve.errors import ApiError
+from pixelseg.serve.settings import Limits
+
+# format name -> (magic test, the content types that name it, Pillow's format name)
+_FORMATS = {
+    "PNG": (lambda b: b.startswith(b"\x89PNG\r\n\x1a\n"), ("image/png",), "PNG"),
+    "JPEG": (lambda b: b.startswith(b"\xff\xd8\xff"), ("image/jpeg", "image/jpg", "image/pjpeg"), "JPEG"),
+    "BMP": (lambda b: b.startswith(b"BM"), ("image/bmp", "image/x-bmp", "image/x-ms-bmp"), "BMP"),
+    "TIFF": (lambda b: b[:4] in (b"II*\x00", b"MM\x00*"), ("image/tiff", "image/tif"), "TIFF"),
+    "WebP": (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP", ("image/webp",), "WEBP"),
+}
+IMAGE_CONTENT_TYPES = tuple(ct for _, cts, _ in _FORMATS.values() for ct in cts)
+# a client that does not know the type (curl --data-binary, a file picker without a mime table)
+NEUTRAL_CONTENT_TYPES = ("application/octet-stream", "")
+SUPPORTED = "PNG, JPEG, BMP, TIFF or WebP"
+
+
+def media_type(content_type: str | None) -> str:
+    """'Image/PNG; charset=x' -> 'image/png'."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def check_content_type(content_type: str | None, where: str) -> None:
+    """Refuse a declared type that is neither an image type we read nor neutral (415)."""
+    mt = media_type(content_type)
+    if mt in IMAGE_CONTENT_TYPES or mt in NEUTRAL_CONTENT_TYPES:
+        return
+    raise ApiError(415, "unsupported_media_type",
+                   f"{where} has content type '{mt}'; send a {SUPPORTED} image "
+                   f"(content type image/png, image/jpeg, ... or application/octet-stream)")
+
+
+def sniff(data: bytes) -> str | None:
+    for name, (test, _, _) in _FORMATS.items():
+        if test(data[:16]):
+            return name
+    return None
+
+
+def decode_image(data: bytes, content_type: str | None, limits: Limits, where: str = "the upload") -> np.ndarray:
+    """Bytes of an uploaded file -> HxW (gray) / HxWx3 / HxWx4 uint8, upright (EXIF orientation applied)."""
+    if not data:
+        raise ApiError(400, "empty_body", f"{where} is empty; send the bytes of a {SUPPORTED} image")
+    check_content_type(content_type, where)
+    fmt = sniff(data)
+    if fmt is None:
+        raise ApiError(415, "unsupported_media_type",
+                       f"{where} is not a {SUPPORTED} image (its first bytes match none of them)")
+    mt = media_type(content_type)
+    if mt in IMAGE_CONTENT_TYPES and mt not in _FORMATS[fmt][1]:
+        raise ApiError(415, "unsupported_media_type",
+                       f"{where} is declared {mt} but its bytes are {fmt}; send the right content type "
+                       "or application/octet-stream")
+    try:
+        with warnings.catch_warnings():
+            # our own pixel limit (below) is the policy; Pillow's warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=[_FORMATS[fmt][2]])
+            w, h = im.size                      # from the header: nothing decoded yet
+            if w < 1 or h < 1:
+                raise ApiError(400, "undecodable_image", f"{where} declares an empty {w}x{h} image")
+            if w * h > limits.max_pixels:
+                raise ApiError(413, "too_many_pixels",
+                               f"{where} is {w}x{h} = {w * h:,} pixels, above this server's limit of "
+                               f"{limits.max_pixels:,}; downscale it first", "max_pixels", limits.max_pixels)
+            im.load()
+            im = ImageOps.exif_transpose(im)    # phone photos: label the picture as people see it
+            return _to_array(im)
+    except ApiError:
+        raise
+    except Image.DecompressionBombError as e:   # Pillow's guard, where the process set one
+        raise ApiError(413, "too_many_pixels", f"{where}: {e}", "max_pixels", limits.max_pixels) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
+        # Pillow reports truncation and corruption with these, depending on the format and where it broke
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ApiError(400, "undecodable_image", f"{where} is a damaged {fmt} file ({reason}); re-export it") from None
+
+
+def _to_array(im: Image.Image) -> np.ndarray:
+    """The same mode handling as pixelseg.data.io.read_image (which reads from paths only)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float32)
+        hi = 65535.0 if im.mode.startswith("I;16") else max(float(a.max(initial=0.0)), 1.0)
+        return np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if im.mode in ("1", "L", "LA"):
+        return np.asarray(im.convert("L"))
+    if im.mode == "RGBA" or (im.mode == "P" and "transparency" in im.info):
+        return np.asarray(im.convert("RGBA"))
+    return np.asarray(im.convert("RGB"))

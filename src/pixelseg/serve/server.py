@@ -1,0 +1,78 @@
+"""Running the app under uvicorn: one process, or N worker processes sharing the port.
+
+With workers > 1 uvicorn starts fresh interpreters that import an app factory by name, so the settings
+travel in an environment variable (JSON), and prometheus_client's multiprocess mode (a folder of
+per-process files) lets any worker answer /metrics for all of them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import tempfile
+
+from pixelseg.errors import PixelsegError
+from pixelseg.serve.settings import ServeSettings
+
+SETTINGS_ENV = "PIXELSEG_SERVE_SETTINGS"
+API_KEY_ENV = "PIXELSEG_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guard_pillow(settings: ServeSettings) -> None:
+    # pixelseg.data.io switches Pillow's decompression-bomb guard off for the library (users' aerial
+    # tiles are legitimately huge); a server process takes uploads from strangers, so it turns the
+    # guard back on at its own limit, behind serve.decode's header check.
+    from PIL import Image
+
+    import pixelseg.data.io  # noqa: F401  (its import-time setting must not undo ours)
+    Image.MAX_IMAGE_PIXELS = settings.limits.max_pixels
+
+
+def app_from_env():
+    """uvicorn factory for worker processes: the settings come from PIXELSEG_SERVE_SETTINGS."""
+    from pixelseg.serve.app import create_app
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise PixelsegError(f"{SETTINGS_ENV} is not set; start workers with `pixelseg serve RUN --workers N`")
+    settings = ServeSettings.from_json(text)
+    _guard_pillow(settings)
+    return create_app(settings)
+
+
+def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+               access_log: bool = True) -> None:
+    import uvicorn
+
+    from pixelseg.run import read_run
+
+    if workers < 1:
+        raise PixelsegError(f"--workers must be at least 1 (got {workers})")
+    if not 0 <= port <= 65535:
+        raise PixelsegError(f"--port {port} is not a TCP port (0..65535)")
+    read_run(settings.run)                         # a bad run folder fails here, before anything binds
+    if not is_loopback(host) and not settings.api_key:
+        print(f"pixelseg: warning: serving on {host} without an API key: anyone who can reach this machine can "
+              f"use the model; set --api-key or {API_KEY_ENV}", file=sys.stderr)
+    if workers == 1:
+        from pixelseg.serve.app import create_app
+        _guard_pillow(settings)
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")
+        return
+    if settings.threads is None:
+        # each worker runs its own model; without this they would all use every core and fight
+        from dataclasses import replace
+        settings = replace(settings, threads=max(1, (os.cpu_count() or 1) // workers))
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    with tempfile.TemporaryDirectory(prefix="pixelseg-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run("pixelseg.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    access_log=access_log, log_level="info")
