@@ -23,6 +23,10 @@ SHORT_KEYS = {
     "lr": "train.lr", "weight_decay": "train.weight_decay", "schedule": "train.schedule",
     "warmup_steps": "train.warmup_steps", "amp": "train.amp", "device": "train.device", "threads": "train.threads",
     "seed": "train.seed", "out": "train.out",
+    "accumulate": "train.accumulate", "clip_grad": "train.clip_grad", "ema": "train.ema",
+    "channels_last": "train.channels_last", "compile": "train.compile", "sync_bn": "train.sync_bn",
+    "sampling": "train.sampling", "repeat_threshold": "train.repeat_threshold",
+    "checkpoint_minutes": "train.checkpoint_minutes", "logger": "train.logger",
 }
 
 
@@ -40,8 +44,9 @@ def make_config(config: str | Path | None = None, **kwargs) -> Config:
 
 
 def train(data: str | Path | None = None, model: str | None = None, *, config: str | Path | None = None,
-          resume: bool = False, quiet: bool = False, **kwargs) -> Path:
-    """Train and return the run folder. kwargs are the CLI's long options (epochs=, max_minutes=, lr=, ...)."""
+          resume: bool = False, quiet: bool = False, report: bool = False, **kwargs) -> Path:
+    """Train and return the run folder. kwargs are the CLI's long options (epochs=, max_minutes=, lr=, ...).
+    With report=True, RUN/report/report.html is written at the end (the CLI does this unless --no-report)."""
     from pixelseg.engine.trainer import train as _train
 
     if resume:
@@ -51,17 +56,21 @@ def train(data: str | Path | None = None, model: str | None = None, *, config: s
         saved = Path(out) / "config.yaml"
         if not saved.is_file():
             raise PixelsegError(f"{saved}: not found; {out} is not a run that can be resumed")
-        allowed = {"epochs", "max_minutes", "out", "device", "num_workers", "threads"}
+        allowed = {"epochs", "max_minutes", "out", "device", "num_workers", "threads", "checkpoint_minutes"}
         extra = {k for k, v in kwargs.items() if v is not None} - allowed
         if extra or model or config:
             raise PixelsegError(f"--resume continues {out} with its saved config; only --epochs, --max-minutes, --device, "
-                                f"--num-workers, --threads may change (got {', '.join(sorted(extra | ({'model'} if model else set())))})")
+                                f"--num-workers, --threads, --checkpoint-minutes may change (got {', '.join(sorted(extra | ({'model'} if model else set())))})")
         cfg = load_config(saved, {SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None})
         if data is not None:
             cfg = cfg.replace(**{"data.root": str(data)})
     else:
         cfg = make_config(config, data=str(data) if data is not None else None, model=model, **kwargs)
-    return _train(cfg, resume=resume, quiet=quiet)
+    run = _train(cfg, resume=resume, quiet=quiet)
+    if report:
+        from pixelseg.report import build_report
+        build_report(run)
+    return run
 
 
 def load(run: str | Path, device: str = "auto"):
@@ -71,8 +80,10 @@ def load(run: str | Path, device: str = "auto"):
 
 
 def evaluate(run: str | Path | None = None, data: str | Path | None = None, split: str = "val",
-             pred_dir: str | Path | None = None, device: str = "auto", batch_size: int = 4) -> dict:
-    """Metrics of a run (or of label maps in pred_dir written by any model) on a split of `data`."""
+             pred_dir: str | Path | None = None, device: str = "auto", batch_size: int = 4,
+             report: bool | str | Path = False) -> dict:
+    """Metrics of a run (or of label maps in pred_dir written by any model) on a split of `data`.
+    With `report` (True, or the HTML path) a run's evaluation also writes its report, in the same pass."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -116,6 +127,14 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
             cm.update(pred.astype(np.int64), gt.astype(np.int64))
         result = summarize(cm.matrix, classes.names)
         result.update(split=split, images=len(samples), source=str(pred_dir))
+        return result
+    if report:
+        # one pass gives the metrics and the report's extras (gallery, calibration): no second evaluation
+        from pixelseg.report import analyze_run, build_report
+        analysis = analyze_run(run, data, split, device, batch_size)
+        result = analysis.summary
+        result.update(split=split, images=len(samples), source=str(analysis.source))
+        result["report"] = str(build_report(run, analysis=analysis, out=None if report is True else report))
         return result
     info = read_run(run)
     if info.classes.names != classes.names:

@@ -32,7 +32,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--schedule", choices=["poly", "cosine"])
     p.add_argument("--loss", help="ce | dice | focal | lovasz, or sums like ce+dice, 0.5*focal+dice")
-    p.add_argument("--class-weights", type=float, nargs="+")
+    p.add_argument("--class-weights", nargs="+", metavar="W",
+                   help="one weight per class, or 'auto' (median frequency balancing over the train masks)")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--augment", choices=["none", "light", "default", "strong"])
     p.add_argument("--in-channels", type=int)
@@ -43,6 +44,22 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state")
+    _add_scale_args(p)
+
+
+def _add_scale_args(p: argparse.ArgumentParser) -> None:
+    """Scale, faults, speed, imbalance (engine/trainer.py). Under torchrun --batch-size is the GLOBAL batch."""
+    g = p.add_argument_group("scale and speed")
+    g.add_argument("--accumulate", type=int, help="batches per optimizer step (gradient accumulation)")
+    g.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the global gradient norm to NORM")
+    g.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights (e.g. 0.999); it is evaluated and saved")
+    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (opt-in)")
+    g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across torchrun ranks")
+    g.add_argument("--sampling", choices=["uniform", "repeat"], help="repeat: repeat-factor sampling of images with rare classes")
+    g.add_argument("--repeat-threshold", type=float, help="repeat sampling: rare = in fewer than this share of images (default 0.1)")
+    g.add_argument("--checkpoint-minutes", type=float, help="save the resumable state this often mid-epoch (default 10; 0 = every step)")
+    g.add_argument("--logger", choices=["csv", "tensorboard"], help="CSV is always written; tensorboard adds RUN/tensorboard")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="val")
     e.add_argument("--json", help="also write the metrics to this JSON file")
     e.add_argument("--device", default="auto")
+    e.add_argument("--no-report", action="store_true", help="skip the HTML report (RUN/report/report.html)")
+    _add_report_commands(sub, t)
+    _add_serve_command(sub)
 
     p = sub.add_parser("predict", help="label maps (and overlays) for images or folders")
     p.add_argument("run")
@@ -92,6 +112,100 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _add_report_commands(sub, train_parser: argparse.ArgumentParser) -> None:
+    train_parser.add_argument("--no-report", action="store_true",
+                              help="skip the HTML report written at the end (RUN/report/report.html)")
+    r = sub.add_parser("report", help="HTML report of a run: curves, per-class IoU, confusion, calibration, "
+                                      "worst/best images")
+    r.add_argument("run", help="run folder")
+    r.add_argument("--data", help="dataset root (default: the one the run was trained on)")
+    r.add_argument("--split", default="val")
+    r.add_argument("--out", help="HTML file (default RUN/report/report.html; the PNGs always go to RUN/report/)")
+    r.add_argument("--gallery", type=int, default=6, help="worst and best images shown (default %(default)s each)")
+    r.add_argument("--batch-size", type=int, default=4)
+    r.add_argument("--device", default="auto")
+    c = sub.add_parser("compare", help="per-class IoU of runs side by side: a table, a bar chart, an HTML page")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="run folders or metrics JSON files (evaluate --json)")
+    c.add_argument("--out", help="also write an HTML page with the table and the chart")
+    c.add_argument("--png", help="bar chart PNG (default: beside --out)")
+
+
+def _add_serve_command(sub) -> None:
+    s = sub.add_parser("serve", help="HTTP API and web page for a run (POST /v1/segment, page at /)")
+    s.add_argument("run", help="run folder")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="default %(default)s")
+    s.add_argument("--backend", default="auto", help="inference backend: auto | torch | onnxruntime | openvino")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--workers", type=int, default=1, help="processes, each with its own model (default %(default)s)")
+    s.add_argument("--threads", type=int, help="torch threads per worker (default: the cores divided by --workers)")
+    s.add_argument("--api-key", help="require this key in the X-API-Key header (default: $PIXELSEG_API_KEY, else none)")
+    s.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload (default %(default)s MB)")
+    s.add_argument("--max-pixels", type=int, default=4096 * 4096,
+                   help="largest image, width x height, checked before decoding (default %(default)s)")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds per request, upload to answer (default %(default)s)")
+    s.add_argument("--max-queue", type=int, default=64, help="images waiting for the model before 429 (default %(default)s)")
+    s.add_argument("--max-batch", type=int, default=4, help="images per model call under load (default %(default)s)")
+    s.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="hold a lone request this long to batch it with others (default %(default)s)")
+    s.add_argument("--no-access-log", action="store_true", help="do not log every request")
+
+
+def cmd_serve(a) -> int:
+    import os
+
+    from pixelseg.serve.server import API_KEY_ENV, run_server
+    from pixelseg.serve.settings import Batching, Limits, ServeSettings
+    settings = ServeSettings(
+        a.run, backend=a.backend, device=a.device, api_key=a.api_key or os.environ.get(API_KEY_ENV) or None,
+        threads=a.threads, limits=Limits(max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_pixels=a.max_pixels,
+                                         timeout_s=a.timeout, max_queue=a.max_queue),
+        batching=Batching(max_batch=a.max_batch, max_wait_ms=a.batch_wait_ms))
+    run_server(settings, a.host, a.port, a.workers, access_log=not a.no_access_log)
+    return 0
+
+
+def cmd_report(a) -> int:
+    from pixelseg.report import build_report
+    if a.gallery < 0:
+        raise PixelsegError(f"--gallery {a.gallery}: give the number of images to show (0 for none)")
+    t0 = time.time()
+    out = build_report(a.run, a.data, a.split, a.out, a.device, a.batch_size, a.gallery)
+    print(f"report: {out} ({time.time() - t0:.1f}s; PNGs in {Path(a.run) / 'report'})")
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from rich.table import Table
+
+    from pixelseg.report import compare_runs
+    res = compare_runs(a.runs, a.out, a.png)
+    labels = res["labels"]
+    t = Table(title="per-class IoU (%)")
+    t.add_column("class")
+    for lab in labels:
+        t.add_column(lab, justify="right")
+    if len(labels) == 2:
+        t.add_column("Δ", justify="right")
+
+    def cell(v):
+        return "—" if v is None else f"{100 * v:.1f}"
+
+    def delta(a_, b_):
+        return "—" if a_ is None or b_ is None else f"{100 * (b_ - a_):+.1f}"
+    for i, name in enumerate(res["classes"]):
+        vals = [res["iou"][lab][i] for lab in labels]
+        t.add_row(name, *map(cell, vals), *([delta(*vals)] if len(labels) == 2 else []))
+    t.add_section()
+    means = [res["mIoU"][lab] for lab in labels]
+    t.add_row("mIoU", *map(cell, means), *([delta(*means)] if len(labels) == 2 else []), style="bold")
+    _console().print(t)
+    for key in ("png", "html"):
+        if key in res:
+            print(f"{key}: {res[key]}")
+    return 0
+
+
 def _version() -> str:
     from pixelseg import __version__
     return f"pixelseg {__version__}"
@@ -109,12 +223,32 @@ def cmd_train(a) -> int:
     from pixelseg.api import train
     opts = {k: getattr(a, k) for k in ("encoder", "encoder_weights", "batch_size", "epochs", "max_minutes", "lr",
                                        "schedule", "loss", "class_weights", "label_smoothing", "augment", "in_channels",
-                                       "num_workers", "threads", "amp", "device", "seed", "out")}
+                                       "num_workers", "threads", "amp", "device", "seed", "out", "accumulate",
+                                       "clip_grad", "ema", "channels_last", "compile", "sync_bn", "sampling",
+                                       "repeat_threshold", "checkpoint_minutes", "logger")}
     opts["image_size"] = _size(a.image_size)
-    run = train(a.data, a.model, config=a.config, resume=a.resume, **opts)
+    opts["class_weights"] = _class_weights(a.class_weights)
+    from pixelseg.engine.distributed import env_world
+    if env_world()[0] != 0:   # under torchrun, rank 0 reports; the others only train
+        train(a.data, a.model, config=a.config, resume=a.resume, **opts)
+        return 0
+    run = train(a.data, a.model, config=a.config, resume=a.resume, report=not a.no_report, **opts)
     _print_metrics(Path(run) / "metrics.json", f"validation of the best checkpoint ({run}/model.safetensors)")
     print(f"run folder: {run}")
+    if not a.no_report:
+        print(f"report: {Path(run) / 'report' / 'report.html'}")
     return 0
+
+
+def _class_weights(values):
+    if values is None:
+        return None
+    if len(values) == 1 and values[0].lower() == "auto":
+        return "auto"
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        raise PixelsegError(f"--class-weights takes one number per class or 'auto', got {' '.join(values)}") from None
 
 
 def _print_metrics(path_or_dict, title: str) -> dict:
@@ -129,8 +263,12 @@ def _print_metrics(path_or_dict, title: str) -> dict:
 def cmd_evaluate(a) -> int:
     from pixelseg.api import evaluate
     from pixelseg.fileio import write_json
-    m = evaluate(a.run, a.data, a.split, a.pred_dir, a.device)
+    # a report needs a run (its classes, curves, model); label maps in --pred-dir get the metrics only
+    report = a.run is not None and a.pred_dir is None and not a.no_report
+    m = evaluate(a.run, a.data, a.split, a.pred_dir, a.device, report=report)
     _print_metrics(m, f"{a.split} split of {a.data}: {m['images']} images, {m['source']}")
+    if report:
+        print(f"report: {m['report']}")
     if a.json:
         write_json(a.json, m)
         print(f"metrics written to {a.json}")
@@ -246,7 +384,8 @@ def cmd_quickstart(a) -> int:
 
 
 COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "verify-dataset": cmd_verify, "models": cmd_models, "data": cmd_data}
+            "verify-dataset": cmd_verify, "models": cmd_models, "data": cmd_data,
+            "report": cmd_report, "compare": cmd_compare, "serve": cmd_serve}
 
 
 def main(argv=None) -> int:

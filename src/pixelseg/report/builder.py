@@ -17,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from pixelseg.errors import PixelsegError
 from pixelseg.fileio import write_json, write_text
 from pixelseg.report import html as H
@@ -123,6 +125,9 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
 
     t0 = time.perf_counter()
     run = Path(run)
+    out = Path(out) if out else run / REPORT_DIR / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise PixelsegError(f"{out}: the report is an HTML page; give a path ending in .html")
     info = read_run(run, need_weights=False)
     config = {"data": run_data_settings(run)}
     cfg_path = run / "config.yaml"
@@ -134,7 +139,9 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
     notes = []
     if analysis is None:
         root = data or (config.get("data") or {}).get("root")
-        if root and Path(root).exists() and info.weights.is_file():
+        # data the user names must be there (analyze_run says what is wrong); the run's recorded dataset
+        # may have moved since training, and then the page shows what the run folder alone holds
+        if data is not None or (root and Path(root).exists() and info.weights.is_file()):
             analysis = analyze_run(run, data, split, device, batch_size, gallery, num_workers)
         else:
             notes.append("The confusion matrix, the gallery and the calibration need the model and the validation "
@@ -162,8 +169,9 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
     # ---- training curves
     history = read_history(run)
     best_epoch = info.best.get("epoch")
-    png = plots.curves(history, rdir / "curves.png", float(best_epoch) if best_epoch is not None else None)
-    if png:
+    fig = plots.curves(history, float(best_epoch) if best_epoch is not None else None)
+    if fig is not None:
+        png = plots.save_figure(fig, rdir / "curves.png")
         sections.append(("curves", "Training curves", H.img_tag(png, "training curves: loss, validation metrics, lr")
                          + f"<p class=sub>{len(history)} rows of {run / 'metrics.csv'}; dashed line: the kept (best) "
                            f"checkpoint.</p>"))
@@ -173,8 +181,9 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
     # ---- per-class IoU
     if summary is not None:
         pc = summary["per_class"]
-        png = plots.class_iou(names, [pc[n]["iou"] for n in names], [pc[n]["gt_pixels"] for n in names],
-                              classes.colors, rdir / "class_iou.png")
+        png = plots.save_figure(plots.class_iou(names, [pc[n]["iou"] for n in names],
+                                                [pc[n]["gt_pixels"] for n in names], classes.colors),
+                                rdir / "class_iou.png")
         src = f"split '{analysis.split}' of {analysis.data_root}" if analysis else "metrics.json"
         sections.append(("per-class-iou", "Per-class IoU", H.img_tag(png, "per-class IoU, sorted, with pixel frequency")
                          + f"<p class=sub>Values from {H.escape(src)}. A class absent from both ground truth and "
@@ -185,7 +194,7 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
     if analysis is not None:
         cm = analysis.confusion
         shown = plots.most_confused_classes(cm)
-        png = plots.confusion(cm, names, rdir / "confusion.png", shown)
+        png = plots.save_figure(plots.confusion(cm, names, shown), rdir / "confusion.png")
         norm = plots.normalize_rows(cm)
         pairs = plots.confused_pairs(cm, 15)
         why = (f"<p class=sub>{len(shown)} of {len(names)} classes shown: those in the most confused pairs. The full "
@@ -199,7 +208,7 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
     # ---- calibration
     if analysis is not None and analysis.calibration:
         c = analysis.calibration
-        png = plots.reliability(c, rdir / "calibration.png")
+        png = plots.save_figure(plots.reliability(c), rdir / "calibration.png")
         rows = [("expected calibration error", pct_or(c["ece"])),
                 ("mean confidence", pct_or(c["mean_confidence"])), ("pixel accuracy", pct_or(c["accuracy_all"])),
                 (f"unsure pixels (confidence < {c['unsure_threshold']:g})", pct_or(c["unsure_share"])),
@@ -226,9 +235,14 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
         _clear(gdir, "best-*.png")
         inner = ("<p class=sub>Validation images ranked by their own mIoU. Errors: wrong pixels in red, ignored "
                  "pixels dark. Confidence: the top class's probability (dark = unsure).</p>")
+        present: set[int] = set()
+        tables = ""
         for side, items in (("worst", analysis.worst), ("best", analysis.best)):
-            rows = _gallery_rows(analysis, items, side, gdir)
-            inner += f"<h3>{len(items)} {side}</h3>" + H.gallery_table(rows, f"gallery-{side}")
+            rows = _gallery_rows(analysis, items, side, gdir, present)
+            tables += f"<h3>{len(items)} {side}</h3>" + H.gallery_table(rows, f"gallery-{side}")
+        # the legend lists only the classes these pictures show: 150 swatches would bury them
+        inner += '<p class="legend">' + " ".join(f"<span>{H.swatch(classes.colors[i])}{H.escape(names[i])}</span>"
+                                                 for i in sorted(present) if i < len(names)) + "</p>" + tables
         sections.append(("gallery", "Worst and best images", inner))
 
     if analysis is not None:
@@ -237,14 +251,11 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
     title = f"pixelseg report — {run.name}"
     from pixelseg import __version__
     sub = f"{info.model}, {len(names)} classes · made {when} by pixelseg {__version__} in {time.perf_counter() - t0:.1f} s"
-    out = Path(out) if out else rdir / "report.html"
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise PixelsegError(f"{out}: the report is an HTML page; give a path ending in .html")
     write_text(out, H.page(title, sub, sections))
     return out
 
 
-def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path) -> list:
+def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path, present: set[int]) -> list:
     from pixelseg.data.io import read_image, read_mask
     from pixelseg.report import plots
 
@@ -253,6 +264,8 @@ def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path) -> list:
     for rank, g in enumerate(items, 1):
         image = read_image(g.image)
         gt = read_mask(g.mask, analysis.mask_color_channel)
+        present.update(int(v) for v in np.unique(gt))
+        present.update(int(v) for v in np.unique(g.pred))
         panel = plots.gallery_panel(image, gt, g.pred, analysis.classes, g.confidence)
         png = plots.save_png(gdir / f"{side}-{rank:02d}-{_safe_stem(g.stem)}.png", panel)
         row = dict(per_image[g.index])
@@ -287,6 +300,8 @@ def compare_runs(runs, out=None, png=None) -> dict:
         labels.append(f"{Path(r).parent.name}/{name}" if [n for n, _ in loaded].count(name) > 1 else name)
     if len(set(labels)) < len(labels):
         labels = [str(r) for r in runs]
+    if len(set(labels)) < len(labels):          # the same run given twice
+        labels = [f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
     classes: list[str] = []
     for _, m in loaded:
         for c in m["per_class"]:
@@ -297,7 +312,7 @@ def compare_runs(runs, out=None, png=None) -> dict:
               "mIoU": {lab: m.get("mIoU") for lab, (_, m) in zip(labels, loaded)}}
     if png or out:
         from pixelseg.report import plots
-        chart = plots.compare_bars(classes, iou, png or Path(out).with_suffix(".png"))
+        chart = plots.save_figure(plots.compare_bars(classes, iou), png or Path(out).with_suffix(".png"))
         result["png"] = str(chart)
     if out:
         out = Path(out)

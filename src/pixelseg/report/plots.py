@@ -1,7 +1,8 @@
-"""The report's pictures, each written atomically as a PNG: matplotlib (Agg) for charts, viz for label maps.
+"""The report's pictures: matplotlib (Agg) figures for charts, viz for label-map panels.
 
 Every function takes plain data (numbers, names, arrays), so a plot can be redrawn from
-RUN/report/analysis.json without the model or the dataset.
+RUN/report/analysis.json without the model or the dataset. Chart functions return the Figure (tests
+read its artists back); save_figure writes it atomically as a PNG and closes it.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def _number(v) -> float:
     return x
 
 
-def curves(history: list[dict], path, best_epoch: float | None = None) -> Path | None:
+def curves(history: list[dict], best_epoch: float | None = None) -> Figure | None:
     """Loss, validation metrics and learning rate against the epoch, from RUN/metrics.csv rows.
 
     Columns are found by name (any '*loss*', any 'val_*', 'lr'), so new columns the trainer adds show up
@@ -85,12 +86,12 @@ def curves(history: list[dict], path, best_epoch: float | None = None) -> Path |
             ax.set_ylim(0, 1)
         if ax.lines:
             ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return fig
 
 
 # ------------------------------------------------------------------------------------ per-class IoU
 
-def class_iou(names, ious, gt_pixels, colors, path) -> Path:
+def class_iou(names, ious, gt_pixels, colors) -> Figure:
     """Per-class IoU sorted best to worst, each bar in its class color, and beside it the class's share
     of the ground-truth pixels (a low IoU on a rare class reads differently from one on a common class).
     Classes with undefined IoU (absent from ground truth and prediction) come last, marked 'absent'."""
@@ -125,7 +126,7 @@ def class_iou(names, ious, gt_pixels, colors, path) -> Path:
     a2.set_xlabel("% of ground-truth pixels")
     a2.set_title("pixel frequency")
     a2.grid(axis="x", alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
 # -------------------------------------------------------------------------------------- confusion
@@ -177,7 +178,7 @@ def most_confused_classes(cm: np.ndarray, limit: int = CONFUSION_MAX_CLASSES) ->
     return sorted(chosen)
 
 
-def confusion(cm: np.ndarray, names, path, shown: list[int] | None = None) -> Path:
+def confusion(cm: np.ndarray, names, shown: list[int] | None = None) -> Figure:
     """Row-normalized confusion matrix as a heatmap (rows: ground truth, columns: prediction), with the
     percentages written in the cells. `shown` restricts it to some classes (rows keep their full-matrix
     normalization, so a row may not sum to 100% when its errors go to a class not shown)."""
@@ -187,8 +188,7 @@ def confusion(cm: np.ndarray, names, path, shown: list[int] | None = None) -> Pa
     n = len(shown)
     side = max(3.6, 0.42 * n + 2.2)
     fig, ax = plt.subplots(figsize=(side + 1.0, side), layout="constrained")
-    cmap = plt.get_cmap("Blues").copy()
-    cmap.set_bad("0.92")
+    cmap = plt.get_cmap("Blues").with_extremes(bad="0.92")
     im = ax.imshow(np.ma.masked_invalid(norm), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     labels = [names[i] for i in shown]
     fs = 8 if n <= 12 else 7
@@ -207,12 +207,12 @@ def confusion(cm: np.ndarray, names, path, shown: list[int] | None = None) -> Pa
         title = f"{n} most confused of {len(names)} classes (% of each ground-truth class)"
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8, format=lambda v, _: f"{100 * v:.0f}%")
-    return save_figure(fig, path)
+    return fig
 
 
 # ------------------------------------------------------------------------------------ calibration
 
-def reliability(calib: dict, path) -> Path:
+def reliability(calib: dict) -> Figure:
     """Reliability diagram (accuracy per confidence bin against the diagonal) and how the pixels
     spread over the confidence bins, with the 'unsure' threshold marked."""
     edges = np.asarray(calib["edges"], dtype=float)
@@ -249,7 +249,7 @@ def reliability(calib: dict, path) -> Path:
     a2.set_ylabel("% of pixels")
     a2.set_title("pixels per confidence bin")
     a2.grid(alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------- gallery
@@ -313,7 +313,7 @@ def save_png(path, rgb: np.ndarray) -> Path:
 
 # ---------------------------------------------------------------------------------------- compare
 
-def compare_bars(names, runs: dict[str, list], path) -> Path:
+def compare_bars(names, runs: dict[str, list]) -> Figure:
     """Per-class IoU of several runs as grouped horizontal bars (one group per class, one bar per run)."""
     names = list(names)
     labels = list(runs)
@@ -333,4 +333,4 @@ def compare_bars(names, runs: dict[str, list], path) -> Path:
     ax.set_title("per-class IoU by run")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    return save_figure(fig, path)
+    return fig
