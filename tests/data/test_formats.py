@@ -92,8 +92,10 @@ def test_format_forcing(tmp_path):
     only_folder = make_folder(tmp_path / "f")
     msg = _err(open_dataset, only_folder, format="keras")
     assert str(only_folder / "train_images") in msg and "keras" in msg
-    msg = _err(open_dataset, only_folder, format="voc")
-    assert "voc" in msg and "folder" in msg and "keras" in msg
+    msg = _err(open_dataset, only_folder, format="voc")   # forcing a layout the folder is not in names that layout
+    assert str(only_folder) in msg and "JPEGImages" in msg and "SegmentationClass" in msg
+    msg = _err(open_dataset, only_folder, format="pascal")
+    assert "pascal" in msg and all(f in msg for f in ("folder", "keras", "voc", "cityscapes", "coco", "labelme"))
 
 
 # ---------------------------------------------------------------- pairing errors

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pixelseg.data.formats import DatasetIndex, Sample
-from pixelseg.data.io import image_size, read_image, read_mask
+from pixelseg.data.io import image_size, read_image
+from pixelseg.data.labels import load_mask
 from pixelseg.errors import PixelsegError
 
 
@@ -41,7 +42,7 @@ def check_mask(mask: np.ndarray, image_hw: tuple[int, int], num_classes: int, ig
 
 def _check_one(s: Sample, num_classes: int, ignore_index: int, color_channel, decode_images: bool):
     try:
-        mask = read_mask(s.mask, color_channel)
+        mask = load_mask(s, color_channel)
         hw = read_image(s.image).shape[:2] if decode_images else image_size(s.image)
         return check_mask(mask, hw, num_classes, ignore_index, s), None
     except PixelsegError as e:

@@ -7,7 +7,8 @@ from torch.utils.data import Dataset
 
 from pixelseg.data.checks import check_mask
 from pixelseg.data.formats import Sample
-from pixelseg.data.io import read_image, read_mask
+from pixelseg.data.io import read_image
+from pixelseg.data.labels import load_mask
 
 
 def normalize(image: np.ndarray, mean, std) -> torch.Tensor:
@@ -43,7 +44,7 @@ class SegDataset(Dataset):
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         s = self.samples[i]
         image = read_image(s.image, self.in_channels)
-        mask = read_mask(s.mask, self.color_channel)
+        mask = load_mask(s, self.color_channel)
         check_mask(mask, image.shape[:2], self.num_classes, self.ignore_index, s)
         return image, mask
 

@@ -1,13 +1,19 @@
 """Finding a dataset on disk: which layout it is, which image goes with which mask, and the class table.
 
-Layouts read here (the dataset-formats issue adds VOC, Cityscapes, ADE20K, ...):
-  folder  ROOT/classes.json, ROOT/{train,val[,test]}/{images,masks}/<stem>.*
-  keras   ROOT/{train,val[,test]}_images/ and ROOT/{train,val[,test]}_segmentation/ (keras_segmentation)
-Only paths are listed here; pixels are decoded lazily by the dataset, in the loader workers.
+Layouts (`FORMATS`; each reader lives in its own module, this one holds the two simplest):
+  folder     ROOT/classes.json, ROOT/{train,val[,test]}/{images,masks}/<stem>.*  (index masks)
+  keras      ROOT/{train,val[,test]}_images/ and ROOT/{train,val[,test]}_segmentation/ (keras_segmentation)
+  colormask  the folder layout with color-coded masks and a color table (data/colormask.py)
+  voc, cityscapes, ade20k, camvid, coco, labelme: the layouts those datasets/tools ship (data/<name>.py)
+Only paths are listed here; pixels are decoded lazily by the dataset, in the loader workers. A format whose
+masks are not plain class indices attaches a decoder (data/labels.py) to each Sample.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +22,22 @@ from pixelseg.data.io import IMAGE_EXTS
 from pixelseg.errors import PixelsegError
 
 SPLITS = ("train", "val", "test")
+# name -> module holding detect(root) -> bool and open(root, val_fraction) -> DatasetIndex; auto-detection
+# tries them in this order (the specific layouts before the generic ones)
+FORMATS = {"folder": "", "keras": "", "colormask": "pixelseg.data.colormask", "voc": "pixelseg.data.voc",
+           "cityscapes": "pixelseg.data.cityscapes", "ade20k": "pixelseg.data.ade20k", "camvid": "pixelseg.data.camvid",
+           "coco": "pixelseg.data.coco", "labelme": "pixelseg.data.labelme"}
+LAYOUTS = {
+    "folder": "ROOT/train/images + ROOT/train/masks (index masks)",
+    "keras": "ROOT/train_images + ROOT/train_segmentation",
+    "colormask": "ROOT/train/images + ROOT/train/masks (color masks) + a color table in classes.json or class_dict.csv",
+    "voc": "ROOT/JPEGImages + ROOT/SegmentationClass + ROOT/ImageSets/Segmentation/{train,val}.txt (ROOT = VOC2012)",
+    "cityscapes": "ROOT/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png + ROOT/gtFine/{train,val}/<city>/*_gtFine_labelIds.png",
+    "ade20k": "ROOT/images/{training,validation} + ROOT/annotations/{training,validation} (ROOT = ADEChallengeData2016)",
+    "camvid": "ROOT/{train,val,test} + ROOT/{train,val,test}annot (SegNet layout), or ROOT/label_colors.txt with color masks",
+    "coco": "ROOT/annotations/*.json (COCO) + the images they name, in ROOT/<split> or ROOT/images/<split>",
+    "labelme": "ROOT/**/*.json LabelMe files next to their images (optional ROOT/labels.txt)",
+}
 
 
 @dataclass(frozen=True)
@@ -23,6 +45,8 @@ class Sample:
     image: Path
     mask: Path | None
     stem: str
+    # turns the stored mask into class indices (data/labels.py); None = the file holds the indices
+    decode: Callable | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -49,16 +73,22 @@ def _dirs(root: Path, split: str, fmt: str) -> tuple[Path, Path]:
 
 def detect_format(root: Path) -> str:
     if (root / "train" / "images").is_dir():
-        return "folder"
+        from pixelseg.data.colormask import has_color_masks
+        return "colormask" if has_color_masks(root) else "folder"
     if (root / "train_images").is_dir():
         return "keras"
+    if root.is_dir():
+        for name, module in FORMATS.items():
+            if module and name != "colormask" and importlib.import_module(module).detect(root):
+                return name
     if not root.exists():
         raise PixelsegError(f"{root}: dataset folder not found; check --data (make one with `pixelseg data synth --out {root}`)")
     if not root.is_dir():
         raise PixelsegError(f"{root}: is a file, not a dataset folder; give the folder that holds train/images and train/masks")
     raise PixelsegError(
-        f"{root}: no known dataset layout; expected {root}/train/images + {root}/train/masks (folder format) "
-        f"or {root}/train_images + {root}/train_segmentation (keras_segmentation)")
+        f"{root}: no known dataset layout; expected {root}/train/images + {root}/train/masks (folder format), "
+        f"{root}/train_images + {root}/train_segmentation (keras_segmentation), or a VOC, Cityscapes, ADE20K, CamVid, "
+        "COCO or LabelMe layout (`pixelseg verify-dataset --help` lists them)")
 
 
 def _list_images(d: Path, what: str = "images") -> dict[str, Path]:
@@ -110,23 +140,64 @@ def _derive_classes(root: Path, samples: list[Sample], color_channel: int | None
 
     import numpy as np
 
-    from pixelseg.data.io import read_mask
+    from pixelseg.data.labels import load_mask
 
     def values(s: Sample):
-        return np.unique(read_mask(s.mask, color_channel))
+        return np.unique(load_mask(s, color_channel))
 
     with ThreadPoolExecutor(4) as ex:
         found = sorted(set(int(v) for vals in ex.map(values, samples) for v in vals) - {255})
     if not found:
-        raise PixelsegError(f"{root}: every mask is all ignore (255); label some pixels")
+        raise PixelsegError(f"{root}: every mask is all ignore (255); label some pixels, or if 255 marks the foreground "
+                            f"of a binary task write {root / 'classes.json'} with "
+                            '{"names": ["background", "foreground"], "values": [0, 255]}')
+    if found == [0]:
+        # the classic 0/255 binary mask: with 255 = ignore the model would learn "everything is background"
+        raise PixelsegError(f"{root}: masks hold only 0 and 255, and 255 is the ignore index; if 255 marks the foreground "
+                            f"write {root / 'classes.json'} with "
+                            '{"names": ["background", "foreground"], "values": [0, 255]}')
     return ClassTable.derive(max(found) + 1)
+
+
+def read_classes_json(path: Path) -> tuple[ClassTable, list[int] | None]:
+    """classes.json, plus its optional 'values' key: the stored pixel value of each class, for masks that do not
+    store the class index itself (0/255 binary masks, 1..N with 0 = unlabeled, ...). Stored values not listed
+    are an error, except the ignore index."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PixelsegError(f"{path}: not valid JSON ({e}); fix the file or delete it to use class_0, class_1, ...") from None
+    if isinstance(d, dict) and "ignore_colors" in d:
+        raise PixelsegError(f"{path}: has 'ignore_colors', a color table: read these color-coded masks with "
+                            "--format colormask")
+    values = d.pop("values", None) if isinstance(d, dict) else None
+    classes = ClassTable.from_dict(d, str(path))
+    if values is not None:
+        if not (isinstance(values, list) and len(values) == classes.num_classes
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65535 for v in values)
+                and len(set(values)) == len(values)):
+            raise PixelsegError(f"{path}: 'values' must list one distinct stored pixel value (0..65535) per class name, "
+                                f"e.g. [0, 255] for background/foreground")
+    return classes, values
+
+
+def value_map_from_values(values: list[int], classes: ClassTable, source: Path):
+    from pixelseg.data.labels import value_map
+    pairs = {v: i for i, v in enumerate(values)}
+    if classes.ignore_index not in pairs:
+        pairs[classes.ignore_index] = classes.ignore_index
+    return value_map(pairs, f"the stored values {sorted(pairs)} listed in {source}")
 
 
 def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0.1) -> DatasetIndex:
     root = Path(root)
+    if format != "auto" and format not in FORMATS:
+        raise PixelsegError(f"unknown dataset format '{format}'; valid: auto, {', '.join(FORMATS)}")
+    if format != "auto" and not root.is_dir():
+        detect_format(root)  # the not-found / is-a-file messages
     fmt = detect_format(root) if format == "auto" else format
-    if fmt not in ("folder", "keras"):
-        raise PixelsegError(f"unknown dataset format '{fmt}'; valid: auto, folder, keras")
+    if FORMATS[fmt]:
+        return importlib.import_module(FORMATS[fmt]).open(root, val_fraction)
     if format != "auto" and not _dirs(root, "train", fmt)[0].is_dir():
         raise PixelsegError(f"{_dirs(root, 'train', fmt)[0]}: not found; {root} is not in the '{fmt}' layout")
     splits = {}
@@ -144,7 +215,14 @@ def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0
     color_channel = 2 if fmt == "keras" else None
     cj = root / "classes.json"
     if cj.exists():
-        classes = ClassTable.from_json(cj)
+        classes, values = read_classes_json(cj)
+        if values is not None:
+            decode = value_map_from_values(values, classes, cj)
+            splits = {k: [Sample(s.image, s.mask, s.stem, decode if s.mask else None) for s in v] for k, v in splits.items()}
+            color_channel = None if fmt == "folder" else color_channel
+            if fmt == "keras":
+                raise PixelsegError(f"{cj}: 'values' is not supported with the keras layout (its index is the blue "
+                                    "channel); remove the key or convert the masks")
     else:
         classes = _derive_classes(root, splits["train"] + splits["val"], color_channel)
         notes.append(f"no classes.json: mask values 0..{classes.num_classes - 1} named class_0..class_{classes.num_classes - 1}, "
@@ -157,3 +235,23 @@ def write_classes_json(root: str | Path, classes: ClassTable) -> None:
     write_json(Path(root) / "classes.json", classes.to_dict())
 
 
+
+
+def make_index(root: Path, fmt: str, classes: ClassTable, splits: dict[str, list[Sample]], val_fraction: float,
+               notes: list[str] | None = None) -> DatasetIndex:
+    """The shared end of every reader: empty splits dropped, a val split held out of train when there is none."""
+    splits = {k: v for k, v in splits.items() if v}
+    notes = list(notes or [])
+    if not splits.get("train"):
+        raise PixelsegError(f"{root}: no labelled training images found in the '{fmt}' layout; expected {LAYOUTS[fmt]}")
+    if not splits.get("val"):
+        splits["train"], splits["val"] = _holdout(splits["train"], val_fraction)
+        notes.append(f"no val split: held out {len(splits['val'])} of the train images ({val_fraction:.0%}, by a hash of "
+                     "the file name) for validation")
+    return DatasetIndex(root, fmt, classes, splits, None, notes)
+
+
+def require_dir(path: Path, fmt: str, what: str) -> Path:
+    if not path.is_dir():
+        raise PixelsegError(f"{path}: {what} folder not found; the '{fmt}' layout is {LAYOUTS[fmt]}")
+    return path
