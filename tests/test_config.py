@@ -77,7 +77,7 @@ def test_coercions():
     ({"train.batch_size": 0}, "train.batch_size must be positive"),
     ({"train.schedule": "step"}, "train.schedule must be poly or cosine"),
     ({"train.amp": "fp8"}, "train.amp"),
-    ({"data.format": "voc"}, "data.format"),
+    ({"data.format": "pascal"}, "data.format"),
     ({"data.augment": "extreme"}, "data.augment"),
     ({"data.val_fraction": 1.0}, "data.val_fraction"),
     ({"loss.label_smoothing": 1.0}, "loss.label_smoothing"),

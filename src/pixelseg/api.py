@@ -90,7 +90,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     from pixelseg.data.checks import require_clean
     from pixelseg.data.dataset import EvalDataset, eval_collate
     from pixelseg.data.formats import open_dataset
-    from pixelseg.data.io import read_mask
+    from pixelseg.data.labels import load_mask
     from pixelseg.data.transforms import eval_transform
     from pixelseg.engine.trainer import evaluate as _evaluate
     from pixelseg.inference.predictor import pick_device
@@ -118,7 +118,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
             if not p.is_file():
                 raise PixelsegError(f"{p}: no prediction for {s.image.name}; predict every image of split '{split}'")
             pred = read_label_png(p)
-            gt = read_mask(s.mask, index.mask_color_channel)
+            gt = load_mask(s, index.mask_color_channel)
             if pred.shape != gt.shape:
                 raise PixelsegError(f"{p}: prediction is {pred.shape[1]}x{pred.shape[0]}, ground truth {s.mask.name} is "
                                     f"{gt.shape[1]}x{gt.shape[0]}; predictions must be at the original size")

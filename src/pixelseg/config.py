@@ -16,15 +16,23 @@ import yaml
 from pixelseg.errors import PixelsegError
 
 
+# the dataset layouts data/formats.py reads and the augmentation presets of data/transforms.py (kept here as
+# names only so that loading a config does not import the data stack; tests/data check they agree)
+DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "camvid", "coco", "labelme")
+AUGMENT_PRESETS = ("none", "light", "default", "strong", "aerial", "medical")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     root: str | None = None
-    format: str = "auto"                      # auto | folder | keras
+    format: str = "auto"                      # auto | one of DATA_FORMATS (data/formats.py reads them)
     image_size: tuple[int, int] | None = None  # (H, W) the network sees; None = from the data and the hardware
-    augment: str | None = None                # none | light | default | strong; None = by budget and hardware
+    augment: str | None = None                # a preset of AUGMENT_PRESETS, or an albumentations pipeline file
+                                              # (.yaml/.yml/.json, A.save format); None = by budget and hardware
     in_channels: int | None = None            # None = from the images (1 gray, 3 RGB, 4 RGBA)
     num_workers: int | None = None
     val_fraction: float = 0.1                 # held out from train when the data has no val split
+    binary_sigmoid: bool = False              # 2-class data trained as 1 sigmoid channel (foreground = class 1)
 
 
 @dataclass(frozen=True)
@@ -196,8 +204,9 @@ def _check_values(cfg: Config, where: str) -> None:
         (t.lr is None or t.lr > 0, "train.lr must be positive"),
         (t.schedule in ("poly", "cosine"), "train.schedule must be poly or cosine"),
         (t.amp in ("auto", "off", "fp16", "bf16"), "train.amp must be auto, off, fp16 or bf16"),
-        (dt.format in ("auto", "folder", "keras"), "data.format must be auto, folder or keras"),
-        (dt.augment in (None, "none", "light", "default", "strong"), "data.augment must be none, light, default or strong"),
+        (dt.format == "auto" or dt.format in DATA_FORMATS, f"data.format must be auto or one of {', '.join(DATA_FORMATS)}"),
+        (dt.augment is None or dt.augment in AUGMENT_PRESETS or dt.augment.lower().endswith((".yaml", ".yml", ".json")),
+         f"data.augment must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations pipeline file (.yaml/.json)"),
         (dt.in_channels is None or dt.in_channels > 0, "data.in_channels must be positive"),
         (0 < dt.val_fraction < 1, "data.val_fraction must be between 0 and 1"),
         (0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)"),
