@@ -112,14 +112,21 @@ class Health(BaseModel):
 
 # ------------------------------------------------------------------------------------------ helpers
 
-def make_predictor(run: str | Path, device: str, backend: str):
-    """A Predictor, with `backend` passed through when this pixelseg's Predictor takes one."""
+def make_predictor(run: str | Path, device: str, backend: str, threads: int | None = None):
+    """A Predictor, with `backend` and `threads` passed through when this pixelseg's Predictor takes them."""
     from pixelseg.inference import Predictor
-    if "backend" in inspect.signature(Predictor).parameters:
-        return Predictor(run, device, backend=backend)
+    params = inspect.signature(Predictor).parameters
+    kwargs = {"threads": threads} if threads and "threads" in params else {}
+    if "backend" in params:
+        return Predictor(run, device, backend=backend, **kwargs)
     if backend not in ("auto", "torch"):
         raise PixelsegError(f"--backend {backend}: this pixelseg's predictor runs PyTorch only; use --backend auto")
-    return Predictor(run, device)
+    return Predictor(run, device, **kwargs)
+
+
+def backend_name(predictor) -> str:
+    name = getattr(predictor, "backend_name", None)
+    return name if isinstance(name, str) else "torch"
 
 
 class LabelCache:
@@ -236,10 +243,11 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
     if settings.threads:
         import torch
         torch.set_num_threads(settings.threads)
-    pred = predictor if predictor is not None else make_predictor(settings.run, settings.device, settings.backend)
+    pred = predictor if predictor is not None else make_predictor(settings.run, settings.device, settings.backend,
+                                                                  settings.threads)
     info = pred.info
     classes = info.classes
-    backend_name = str(getattr(pred, "backend", "torch"))
+    backend = backend_name(pred)
     limits_ = settings.limits
     metrics = Metrics()
     cache = LabelCache(settings.cache_pixels)
@@ -255,7 +263,7 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
 
     class_infos = [ClassInfo(index=i, name=n, color=list(c)) for i, (n, c) in enumerate(zip(classes.names, classes.colors))]
     model_info = ModelInfo(
-        model=info.model, encoder=info.encoder, backend=backend_name, device=str(getattr(pred, "device", settings.device)),
+        model=info.model, encoder=info.encoder, backend=backend, device=str(getattr(pred, "device", settings.device)),
         classes=class_infos, ignore_index=classes.ignore_index, in_channels=info.preprocessing.in_channels,
         preprocessing=info.preprocessing.to_dict(), metrics=train_metrics,
         limits={"max_upload_bytes": limits_.max_upload_bytes, "max_pixels": limits_.max_pixels,
@@ -407,7 +415,7 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and readiness", response_model=Health)
     async def healthz() -> Health:
-        return Health(status="ok", model=info.model, backend=backend_name, queued=batcher.pending)
+        return Health(status="ok", model=info.model, backend=backend, queued=batcher.pending)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (text format)", dependencies=dependencies,
              response_class=Response, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},

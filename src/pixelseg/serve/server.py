@@ -58,7 +58,10 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
         raise PixelsegError(f"--workers must be at least 1 (got {workers})")
     if not 0 <= port <= 65535:
         raise PixelsegError(f"--port {port} is not a TCP port (0..65535)")
-    read_run(settings.run)                         # a bad run folder fails here, before anything binds
+    info = read_run(settings.run)                  # a bad run folder fails here, before anything binds
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {settings.run} ({info.model}, {info.classes.num_classes} classes): page http://{shown}:{port}/  "
+          f"API http://{shown}:{port}/v1/segment  schema http://{shown}:{port}/openapi.json", flush=True)
     if not is_loopback(host) and not settings.api_key:
         print(f"pixelseg: warning: serving on {host} without an API key: anyone who can reach this machine can "
               f"use the model; set --api-key or {API_KEY_ENV}", file=sys.stderr)

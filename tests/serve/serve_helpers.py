@@ -1,0 +1,57 @@
+"""Helpers shared by the server tests and benchmarks/serve_load.py-style clients (imported by name:
+tests/ has no packages, pytest puts this folder on sys.path)."""
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def sample_image(h: int = 45, w: int = 61, seed: int = 0) -> np.ndarray:
+    """Blocks of color (so the model predicts several classes) with noise, at an odd size."""
+    rng = np.random.default_rng(seed)
+    img = np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((12, 16, 1))).astype(np.uint8)
+    img = np.ascontiguousarray(np.resize(img, (h, w, 3)))
+    noise = rng.integers(-20, 20, img.shape)
+    return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn in a thread of the test process, on a free localhost port."""
+
+    def __init__(self, app):
+        import uvicorn
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
