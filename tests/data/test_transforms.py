@@ -56,7 +56,7 @@ def test_mask_values_stay_from_the_original_set(preset, dtype):
         assert vals <= allowed, f"{preset}: interpolated mask values {vals - allowed}"
         saw_ignore |= IGN in vals
     # scale jitter below 1 pads with the ignore index; the resize-only presets never add it
-    assert saw_ignore == (preset in ("default", "strong"))
+    assert saw_ignore == (preset not in ("none", "light"))
 
 
 def test_scale_jitter_padding_is_ignore_in_mask_and_zero_in_image():

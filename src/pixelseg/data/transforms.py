@@ -3,16 +3,28 @@
 Geometric transforms move image and mask together (the mask always with nearest-neighbour, padded
 with the ignore index so padding never counts as a class); photometric ones touch the image only.
 The network sees `size` = (H, W): every image is resized to it (inference does the same, see
-inference/predictor.py), with scale jitter and a random crop around it during training.
+inference/predictor.py), with scale jitter and a random crop around it during training (the
+torchvision/mmseg recipe: random rescale, pad with the ignore index, random crop back to the size).
+
+Presets: none, light (flips), default (scale jitter 0.75-1.5x + crop + flip + color), strong (0.5-2x,
+rotation/shear, noise, blur), aerial (the 8 rotations/flips of the square: overhead imagery has no
+"up"), medical (small rotations, elastic and grid deformations, gamma/contrast/noise; no flips, since
+left and right are anatomy). A custom pipeline is an albumentations file (A.save / A.to_dict format,
+YAML or JSON) given as data.augment: it runs after the resize to `size` and its output is padded /
+center-cropped back to `size`.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import albumentations as A
 
+from pixelseg.config import AUGMENT_PRESETS
 from pixelseg.errors import PixelsegError
 
-PRESETS = ("none", "light", "default", "strong")
+PRESETS = AUGMENT_PRESETS
+NEAREST = (cv2.INTER_NEAREST, cv2.INTER_NEAREST_EXACT)
 
 
 def _photometric(channels: int, strength: float) -> list:
@@ -23,12 +35,26 @@ def _photometric(channels: int, strength: float) -> list:
     return ops
 
 
+def scale_crop(size: tuple[int, int], scale: tuple[float, float], ignore_index: int) -> list:
+    """Scale jitter then a random crop back to `size`: RandomScale by a factor in `scale`, padding (image 0,
+    mask the ignore index) where the scaled image is smaller than the crop."""
+    h, w = size
+    return [
+        A.RandomScale(scale_limit=(scale[0] - 1.0, scale[1] - 1.0), p=1.0,
+                      interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT),
+        A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
+        A.RandomCrop(h, w),
+    ]
+
+
 def train_transform(size: tuple[int, int], preset: str = "default", ignore_index: int = 255,
                     channels: int = 3) -> A.Compose:
     h, w = size
     # cv2's INTER_NEAREST samples floor(x * scale), not pixel centres like INTER_LINEAR: it shifts mask
     # edges by up to a pixel against the image. NEAREST_EXACT uses the same centres as the image.
     resize = A.Resize(h, w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT)
+    if preset.lower().endswith((".yaml", ".yml", ".json")):
+        return custom_transform(Path(preset), size, ignore_index)
     if preset == "none":
         ops = [resize]
     elif preset == "light":
@@ -52,9 +78,75 @@ def train_transform(size: tuple[int, int], preset: str = "default", ignore_index
                 A.GaussNoise(std_range=(0.02, 0.08), p=0.3),
                 A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=5)], p=0.2),
             ]
+    elif preset == "aerial":
+        ops = [
+            resize,
+            *scale_crop(size, (0.75, 1.5), ignore_index),
+            # the dihedral group of the square: 90-degree rotations and flips, exact (no interpolation);
+            # a 90-degree turn swaps H and W, so on non-square sizes only flips keep the shape
+            A.D4(p=1.0) if h == w else A.OneOf([A.HorizontalFlip(p=1.0), A.VerticalFlip(p=1.0)], p=0.75),
+            *_photometric(channels, 0.8),
+        ]
+    elif preset == "medical":
+        ops = [
+            resize,
+            *scale_crop(size, (0.85, 1.2), ignore_index),
+            A.Affine(rotate=(-10, 10), border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index,
+                     interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST, p=0.5),
+            A.OneOf([
+                A.ElasticTransform(alpha=max(h, w) * 0.5, sigma=max(h, w) * 0.06, border_mode=cv2.BORDER_CONSTANT,
+                                   fill=0, fill_mask=ignore_index, interpolation=cv2.INTER_LINEAR,
+                                   mask_interpolation=cv2.INTER_NEAREST),
+                A.GridDistortion(num_steps=5, distort_limit=0.2, border_mode=cv2.BORDER_CONSTANT, fill=0,
+                                 fill_mask=ignore_index, interpolation=cv2.INTER_LINEAR,
+                                 mask_interpolation=cv2.INTER_NEAREST),
+            ], p=0.3),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+            A.RandomGamma(gamma_limit=(80, 120), p=0.3),
+            A.GaussNoise(std_range=(0.01, 0.05), p=0.2),
+        ]
     else:
-        raise PixelsegError(f"unknown augmentation preset '{preset}'; valid: {', '.join(PRESETS)}")
+        raise PixelsegError(f"unknown augmentation preset '{preset}'; valid: {', '.join(PRESETS)}, "
+                            "or an albumentations pipeline file (.yaml/.json)")
     return A.Compose(ops)
+
+
+def custom_transform(path: Path, size: tuple[int, int], ignore_index: int) -> A.Compose:
+    """A user's albumentations pipeline (A.save format). Checked so that it cannot corrupt labels silently:
+    masks must be resampled with nearest-neighbour and padded with the ignore index."""
+    if not path.is_file():
+        raise PixelsegError(f"{path}: augmentation pipeline file not found; give a file written by "
+                            "albumentations.save(pipeline, path) or a preset name")
+    fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+    try:
+        user = A.load(str(path), data_format=fmt)
+    except Exception as e:  # albumentations raises many types (KeyError, ValueError, TypeError, yaml errors)
+        raise PixelsegError(f"{path}: not an albumentations pipeline ({type(e).__name__}: {e}); write it with "
+                            "albumentations.save(A.Compose([...]), path)") from None
+    for t in _flatten(user):
+        name = type(t).__name__
+        mi = getattr(t, "mask_interpolation", None)
+        if mi is not None and mi not in NEAREST:
+            raise PixelsegError(f"{path}: {name} resamples the mask with interpolation {mi}, which invents class values; "
+                                f"set mask_interpolation: {cv2.INTER_NEAREST} (nearest)")
+        fm = getattr(t, "fill_mask", None)
+        pads = getattr(t, "pad_if_needed", True) and getattr(t, "border_mode", cv2.BORDER_CONSTANT) == cv2.BORDER_CONSTANT
+        if fm is not None and pads and fm != ignore_index:
+            raise PixelsegError(f"{path}: {name} pads the mask with {fm}, which would count as a class; "
+                                f"set fill_mask: {ignore_index} (the ignore index)")
+    h, w = size
+    resize = A.Resize(h, w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT)
+    return A.Compose([resize, *user.transforms,
+                      A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0,
+                                    fill_mask=ignore_index),
+                      A.CenterCrop(h, w)])
+
+
+def _flatten(t) -> list:
+    inner = getattr(t, "transforms", None)
+    if inner is None:
+        return [t]
+    return [x for c in inner for x in _flatten(c)]
 
 
 def eval_transform(size: tuple[int, int]) -> A.Compose:
