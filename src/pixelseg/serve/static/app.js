@@ -76,7 +76,7 @@ async function loadModel() {
   $("key-box").hidden = true;
   const m = await res.json();
   state.model = m;
-  const miou = m.metrics && typeof m.metrics.mIoU === "number" ? ` · val mIoU ${(m.metrics.mIoU * 100).toFixed(1)}` : "";
+  const miou = m.metrics && typeof m.metrics.mIoU === "number" ? ` · val mIoU ${(m.metrics.mIoU * 100).toFixed(1)}%` : "";
   $("model-line").textContent = `${m.model}${m.encoder ? " / " + m.encoder : ""} · ${m.classes.length} classes${miou}`;
   $("limits").textContent = `${m.input_formats.join(", ")} · up to ${megabytes(m.limits.max_upload_bytes)}, ` +
     `${megapixels(m.limits.max_pixels)}`;
@@ -88,7 +88,7 @@ async function loadModel() {
     ["network input", `${m.preprocessing.image_size.join(" × ")} px, ${m.in_channels} channel(s), ${m.preprocessing.resize}`],
     ["classes", m.classes.map((c) => c.name).join(", ")],
   ];
-  if (m.metrics && typeof m.metrics.mIoU === "number") rows.push(["validation mIoU", (m.metrics.mIoU * 100).toFixed(2)]);
+  if (m.metrics && typeof m.metrics.mIoU === "number") rows.push(["validation mIoU", (m.metrics.mIoU * 100).toFixed(2) + "%"]);
   rows.push(["pixelseg", m.pixelseg_version]);
   for (const [k, v] of rows) {
     const dt = document.createElement("dt");
@@ -272,7 +272,7 @@ function renderLegend() {
       share.className = "share";
       share.textContent = pct(c.fraction);
       const bar = document.createElement("span");
-      bar.className = "bar";
+      bar.className = "share-bar";
       bar.style.width = Math.max(0.5, c.fraction * 100) + "%";
       bar.style.background = rgb(c.color);
       label.append(share, bar);

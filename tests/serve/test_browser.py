@@ -1,0 +1,167 @@
+"""The web page in a real browser: Debian's Chromium, headless, driven by Playwright against a live
+uvicorn on localhost. It uploads an image and checks that what the page draws and lists is what the
+API answers, that the controls work, that it stays usable at phone width and that it asks nothing
+of the internet."""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from serve_helpers import png_bytes, sample_image
+
+CHROMIUM = os.environ.get("PIXELSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="needs Chromium (Debian: apt-get install chromium)"),
+    pytest.mark.usefixtures("one_thread"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        # --no-sandbox: the tests run as root in containers, where Chromium's sandbox cannot start
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str, width: int, height: int):
+    page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+    outside = []
+
+    def only_localhost(route):
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_localhost)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    page.wait_for_function("document.getElementById('model-line').textContent.includes('unet')")
+    return page, outside, errors
+
+
+def canvas_pixels(page) -> np.ndarray:
+    data = page.evaluate("""() => {
+        const c = document.getElementById('canvas');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+    }""")
+    w, h = page.evaluate("[document.getElementById('canvas').width, document.getElementById('canvas').height]")
+    return np.asarray(data, np.int16).reshape(h, w, 4)[:, :, :3]
+
+
+def set_opacity(page, percent: int) -> None:
+    page.eval_on_selector("#opacity", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", percent)
+
+
+def test_upload_shows_the_overlay_and_legend_the_api_gives(browser, live_server, tmp_path):
+    img = sample_image(45, 61, seed=11)
+    path = tmp_path / "street.png"
+    path.write_bytes(png_bytes(img))
+    api = httpx.post(f"{live_server.url}/v1/segment?rle=true", content=path.read_bytes(),
+                     headers={"content-type": "image/png"}).json()
+    overlay = httpx.post(f"{live_server.url}/v1/segment?format=overlay&alpha=0.5&boundaries=false",
+                         content=path.read_bytes()).content
+    api_overlay = np.asarray(Image.open(io.BytesIO(overlay)).convert("RGB"), np.int16)
+    label = np.repeat(api["label_rle"]["values"], api["label_rle"]["lengths"]).reshape(45, 61)
+    colors = np.asarray([c["color"] for c in api["classes"]], np.int16)
+
+    page, outside, errors = open_page(browser, live_server.url, 1280, 800)
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#legend li[data-fraction]")
+    assert "61 × 45" in page.inner_text("#status")
+
+    # the legend lists exactly the classes the API found, with their shares, largest first
+    rows = page.eval_on_selector_all("#legend li", """els => els.map(li => ({
+        name: li.dataset.name, fraction: Number(li.dataset.fraction),
+        shown: li.querySelector('.share').textContent,
+        swatch: getComputedStyle(li.querySelector('.swatch')).backgroundColor}))""")
+    present = sorted((c for c in api["classes"] if c["pixels"]), key=lambda c: -c["pixels"])
+    assert len(present) >= 2
+    assert [r["name"] for r in rows] == [c["name"] for c in present]
+    for r, c in zip(rows, present):
+        assert r["fraction"] == pytest.approx(c["fraction"])
+        assert r["shown"] in (f"{100 * c['fraction']:.1f}%", "<0.1%")
+        assert r["swatch"] == "rgb({}, {}, {})".format(*c["color"])
+
+    # the overlay the page draws is the API's overlay (canvas blending rounds within a level or two)
+    drawn = canvas_pixels(page)
+    assert drawn.shape == (45, 61, 3)
+    assert np.abs(drawn - api_overlay).max() <= 2
+    set_opacity(page, 100)                               # only the class colors: the label map itself
+    assert np.abs(canvas_pixels(page) - colors[label]).max() <= 1
+    set_opacity(page, 0)                                 # only the image
+    assert np.abs(canvas_pixels(page) - img).max() <= 1
+
+    # hiding the largest class shows the image there and leaves the rest colored
+    set_opacity(page, 100)
+    hidden = next(i for i, c in enumerate(api["classes"]) if c["name"] == present[0]["name"])
+    page.click(f"#legend li[data-class-index='{hidden}'] input")
+    now = canvas_pixels(page)
+    assert np.abs(now[label == hidden] - img[label == hidden]).max() <= 1
+    assert np.abs(now[label != hidden] - colors[label][label != hidden]).max() <= 1
+    page.click("#show-all")
+    assert np.abs(canvas_pixels(page) - colors[label]).max() <= 1
+
+    # downloads: the label PNG is the API's (class indices), the overlay PNG is what is on screen
+    with page.expect_download() as d:
+        page.click("#dl-label")
+    assert d.value.suggested_filename == "street_label.png"
+    with Image.open(d.value.path()) as im:
+        assert im.mode == "P"
+        np.testing.assert_array_equal(np.asarray(im), label)
+    with page.expect_download() as d:
+        page.click("#dl-overlay")
+    assert d.value.suggested_filename == "street_overlay.png"
+    with Image.open(d.value.path()) as im:
+        assert im.size == (61, 45)
+        assert np.abs(np.asarray(im.convert("RGB"), np.int16) - colors[label]).max() <= 1
+
+    # a refusal shows the API's message, not a blank page
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#status.error")
+    assert "not an image" in page.inner_text("#status") or "content type" in page.inner_text("#status")
+    assert not outside and not errors
+    page.close()
+
+
+def test_usable_at_phone_width_with_drag_and_drop(browser, live_server):
+    page, outside, errors = open_page(browser, live_server.url, 390, 844)
+    # a file dropped on the page (a real DataTransfer, as a drag from the desktop delivers it)
+    page.evaluate("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+        document.getElementById("drop").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""", base64.b64encode(png_bytes(sample_image(60, 200, seed=12))).decode())
+    page.wait_for_selector("#legend li[data-fraction]")
+    assert "dropped.png · 200 × 60 px" in page.inner_text("#status")
+    layout = page.evaluate("""() => {
+        const box = (id) => document.getElementById(id).getBoundingClientRect();
+        return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+                canvas: box('canvas'), legend: box('legend'), slider: box('opacity'), label: box('dl-label')};
+    }""")
+    assert layout["scroll"] <= layout["inner"]           # no sideways scrolling
+    assert 0 < layout["canvas"]["width"] <= 390 and layout["canvas"]["height"] > 0
+    for key in ("legend", "slider"):                     # controls stack below the image, full width
+        assert layout[key]["width"] > 250 and layout[key]["top"] >= layout["canvas"]["bottom"]
+    button = layout["label"]                             # a download button: below too, tappable, on screen
+    assert button["top"] >= layout["canvas"]["bottom"] and button["width"] >= 80 and button["height"] >= 30
+    assert button["right"] <= layout["inner"]
+    assert not outside and not errors
+    page.close()
