@@ -85,14 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_commands(sub, t)
     _add_serve_command(sub)
 
-    p = sub.add_parser("predict", help="label maps (and overlays) for images or folders")
-    p.add_argument("run")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("predict", help="label maps (and overlays) for images, folders, videos or a camera")
+    p.add_argument("run", help="run folder, or a model file `pixelseg export` wrote (.onnx, .xml)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders, one video file, or camera:N")
+    p.add_argument("--out", required=True, help="folder for label maps; for a video or camera an output video (.mp4, .avi)")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto")
+    _add_inference_args(p)
+    p.add_argument("--max-frames", type=int, help="video/camera: stop after this many frames")
+    _add_export_commands(sub)
 
     v = sub.add_parser("verify-dataset", help="check pairing, decoding, sizes and mask values; exit 1 on problems")
     v.add_argument("root")
@@ -128,6 +131,61 @@ def _add_report_commands(sub, train_parser: argparse.ArgumentParser) -> None:
     c.add_argument("runs", nargs="+", metavar="RUN", help="run folders or metrics JSON files (evaluate --json)")
     c.add_argument("--out", help="also write an HTML page with the table and the chart")
     c.add_argument("--png", help="bar chart PNG (default: beside --out)")
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"],
+                   help="torch (default for a run: scores exactly like `evaluate`), onnxruntime, openvino, or auto "
+                        "(the fastest here; the default for an exported file)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="fp32 (default); bf16 on CPUs with bf16 support (torch, openvino) or GPUs; fp16 on GPUs")
+    p.add_argument("--threads", type=int, help="CPU threads for the network (default: torch's)")
+    p.add_argument("--tile", type=int, nargs="*", metavar="H W",
+                   help="sliding window at native resolution for large images; no value = the training size")
+    p.add_argument("--overlap", type=float, default=0.25, help="window overlap, a share of the window (default %(default)s)")
+    p.add_argument("--tta", type=float, nargs="*", metavar="SCALE",
+                   help="test-time augmentation: horizontal flip, at these scales (default 1), averaged in probability")
+
+
+def _predictor_from_args(a, source):
+    from pixelseg.inference import TTA, Predictor
+    tile = None
+    if a.tile is not None:
+        if len(a.tile) not in (0, 1, 2):
+            raise PixelsegError("--tile takes H W, one value for a square, or nothing for the training size")
+        tile = True if not a.tile else (a.tile[0], a.tile[-1])
+    tta = TTA(True, tuple(a.tta) if a.tta else (1.0,)) if a.tta is not None else None
+    from pixelseg.inference.backends import EXPORTED_SUFFIXES
+    backend = a.backend or ("auto" if Path(source).suffix.lower() in EXPORTED_SUFFIXES else "torch")
+    return Predictor(source, a.device, backend=backend, precision=a.precision, threads=a.threads, tile=tile,
+                     overlap=a.overlap, tta=tta)
+
+
+def _add_export_commands(sub) -> None:
+    x = sub.add_parser("export", help="a run as a self-describing ONNX / OpenVINO / TorchScript file, parity-checked")
+    x.add_argument("run", help="run folder")
+    x.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript"])
+    x.add_argument("--out", help="output file (default RUN/export/model[.int8].onnx|.xml|.pt)")
+    x.add_argument("--int8", action="store_true", help="static INT8 (QDQ, per-channel), calibrated on your images")
+    x.add_argument("--calib", help="calibration images: a dataset root or a folder (default: the run's training data)")
+    x.add_argument("--calib-count", type=int, default=300, help="calibration images (default %(default)s)")
+    x.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    x.add_argument("--min-agreement", type=float, help="parity gate: share of pixels whose argmax must match PyTorch "
+                                                       "(default 0.999 fp32, 0.99 INT8)")
+    x.add_argument("--json", help="also write the export report to this JSON file")
+
+    b = sub.add_parser("bench", help="latency p50/p95, throughput, peak memory per backend, as a table and JSON")
+    b.add_argument("source", metavar="RUN|MODEL", help="run folder, or a registered model name (random weights)")
+    b.add_argument("--size", type=int, nargs="+", metavar=("H", "W"), help="input size (default: the run's, 512 for a model)")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--backend", nargs="+", metavar="PATH", help="paths to measure (default all): eager torch torch-bf16 "
+                   "onnxruntime openvino openvino-bf16 onnxruntime-int8 openvino-int8")
+    b.add_argument("--int8", action="store_true", help="also measure the INT8 paths (exports and calibrates first)")
+    b.add_argument("--calib", help="INT8 calibration images (default: the run's training data, else random images)")
+    b.add_argument("--threads", type=int, default=2, help="CPU threads (default %(default)s)")
+    b.add_argument("--iters", type=int, default=20, help="timed runs per path (default %(default)s)")
+    b.add_argument("--encoder", help="encoder for a model name, e.g. resnet18")
+    b.add_argument("--json", help="also write the results to this JSON file")
 
 
 def _add_serve_command(sub) -> None:
@@ -276,16 +334,86 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from pixelseg.inference import Predictor
     from pixelseg.inference.predictor import list_inputs
+    from pixelseg.inference.video import is_video
     if not 0 <= a.alpha <= 1:
         raise PixelsegError(f"--alpha {a.alpha} is outside 0..1")
-    pred = Predictor(a.run, a.device)
+    videos = [i for i in a.inputs if is_video(i)]
+    if videos:
+        if len(a.inputs) != 1:
+            raise PixelsegError("give one video (or camera:N) per call; images and folders go in another call")
+        return _predict_video(a, videos[0])
+    pred = _predictor_from_args(a, a.run)
     n = len(list_inputs(a.inputs))
     t0 = time.time()
-    written = pred.predict_paths(a.inputs, a.out, overlay=a.overlay, alpha=a.alpha, batch_size=a.batch_size)
+    with _progress(n, "predicting") as advance:
+        written = pred.predict_paths(a.inputs, a.out, overlay=a.overlay, alpha=a.alpha, batch_size=a.batch_size,
+                                     progress=advance)
     dt = time.time() - t0
-    print(f"{n} image(s) -> {a.out} ({len(written)} files, {dt:.1f}s, {n / max(dt, 1e-9):.1f} img/s)")
+    print(f"{n} image(s) -> {a.out} ({len(written)} files, {dt:.1f}s, {n / max(dt, 1e-9):.1f} img/s, "
+          f"backend {pred.backend_name})")
+    return 0
+
+
+def _progress(total: int | None, what: str):
+    """A rich progress bar on a terminal; nothing when output is captured (logs, tests)."""
+    import contextlib
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    from rich.progress import Progress
+
+    @contextlib.contextmanager
+    def bar():
+        with Progress(console=_console(), transient=True) as prog:
+            task = prog.add_task(what, total=total)
+            yield lambda n: prog.advance(task, n)
+    return bar()
+
+
+def _predict_video(a, source: str) -> int:
+    from pixelseg.inference.video import predict_video
+    pred = _predictor_from_args(a, a.run)
+    with _progress(None, f"{source}") as advance:
+        r = predict_video(pred, source, a.out, alpha=a.alpha, max_frames=a.max_frames, progress=advance)
+    print(f"{r.frames} frames ({r.width}x{r.height}) -> {r.out}: {r.fps:.1f} fps end to end "
+          f"(decode, infer, overlay, encode), network {r.network_fps:.1f} fps, backend {pred.backend_name}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from pixelseg.export import export_run
+    from pixelseg.fileio import write_json
+    r = export_run(a.run, a.format, a.out, int8=a.int8, calib=a.calib, calib_count=a.calib_count,
+                   calib_method=a.calib_method, min_agreement=a.min_agreement)
+    kind = "INT8 " if r.int8 else ""
+    print(f"exported {kind}{r.format} -> {r.path} in {r.seconds:.1f}s")
+    print(f"parity vs PyTorch on {r.images} images of {r.image_source}: argmax agreement {r.agreement:.4%}, "
+          f"max |logit difference| {r.max_abs_diff:.3g}")
+    if r.miou:
+        print(f"val mIoU: fp32 {r.miou['fp32']:.4f}, INT8 {r.miou['int8']:.4f} ({100 * r.miou['delta']:+.2f} points)")
+    if a.json:
+        write_json(a.json, r.to_dict())
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from rich.table import Table
+
+    from pixelseg.fileio import write_json
+    from pixelseg.inference.bench import bench
+    size = _size(a.size) if a.size else None
+    res = bench(a.source, size, a.batch, a.backend, a.threads, a.iters, int8=a.int8, calib=a.calib,
+                encoder=a.encoder, log=lambda m: print(m, file=sys.stderr))
+    s = res["setup"]
+    t = Table(title=f"{s['model']} {s['size'][0]}x{s['size'][1]} batch {s['batch']}, {s['threads']} threads, {s['cpu']}")
+    for c in ("path", "p50 ms", "p95 ms", "img/s", "peak MB", "speedup", "agreement"):
+        t.add_column(c, justify="left" if c == "path" else "right")
+    for r in res["rows"]:
+        t.add_row(r["path"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['throughput']:.1f}", f"{r['peak_mb']:.0f}",
+                  f"{r['speedup']:.2f}x", f"{r['agreement']:.2%}")
+    _console().print(t)
+    if a.json:
+        write_json(a.json, res)
     return 0
 
 
@@ -368,7 +496,7 @@ def cmd_quickstart(a) -> int:
             raise PixelsegError(f"{run}: exists and is not a quickstart run; choose another --out")
         shutil.rmtree(run)  # quickstart's own previous output
     print(f"[2/4] training for {a.max_minutes:g} min (the defaults, chosen for this machine) ...")
-    train(data, out=str(run), max_minutes=a.max_minutes)
+    train(data, out=str(run), max_minutes=a.max_minutes, report=True)
     print("[3/4] evaluating the best checkpoint on the validation split ...")
     m = _print_metrics(run / "metrics.json", f"validation: {data}/val at original resolution")
     print(f"[4/4] predicting the validation images with overlays -> {preds}")
@@ -380,12 +508,14 @@ def cmd_quickstart(a) -> int:
     print(f"  data:        {data}")
     print(f"  run folder:  {run}  (model.safetensors, model.json, config.yaml, metrics.csv, metrics.json)")
     print(f"  predictions: {preds}  (<stem>.png label maps, <stem>_overlay.png with legends)")
+    print(f"  report:      {run / 'report' / 'report.html'}  (curves, per-class IoU, confusion, worst images)")
     return 0
 
 
 COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "verify-dataset": cmd_verify, "models": cmd_models, "data": cmd_data,
-            "report": cmd_report, "compare": cmd_compare, "serve": cmd_serve}
+            "report": cmd_report, "compare": cmd_compare, "serve": cmd_serve,
+            "export": cmd_export, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:

@@ -1,14 +1,19 @@
-"""Predictor: a run folder in, label maps at the input's original size out.
+"""Predictor: a run folder (or a file `pixelseg export` wrote) in, label maps at the input's size out.
 
-Preprocessing comes only from the run folder (model.json), so prediction cannot drift from training:
-the input is converted to the model's channel count, resized to the training size, normalized; the
-logits are resized back to the original size (bilinear) and the argmax taken there.
+Preprocessing comes only from the run folder (model.json) or the exported file's metadata, so prediction
+cannot drift from training: the input is converted to the model's channel count, resized to the training
+size, normalized; the logits are resized back to the original size (bilinear) and the argmax taken there.
+
+Modes, on every backend (torch / onnxruntime / openvino, see backends.py):
+    whole image     the default, as above
+    sliding window  tile=(h, w): windows at native resolution, Gaussian blending (tiling.py)
+    TTA             tta=TTA(flip, scales): probabilities averaged over the views (tta.py)
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +23,9 @@ from pixelseg.data.dataset import normalize
 from pixelseg.data.io import IMAGE_EXTS, read_image, to_channels
 from pixelseg.data.transforms import eval_transform
 from pixelseg.errors import PixelsegError
+from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
+from pixelseg.inference.tiling import sliding_window_bands
+from pixelseg.inference.tta import TTA, tta_probs
 from pixelseg.run import Preprocessing, load_model, read_run
 
 
@@ -31,11 +39,19 @@ def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def preprocess(image: np.ndarray, pre: Preprocessing) -> torch.Tensor:
     """HxW(xC) uint8 -> C x H' x W' normalized tensor at the training size, through the very transform
     that validation used during training (so predict and evaluate see identical inputs)."""
-    x = to_channels(image, pre.in_channels)
+    x = as_channels(image, pre.in_channels)
     x = _resizer(tuple(pre.image_size))(image=x)["image"]
     if x.ndim == 2:
         x = x[:, :, None]
     return normalize(x, pre.mean, pre.std)
+
+
+def as_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    try:
+        return to_channels(image, channels)
+    except ValueError:
+        raise PixelsegError(f"image has {image.shape[2]} channels but the model takes {channels}; "
+                            "convert the image or use a model trained with matching --in-channels") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -68,33 +84,113 @@ def list_inputs(inputs) -> list[Path]:
 
 
 class Predictor:
-    def __init__(self, run, device: str = "auto"):
-        self.info = read_run(run)
+    """Label maps for images, from a run folder or an exported .onnx / OpenVINO .xml file.
+
+    backend: "torch" (default; exactly what `pixelseg evaluate` scores), "onnxruntime", "openvino", or
+    "auto" (the fastest available for the device). precision: fp32, bf16 (CPU with bf16 support / GPU),
+    fp16 (GPU). tile: (h, w) sliding window at native resolution (True = the training size), with
+    `overlap` as a share of the window. tta: a TTA(flip, scales) to average over augmented views.
+    """
+
+    def __init__(self, run, device: str = "auto", backend: str = "torch", *, precision: str = "fp32",
+                 threads: int | None = None, tile=None, overlap: float = 0.25, tta: TTA | None = None,
+                 window_batch: int = 4):
+        from pixelseg.inference.backends import available
         self.device = pick_device(device)
-        self.model = load_model(self.info, self.device)
+        if threads:
+            torch.set_num_threads(threads)
+        path = Path(run)
+        name = resolve_backend(backend, self.device, precision)
+        if path.suffix.lower() in EXPORTED_SUFFIXES and not path.is_dir():
+            from pixelseg.export.onnx import info_from_meta, read_metadata
+            self.info = info_from_meta(read_metadata(path), path)
+            self.model = None
+            if backend == "auto" and name == "torch":     # an exported file has no PyTorch model to run
+                name = "openvino" if available("openvino") and self.device.type == "cpu" else "onnxruntime"
+            self.backend = make_backend(name, self.device, path=path, threads=threads, precision=precision)
+        else:
+            self.info = read_run(run)
+            self.model = load_model(self.info, self.device)
+            self.backend = make_backend(name, self.device, model=self.model, info=self.info, threads=threads,
+                                        precision=precision)
+        if tile is True:
+            tile = self.info.preprocessing.image_size
+        elif isinstance(tile, int):
+            tile = (tile, tile)
+        if tile is not None and (len(tile) != 2 or min(tile) < 8):
+            raise PixelsegError(f"tile {tile}: give the window as (height, width), each at least 8 pixels")
+        if not 0 <= overlap < 1:
+            raise PixelsegError(f"overlap {overlap} must be in [0, 1) (a share of the window, e.g. 0.25)")
+        self.tile = tuple(int(v) for v in tile) if tile is not None else None
+        self.overlap, self.tta, self.window_batch = overlap, tta, window_batch
 
     @property
     def classes(self):
         return self.info.classes
 
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    # -- the network, one batch of normalized inputs at a time -------------------------------------------
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tta is not None:
+            return tta_probs(self.backend, x, self.tta)
+        return torch.softmax(self.backend(x).float().cpu(), 1)
+
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits; with TTA the log of the averaged probabilities (same argmax, softmax gives them back)."""
+        if self.tta is not None:
+            return tta_probs(self.backend, x, self.tta).clamp_min(1e-12).log()
+        return self.backend(x).float()
+
+    def _whole(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
+        x = torch.stack([preprocess(im, self.info.preprocessing) for im in arrays])
+        scores = self._scores(x)
+        return [resize_logits(scores[i:i + 1], im.shape[:2])[0].cpu() for i, im in enumerate(arrays)]
+
+    def _bands(self, image: np.ndarray) -> Iterator[tuple[int, int, torch.Tensor]]:
+        as_channels(image[:1, :1], self.info.preprocessing.in_channels)   # a wrong channel count fails before any work
+        return sliding_window_bands(image, self._probs, self.info.preprocessing, self.classes.num_classes,
+                                    self.tile, self.overlap, self.window_batch)
+
+    def _tiled_probs(self, image: np.ndarray) -> torch.Tensor:
+        return torch.cat([p for _, _, p in self._bands(image)], dim=1)
+
+    # -- public API ------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def predict_logits(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        """K x H x W logits (float32, CPU) for each image, at the image's own size."""
-        x = torch.stack([preprocess(im, self.info.preprocessing) for im in images]).to(self.device)
-        logits = self.model(x).float()
-        return [resize_logits(logits[i:i + 1], im.shape[:2])[0].cpu() for i, im in enumerate(images)]
+        """K x H x W scores (float32, CPU) for each image at its own size: logits, or with TTA / tiling the log
+        of the averaged probabilities."""
+        arrays = [self._as_array(im) for im in images]
+        if self.tile is not None:
+            return [self._tiled_probs(a).clamp_min(1e-12).log() for a in arrays]
+        return self._whole(arrays)
 
     def predict(self, image) -> np.ndarray:
         """image: path, PIL image or HxW(xC) uint8 array -> HxW class indices at the original size."""
         return self.predict_batch([image])[0]
 
+    @torch.inference_mode()
     def predict_batch(self, images) -> list[np.ndarray]:
         arrays = [self._as_array(im) for im in images]
         dtype = np.uint8 if self.classes.num_classes <= 256 else np.uint16
-        return [lg.argmax(0).numpy().astype(dtype) for lg in self.predict_logits(arrays)]
+        if self.tile is None:
+            return [lg.argmax(0).numpy().astype(dtype) for lg in self._whole(arrays)]
+        out = []
+        for a in arrays:   # band by band: the probabilities of the whole image never exist at once
+            label = np.empty(a.shape[:2], dtype)
+            for y0, y1, p in self._bands(a):
+                label[y0:y1] = p.argmax(0).numpy()
+            out.append(label)
+        return out
 
+    @torch.inference_mode()
     def predict_proba(self, image) -> np.ndarray:
-        return torch.softmax(self.predict_logits([self._as_array(image)])[0], 0).numpy()
+        arr = self._as_array(image)
+        if self.tile is not None:
+            return self._tiled_probs(arr).numpy()
+        return torch.softmax(self._whole([arr])[0], 0).numpy()
 
     def _as_array(self, image) -> np.ndarray:
         if isinstance(image, (str, Path)):
@@ -104,32 +200,61 @@ class Predictor:
         arr = np.asarray(image)
         if arr.dtype != np.uint8:
             raise PixelsegError(f"predict takes uint8 images (0..255), got {arr.dtype}; convert with .astype(np.uint8)")
+        if arr.ndim not in (2, 3):
+            raise PixelsegError(f"predict takes HxW or HxWxC images, got an array of shape {arr.shape}")
         return arr
 
     def predict_paths(self, inputs, out_dir, overlay: bool = False, alpha: float = 0.5, batch_size: int = 4,
-                      progress=None) -> list[Path]:
-        """Write <stem>.png (palette label map) and, with overlay, <stem>_overlay.png for every input image."""
-        from pixelseg import viz
+                      progress: Callable[[int], None] | None = None) -> list[Path]:
+        """Write <stem>.png (palette label map) and, with overlay, <stem>_overlay.png for every input image.
+
+        Decoding the next batch and encoding the previous one run in threads while the network computes
+        (PIL, OpenCV and the runtimes release the GIL), so the network is rarely left waiting on files."""
+        from concurrent.futures import ThreadPoolExecutor
 
         paths = list_inputs(inputs)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         stems = [p.stem for p in paths]
         dup = {s for s in stems if stems.count(s) > 1}
-        written = []
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            images = [read_image(p, self.info.preprocessing.in_channels) for p in chunk]
-            for p, image, label in zip(chunk, images, self.predict_batch(images)):
+        channels = self.info.preprocessing.in_channels
+        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+
+        def load(chunk):
+            return [read_image(p, channels) for p in chunk]
+
+        def write(chunk, images, labels) -> list[Path]:
+            done = []
+            for p, image, label in zip(chunk, images, labels):
                 stem = f"{p.parent.name}_{p.stem}" if p.stem in dup else p.stem
-                target = out_dir / f"{stem}.png"
-                viz.save_label_png(target, label, self.classes.colors, self.classes.ignore_index)
-                written.append(target)
-                if overlay:
-                    shown = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, 0]
-                    ov = out_dir / f"{stem}_overlay.png"
-                    viz.save_overlay(ov, shown, label, self.classes, alpha=alpha)
-                    written.append(ov)
-            if progress is not None:
-                progress(len(chunk))
+                done.append(self._write_outputs(out_dir, stem, image, label, overlay, alpha))
+            return [q for pair in done for q in pair]
+
+        written: list[Path] = []
+        with ThreadPoolExecutor(max_workers=2) as io:
+            pending = io.submit(load, chunks[0]) if chunks else None
+            writes = []
+            for k, chunk in enumerate(chunks):
+                images = pending.result()
+                if k + 1 < len(chunks):
+                    pending = io.submit(load, chunks[k + 1])
+                writes.append(io.submit(write, chunk, images, self.predict_batch(images)))
+                while len(writes) > 2:        # bounded: at most two batches of outputs waiting to be encoded
+                    written += writes.pop(0).result()
+                if progress is not None:
+                    progress(len(chunk))
+            for w in writes:
+                written += w.result()
         return written
+
+    def _write_outputs(self, out_dir: Path, stem: str, image, label, overlay: bool, alpha: float) -> list[Path]:
+        from pixelseg import viz
+        target = out_dir / f"{stem}.png"
+        viz.save_label_png(target, label, self.classes.colors, self.classes.ignore_index)
+        out = [target]
+        if overlay:
+            shown = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, 0]
+            ov = out_dir / f"{stem}_overlay.png"
+            viz.save_overlay(ov, shown, label, self.classes, alpha=alpha)
+            out.append(ov)
+        return out

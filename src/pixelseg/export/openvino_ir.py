@@ -1,0 +1,41 @@
+"""OpenVINO IR (.xml + .bin) from an exported ONNX file; the pixelseg description goes into rt_info."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pixelseg.errors import PixelsegError
+from pixelseg.export.onnx import META_KEY, parse_meta
+
+
+def onnx_to_ir(onnx_path: Path, xml_path: Path, meta: dict) -> Path:
+    import openvino as ov
+
+    xml_path = Path(xml_path)
+    model = ov.convert_model(str(onnx_path))
+    model.set_rt_info(json.dumps(meta), META_KEY)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    # two files: write both beside the target, then rename the .bin first so a reader never finds an
+    # .xml whose weights are missing or stale
+    with tempfile.TemporaryDirectory(dir=xml_path.parent, prefix=".ov-") as tmp:
+        tmp_xml = Path(tmp) / "model.xml"
+        # compress_to_fp16 would halve the file but change fp32 weights; INT8 weights stay INT8 either way
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        os.replace(tmp_xml.with_suffix(".bin"), xml_path.with_suffix(".bin"))
+        os.replace(tmp_xml, xml_path)
+    return xml_path
+
+
+def read_ir_metadata(path: Path) -> dict:
+    import openvino as ov
+    if not path.with_suffix(".bin").is_file():
+        raise PixelsegError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing; keep the .xml and .bin together")
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as e:
+        raise PixelsegError(f"{path}: not a readable OpenVINO IR ({str(e).strip().splitlines()[0][:160]}); export it again") from None
+    if not model.has_rt_info(META_KEY):
+        raise PixelsegError(f"{path}: OpenVINO IR without pixelseg metadata; export it with `pixelseg export RUN --format openvino`")
+    return parse_meta(model.get_rt_info(META_KEY).astype(str), path)

@@ -1,0 +1,110 @@
+"""Static post-training INT8 quantization: QDQ, per-channel weights, activations calibrated on the
+user's own images through the run's preprocessing.
+
+Dynamic quantization is deliberately not offered: for conv nets it only quantizes weights at run time
+and measured about 6x slower than fp32 on a CPU.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pixelseg.errors import PixelsegError
+from pixelseg.fileio import atomic_path
+
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+
+
+def calibration_images(source, info, count: int, seed: int = 0) -> list[Path]:
+    """Up to `count` image paths: a dataset root (its train split), a folder of images, or the run's own
+    training data when source is None. Sampled evenly (seeded) when there are more."""
+    from pixelseg.data.io import IMAGE_EXTS
+    from pixelseg.inference.predictor import list_inputs
+
+    if source is None:
+        source = run_data_root(info)
+        if source is None:
+            raise PixelsegError(f"{info.path}: INT8 needs calibration images and the run's training data is not "
+                                "reachable; pass --calib ROOT (a dataset or a folder of images)")
+    root = Path(source)
+    paths: list[Path] = []
+    if root.is_dir() and not any(p.suffix.lower() in IMAGE_EXTS for p in root.iterdir()):
+        from pixelseg.data.formats import open_dataset
+        index = open_dataset(root)
+        split = "train" if index.splits.get("train") else next(s for s in index.splits if index.splits[s])
+        paths = [s.image for s in index.split(split)]
+    else:
+        paths = list_inputs([root])
+    if len(paths) > count:
+        pick = np.random.default_rng(seed).choice(len(paths), count, replace=False)
+        paths = [paths[i] for i in sorted(pick)]
+    return paths
+
+
+def run_data_root(info) -> Path | None:
+    """The dataset the run was trained on, from its config.yaml, when it is still there."""
+    import yaml
+    cfg = Path(info.path) / "config.yaml"
+    if not cfg.is_file():
+        return None
+    try:
+        root = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("data", {}).get("root")
+    except yaml.YAMLError:
+        return None
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol: one preprocessed image per call, decoded lazily."""
+
+    def __init__(self, paths: list[Path], info, input_name: str):
+        self.paths, self.info, self.input_name, self.i = paths, info, input_name, 0
+
+    def get_next(self):
+        from pixelseg.data.io import read_image
+        from pixelseg.inference.predictor import preprocess
+        if self.i >= len(self.paths):
+            return None
+        p = self.paths[self.i]
+        self.i += 1
+        x = preprocess(read_image(p, self.info.preprocessing.in_channels), self.info.preprocessing)
+        return {self.input_name: x[None].numpy()}
+
+    def rewind(self):
+        self.i = 0
+
+
+def quantize_int8(fp32_onnx: Path, out: Path, paths: list[Path], info, meta: dict, method: str = "minmax") -> Path:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from pixelseg.export.onnx import INPUT, set_metadata
+
+    if method not in CALIB_METHODS:
+        raise PixelsegError(f"unknown calibration method '{method}'; valid: {', '.join(CALIB_METHODS)}")
+    if not paths:
+        raise PixelsegError("INT8 calibration found no images; pass --calib ROOT with images")
+    with tempfile.TemporaryDirectory(prefix="pixelseg-int8-") as tmp, atomic_path(out) as target:
+        pre = Path(tmp) / "pre.onnx"
+        # folds BatchNorm into convs and infers shapes so every conv gets its own per-channel scales
+        quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        quantize_static(
+            str(pre), str(target), _Reader(paths, info, INPUT),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                              "entropy": CalibrationMethod.Entropy}[method],
+            # the classifier (last conv) stays fp32: its outputs are the logits whose argmax is the answer,
+            # and an 8-bit grid there flips near-tie pixels (measured 88.8% -> 90.1% agreement on a
+            # barely trained U-Net) for a few percent of the compute
+            nodes_to_exclude=convs[-1:],
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+        proto = onnx.load(str(target))
+        set_metadata(proto, meta)
+        onnx.save(proto, str(target))
+    return out

@@ -1,0 +1,191 @@
+"""Inference backends: one call, normalized N x C x H x W float32 in, N x K x H x W logits out.
+
+    torch        the run's PyTorch model: inference_mode, channels_last, optional bf16/fp16 autocast
+    onnxruntime  an ONNX file (exported from the run and cached, or given directly) on ONNX Runtime
+    openvino     the same ONNX file (or an OpenVINO IR .xml) on OpenVINO; precision fp32 by default
+                 (OpenVINO silently runs bf16 on CPUs with AMX unless told otherwise)
+    auto         the fastest one available for the device (see `resolve_backend`)
+
+Every backend accepts any batch, height and width (the exported graphs have dynamic axes), so the
+Predictor's whole-image, sliding-window and TTA modes work the same on all of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelseg.errors import PixelsegError
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "fp16")
+EXPORTED_SUFFIXES = (".onnx", ".xml")
+
+
+def _need(module: str, backend: str):
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PixelsegError(f"backend '{backend}' needs the {module} package, which is not installed; "
+                            "pip install 'pixelseg[export]' or pick --backend torch") from None
+
+
+def available(backend: str) -> bool:
+    import importlib.util
+    return {"torch": True, "onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
+            "openvino": importlib.util.find_spec("openvino") is not None}[backend]
+
+
+def resolve_backend(backend: str, device: torch.device, precision: str = "fp32") -> str:
+    """'auto' -> a concrete backend. On a GPU PyTorch is the fast path (cuDNN, fp16). On a CPU,
+    OpenVINO when installed: with bf16/INT8 it is several times faster than eager; in fp32 it measured
+    on par with eager for U-Net and faster for the real-time models (benchmarks/inference.py), and it
+    never loses accuracy there. Without OpenVINO, PyTorch (ONNX Runtime fp32 measured slower than eager)."""
+    if backend not in BACKENDS:
+        raise PixelsegError(f"unknown backend '{backend}'; valid: {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise PixelsegError(f"unknown precision '{precision}'; valid: {', '.join(PRECISIONS)}")
+    if backend != "auto":
+        return backend
+    if device.type == "cpu" and available("openvino"):
+        return "openvino"
+    return "torch"
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "fp32",
+                 channels_last: bool | None = None):
+        if precision == "fp16" and device.type == "cpu":
+            raise PixelsegError("precision fp16 is for GPUs; on a CPU use bf16 (or fp32)")
+        self.device, self.precision = device, precision
+        # channels_last lets oneDNN/cuDNN pick their fastest convolution kernels without layout reorders.
+        # Not by default for CPU fp32: there it changes logits by ~1e-5 against `pixelseg evaluate`
+        # (contiguous layout), enough to flip a boundary pixel, and predict must score exactly like evaluate.
+        if channels_last is None:
+            channels_last = device.type == "cuda" or precision != "fp32"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format).eval()
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        if self.dtype is None:
+            return self.model(x).float()
+        with torch.autocast(self.device.type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: torch.device, threads: int | None = None, precision: str = "fp32"):
+        ort = _need("onnxruntime", self.name)
+        if precision != "fp32":
+            raise PixelsegError(f"backend onnxruntime runs the exported precision (fp32, or INT8 after "
+                                f"`pixelseg export --int8`), not {precision}; use --backend openvino or torch")
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise PixelsegError("onnxruntime has no CUDA provider here; pip install onnxruntime-gpu or use --backend torch")
+            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as e:
+            raise PixelsegError(f"{path}: onnxruntime cannot load it ({_first_line(e)}); re-export with `pixelseg export`") from None
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input: np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+class OpenVinoBackend:
+    name = "openvino"
+
+    def __init__(self, path: Path, device: torch.device, threads: int | None = None, precision: str = "fp32"):
+        ov = _need("openvino", self.name)
+        if device.type != "cpu":
+            raise PixelsegError(f"backend openvino runs on the CPU here, not {device}; use --device cpu or --backend torch")
+        if precision == "fp16":
+            raise PixelsegError("precision fp16 is for GPUs; on a CPU use bf16 (or fp32)")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:
+            raise PixelsegError(f"{path}: OpenVINO cannot read it ({_first_line(e)}); re-export with `pixelseg export`") from None
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+                  # f32 unless asked: on AMX/AVX512-BF16 CPUs OpenVINO's default is bf16, which changes outputs
+                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:
+            raise PixelsegError(f"{path}: OpenVINO cannot compile it ({_first_line(e)})") from None
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # infer() copies the output out of the request's buffer (share_outputs=False), so results stay valid
+        out = self.request.infer({0: np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)})
+        return torch.from_numpy(out[0])
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip().splitlines()
+    return (s[0] if s else type(e).__name__)[:200]
+
+
+def cached_onnx(info, model: torch.nn.Module) -> Path:
+    """The run's model as ONNX, exported once and reused: keyed by the weights and model.json, kept in
+    RUN/.cache/ (or the temp folder when the run folder is read-only)."""
+    from pixelseg.export.onnx import export_onnx
+
+    h = hashlib.sha256()
+    with open(info.weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    h.update(json.dumps(info.to_dict(), sort_keys=True).encode())
+    name = f"model-{h.hexdigest()[:16]}.onnx"
+    for folder in (info.path / ".cache", Path(tempfile.gettempdir()) / "pixelseg-cache"):
+        target = folder / name
+        if target.is_file():
+            return target
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK):
+                export_onnx(model, info, target)
+                return target
+        except PermissionError:
+            continue
+    raise PixelsegError(f"{info.path}: cannot write the ONNX cache there or in the temp folder; "
+                        "export once with `pixelseg export RUN --format onnx` and predict with the .onnx file")
+
+
+def make_backend(backend: str, device: torch.device, *, model: torch.nn.Module | None = None, info=None,
+                 path: Path | None = None, threads: int | None = None, precision: str = "fp32"):
+    """A concrete backend over either a run's PyTorch model (model + info) or an exported file (path)."""
+    if backend == "torch":
+        if model is None:
+            raise PixelsegError(f"{path}: an exported model runs on --backend onnxruntime or openvino, not torch; "
+                                "give the run folder to use PyTorch")
+        return TorchBackend(model, device, precision)
+    if path is None:
+        _need("onnx", backend)  # the export needs it before the runtime is even reached
+        path = cached_onnx(info, model)
+    if backend == "onnxruntime":
+        return OnnxRuntimeBackend(path, device, threads, precision)
+    if Path(path).suffix == ".xml" and backend != "openvino":
+        raise PixelsegError(f"{path}: an OpenVINO IR runs on --backend openvino only")
+    return OpenVinoBackend(path, device, threads, precision)
