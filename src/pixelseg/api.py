@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,8 @@ def train(data: str | Path | None = None, model: str | None = None, *, config: s
     else:
         cfg = make_config(config, data=str(data) if data is not None else None, model=model, **kwargs)
     run = _train(cfg, resume=resume, quiet=quiet)
-    if report:
+    # under torchrun every rank returns here; one report, from rank 0, is enough
+    if report and os.environ.get("RANK", "0") == "0":
         from pixelseg.report import build_report
         build_report(run)
     return run

@@ -20,7 +20,8 @@ def _console():
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="dataset root (folder or keras_segmentation layout)")
+    p.add_argument("--data", help="dataset root: folder, keras, VOC, Cityscapes, ADE20K, CamVid, color masks, COCO, LabelMe")
+    p.add_argument("--format", help="force the dataset layout instead of detecting it (see `pixelseg verify-dataset -h`)")
     p.add_argument("--config", help="YAML config; flags given here override it")
     p.add_argument("--model", help="model name (see `pixelseg models`); default: chosen for the hardware")
     p.add_argument("--encoder", help="encoder for encoder-decoder models, e.g. resnet34, mobilenet_v2, tu-<timm name>")
@@ -35,7 +36,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-weights", nargs="+", metavar="W",
                    help="one weight per class, or 'auto' (median frequency balancing over the train masks)")
     p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--augment", choices=["none", "light", "default", "strong"])
+    p.add_argument("--augment", help="none | light | default | strong | aerial | medical, or an albumentations "
+                   "pipeline file (.yaml/.json)")
     p.add_argument("--in-channels", type=int)
     p.add_argument("--num-workers", type=int)
     p.add_argument("--threads", type=int)
@@ -97,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, help="video/camera: stop after this many frames")
     _add_export_commands(sub)
 
-    v = sub.add_parser("verify-dataset", help="check pairing, decoding, sizes and mask values; exit 1 on problems")
+    v = sub.add_parser("verify-dataset", help="dataset doctor: pairing, decoding, sizes, values, duplicates across "
+                       "splits, class frequencies and weights, suggested --image-size; exit 1 on problems")
     v.add_argument("root")
-    v.add_argument("--format", default="auto", choices=["auto", "folder", "keras"])
+    from pixelseg.data.commands import add_data_commands, add_verify_args
+    add_verify_args(v)
 
     sub.add_parser("models", help="the registered models with parameter counts")
 
@@ -112,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, nargs="+", default=[128], metavar=("H", "W"), help="image size (default 128)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=2)
+    add_data_commands(dsub)
     return ap
 
 
@@ -283,7 +288,7 @@ def cmd_train(a) -> int:
                                        "schedule", "loss", "class_weights", "label_smoothing", "augment", "in_channels",
                                        "num_workers", "threads", "amp", "device", "seed", "out", "accumulate",
                                        "clip_grad", "ema", "channels_last", "compile", "sync_bn", "sampling",
-                                       "repeat_threshold", "checkpoint_minutes", "logger")}
+                                       "repeat_threshold", "checkpoint_minutes", "logger", "format")}
     opts["image_size"] = _size(a.image_size)
     opts["class_weights"] = _class_weights(a.class_weights)
     from pixelseg.engine.distributed import env_world
@@ -418,40 +423,8 @@ def cmd_bench(a) -> int:
 
 
 def cmd_verify(a) -> int:
-    from rich.table import Table
-
-    from pixelseg.data.checks import scan_split
-    from pixelseg.data.formats import open_dataset
-    con = _console()
-    index = open_dataset(a.root, a.format)
-    for note in index.notes:
-        con.print(f"note: {note}")
-    problems = []
-    t = Table(title=f"{index.root} ({index.format} format, {index.classes.num_classes} classes)")
-    t.add_column("class")
-    reports = [scan_split(index, s, decode_images=True) for s in index.splits if any(x.mask for x in index.splits[s])]
-    for r in reports:
-        t.add_column(f"{r.name} ({r.images} img)", justify="right")
-        problems += r.problems
-    names = list(index.classes.names) + [f"ignore ({index.classes.ignore_index})"]
-    for i, n in enumerate(names):
-        cells = []
-        for r in reports:
-            tot = max(1, int(r.counts.sum()))
-            cells.append(f"{int(r.counts[i]):,} ({r.counts[i] / tot:.1%})")
-        t.add_row(n, *cells)
-    con.print(t)
-    for r in reports:
-        absent = [index.classes.names[i] for i in range(index.classes.num_classes) if r.counts[i] == 0]
-        if absent and r.name == "train":
-            con.print(f"[yellow]warning:[/] classes never seen in train: {', '.join(absent)}")
-    if problems:
-        for p in problems:
-            print(f"problem: {p}", file=sys.stderr)
-        print(f"verdict: {len(problems)} problem(s) in {index.root}; fix the files listed above", file=sys.stderr)
-        return 1
-    con.print(f"verdict: OK — {sum(r.images for r in reports)} image/mask pairs decode, sizes match, values are valid")
-    return 0
+    from pixelseg.data.commands import run_verify
+    return run_verify(a)
 
 
 def cmd_models(a) -> int:
@@ -469,6 +442,9 @@ def cmd_models(a) -> int:
 
 
 def cmd_data(a) -> int:
+    if a.data_command != "synth":
+        from pixelseg.data.commands import run_data_command
+        return run_data_command(a)
     from pixelseg.data.synth import generate
     size = _size(a.size)
     summary = generate(a.out, n_train=a.train, n_val=a.val, size=size, seed=a.seed, workers=a.workers)

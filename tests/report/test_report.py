@@ -193,3 +193,12 @@ def test_cli_report_evaluate_and_errors(tiny_run, tiny_data, tmp_path, capsys, h
     assert ".html" in capsys.readouterr().err
     assert cli.main(["report", str(tiny_run), "--data", str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_train_no_report(tiny_data, tmp_path, capsys):
+    out = tmp_path / "quiet-run"
+    assert cli.main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--model", "unet",
+                     "--image-size", "48", "--batch-size", "4", "--num-workers", "0", "--threads", "1",
+                     "--no-report"]) == 0
+    assert (out / "metrics.json").is_file() and not (out / "report").exists()
+    assert "report:" not in capsys.readouterr().out

@@ -214,8 +214,9 @@ def _open_split(data, split: str, fmt: str, val_fraction: float, classes: ClassT
     return index, samples
 
 
-def run_data_settings(run) -> dict:
-    """data.root / format / val_fraction from RUN/config.yaml ({} when there is none)."""
+def read_run_config(run) -> dict:
+    """RUN/config.yaml as a plain dict ({} when there is none). Read as data, not through config.py: a
+    report must still open a run written by an older or newer pixelseg whose keys differ."""
     import yaml
 
     p = Path(run) / "config.yaml"
@@ -224,8 +225,15 @@ def run_data_settings(run) -> dict:
     try:
         d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise PixelsegError(f"{p}: not valid YAML ({e}); restore the file or pass --data") from None
-    return d.get("data") or {}
+        raise PixelsegError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); restore the file") from None
+    if not isinstance(d, dict):
+        raise PixelsegError(f"{p}: expected a mapping of sections (data, model, loss, train); restore the file")
+    return d
+
+
+def run_data_settings(run) -> dict:
+    """data.root / format / val_fraction from RUN/config.yaml ({} when there is none)."""
+    return read_run_config(run).get("data") or {}
 
 
 def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_size: int = 4,

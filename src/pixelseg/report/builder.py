@@ -22,7 +22,7 @@ import numpy as np
 from pixelseg.errors import PixelsegError
 from pixelseg.fileio import write_json, write_text
 from pixelseg.report import html as H
-from pixelseg.report.analysis import Analysis, analyze_run, run_data_settings
+from pixelseg.report.analysis import Analysis, analyze_run, read_run_config
 
 REPORT_DIR = "report"
 
@@ -86,7 +86,7 @@ def _summary_rows(run: Path, info, config: dict, metrics: dict, recipe: dict, an
             ("budget", " / ".join(budget) or "—"),
             ("optimization", f"{loss.get('name', '—')} loss, lr {train.get('lr', '—')} ({train.get('schedule', '—')}), "
                              f"batch {train.get('batch_size', '—')}"),
-            ("hardware", f"{hw}" + (f", {cores} cores" if cores else "")),
+            ("hardware", f"{hw}" + (f", {cores} cores" if cores and "core" not in str(hw) else "")),
             ("training time", _minutes(metrics.get("train_seconds"))
              + (f" (wall {_minutes(metrics.get('wall_seconds'))})" if metrics.get("wall_seconds") else "")),
             ("best checkpoint", f"epoch {info.best.get('epoch', '—')}, val mIoU {pct_or(info.best.get('mIoU'))}"),
@@ -129,11 +129,7 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
     if out.suffix.lower() not in (".html", ".htm"):
         raise PixelsegError(f"{out}: the report is an HTML page; give a path ending in .html")
     info = read_run(run, need_weights=False)
-    config = {"data": run_data_settings(run)}
-    cfg_path = run / "config.yaml"
-    if cfg_path.is_file():
-        import yaml
-        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or config
+    config = read_run_config(run)
     metrics = _read_json(run / "metrics.json")
     recipe = _read_json(run / "recipe.json")
     notes = []

@@ -24,7 +24,8 @@ DPI = 100
 CONFUSION_MAX_CLASSES = 20   # beyond this a heatmap's labels stop being readable: show the most confused ones
 WRONG_COLOR = (230, 25, 25)
 IGNORE_SHOWN = (60, 60, 60)
-PANEL_HEIGHT = (160, 256)    # gallery panels are scaled into this height range (pixels)
+PANEL_HEIGHT = (160, 256)    # gallery panels are scaled into this height range (pixels) ...
+PANEL_MAX_WIDTH = 400        # ... and no wider than this: 12 rows of 5 panels stay a few MB of HTML
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -258,6 +259,8 @@ def _fit_height(img: np.ndarray, nearest: bool) -> np.ndarray:
     h, w = img.shape[:2]
     lo, hi = PANEL_HEIGHT
     target = min(max(h, lo), hi)
+    if w * target > PANEL_MAX_WIDTH * h:           # wide images (2:1 street scenes): cap the width instead
+        target = max(64, round(PANEL_MAX_WIDTH * h / w))
     if target == h:
         return img
     interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_LINEAR if target > h else cv2.INTER_AREA)
