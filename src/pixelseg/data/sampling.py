@@ -37,7 +37,9 @@ def class_stats(samples: list[Sample], num_classes: int, color_channel: int | No
     """Per-image class pixel counts over `samples` (masks are read in threads: PIL's decoder releases
     the GIL). Values outside 0..K-1 (the ignore index) are not counted."""
     def count(s: Sample) -> np.ndarray:
-        m = read_mask(s.mask, color_channel).ravel()
+        # a format whose files are not index masks attaches a decoder to each Sample (data/labels.py)
+        decode = getattr(s, "decode", None)
+        m = (decode(s.mask) if decode is not None else read_mask(s.mask, color_channel)).ravel()
         return np.bincount(m[m < num_classes].astype(np.int64), minlength=num_classes)[:num_classes]
 
     with ThreadPoolExecutor(workers) as ex:
