@@ -49,7 +49,7 @@ def make_voc(root: Path, sbd: str | None = None) -> dict[str, np.ndarray]:
     ids = {"train": ["2007_000032", "2007_000039"], "val": ["2007_000033"]}
     for split, stems in ids.items():
         for k, stem in enumerate(stems):
-            image(voc / "JPEGImages" / f"{stem}.jpg", k)
+            image(voc / "JPEGImages" / f"{stem}.jpg", int(stem[-2:]))
             m = blocks(int(stem[-2:]), [0, 1, 15, 20])
             m[0, :] = 255  # VOC's void outline
             save_palette(voc / "SegmentationClass" / f"{stem}.png", m, voc_colormap(256))
@@ -89,7 +89,7 @@ def make_cityscapes(root: Path) -> dict[str, np.ndarray]:
     for split, city, n in (("train", "aachen", 2), ("val", "frankfurt", 1)):
         for k in range(n):
             stem = f"{city}_{k:06d}_000019"
-            image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", k)
+            image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", 10 * len(split) + k)
             raw = blocks(k + len(split), raw_ids)
             save_gray(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", raw)
             # the distractors a real download has beside the labels
@@ -105,7 +105,7 @@ def make_ade20k(root: Path, info: bool = False) -> dict[str, np.ndarray]:
     for split, sub, pre in (("train", "training", "ADE_train"), ("val", "validation", "ADE_val")):
         for k in range(2 if split == "train" else 1):
             stem = f"{pre}_{k + 1:08d}"
-            image(ade / "images" / sub / f"{stem}.jpg", k)
+            image(ade / "images" / sub / f"{stem}.jpg", 10 * len(split) + k)
             raw = blocks(k + 3 * len(split), [0, 1, 2, 150])
             save_gray(ade / "annotations" / sub / f"{stem}.png", raw)
             expected[stem] = np.where(raw == 0, 255, raw - 1)
@@ -120,7 +120,7 @@ def make_camvid_segnet(root: Path) -> dict[str, np.ndarray]:
     for split, n in (("train", 2), ("val", 1), ("test", 1)):
         for k in range(n):
             stem = {"train": "0001TP", "val": "0016E5", "test": "Seq05VD"}[split] + f"_{k:06d}"
-            image(root / split / f"{stem}.png", k)
+            image(root / split / f"{stem}.png", 10 * len(split) + k)
             raw = blocks(k + 5 * len(split), [0, 3, 8, 10, 11])
             save_gray(root / f"{split}annot" / f"{stem}.png", raw)
             expected[stem] = np.where(raw == 11, 255, raw)
@@ -162,7 +162,7 @@ def make_colormask(root: Path, class_dict: bool = False) -> dict[str, np.ndarray
     expected = {}
     for split, stems in (("train", ["a", "b"]), ("val", ["c"])):
         for k, stem in enumerate(stems):
-            image(root / split / "images" / f"{stem}.jpg", k)
+            image(root / split / "images" / f"{stem}.jpg", 10 * len(split) + k)
             idx = blocks(k + len(split), [0, 1, 2, 3])
             rgb = color_mask(idx, colors + [(9, 9, 9)])
             (root / split / "masks").mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def _make_coco(root: Path, roboflow: bool) -> dict[str, np.ndarray]:
         img_dir = root / split if roboflow else root / f"{split}2017"
         for k in range(n):
             fname = f"{split}_{k:04d}.jpg"
-            image(img_dir / fname, k)
+            image(img_dir / fname, 10 * len(split) + k)
             images.append({"id": k + 1, "file_name": fname, "height": H, "width": W})
             exp = np.zeros((H, W), np.uint8)
             if k == 0:

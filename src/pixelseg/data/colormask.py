@@ -86,14 +86,17 @@ def read_color_table(root: Path) -> tuple[ClassTable, ColorMap, str]:
     return classes, ColorMap(tuple(all_colors), indices), source
 
 
-def open(root: Path, val_fraction: float = 0.1) -> DatasetIndex:  # noqa: A001 - the format-module contract
+def open(root: Path, val_fraction: float = 0.1, strict: bool = True) -> DatasetIndex:  # noqa: A001 - the format-module contract
     if not (root / "train" / "images").is_dir():
         raise PixelsegError(f"{root / 'train' / 'images'}: not found; the colormask layout is "
                             "ROOT/train/images + ROOT/train/masks (color PNGs) + a color table")
     classes, decode, source = read_color_table(root)
     splits = {}
+    problems: list[str] | None = None if strict else []
     for split in ("train", "val", "test"):
-        pairs = _pair(root, split, "folder")
+        pairs = _pair(root, split, "folder", problems)
         if pairs is not None:
             splits[split] = [Sample(s.image, s.mask, s.stem, decode if s.mask else None) for s in pairs]
-    return make_index(root, "colormask", classes, splits, val_fraction, [f"color masks decoded with the table in {source}"])
+    index = make_index(root, "colormask", classes, splits, val_fraction, [f"color masks decoded with the table in {source}"])
+    index.problems = problems or []
+    return index

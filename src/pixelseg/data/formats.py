@@ -57,6 +57,8 @@ class DatasetIndex:
     splits: dict[str, list[Sample]]
     mask_color_channel: int | None = None   # keras_segmentation reads the index from cv2's first (blue) channel
     notes: list[str] = field(default_factory=list)
+    # pairing problems found with strict=False (the dataset doctor lists them all instead of stopping)
+    problems: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> list[Sample]:
         if name not in self.splits or not self.splits[name]:
@@ -101,7 +103,9 @@ def _list_images(d: Path, what: str = "images") -> dict[str, Path]:
     return out
 
 
-def _pair(root: Path, split: str, fmt: str) -> list[Sample] | None:
+def _pair(root: Path, split: str, fmt: str, problems: list[str] | None = None) -> list[Sample] | None:
+    """Image/mask pairs of one split by file stem. With a `problems` list, unpaired files are recorded there
+    and skipped (the doctor's view); without, the first one is an error."""
     img_dir, mask_dir = _dirs(root, split, fmt)
     if not img_dir.is_dir():
         return None
@@ -114,10 +118,14 @@ def _pair(root: Path, split: str, fmt: str) -> list[Sample] | None:
         raise PixelsegError(f"{mask_dir}: mask folder not found; put one <stem>.png mask per image of {img_dir} there")
     masks = _list_images(mask_dir, "masks")
     missing = [images[s] for s in images if s not in masks]
+    orphans = [masks[s] for s in masks if s not in images]
+    if problems is not None:
+        problems += [f"{p}: has no mask {mask_dir / (p.stem + '.png')}; add the mask or remove the image" for p in missing]
+        problems += [f"{p}: mask without an image in {img_dir}; add the image or remove the mask" for p in orphans]
+        return [Sample(images[s], masks[s], s) for s in images if s in masks]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise PixelsegError(f"{missing[0]}: has no mask {mask_dir / (missing[0].stem + '.png')}{more}; add the mask or remove the image")
-    orphans = [masks[s] for s in masks if s not in images]
     if orphans:
         more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
         raise PixelsegError(f"{orphans[0]}: mask without an image in {img_dir}{more}; add the image or remove the mask")
@@ -143,7 +151,10 @@ def _derive_classes(root: Path, samples: list[Sample], color_channel: int | None
     from pixelseg.data.labels import load_mask
 
     def values(s: Sample):
-        return np.unique(load_mask(s, color_channel))
+        try:
+            return np.unique(load_mask(s, color_channel))
+        except PixelsegError:
+            return np.zeros(0, np.int64)  # an unreadable mask is reported, with its name, by the mask scan
 
     with ThreadPoolExecutor(4) as ex:
         found = sorted(set(int(v) for vals in ex.map(values, samples) for v in vals) - {255})
@@ -189,7 +200,9 @@ def value_map_from_values(values: list[int], classes: ClassTable, source: Path):
     return value_map(pairs, f"the stored values {sorted(pairs)} listed in {source}")
 
 
-def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0.1) -> DatasetIndex:
+def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0.1, strict: bool = True) -> DatasetIndex:
+    """The dataset at `root` as an index of paths. strict=False (the doctor) records unpaired files of the
+    folder-type layouts in index.problems instead of stopping at the first; other errors still raise."""
     root = Path(root)
     if format != "auto" and format not in FORMATS:
         raise PixelsegError(f"unknown dataset format '{format}'; valid: auto, {', '.join(FORMATS)}")
@@ -197,12 +210,15 @@ def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0
         detect_format(root)  # the not-found / is-a-file messages
     fmt = detect_format(root) if format == "auto" else format
     if FORMATS[fmt]:
+        if fmt == "colormask":
+            return importlib.import_module(FORMATS[fmt]).open(root, val_fraction, strict)
         return importlib.import_module(FORMATS[fmt]).open(root, val_fraction)
     if format != "auto" and not _dirs(root, "train", fmt)[0].is_dir():
         raise PixelsegError(f"{_dirs(root, 'train', fmt)[0]}: not found; {root} is not in the '{fmt}' layout")
     splits = {}
+    problems: list[str] | None = None if strict else []
     for split in SPLITS:
-        pairs = _pair(root, split, fmt)
+        pairs = _pair(root, split, fmt, problems)
         if pairs is not None:
             splits[split] = pairs
     notes = []
@@ -227,7 +243,7 @@ def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0
         classes = _derive_classes(root, splits["train"] + splits["val"], color_channel)
         notes.append(f"no classes.json: mask values 0..{classes.num_classes - 1} named class_0..class_{classes.num_classes - 1}, "
                      f"255 = ignore; write {cj} to name and color them")
-    return DatasetIndex(root, fmt, classes, splits, color_channel, notes)
+    return DatasetIndex(root, fmt, classes, splits, color_channel, notes, problems or [])
 
 
 def write_classes_json(root: str | Path, classes: ClassTable) -> None:

@@ -1,0 +1,152 @@
+"""The dataset commands of the CLI (`verify-dataset`, `data convert|show|download`): arguments and printing.
+cli.py registers them with `add_verify_args` / `add_data_commands` and dispatches to `run_verify` /
+`run_data_command`, so the shared CLI file only carries the hooks."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pixelseg.config import AUGMENT_PRESETS, DATA_FORMATS
+from pixelseg.errors import PixelsegError
+
+FORMAT_CHOICES = ["auto", *DATA_FORMATS]
+
+
+def add_verify_args(v: argparse.ArgumentParser) -> None:
+    v.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="dataset layout (default: detected)")
+    v.add_argument("--json", help="also write the full report to this JSON file")
+    v.add_argument("--workers", type=int, default=4, help="decoding threads (default %(default)s)")
+
+
+def add_data_commands(dsub) -> None:
+    c = dsub.add_parser("convert", help="write any readable dataset (VOC, Cityscapes, COCO, ...) in the folder format")
+    c.add_argument("src")
+    c.add_argument("--to", default="folder", choices=["folder"])
+    c.add_argument("--out", required=True)
+    c.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="layout of SRC (default: detected)")
+    c.add_argument("--link", action="store_true", help="hard-link the images instead of copying them")
+    c.add_argument("--workers", type=int, default=4)
+
+    s = dsub.add_parser("show", help="grid of images with their masks overlaid (optionally as training augments them)")
+    s.add_argument("root")
+    s.add_argument("--out", required=True, help="grid image (.png or .jpg)")
+    s.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
+    s.add_argument("--split", default="train")
+    s.add_argument("--n", type=int, default=16, help="images in the grid (default %(default)s)")
+    s.add_argument("--cols", type=int, default=4)
+    s.add_argument("--augmented", action="store_true", help="show the images after the training augmentation")
+    s.add_argument("--augment", default="default",
+                   help=f"preset ({', '.join(AUGMENT_PRESETS)}) or pipeline file for --augmented (default %(default)s)")
+    s.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), help="network size for --augmented")
+    s.add_argument("--alpha", type=float, default=0.5)
+    s.add_argument("--seed", type=int, default=0)
+
+    d = dsub.add_parser("download", help="download and unpack voc | ade20k | camvid, or print cityscapes-instructions")
+    d.add_argument("name", choices=["voc", "ade20k", "camvid", "cityscapes-instructions"])
+    d.add_argument("--out", required=True)
+    d.add_argument("--url", help="a mirror of the archive (checked against the official checksum)")
+    d.add_argument("--checksum", help="md5:<hex> | sha1:<hex> | sha256:<hex> (default: the published one)")
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def run_verify(a) -> int:
+    from rich.table import Table
+
+    from pixelseg.data.doctor import diagnose
+    from pixelseg.fileio import write_json
+
+    con = _console()
+    rep = diagnose(a.root, a.format, getattr(a, "workers", 4))
+    idx, c = rep.index, rep.index.classes
+    for note in idx.notes:
+        con.print(f"note: {note}")
+    names = [s for s in rep.splits if rep.splits[s].labelled]
+    t = Table(title=f"{idx.root} ({idx.format} format, {c.num_classes} classes, ignore index {c.ignore_index})")
+    t.add_column("class")
+    for s in names:
+        t.add_column(f"{s} ({rep.splits[s].labelled} masks)\npixels · images", justify="right")
+    t.add_column("weight", justify="right")
+    for i, n in enumerate(list(c.names) + [f"ignore ({c.ignore_index})"]):
+        cells = []
+        for s in names:
+            st = rep.splits[s]
+            share = f"{st.pixels[i] / max(1, int(st.pixels.sum())):.1%}"
+            cells.append(f"{share} · {int(st.images_with[i])}" if i < c.num_classes else share)
+        cells.append(f"{rep.class_weights[i]:.3g}" if i < c.num_classes else "")
+        t.add_row(n, *cells)
+    con.print(t)
+    if rep.sizes:
+        sz = rep.sizes
+        con.print(f"image sizes: {sz['images']} images, {sz['distinct_sizes']} distinct; height "
+                  f"{sz['height']['min']:.0f}/{sz['height']['median']:.0f}/{sz['height']['max']:.0f}, width "
+                  f"{sz['width']['min']:.0f}/{sz['width']['median']:.0f}/{sz['width']['max']:.0f} (min/median/max); "
+                  f"aspect W/H {sz['aspect_w_over_h']['min']:.2f}..{sz['aspect_w_over_h']['max']:.2f}")
+    h, w = rep.suggested_image_size
+    con.print(f"suggested: --image-size {h} {w}   class weights (median frequency): "
+              f"--class-weights {' '.join(f'{x:.3g}' for x in rep.class_weights)}")
+    for s in names:
+        if rep.splits[s].background_only:
+            con.print(f"note: {s}: {rep.splits[s].background_only} mask(s) hold only class 0 ({c.names[0]})")
+    for wmsg in rep.warnings:
+        con.print(f"[yellow]warning:[/] {wmsg}")
+    if a.json:
+        write_json(a.json, rep.to_dict())
+        con.print(f"report written to {a.json}")
+    if rep.problems:
+        for p in rep.problems:
+            print(f"problem: {p}", file=sys.stderr)
+        print(f"verdict: {len(rep.problems)} problem(s) in {idx.root}; fix the files listed above", file=sys.stderr)
+        return 1
+    pairs = sum(st.labelled for st in rep.splits.values())
+    con.print(f"verdict: OK — {pairs} image/mask pairs decode, sizes match, values are valid, no image in two splits")
+    return 0
+
+
+def run_data_command(a) -> int:
+    if a.data_command == "convert":
+        from pixelseg.data.convert import convert
+        r = convert(a.src, a.out, a.format, a.to, a.workers, link=a.link)
+        for note in r.notes:
+            print(f"note: {note}")
+        counts = ", ".join(f"{n} {k}" for k, n in r.counts.items())
+        print(f"wrote {counts} images to {r.out} (folder format{', images hard-linked' if r.linked else ''}); "
+              f"train with: pixelseg train --data {r.out}")
+        return 0
+    if a.data_command == "show":
+        from pixelseg.data.show import show
+        size = None
+        if a.image_size:
+            if len(a.image_size) not in (1, 2):
+                raise PixelsegError("--image-size takes H W (or one value for a square)")
+            size = (a.image_size[0], a.image_size[-1])
+        if not 0 <= a.alpha <= 1:
+            raise PixelsegError(f"--alpha {a.alpha} is outside 0..1")
+        out = show(a.root, a.out, a.format, a.split, a.n, a.augment if a.augmented else None, size, a.cols,
+                   a.alpha, a.seed)
+        print(f"grid written to {out}")
+        return 0
+    return _download(a)
+
+
+def _download(a) -> int:
+    import time
+
+    from pixelseg.data.download import CITYSCAPES, fetch
+    if a.name == "cityscapes-instructions":
+        print(CITYSCAPES.format(out=a.out))
+        return 0
+    last = [0.0]
+
+    def progress(done: int, total: int | None) -> None:
+        if time.time() - last[0] > 2 or (total and done >= total):
+            last[0] = time.time()
+            pct = f" ({done / total:.0%})" if total else ""
+            print(f"\r{done / 1e6:,.0f} MB{pct}", end="", file=sys.stderr, flush=True)
+
+    target = fetch(a.name, a.out, a.url, a.checksum, progress)
+    print(f"\n{a.name} ready in {target}; check it with: pixelseg verify-dataset {target}")
+    return 0
