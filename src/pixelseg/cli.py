@@ -211,6 +211,8 @@ def _add_serve_command(sub) -> None:
     s.add_argument("--max-batch", type=int, default=4, help="images per model call under load (default %(default)s)")
     s.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="hold a lone request this long to batch it with others (default %(default)s)")
+    s.add_argument("--no-cache", action="store_true",
+                   help="do not keep recent label maps by upload hash (the page's label download then reruns the model)")
     s.add_argument("--no-access-log", action="store_true", help="do not log every request")
 
 
@@ -223,7 +225,8 @@ def cmd_serve(a) -> int:
         a.run, backend=a.backend, device=a.device, api_key=a.api_key or os.environ.get(API_KEY_ENV) or None,
         threads=a.threads, limits=Limits(max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_pixels=a.max_pixels,
                                          timeout_s=a.timeout, max_queue=a.max_queue),
-        batching=Batching(max_batch=a.max_batch, max_wait_ms=a.batch_wait_ms))
+        batching=Batching(max_batch=a.max_batch, max_wait_ms=a.batch_wait_ms),
+        **({"cache_pixels": 0} if a.no_cache else {}))
     run_server(settings, a.host, a.port, a.workers, access_log=not a.no_access_log)
     return 0
 

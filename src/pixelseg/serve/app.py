@@ -230,7 +230,7 @@ def _static_dir() -> Path:
 
 def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device: str = "auto",
                api_key: str | None = None, limits: Limits | None = None, batching: Batching | None = None,
-               threads: int | None = None, predictor=None) -> FastAPI:
+               threads: int | None = None, cache_pixels: int | None = None, predictor=None) -> FastAPI:
     """A FastAPI app serving the run folder `run` (or built from a ServeSettings).
 
     The model is loaded here, so a bad run folder fails before anything listens. `predictor` lets a
@@ -239,7 +239,8 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
         settings = run
     else:
         settings = ServeSettings(str(run), backend=backend, device=device, api_key=api_key,
-                                 limits=limits or Limits(), batching=batching or Batching(), threads=threads)
+                                 limits=limits or Limits(), batching=batching or Batching(), threads=threads,
+                                 **({} if cache_pixels is None else {"cache_pixels": cache_pixels}))
     if settings.threads:
         import torch
         torch.set_num_threads(settings.threads)

@@ -1,0 +1,82 @@
+"""`pixelseg serve`: a real process on localhost, started and stopped like a user would; its mistakes
+are one line and exit 2; the worker factory rebuilds the same settings."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from serve_helpers import free_port, png_bytes, sample_image
+
+from pixelseg.cli import main
+from pixelseg.serve.server import SETTINGS_ENV, app_from_env, is_loopback
+from pixelseg.serve.settings import Batching, Limits, ServeSettings
+
+
+def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(serve_run):
+    port = free_port()
+    env = {**os.environ, "PIXELSEG_API_KEY": "env-key-0123456789", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pixelseg.cli", "serve", str(serve_run), "--port", str(port),
+                             "--backend", "torch", "--device", "cpu", "--threads", "1", "--no-access-log"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.3)
+        image = png_bytes(sample_image(30, 40))
+        # the key came from the environment
+        assert httpx.post(f"{url}/v1/segment", content=image).status_code == 401
+        r = httpx.post(f"{url}/v1/segment?format=label", content=image,
+                       headers={"X-API-Key": "env-key-0123456789", "content-type": "image/png"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert httpx.get(f"{url}/").status_code == 200 and "app.js" in httpx.get(f"{url}/").text
+        assert httpx.get(f"{url}/static/style.css").status_code == 200       # package data is installed
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert f"page http://127.0.0.1:{port}/" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["serve", "{missing}"], "run folder not found"),
+    (["serve", "{run}", "--api-key", "short"], "shorter than 8 characters"),
+    (["serve", "{run}", "--workers", "0"], "--workers must be at least 1"),
+    (["serve", "{run}", "--max-batch", "0"], "--max-batch must be at least 1"),
+    (["serve", "{run}", "--timeout", "0"], "--timeout must be positive"),
+    (["serve", "{run}", "--port", "70000"], "not a TCP port"),
+    (["serve", "{run}", "--backend", "tensorrt", "--port", "0"], "tensorrt"),
+])
+def test_serve_mistakes_are_one_line_and_exit_2(serve_run, tmp_path, capsys, args, message):
+    argv = [a.format(missing=tmp_path / "nope", run=serve_run) for a in args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pixelseg: error: ") and message in err and "\n" not in err
+
+
+def test_worker_factory_rebuilds_the_settings(serve_run, monkeypatch):
+    settings = ServeSettings(str(serve_run), backend="torch", device="cpu", api_key="worker-key-123", threads=1,
+                             limits=Limits(max_pixels=12345, timeout_s=7.5), batching=Batching(max_batch=3))
+    assert ServeSettings.from_json(settings.to_json()) == settings
+    monkeypatch.setenv(SETTINGS_ENV, settings.to_json())
+    app = app_from_env()
+    assert app.state.settings == settings
+    assert json.loads(settings.to_json())["limits"]["max_pixels"] == 12345
+
+
+def test_loopback_detection():
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
