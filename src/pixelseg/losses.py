@@ -147,6 +147,46 @@ class OhemCrossEntropy(CrossEntropy):
         return torch.where(keep, per_pixel, 0.0).sum() / denom.clamp_min(1e-12)
 
 
+# ---- binary segmentation as one sigmoid channel (issue 3: data.binary_sigmoid)
+
+class BinarySigmoid(nn.Module):
+    """One term for 1-channel logits N x 1 x H x W and targets in {0, 1, ignore}: the sigmoid forms of the
+    multiclass terms. ce = binary cross-entropy with logits (equal to 2-class CE with logits [0, x]);
+    dice/jaccard = smp's binary mode; focal = smp's binary focal; lovasz = smp's Lovasz hinge. Class
+    weights [w0, w1] weight each pixel by its class, as for ce."""
+
+    def __init__(self, name: str, ignore_index: int, weight: torch.Tensor | None):
+        super().__init__()
+        if name == "ohem":
+            raise PixelsegError("loss 'ohem' has no single-sigmoid form; use ce, dice, focal, jaccard or lovasz "
+                                "with binary_sigmoid, or train binary data as 2 classes")
+        self.name, self.ignore_index = name, ignore_index
+        self.register_buffer("weight", weight, persistent=False)
+        if name in ("dice", "jaccard", "lovasz"):
+            from segmentation_models_pytorch.losses import DiceLoss, JaccardLoss, LovaszLoss
+            cls = {"dice": DiceLoss, "jaccard": JaccardLoss, "lovasz": LovaszLoss}[name]
+            self.inner = cls(mode="binary", ignore_index=ignore_index)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] != 1:
+            raise ValueError(f"binary_sigmoid losses take 1-channel logits, got {logits.shape[1]} channels")
+        x = logits.float()
+        if self.name in ("dice", "jaccard", "lovasz"):
+            loss = self.inner(x, target)
+            return loss if isinstance(loss, torch.Tensor) and loss.dim() == 0 else x.sum() * 0.0
+        valid = target != self.ignore_index
+        t = torch.where(valid, target, 0)
+        tf = t.unsqueeze(1).to(x.dtype)
+        if self.name == "ce":
+            per = F.binary_cross_entropy_with_logits(x, tf, reduction="none")
+        else:  # focal
+            from segmentation_models_pytorch.losses._functional import focal_loss_with_logits
+            per = focal_loss_with_logits(x, tf, gamma=2.0, alpha=None, reduction="none")
+        w = valid.to(x.dtype) if self.weight is None else self.weight[t] * valid
+        # where, not *: ignored pixels get no gradient; an all-ignored batch is 0, not 0 / 0
+        return torch.where(valid.unsqueeze(1), per * w.unsqueeze(1), 0.0).sum() / w.sum().clamp_min(1e-12)
+
+
 class SegmentationLoss(nn.Module):
     """A weighted sum of loss terms. After each forward, ``last_terms`` maps each term's name to its
     unweighted value as a detached 0-d tensor (no host sync); ``term_values()`` gives Python floats."""
@@ -228,11 +268,12 @@ def _class_weights(class_weights, num_classes: int) -> torch.Tensor | None:
 
 
 def build_loss(spec: str, num_classes: int, ignore_index: int = 255, class_weights=None,
-               label_smoothing: float = 0.0) -> SegmentationLoss:
+               label_smoothing: float = 0.0, binary_sigmoid: bool = False) -> SegmentationLoss:
     """Build the loss named by ``spec`` ("ce", "dice", "ce+dice", "0.5*focal+dice", ...).
 
     ``class_weights`` (one per class) weight ce per pixel and dice/jaccard/focal per class; lovasz
-    is unweighted. ``label_smoothing`` applies to ce only."""
+    is unweighted. ``label_smoothing`` applies to ce only. With ``binary_sigmoid`` (2 classes), the
+    model has one output channel and every term is its sigmoid form (BinarySigmoid)."""
     terms = parse_loss_spec(spec)
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
         raise PixelsegError(f"losses need at least 2 classes (binary = background + foreground), got {num_classes!r}")
@@ -240,6 +281,13 @@ def build_loss(spec: str, num_classes: int, ignore_index: int = 255, class_weigh
     if not (0.0 <= float(label_smoothing) < 1.0):
         raise PixelsegError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     weight = _class_weights(class_weights, num_classes)
+    if binary_sigmoid:
+        if num_classes != 2:
+            raise PixelsegError(f"binary_sigmoid needs exactly 2 classes (background, foreground), the data has "
+                                f"{num_classes}; turn it off to train {num_classes} classes with softmax")
+        if label_smoothing:
+            raise PixelsegError("label_smoothing is not supported with binary_sigmoid; set it to 0")
+        return SegmentationLoss(spec, [(w, name, BinarySigmoid(name, ignore_index, weight)) for w, name in terms])
     modules = []
     for w, name in terms:
         if name == "ce":

@@ -35,7 +35,7 @@ from pixelseg.errors import PixelsegError
 
 __all__ = [
     "ConfusionMatrix", "iou", "class_accuracy", "dice", "pixel_accuracy", "mean_iou",
-    "mean_accuracy", "fw_iou", "mean_dice", "summarize", "format_table",
+    "mean_accuracy", "fw_iou", "mean_dice", "summarize", "format_table", "labels_from_logits", "ThresholdSweep",
 ]
 
 
@@ -278,3 +278,65 @@ def format_table(summary: dict, title: str | None = None):
     table.add_row("pixel accuracy", "", pct(summary["pixel_accuracy"]), "", f"{total:,} px")
     table.add_row("freq.-weighted IoU", pct(summary["fw_iou"]), "", "", "")
     return table
+
+
+# ---------------------------------------------------------------- one sigmoid channel (data.binary_sigmoid)
+
+def labels_from_logits(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """N x K x H x W logits -> N x H x W class indices: the argmax over K >= 2 channels; with one channel
+    (a binary_sigmoid model) class 1 where sigmoid(logit) > threshold. Comparing the logit with
+    logit(threshold) gives the same answer without computing the sigmoid of every pixel."""
+    if logits.dim() != 4:
+        raise ValueError(f"expected logits N x K x H x W, got {tuple(logits.shape)}")
+    if logits.shape[1] > 1:
+        return logits.argmax(1)
+    if not 0.0 < threshold < 1.0:
+        raise PixelsegError(f"threshold {threshold} must be between 0 and 1 (exclusive)")
+    return (logits[:, 0] > math.log(threshold / (1.0 - threshold))).long()
+
+
+class ThresholdSweep:
+    """The 2-class mIoU of a one-channel model at every threshold k/bins, from a single pass: histograms of
+    the predicted foreground probability over the labelled background and foreground pixels. The
+    threshold that maximizes it on the validation set is the one to predict with."""
+
+    def __init__(self, ignore_index: int = 255, bins: int = 100):
+        self.ignore_index, self.bins = int(ignore_index), int(bins)
+        self.hist = torch.zeros(2, self.bins, dtype=torch.int64)    # [background, foreground] x probability bin
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """logits N x 1 x H x W (or N x H x W), target N x H x W with values 0, 1 or the ignore index."""
+        x = logits[:, 0] if logits.dim() == 4 else logits
+        t = target.to(x.device)
+        keep = t != self.ignore_index
+        t = t[keep].long()
+        if bool(((t != 0) & (t != 1)).any()):
+            raise PixelsegError(f"target values {_show(t[(t != 0) & (t != 1)])} are not 0/1 nor the ignore index "
+                                f"{self.ignore_index}; a threshold sweep needs binary masks")
+        b = (torch.sigmoid(x[keep].float()) * self.bins).long().clamp_(0, self.bins - 1)
+        self.hist += torch.bincount(t * self.bins + b, minlength=2 * self.bins).reshape(2, self.bins).cpu()
+
+    def miou(self) -> tuple[np.ndarray, np.ndarray]:
+        """(thresholds, mIoU at each): a pixel is foreground when its probability is at or above the
+        lower edge of its bin, so threshold k/bins counts bins k.. as foreground."""
+        h = self.hist.numpy().astype(np.float64)
+        fg_above = np.cumsum(h[1][::-1])[::-1]          # foreground pixels predicted foreground at threshold k
+        bg_above = np.cumsum(h[0][::-1])[::-1]          # background pixels predicted foreground
+        fg, bg = h[1].sum(), h[0].sum()
+        tp_fg, fp_fg, fn_fg = fg_above, bg_above, fg - fg_above
+        tp_bg, fp_bg, fn_bg = bg - bg_above, fn_fg, bg_above
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou_fg = tp_fg / (tp_fg + fp_fg + fn_fg)
+            iou_bg = tp_bg / (tp_bg + fp_bg + fn_bg)
+        both = np.stack([iou_bg, iou_fg])
+        n = (~np.isnan(both)).sum(0)   # a class with no pixel on either side is left out, as in mean_iou
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.arange(self.bins) / self.bins, np.where(n > 0, np.nansum(both, 0) / n, np.nan)
+
+    def best(self) -> tuple[float, float]:
+        """(threshold, its mIoU); 0.5 when nothing was counted."""
+        th, m = self.miou()
+        if self.hist.sum() == 0 or np.isnan(m[1:]).all():
+            return 0.5, float("nan")
+        k = int(np.nanargmax(m[1:])) + 1    # threshold 0 ("everything is foreground") is never a real choice
+        return float(th[k]), float(m[k])
