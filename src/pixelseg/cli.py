@@ -351,14 +351,17 @@ def cmd_predict(a) -> int:
         if len(a.inputs) != 1:
             raise PixelsegError("give one video (or camera:N) per call; images and folders go in another call")
         return _predict_video(a, videos[0])
+    from pixelseg.engine.distributed import rank_device, shard_inputs
+    inputs, rank, world = shard_inputs(list_inputs(a.inputs))   # under torchrun: this rank's share
+    a.device = rank_device(a.device)
     pred = _predictor_from_args(a, a.run)
-    n = len(list_inputs(a.inputs))
+    n = len(inputs)
     t0 = time.time()
     with _progress(n, "predicting") as advance:
-        written = pred.predict_paths(a.inputs, a.out, overlay=a.overlay, alpha=a.alpha, batch_size=a.batch_size,
-                                     progress=advance)
+        written = pred.predict_paths(inputs, a.out, overlay=a.overlay, alpha=a.alpha, batch_size=a.batch_size,
+                                     progress=advance) if inputs else []
     dt = time.time() - t0
-    print(f"{n} image(s) -> {a.out} ({len(written)} files, {dt:.1f}s, {n / max(dt, 1e-9):.1f} img/s, "
+    print(f"{f'rank {rank}/{world}: ' if world > 1 else ''}{n} image(s) -> {a.out} ({len(written)} files, {dt:.1f}s, {n / max(dt, 1e-9):.1f} img/s, "
           f"backend {pred.backend_name})")
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,8 @@ def main_first(d: Dist, fn, *args, **kwargs):
 
 def lost_peer_message(d: Dist, e: BaseException, run_dir: Path | None, step: int | None) -> str:
     """What a rank says when a collective fails because another rank died (killed, out of memory)."""
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:160]     # drop gloo's "[.../pair.cc:561]" source location
     where = f" at step {step}" if step is not None else ""
     resume = (f"; the last saved state is in {run_dir}/last.pt — continue with "
               f"`torchrun ... -m pixelseg train --out {run_dir} --resume`") if run_dir else ""

@@ -400,6 +400,9 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
                       + (f", first conv adapted to {in_ch} channels" if report["adapted"] else "")
                       + (f", {len(report['missing'])} left at random init" if report["missing"] else ""))
     if d.enabled and cfg.train.sync_bn:
+        if device.type != "cuda":
+            raise PixelsegError("train.sync_bn: PyTorch's SyncBatchNorm runs on GPUs only; on CPU ranks leave it off "
+                                "(each rank then normalizes over its own share of the batch)")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if cfg.train.channels_last:
@@ -575,6 +578,8 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
                 state.epoch += 1
                 state.offset = 0
             last_epoch = cfg.train.epochs is not None and state.epoch >= cfg.train.epochs
+            if d.enabled:   # the logged loss is the global batch's, not rank 0's share
+                loss_sum = ddp.agree(d, [loss_sum], op="sum")[0] / d.world
             row = {"epoch": round(state.epoch + state.offset / max(1, len(order)), 3), "step": state.step,
                    "elapsed_s": round(state.elapsed, 1), "lr": f"{lr:.3g}",
                    "train_loss": round(loss_sum / max(loss_n, 1), 5),

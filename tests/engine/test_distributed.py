@@ -1,0 +1,164 @@
+"""torchrun on the CPU (gloo): 2 processes train like 1, a killed rank ends the job with a message,
+prediction splits its inputs over the ranks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import pixelseg
+from pixelseg.data.synth import generate
+from pixelseg.engine.checkpoint import load_state
+from pixelseg.engine.distributed import shard_inputs
+
+import engine_tinynet
+
+HELPER = engine_tinynet.__file__
+ARGS = ["--model", engine_tinynet.NAME, "--image-size", "32", "--batch-size", "4", "--num-workers", "0",
+        "--lr", "0.01", "--augment", "light", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, n_train=16, n_val=6, size=(32, 32), seed=5)
+    return root
+
+
+def _torchrun(nproc: int, *args: str) -> list[str]:
+    # --standalone: a private rendezvous on a free port, so parallel test runs cannot collide
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), HELPER, *args]
+
+
+def test_two_processes_train_like_one(data, tmp_path):
+    """Same seed and global batch: 2 gloo ranks (2 images each) reach the weights and metrics of 1 process
+    (4 images). The net has no BatchNorm, so the only difference is the order of float sums."""
+    with engine_tinynet.registered():
+        one = pixelseg.train(data, out=str(tmp_path / "one"), epochs=3, model=engine_tinynet.NAME, image_size=(32, 32),
+                             batch_size=4, num_workers=0, threads=1, lr=0.01, augment="light", quiet=True)
+    r = subprocess.run(_torchrun(2, "train", "--data", str(data), "--out", str(tmp_path / "two"), "--epochs", "3", *ARGS),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = tmp_path / "two"
+    m1, m2 = (json.loads((p / "metrics.json").read_text()) for p in (one, two))
+    assert m1["processes"] == 1 and m2["processes"] == 2
+    assert m2["mIoU"] == pytest.approx(m1["mIoU"], abs=1e-4)
+    assert m2["pixel_accuracy"] == pytest.approx(m1["pixel_accuracy"], abs=1e-4)
+    w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], atol=1e-4, rtol=1e-3, msg=k)
+    # the logged loss is the global batch's (all-reduced), and training moved it
+    rows1 = (one / "metrics.csv").read_text().splitlines()[1:]
+    rows2 = (two / "metrics.csv").read_text().splitlines()[1:]
+    loss1 = [float(r.split(",")[4]) for r in rows1]
+    loss2 = [float(r.split(",")[4]) for r in rows2]
+    assert loss1[-1] < loss1[0]
+    assert loss2 == pytest.approx(loss1, abs=1e-4)
+    # rank 0 alone wrote the folder and printed the result
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert r.stdout.count("run folder:") == 1
+    # the same seeds, the same data order: the weights are not merely close by chance (rank 1 trained too)
+    assert load_state(two / "last.pt")["state"]["step"] == load_state(one / "last.pt")["state"]["step"] == 12
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for kv in env:
+        if kv.startswith(b"RANK="):
+            return int(kv[5:])
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process in /proc")
+def test_killed_rank_ends_the_job_with_a_message(data, tmp_path):
+    out = tmp_path / "k"
+    p = subprocess.Popen(_torchrun(2, "train", "--data", str(data), "--out", str(out), "--epochs", "1000",
+                                   "--checkpoint-minutes", "0", *ARGS),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "last.pt").exists() and time.time() < deadline and p.poll() is None:
+            time.sleep(0.2)
+        assert (out / "last.pt").exists(), p.communicate()[1][-3000:]
+        rank1 = [c for c in _children(p.pid) if _rank_of(c) == 1]
+        assert len(rank1) == 1
+        os.kill(rank1[0], signal.SIGKILL)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0
+    assert "pixelseg: error: rank 0 of 2: another rank stopped" in err, err[-3000:]
+    assert "--resume" in err and "[rank0]: Traceback" not in err
+    # what rank 0 left is complete: a loadable state and no half-written file
+    assert load_state(out / "last.pt")["state"]["step"] >= 1
+    assert not list(out.glob(".*.tmp*"))
+
+
+def test_predict_shards_by_stem(monkeypatch, tmp_path):
+    paths = [tmp_path / d / f"{s}.png" for d in ("a", "b") for s in ("x", "y", "z", "w", "v")][:-2]
+    shares = []
+    for rank in range(3):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        mine, r, w = shard_inputs(paths)
+        assert (r, w) == (rank, 3)
+        shares.append(mine)
+    assert sorted(map(str, sum(shares, []))) == sorted(map(str, paths))     # every input once
+    for mine in shares:   # images with the same stem (a/x.png, b/x.png) stay on one rank: output names agree
+        for other in shares:
+            if other is not mine:
+                assert not {p.stem for p in mine} & {p.stem for p in other}
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert shard_inputs(paths)[0] == paths
+
+
+def test_predict_ranks_split_the_images(data, tmp_path, monkeypatch, capsys):
+    """`pixelseg predict` as each of 2 torchrun ranks sees it (RANK/WORLD_SIZE set; prediction needs no
+    process group): together they write every image once."""
+    from pixelseg import cli
+    with engine_tinynet.registered():
+        run = pixelseg.train(data, out=str(tmp_path / "run"), epochs=1, model=engine_tinynet.NAME, image_size=(32, 32),
+                             batch_size=4, num_workers=0, threads=1, quiet=True)
+        images = tmp_path / "imgs"
+        images.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(5):
+            Image.fromarray((rng.random((20 + i, 30, 3)) * 255).astype(np.uint8)).save(images / f"im{i}.png")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        counts = []
+        for rank in (0, 1):
+            monkeypatch.setenv("RANK", str(rank))
+            assert cli.main(["predict", str(run), str(images), "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
+            line = capsys.readouterr().out.strip().splitlines()[-1]
+            assert line.startswith(f"rank {rank}/2: ")
+            counts.append(int(line.split(": ")[1].split()[0]))
+    assert sorted(counts) == [2, 3]                                   # split, not duplicated
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [f"im{i}.png" for i in range(5)]
+    with Image.open(tmp_path / "pred" / "im4.png") as im:
+        assert im.size == (30, 24)
