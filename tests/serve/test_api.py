@@ -178,6 +178,17 @@ def test_bad_input_is_the_documented_4xx(client, case):
         assert time.perf_counter() - t0 < 2.0          # refused from the header, nothing decoded
 
 
+def test_pillows_own_bomb_guard_also_answers_413(monkeypatch):
+    """`pixelseg serve` turns Pillow's guard back on at the server's limit; should it fire before our
+    header check (a format whose size Pillow checks while opening), the answer is the same 413."""
+    from pixelseg.serve.decode import decode_image
+    from pixelseg.serve.errors import ApiError
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ApiError) as e:
+        decode_image(png_header_only(100, 100), "image/png", Limits(max_pixels=10**9))
+    assert (e.value.status, e.value.code, e.value.limit) == (413, "too_many_pixels", "max_pixels")
+
+
 @pytest.mark.parametrize("query,code", [
     ("format=gif", "invalid_parameter"), ("alpha=1.5", "invalid_parameter"), ("alpha=abc", "invalid_parameter"),
     ("rle=maybe", "invalid_parameter"), ("fromat=label", "unknown_parameter"),
@@ -193,35 +204,52 @@ def test_unknown_paths_and_methods(client):
     assert client.get("/docs").status_code == 404      # Swagger UI would load its assets from a CDN
 
 
-def test_the_declared_length_is_refused_before_the_body_is_read(serve_run, serve_predictor):
-    """A client announcing 1 GB gets 413 at once; the server never waits for (or buffers) the bytes."""
-    app = create_app(serve_run, device="cpu", backend="torch", predictor=serve_predictor,
-                     limits=Limits(max_upload_bytes=1000))
-    received = []
+def raw_post(app, headers: list[tuple[bytes, bytes]], receive) -> list[dict]:
+    """Drive the ASGI app directly with our own `receive`, to control when (and whether) body bytes arrive."""
+    messages: list[dict] = []
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/segment", "raw_path": b"/v1/segment", "query_string": b"", "root_path": "",
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "headers": headers}
 
     async def main():
-        body_sent = asyncio.Event()
-
-        async def receive():
-            received.append(1)
-            await body_sent.wait()                  # a body that never arrives
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        messages = []
-
-        async def send(message):
-            messages.append(message)
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/v1/segment", "raw_path": b"/v1/segment", "query_string": b"",
-                 "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-                 "headers": [(b"content-type", b"image/png"), (b"content-length", b"1000000000")]}
         async with app.router.lifespan_context(app):
-            await asyncio.wait_for(app(scope, receive, send), 5)
-        return messages
+            await asyncio.wait_for(app(scope, receive, send), 10)
 
-    messages = asyncio.run(main())
+    asyncio.run(main())
+    return messages
+
+
+def test_the_declared_length_is_refused_before_the_body_is_read(serve_run, serve_predictor):
+    """A client announcing 1 GB gets 413 at once; the server never waits for (or buffers) the bytes."""
+    app = create_app(serve_run, predictor=serve_predictor, limits=Limits(max_upload_bytes=1000))
+    received = []
+
+    async def receive():
+        received.append(1)
+        await asyncio.sleep(30)                 # a body that never arrives
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    messages = raw_post(app, [(b"content-type", b"image/png"), (b"content-length", b"1000000000")], receive)
     assert messages[0]["status"] == 413 and not received
+
+
+def test_a_slow_upload_runs_into_the_timeout(serve_run, serve_predictor):
+    """The timeout covers the upload too: a client trickling bytes cannot hold a request open forever."""
+    app = create_app(serve_run, predictor=serve_predictor, limits=Limits(timeout_s=0.3))
+    chunks = [GOOD[i:i + 50] for i in range(0, len(GOOD), 50)]
+
+    async def receive():
+        await asyncio.sleep(0.1)                # 10 bytes/s-ish: the whole file would take seconds
+        body = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    messages = raw_post(app, [(b"content-type", b"image/png")], receive)
+    assert messages[0]["status"] == 408 and chunks       # refused before the upload finished
+    assert b'"limit":"timeout_s"' in messages[1]["body"]
 
 
 # ------------------------------------------------------------------- batching, timeout, back-pressure
