@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from pixelseg.config import Config, dump_config
 from pixelseg.data.checks import require_clean
+from pixelseg.data.classes import output_channels
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
 from pixelseg.data.formats import open_dataset
 from pixelseg.data.sampling import class_stats, epoch_order, median_frequency_weights, repeat_factors
@@ -51,7 +52,7 @@ from pixelseg.errors import PixelsegError
 from pixelseg.fileio import write_json, write_text
 from pixelseg.inference.predictor import resize_logits
 from pixelseg.losses import build_loss, parse_loss_spec
-from pixelseg.metrics import ConfusionMatrix, summarize
+from pixelseg.metrics import ConfusionMatrix, labels_from_logits, summarize
 from pixelseg.models import MODELS, build_model, count_parameters, default_mean_std
 from pixelseg.run import Preprocessing, RunInfo, is_run, read_run, write_run_info
 
@@ -81,7 +82,8 @@ class EpochSampler(Sampler):
 class State:
     epoch: int = 0                # epochs completed
     offset: int = 0               # samples already consumed in the current epoch (mid-epoch checkpoints)
-    step: int = 0                 # batches trained on (an optimizer step every train.accumulate batches)
+    step: int = 0                 # batches trained on
+    updates: int = 0              # optimizer steps (one every train.accumulate batches); drives the schedule
     elapsed: float = 0.0          # training + validation seconds, summed over resumes
     data_wait: float = 0.0        # of which the training loop waited for the data loader
     best_miou: float = -1.0
@@ -120,7 +122,7 @@ def evaluate(model, loader, num_classes: int, ignore_index: int, device, amp_dty
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x.to(device, non_blocking=True))
         for i, mask in enumerate(masks):
-            pred = resize_logits(logits[i:i + 1].float(), tuple(mask.shape))[0].argmax(0)
+            pred = labels_from_logits(resize_logits(logits[i:i + 1].float(), tuple(mask.shape)))[0]  # argmax / sigmoid
             cm.update(pred, mask.to(device))
     return cm
 
@@ -340,8 +342,8 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
     torch.manual_seed(cfg.train.seed)
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
-    model = build_model(cfg.model.name, classes.num_classes, cfg.data.in_channels, cfg.model.encoder,
-                        None if resume else cfg.model.encoder_weights)
+    model = build_model(cfg.model.name, output_channels(classes, cfg.data.binary_sigmoid), cfg.data.in_channels,
+                        cfg.model.encoder, None if resume else cfg.model.encoder_weights)
     for note in index.notes:
         console.print(f"[yellow]note:[/] {note}")
 
@@ -408,7 +410,7 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss.name, classes.num_classes, classes.ignore_index, cfg.loss.class_weights,
-                         cfg.loss.label_smoothing).to(device)
+                         cfg.loss.label_smoothing, cfg.data.binary_sigmoid).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr)
     amp_dtype = _amp_dtype(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -432,6 +434,8 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
             best_cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
             best_cm._mat = saved["best_cm"].to(device)
         state.__dict__.update(State(**saved["state"]).__dict__)
+        if "updates" not in saved["state"]:     # saved before accumulation existed: one update per batch
+            state.updates = state.step
         console.print(f"resumed {run_dir} at epoch {state.epoch} (+{state.offset} images), step {state.step}, "
                       f"{state.elapsed / 60:.1f} min spent, best mIoU {max(state.best_miou, 0):.4f}")
 
@@ -444,7 +448,8 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
 
     # ---- the run folder's contract, written before the first step so a killed run is still identifiable
     info = RunInfo(run_dir, cfg.model.name, cfg.model.encoder, classes, pre,
-                   read_run(run_dir, need_weights=False).best if resume and d.is_main and is_run(run_dir) else {})
+                   read_run(run_dir, need_weights=False).best if resume and d.is_main and is_run(run_dir) else {},
+                   0.5 if cfg.data.binary_sigmoid else None)
     writer = None
     if d.is_main:
         write_text(run_dir / "config.yaml", dump_config(cfg))
@@ -461,9 +466,9 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
 
     budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else math.inf
     expected_epoch = float(factors.sum()) if factors is not None else float(len(ds_train))
-    steps_per_epoch = max(1, int(expected_epoch) // bs)
-    total_steps = cfg.train.epochs * steps_per_epoch if cfg.train.epochs else None
     acc = cfg.train.accumulate
+    steps_per_epoch = max(1, math.ceil((int(expected_epoch) // bs) / acc))    # optimizer steps
+    total_steps = cfg.train.epochs * steps_per_epoch if cfg.train.epochs else None
 
     def progress(step: int, elapsed: float) -> float:
         p_steps = step / total_steps if total_steps else 0.0
@@ -520,7 +525,7 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
                     window_start = batch_i // acc * acc
                     window = min(acc, epoch_batches - window_start)  # the epoch's last window may be short
                     boundary = batch_i + 1 == window_start + window  # this batch ends an optimizer step
-                    lr = set_lr(state.step, state.elapsed)
+                    lr = set_lr(state.updates, state.elapsed)
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     if cfg.train.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
@@ -548,6 +553,7 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
                         optimizer.zero_grad(set_to_none=True)
                         if ema is not None:
                             ema.update_parameters(model)
+                        state.updates += 1
                     loss_sum += loss_value
                     loss_n += 1
                     state.step += 1

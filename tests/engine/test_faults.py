@@ -1,0 +1,176 @@
+"""Faults: kill -9 then --resume, NaN/inf loss, unwritable run folder, full disk, failed saves."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import pixelseg
+from pixelseg.data.synth import generate
+from pixelseg.engine import trainer
+from pixelseg.engine.checkpoint import load_state, save_state
+from pixelseg.errors import PixelsegError
+
+import engine_tinynet
+
+TINY = dict(model=engine_tinynet.NAME, image_size=(32, 32), batch_size=4, num_workers=0, threads=1, lr=0.01,
+            augment="light", quiet=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, n_train=16, n_val=4, size=(32, 32), seed=7)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def tinynet():
+    with engine_tinynet.registered():
+        yield
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, engine_tinynet.__file__, *args]
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path):
+    """SIGKILL (no handler runs) at a random moment, twice; each time the folder holds a loadable state
+    and --resume continues from it. Saving every step, the finished run has the uninterrupted run's
+    weights bit for bit: model, optimizer, schedule, RNG and data position all came back."""
+    reference = pixelseg.train(data, out=str(tmp_path / "ref"), epochs=4, **TINY)
+    out = tmp_path / "k"
+    first = _cli("train", "--data", str(data), "--out", str(out), "--epochs", "4", "--model", engine_tinynet.NAME,
+                 "--image-size", "32", "--batch-size", "4", "--num-workers", "0", "--threads", "1", "--lr", "0.01",
+                 "--augment", "light", "--checkpoint-minutes", "0", "--no-report")
+    again = _cli("train", "--out", str(out), "--resume", "--num-workers", "0", "--threads", "1", "--no-report")
+    rng = random.Random(0)
+    steps_seen = []
+    for cmd in (first, again):
+        before = load_state(out / "last.pt")["state"]["step"] if (out / "last.pt").exists() else 0
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None:   # wait until this process has saved a step
+            if (out / "last.pt").exists() and load_state(out / "last.pt")["state"]["step"] > before:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))
+        assert p.poll() is None, f"finished before the kill: {p.communicate()[1][-2000:]}"
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        state = load_state(out / "last.pt")          # never a half-written file
+        assert state["state"]["step"] > before
+        steps_seen.append(state["state"]["step"])
+    (out / ".last.x1y2.tmp.pt").write_bytes(b"half a checkpoint")   # what a kill inside a save leaves
+    r = subprocess.run(again, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed" in r.stderr and steps_seen[0] < steps_seen[1] < 16
+    assert not list(out.glob(".*.tmp*"))
+    done, ref = load_state(out / "last.pt"), load_state(reference / "last.pt")
+    assert done["state"]["epoch"] == 4 and done["state"]["step"] == ref["state"]["step"] == 16
+    for k, v in ref["model"].items():
+        assert torch.equal(done["model"][k], v), k
+    assert json.loads((out / "metrics.json").read_text())["mIoU"] == \
+        pytest.approx(json.loads((reference / "metrics.json").read_text())["mIoU"], abs=1e-12)
+    # each session is recorded: the first run and its resumes
+    assert len(json.loads((out / "environment.json").read_text())["sessions"]) == 3
+
+
+def test_nan_loss_stops_naming_the_step_and_saves_nothing_broken(data, tmp_path, monkeypatch):
+    real_build = trainer.build_loss
+
+    def build(*args, **kwargs):
+        loss = real_build(*args, **kwargs)
+        calls = {"n": 0}
+        forward = loss.forward
+
+        def poisoned(logits, target):
+            calls["n"] += 1
+            value = forward(logits, target)
+            return value * float("nan") if calls["n"] == 3 else value
+        loss.forward = poisoned
+        return loss
+
+    monkeypatch.setattr(trainer, "build_loss", build)
+    out = tmp_path / "nan"
+    with pytest.raises(PixelsegError, match=r"loss is nan at step 3 \(epoch 1\)"):
+        pixelseg.train(data, out=str(out), epochs=2, checkpoint_minutes=0, **TINY)
+    saved = load_state(out / "last.pt")
+    assert saved["state"]["step"] == 2                       # the last good step, not the broken one
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert not (out / "model.safetensors").exists() and not (out / "metrics.json").exists()
+
+
+def test_nan_weights_are_never_saved(data, tmp_path, monkeypatch):
+    """Weights that went non-finite (a huge update with a finite loss) are caught at the next save."""
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    out = tmp_path / "inf"
+    with pytest.raises(PixelsegError, match="NaN/inf"):
+        pixelseg.train(data, out=str(out), epochs=1, checkpoint_minutes=0, **TINY)
+    assert not (out / "last.pt").exists() and not (out / "model.safetensors").exists()
+
+
+def test_unwritable_run_folder_fails_before_training(data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    t0 = time.time()
+    with pytest.raises(PixelsegError, match="cannot write the run folder"):
+        pixelseg.train(data, out=str(blocker / "run"), epochs=1, **TINY)
+    assert time.time() - t0 < 30
+
+
+def test_full_disk_fails_before_training(data, tmp_path, monkeypatch):
+    from collections import namedtuple
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda p: usage(10 * 2**20, 9 * 2**20, 2**20))
+    with pytest.raises(PixelsegError, match=r"only 1 MiB free, the checkpoints need about \d+ MiB"):
+        pixelseg.train(data, out=str(tmp_path / "full"), epochs=1, **TINY)
+    assert not (tmp_path / "full" / "last.pt").exists()
+
+
+def test_failed_save_is_a_clear_error_and_keeps_the_previous_state(data, tmp_path, monkeypatch):
+    out = tmp_path / "enospc"
+    calls = {"n": 0}
+
+    def save(path, blob):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        save_state(path, blob)
+
+    monkeypatch.setattr(trainer, "save_state", save)
+    with pytest.raises(PixelsegError, match="last.pt: cannot save the training state \\(No space left on device\\)"):
+        pixelseg.train(data, out=str(out), epochs=1, checkpoint_minutes=0, **TINY)
+    assert load_state(out / "last.pt")["state"]["step"] == 2
+
+
+def test_fp16_on_cpu_is_refused_with_the_alternative(data, tmp_path):
+    with pytest.raises(PixelsegError, match="--amp fp16 needs a CUDA GPU.*bf16"):
+        pixelseg.train(data, out=str(tmp_path / "fp16"), epochs=1, amp="fp16", device="cpu", **TINY)
+
+
+def test_bf16_and_channels_last_on_cpu(data, tmp_path):
+    plain = pixelseg.train(data, out=str(tmp_path / "plain"), epochs=1, device="cpu", **TINY)
+    fast = pixelseg.train(data, out=str(tmp_path / "bf16"), epochs=1, device="cpu", amp="bf16", channels_last=True, **TINY)
+    a, b = load_file(str(plain / "model.safetensors")), load_file(str(fast / "model.safetensors"))
+    # bf16 autocast really ran (the weights differ from fp32) yet trained the same net (they stay close)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=0.05, rtol=0.05)
+    assert json.loads((fast / "metrics.json").read_text())["mIoU"] is not None
