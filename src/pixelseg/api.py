@@ -17,7 +17,7 @@ from pixelseg.errors import PixelsegError
 # keyword (and CLI flag) -> config key
 SHORT_KEYS = {
     "data": "data.root", "format": "data.format", "image_size": "data.image_size", "augment": "data.augment",
-    "in_channels": "data.in_channels", "num_workers": "data.num_workers",
+    "in_channels": "data.in_channels", "num_workers": "data.num_workers", "binary_sigmoid": "data.binary_sigmoid",
     "model": "model.name", "encoder": "model.encoder", "encoder_weights": "model.encoder_weights",
     "loss": "loss.name", "class_weights": "loss.class_weights", "label_smoothing": "loss.label_smoothing",
     "epochs": "train.epochs", "max_minutes": "train.max_minutes", "batch_size": "train.batch_size",
@@ -85,7 +85,8 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
              pred_dir: str | Path | None = None, device: str = "auto", batch_size: int = 4,
              report: bool | str | Path = False) -> dict:
     """Metrics of a run (or of label maps in pred_dir written by any model) on a split of `data`.
-    With `report` (True, or the HTML path) a run's evaluation also writes its report, in the same pass."""
+    With `report` (True, or the HTML path) the evaluation also writes its report, in the same pass:
+    RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -109,6 +110,17 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     if not all(s.mask is not None for s in samples):
         raise PixelsegError(f"{index.root}: split '{split}' has no masks to evaluate against")
     require_clean(index, (split,))
+    if report:
+        # one pass gives the metrics and the report's extras (gallery, calibration): no second evaluation
+        from pixelseg.report import analyze_predictions, analyze_run, build_report
+        if pred_dir is not None:
+            analysis = analyze_predictions(pred_dir, data, split, index=index)
+        else:
+            analysis = analyze_run(run, data, split, device, batch_size, index=index)
+        result = analysis.summary
+        result.update(split=split, images=len(samples), source=str(analysis.source))
+        result["report"] = str(build_report(run, analysis=analysis, out=None if report is True else report))
+        return result
     if pred_dir is not None:
         from pixelseg.viz import read_label_png
         pred_dir = Path(pred_dir)
@@ -129,14 +141,6 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
             cm.update(pred.astype(np.int64), gt.astype(np.int64))
         result = summarize(cm.matrix, classes.names)
         result.update(split=split, images=len(samples), source=str(pred_dir))
-        return result
-    if report:
-        # one pass gives the metrics and the report's extras (gallery, calibration): no second evaluation
-        from pixelseg.report import analyze_run, build_report
-        analysis = analyze_run(run, data, split, device, batch_size)
-        result = analysis.summary
-        result.update(split=split, images=len(samples), source=str(analysis.source))
-        result["report"] = str(build_report(run, analysis=analysis, out=None if report is True else report))
         return result
     info = read_run(run)
     if info.classes.names != classes.names:

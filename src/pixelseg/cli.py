@@ -39,6 +39,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", help="none | light | default | strong | aerial | medical, or an albumentations "
                    "pipeline file (.yaml/.json)")
     p.add_argument("--in-channels", type=int)
+    p.add_argument("--binary-sigmoid", action="store_true", default=None,
+                   help="2-class data trained as one sigmoid channel (default: 2 softmax channels)")
     p.add_argument("--num-workers", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--amp", choices=["auto", "off", "fp16", "bf16"])
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="val")
     e.add_argument("--json", help="also write the metrics to this JSON file")
     e.add_argument("--device", default="auto")
-    e.add_argument("--no-report", action="store_true", help="skip the HTML report (RUN/report/report.html)")
+    e.add_argument("--no-report", action="store_true",
+                   help="skip the HTML report (RUN/report/report.html, or PRED_DIR/report/ with --pred-dir)")
     _add_report_commands(sub, t)
     _add_serve_command(sub)
 
@@ -291,7 +294,8 @@ def cmd_train(a) -> int:
                                        "schedule", "loss", "class_weights", "label_smoothing", "augment", "in_channels",
                                        "num_workers", "threads", "amp", "device", "seed", "out", "accumulate",
                                        "clip_grad", "ema", "channels_last", "compile", "sync_bn", "sampling",
-                                       "repeat_threshold", "checkpoint_minutes", "logger", "format")}
+                                       "repeat_threshold", "checkpoint_minutes", "logger", "format",
+                                       "binary_sigmoid")}
     opts["image_size"] = _size(a.image_size)
     opts["class_weights"] = _class_weights(a.class_weights)
     from pixelseg.engine.distributed import env_world
@@ -329,8 +333,7 @@ def _print_metrics(path_or_dict, title: str) -> dict:
 def cmd_evaluate(a) -> int:
     from pixelseg.api import evaluate
     from pixelseg.fileio import write_json
-    # a report needs a run (its classes, curves, model); label maps in --pred-dir get the metrics only
-    report = a.run is not None and a.pred_dir is None and not a.no_report
+    report = not a.no_report       # RUN/report/ for a run, PRED_DIR/report/ for label maps
     m = evaluate(a.run, a.data, a.split, a.pred_dir, a.device, report=report)
     _print_metrics(m, f"{a.split} split of {a.data}: {m['images']} images, {m['source']}")
     if report:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from pixelseg import cli
+from pixelseg.data.formats import Sample
 from pixelseg.data.io import read_mask
 from pixelseg.metrics import mean_iou
 from pixelseg.report import analyze_predictions, build_report
@@ -77,7 +78,7 @@ def test_calibration_numbers_are_right():
     pred[:3] = 1                                   # 30 wrong pixels ...
     conf = torch.full((10, 10), 0.95)
     conf[:4] = 0.3                                 # ... all among the 40 unsure ones
-    col.add(0, "a", Path("a.png"), Path("a.png"), pred, gt, conf)
+    col.add(0, Sample(Path("a.png"), Path("a.png"), "a"), pred, gt, conf)
     c = col.finish("val", "root", "src").calibration
     assert c["pixels"] == 100 and c["unsure_share"] == pytest.approx(0.4)
     assert c["unsure_accuracy"] == pytest.approx(10 / 40) and c["sure_accuracy"] == 1.0
@@ -109,15 +110,15 @@ def _write_predictions(data: Path, out: Path, wrong: dict[str, float]) -> None:
         save_label_png(out / f"{mask.stem}.png", label, colors)
 
 
-def test_gallery_picks_the_truly_worst_images(tiny_data, tiny_run, tmp_path, html_tables):
+def test_gallery_picks_the_truly_worst_images(tiny_data, tmp_path, html_tables):
     # val_00006 all wrong, val_00002 mostly wrong, val_00004 a little: the worst three in that order;
     # the five untouched images are perfect and make up the best
     wrong = {"val_00006": 1.0, "val_00002": 0.6, "val_00004": 0.2}
     _write_predictions(tiny_data, tmp_path / "pred", wrong)
     a = analyze_predictions(tmp_path / "pred", tiny_data, gallery=3)
-    assert [g.stem for g in a.worst] == ["val_00006", "val_00002", "val_00004"]
+    assert [g.sample.stem for g in a.worst] == ["val_00006", "val_00002", "val_00004"]
     assert [g.miou for g in a.worst] == sorted(g.miou for g in a.worst) and a.worst[0].miou == 0.0
-    assert all(g.miou == 1.0 for g in a.best) and not {g.stem for g in a.best} & set(wrong)
+    assert all(g.miou == 1.0 for g in a.best) and not {g.sample.stem for g in a.best} & set(wrong)
     assert a.calibration is None                       # label maps carry no probabilities
     # per-image mIoU is the package's mIoU of that image alone
     gt = read_mask(tiny_data / "val" / "masks" / "val_00002.png").astype(np.int64)
@@ -126,14 +127,18 @@ def test_gallery_picks_the_truly_worst_images(tiny_data, tiny_run, tmp_path, htm
     cm = np.bincount(6 * gt.ravel() + pr.ravel(), minlength=36).reshape(6, 6)
     assert a.worst[1].miou == pytest.approx(mean_iou(cm))
 
-    # the page shows them in that order, and the error map is red exactly where the prediction is wrong
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    html = build_report(run, analysis=a, out=tmp_path / "pred.html")
-    rows = html_tables(html)["gallery-worst"]
-    assert [r[0]["data-stem"] for r in rows] == ["val_00006", "val_00002", "val_00004"]
+    # `evaluate --pred-dir` writes the same report beside the label maps, gallery in that order
+    assert cli.main(["evaluate", "--pred-dir", str(tmp_path / "pred"), "--data", str(tiny_data)]) == 0
+    html = tmp_path / "pred" / "report" / "report.html"
+    assert "Training curves" not in html.read_text()
+    rows = html_tables(html)["gallery-worst"]               # 8 images: 4 worst, 4 best
+    assert [r[0]["data-stem"] for r in rows[:3]] == ["val_00006", "val_00002", "val_00004"] and len(rows) == 4
+    listed = html_tables(html)["per-image"][1:]                   # every image, lowest mIoU first
+    assert len(listed) == N_VAL and [r[0]["data-stem"] for r in listed[:3]] == ["val_00006", "val_00002", "val_00004"]
+    assert all(float(r[1][2][0]["data-value"]) == 1.0 for r in listed[3:])
     assert "calibration-table" not in html_tables(html)
 
+    # and the error map is red exactly where the prediction is wrong
     from pixelseg.report.plots import WRONG_COLOR, error_map
     img = np.full(gt.shape, 128, np.uint8)
     em = error_map(img, gt, pr, 255)
@@ -151,7 +156,7 @@ def test_gallery_heaps_keep_the_extremes_of_a_long_split():
         pred = gt.clone()
         k = int(rng.integers(0, 16))
         pred[:k] = (pred[:k] + 1) % 6
-        col.add(i, f"im{i}", Path("x"), Path("y"), pred, gt)
+        col.add(i, Sample(Path("x"), Path("y"), f"im{i}"), pred, gt)
         scores[i] = col.per_image[-1]["mIoU"]
     a = col.finish("val", "root", "src")
     order = sorted(scores, key=lambda i: (scores[i], col.per_image[i]["pixel_accuracy"], i))

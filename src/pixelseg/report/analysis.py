@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pixelseg.data.classes import ClassTable
+from pixelseg.data.formats import Sample
 from pixelseg.errors import PixelsegError
 from pixelseg.metrics import ConfusionMatrix, mean_iou, pixel_accuracy, summarize
 
@@ -35,9 +36,7 @@ GALLERY_SIZE = 6               # worst and best images shown by default
 @dataclass
 class GalleryItem:
     index: int                 # position in the split
-    stem: str
-    image: Path
-    mask: Path
+    sample: Sample             # image and mask paths (and how the mask decodes to class indices)
     miou: float
     pixel_accuracy: float
     pred: np.ndarray           # HxW class indices at the mask's size
@@ -68,7 +67,7 @@ class Analysis:
                 "classes": self.classes.to_dict(), "summary": self.summary,
                 "confusion_matrix": self.confusion.tolist(), "calibration": self.calibration,
                 "per_image": self.per_image,
-                "worst": [g.stem for g in self.worst], "best": [g.stem for g in self.best],
+                "worst": [g.sample.stem for g in self.worst], "best": [g.sample.stem for g in self.best],
                 "seconds": round(self.seconds, 3)}
 
 
@@ -143,7 +142,7 @@ class Collector:
         self.calib = _Calibration()
         self.t0 = time.perf_counter()
 
-    def add(self, index: int, stem: str, image: Path, mask: Path, pred: torch.Tensor, gt: torch.Tensor,
+    def add(self, index: int, sample: Sample, pred: torch.Tensor, gt: torch.Tensor,
             confidence: torch.Tensor | None = None) -> None:
         """pred, gt: HxW integer tensors at the mask's size; confidence: HxW max softmax probability."""
         self.cm.update(pred, gt)
@@ -151,7 +150,7 @@ class Collector:
         t, p = gt[keep].long(), pred[keep].long()
         one = torch.bincount(self.k * t + p, minlength=self.k * self.k).reshape(self.k, self.k).cpu().numpy()
         miou, acc = mean_iou(one), pixel_accuracy(one)
-        row = {"stem": stem, "mIoU": None if math.isnan(miou) else round(miou, 6),
+        row = {"stem": sample.stem, "mIoU": None if math.isnan(miou) else round(miou, 6),
                "pixel_accuracy": None if math.isnan(acc) else round(acc, 6), "pixels": int(t.numel())}
         if confidence is not None:
             c = confidence[keep]
@@ -165,7 +164,7 @@ class Collector:
         item = None
 
         def make() -> GalleryItem:
-            return GalleryItem(index, stem, Path(image), Path(mask), miou, acc,
+            return GalleryItem(index, sample, miou, acc,
                                pred.detach().cpu().numpy().astype(np.uint16 if self.k > 256 else np.uint8),
                                None if confidence is None else confidence.detach().cpu().numpy().astype(np.float16))
         for heap, key in ((self._worst, (-score[0], -score[1], -index)), (self._best, (score[0], score[1], -index))):
@@ -199,18 +198,23 @@ def logits_to_prediction(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return pred, conf
 
 
-def _open_split(data, split: str, fmt: str, val_fraction: float, classes: ClassTable | None):
+def _open_split(data, split: str, fmt: str, val_fraction: float, classes: ClassTable | None, index=None):
+    """The split's samples, checked once: `index` is a DatasetIndex the caller already opened and checked
+    (evaluate does), so 500 masks are not scanned twice."""
     from pixelseg.data.checks import require_clean
     from pixelseg.data.formats import open_dataset
 
-    index = open_dataset(data, fmt, val_fraction)
+    checked = index is not None
+    if index is None:
+        index = open_dataset(data, fmt, val_fraction)
     samples = index.split(split)
     if not all(s.mask is not None for s in samples):
         raise PixelsegError(f"{index.root}: split '{split}' has no masks; a report needs ground truth")
     if classes is not None and index.classes.names != classes.names:
         raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
                             f"{list(classes.names)}; report on data with the run's class table")
-    require_clean(index, (split,))
+    if not checked:
+        require_clean(index, (split,))
     return index, samples
 
 
@@ -237,8 +241,9 @@ def run_data_settings(run) -> dict:
 
 
 def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_size: int = 4,
-                gallery: int = GALLERY_SIZE, num_workers: int = 0) -> Analysis:
-    """Run the best weights of `run` over a split of `data` (default: the data it was trained on)."""
+                gallery: int = GALLERY_SIZE, num_workers: int = 0, index=None) -> Analysis:
+    """Run the best weights of `run` over a split of `data` (default: the data it was trained on).
+    `index`: the dataset already opened and checked by the caller (then `data` is not read again)."""
     from torch.utils.data import DataLoader
 
     from pixelseg.data.dataset import EvalDataset, eval_collate
@@ -248,7 +253,7 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
 
     info = read_run(run)
     settings = run_data_settings(run)
-    if data is None:
+    if data is None and index is None:
         data = settings.get("root")
         if not data:
             raise PixelsegError(f"{run}: config.yaml names no dataset; pass --data ROOT")
@@ -257,7 +262,7 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
         fmt = settings.get("format", "auto")
     else:
         fmt = "auto"
-    index, samples = _open_split(data, split, fmt, float(settings.get("val_fraction", 0.1)), info.classes)
+    index, samples = _open_split(data, split, fmt, float(settings.get("val_fraction", 0.1)), info.classes, index)
     dev = pick_device(device)
     model = load_model(info, dev)
     pre = info.preprocessing
@@ -272,32 +277,31 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
             for j, (mask, i) in enumerate(zip(masks, idx)):
                 lg = resize_logits(logits[j:j + 1], tuple(mask.shape))[0]
                 pred, conf = logits_to_prediction(lg)
-                s = samples[i]
-                col.add(i, s.stem, s.image, s.mask, pred, mask.to(dev), conf)
+                col.add(i, samples[i], pred, mask.to(dev), conf)
     return col.finish(split, index.root, info.path, index.mask_color_channel)
 
 
-def analyze_predictions(pred_dir, data, split: str = "val", gallery: int = GALLERY_SIZE) -> Analysis:
+def analyze_predictions(pred_dir, data, split: str = "val", gallery: int = GALLERY_SIZE, index=None) -> Analysis:
     """The same analysis for <stem>.png label maps written by any model (no calibration: no probabilities)."""
-    from pixelseg.data.io import read_mask
+    from pixelseg.data.labels import load_mask
     from pixelseg.viz import read_label_png
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise PixelsegError(f"{pred_dir}: prediction folder not found; give the folder of <stem>.png label maps")
-    index, samples = _open_split(data, split, "auto", 0.1, None)
+    index, samples = _open_split(data, split, "auto", 0.1, None, index)
     col = Collector(index.classes, gallery)
     for i, s in enumerate(samples):
         p = pred_dir / f"{s.stem}.png"
         if not p.is_file():
             raise PixelsegError(f"{p}: no prediction for {s.image.name}; predict every image of split '{split}'")
         pred = read_label_png(p).astype(np.int64)
-        gt = read_mask(s.mask, index.mask_color_channel).astype(np.int64)
+        gt = load_mask(s, index.mask_color_channel).astype(np.int64)
         if pred.shape != gt.shape:
             raise PixelsegError(f"{p}: prediction is {pred.shape[1]}x{pred.shape[0]}, ground truth {s.mask.name} is "
                                 f"{gt.shape[1]}x{gt.shape[0]}; predictions must be at the original size")
         if pred.max(initial=0) >= index.classes.num_classes:
             raise PixelsegError(f"{p}: holds class index {int(pred.max())} but {index.root} has "
                                 f"{index.classes.num_classes} classes")
-        col.add(i, s.stem, s.image, s.mask, torch.from_numpy(pred), torch.from_numpy(gt))
+        col.add(i, s, torch.from_numpy(pred), torch.from_numpy(gt))
     return col.finish(split, index.root, pred_dir, index.mask_color_channel)

@@ -25,6 +25,7 @@ from pixelseg.report import html as H
 from pixelseg.report.analysis import Analysis, analyze_run, read_run_config
 
 REPORT_DIR = "report"
+PER_IMAGE_ROWS = 100     # images listed by mIoU below the gallery
 
 
 def _read_json(path: Path) -> dict:
@@ -112,26 +113,31 @@ def _safe_stem(stem: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
 
 
-def build_report(run, data=None, split: str = "val", out=None, device: str = "auto", batch_size: int = 4,
+def build_report(run=None, data=None, split: str = "val", out=None, device: str = "auto", batch_size: int = 4,
                  gallery: int = 6, analysis: Analysis | None = None, num_workers: int = 0) -> Path:
     """Write RUN/report/*.png, RUN/report/analysis.json and the HTML page (RUN/report/report.html or `out`).
 
     `analysis` reuses an evaluation pass already made (evaluate does this); without it one is run on
     `data` (default: the run's own dataset). When no data can be found, the page still shows the run's
     summary, curves and per-class IoU from metrics.json, and says what is missing.
+    With run=None, `analysis` (of label maps, see analyze_predictions) is the whole report; it goes to
+    PRED_DIR/report/ unless `out` says otherwise.
     """
     from pixelseg.report import plots
     from pixelseg.run import read_run
 
     t0 = time.perf_counter()
-    run = Path(run)
-    out = Path(out) if out else run / REPORT_DIR / "report.html"
+    if run is None and analysis is None:
+        raise PixelsegError("a report needs a run folder, or an analysis of label maps (evaluate --pred-dir)")
+    run = Path(run) if run is not None else None
+    base = run if run is not None else Path(analysis.source)
+    out = Path(out) if out else base / REPORT_DIR / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         raise PixelsegError(f"{out}: the report is an HTML page; give a path ending in .html")
-    info = read_run(run, need_weights=False)
-    config = read_run_config(run)
-    metrics = _read_json(run / "metrics.json")
-    recipe = _read_json(run / "recipe.json")
+    info = read_run(run, need_weights=False) if run is not None else None
+    config = read_run_config(run) if run is not None else {}
+    metrics = _read_json(run / "metrics.json") if run is not None else {}
+    recipe = _read_json(run / "recipe.json") if run is not None else {}
     notes = []
     if analysis is None:
         root = data or (config.get("data") or {}).get("root")
@@ -143,9 +149,9 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
             notes.append("The confusion matrix, the gallery and the calibration need the model and the validation "
                          f"data ({root or 'no dataset recorded'} is not available): run "
                          f"`pixelseg report {run} --data ROOT`.")
-    rdir = run / REPORT_DIR
+    rdir = base / REPORT_DIR if run is not None else out.parent
     rdir.mkdir(parents=True, exist_ok=True)
-    classes = info.classes
+    classes = info.classes if info is not None else analysis.classes
     names = list(classes.names)
     summary = analysis.summary if analysis is not None else (metrics if metrics.get("per_class") else None)
     sections = []
@@ -159,20 +165,29 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
         if analysis is not None and analysis.calibration:
             head.append(("unsure pixels", pct_or(analysis.calibration.get("unsure_share"))))
     inner = H.cards(head) + "".join(f'<p class="note">{H.escape(n)}</p>' for n in notes)
-    inner += H.kv_table(_summary_rows(run, info, config, metrics, recipe, analysis), "summary")
+    if run is not None:
+        rows = _summary_rows(run, info, config, metrics, recipe, analysis)
+    else:
+        rows = [("predictions", analysis.source), ("classes", f"{len(names)}: " + ", ".join(names[:12])
+                                                   + (f", … ({len(names)} in all)" if len(names) > 12 else "")),
+                ("evaluated on", f"{analysis.data_root}, split '{analysis.split}', {len(analysis.per_image)} images")]
+    inner += H.kv_table(rows, "summary")
     sections.append(("summary", "Summary", inner))
 
-    # ---- training curves
-    history = read_history(run)
-    best_epoch = info.best.get("epoch")
-    fig = plots.curves(history, float(best_epoch) if best_epoch is not None else None)
-    if fig is not None:
-        png = plots.save_figure(fig, rdir / "curves.png")
-        sections.append(("curves", "Training curves", H.img_tag(png, "training curves: loss, validation metrics, lr")
-                         + f"<p class=sub>{len(history)} rows of {run / 'metrics.csv'}; dashed line: the kept (best) "
-                           f"checkpoint.</p>"))
-    else:
-        sections.append(("curves", "Training curves", "<p class=note>No metrics.csv in the run folder: nothing to plot.</p>"))
+    # ---- training curves (label maps from any model have no training to show)
+    if run is not None:
+        history = read_history(run)
+        best_epoch = info.best.get("epoch")
+        fig = plots.curves(history, float(best_epoch) if best_epoch is not None else None)
+        if fig is not None:
+            png = plots.save_figure(fig, rdir / "curves.png")
+            sections.append(("curves", "Training curves",
+                             H.img_tag(png, "training curves: loss, validation metrics, lr")
+                             + f"<p class=sub>{len(history)} rows of {run / 'metrics.csv'}; dashed line: the kept "
+                               "(best) checkpoint.</p>"))
+        else:
+            sections.append(("curves", "Training curves",
+                             "<p class=note>No metrics.csv in the run folder: nothing to plot.</p>"))
 
     # ---- per-class IoU
     if summary is not None:
@@ -239,31 +254,37 @@ def build_report(run, data=None, split: str = "val", out=None, device: str = "au
         # the legend lists only the classes these pictures show: 150 swatches would bury them
         inner += '<p class="legend">' + " ".join(f"<span>{H.swatch(classes.colors[i])}{H.escape(names[i])}</span>"
                                                  for i in sorted(present) if i < len(names)) + "</p>" + tables
+        ranked = [r for r in analysis.per_image if r["mIoU"] is not None]
+        ranked.sort(key=lambda r: (r["mIoU"], r["pixel_accuracy"]))
+        inner += (f"<details><summary>the {min(len(ranked), PER_IMAGE_ROWS)} lowest of {len(ranked)} images by mIoU "
+                  f"(all of them in analysis.json)</summary>{H.per_image_table(ranked[:PER_IMAGE_ROWS])}</details>")
         sections.append(("gallery", "Worst and best images", inner))
 
     if analysis is not None:
         write_json(rdir / "analysis.json", analysis.to_json())
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    title = f"pixelseg report — {run.name}"
+    title = f"pixelseg report — {base.name}"
     from pixelseg import __version__
-    sub = f"{info.model}, {len(names)} classes · made {when} by pixelseg {__version__} in {time.perf_counter() - t0:.1f} s"
+    what = info.model if info is not None else "label maps"
+    sub = f"{what}, {len(names)} classes · made {when} by pixelseg {__version__} in {time.perf_counter() - t0:.1f} s"
     write_text(out, H.page(title, sub, sections))
     return out
 
 
 def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path, present: set[int]) -> list:
-    from pixelseg.data.io import read_image, read_mask
+    from pixelseg.data.io import read_image
+    from pixelseg.data.labels import load_mask
     from pixelseg.report import plots
 
     rows = []
     per_image = analysis.per_image
     for rank, g in enumerate(items, 1):
-        image = read_image(g.image)
-        gt = read_mask(g.mask, analysis.mask_color_channel)
+        image = read_image(g.sample.image)
+        gt = load_mask(g.sample, analysis.mask_color_channel)
         present.update(int(v) for v in np.unique(gt))
         present.update(int(v) for v in np.unique(g.pred))
         panel = plots.gallery_panel(image, gt, g.pred, analysis.classes, g.confidence)
-        png = plots.save_png(gdir / f"{side}-{rank:02d}-{_safe_stem(g.stem)}.png", panel)
+        png = plots.save_png(gdir / f"{side}-{rank:02d}-{_safe_stem(g.sample.stem)}.png", panel)
         row = dict(per_image[g.index])
         row["rank"] = rank
         rows.append((row, png))

@@ -119,6 +119,18 @@ def gallery_table(items: list[tuple[dict, Path]], table_id: str) -> str:
     return f'<table class="gallery" id="{table_id}"><tbody>{"".join(rows)}</tbody></table>'
 
 
+def per_image_table(rows: list[dict]) -> str:
+    unsure = any(r.get("unsure") is not None for r in rows)
+    head = ("<tr><th>#</th><th class=l>image</th><th>mIoU %</th><th>pixel acc. %</th>"
+            + ("<th>unsure %</th>" if unsure else "") + "</tr>")
+    body = "".join(
+        f'<tr data-stem="{escape(r["stem"])}"><td>{n}</td><td class="l">{escape(r["stem"])}</td>'
+        f'<td data-value="{num_attr(r["mIoU"])}">{pct(r["mIoU"])}</td><td>{pct(r["pixel_accuracy"])}</td>'
+        + (f"<td>{pct(r.get('unsure'))}</td>" if unsure else "") + "</tr>"
+        for n, r in enumerate(rows, 1))
+    return f'<table id="per-image"><thead>{head}</thead><tbody>{body}</tbody></table>'
+
+
 def page(title: str, subtitle: str, sections: list[tuple[str, str, str]]) -> str:
     """sections: (anchor id, heading, inner html)."""
     nav = "".join(f'<a href="#{sid}">{escape(h)}</a>' for sid, h, _ in sections)

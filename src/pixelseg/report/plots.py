@@ -114,7 +114,10 @@ def class_iou(names, ious, gt_pixels, colors) -> Figure:
         txt = "absent" if math.isnan(ious[i]) else f"{100 * ious[i]:.1f}"
         a1.text(min(np.nan_to_num(ious[i], nan=0.0), 1.0) + 0.01, yi, txt, va="center", fontsize=fs - 0.5)
     a1.set_yticks(y, [names[i] for i in order], fontsize=fs)
-    a1.invert_yaxis()
+    a1.set_ylim(k - 0.5, -0.5)                     # best at the top, no empty margin rows (150 classes)
+    if k > 40:                                     # a tall chart: the scales at its top too
+        for ax in (a1, a2):
+            ax.tick_params(axis="x", labeltop=True)
     a1.set_xlim(0, 1.12)
     a1.set_xlabel("IoU")
     a1.set_title("per-class IoU (sorted)")
