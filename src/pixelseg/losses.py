@@ -134,12 +134,10 @@ class OhemCrossEntropy(CrossEntropy):
             # unweighted, unsmoothed CE = -log p(true class): "hard" is judged on the probability alone
             nll = F.cross_entropy(logits.detach().float(), torch.where(target == self.ignore_index, 0, target),
                                   reduction="none").flatten()
-            hard = valid & (nll > -math.log(self.thresh))
-            k = torch.clamp((n_valid.float() * self.min_kept).ceil().long(), min=1)
-            # the k-th largest loss among labelled pixels: keep everything at least that hard as well
-            ranked = torch.where(valid, nll, -1.0).sort(descending=True).values
-            kth = ranked[torch.clamp(k, max=ranked.numel()) - 1]
-            keep = hard | (valid & (nll >= kth))
+            keep = valid & (nll > -math.log(self.thresh))
+            k = math.ceil(int(n_valid) * self.min_kept)          # one host sync: topk takes a Python int
+            if k > 0:   # the k highest losses among labelled pixels are kept even when they look easy
+                keep[torch.where(valid, nll, -1.0).topk(k).indices] = True
         if self.weight is None:
             denom = keep.sum().to(per_pixel.dtype)
         else:
