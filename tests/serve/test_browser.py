@@ -165,3 +165,29 @@ def test_usable_at_phone_width_with_drag_and_drop(browser, live_server):
     assert button["right"] <= layout["inner"]
     assert not outside and not errors
     page.close()
+
+
+def test_api_key_prompt_and_a_format_the_browser_cannot_decode(browser, serve_run, serve_predictor, tmp_path):
+    """With a key the page asks for it first; a TIFF (which Chromium cannot decode) is drawn from the
+    server's own rendering of the upright image, so the overlay still lines up."""
+    from serve_helpers import LiveServer
+
+    from pixelseg.serve import create_app
+    app = create_app(serve_run, predictor=serve_predictor, api_key="page-key-12345")
+    img = sample_image(36, 52, seed=13)
+    path = tmp_path / "scan.tiff"
+    Image.fromarray(img).save(path, format="TIFF")
+    with LiveServer(app) as server:
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.goto(server.url + "/")
+        page.wait_for_selector("#key-box:not([hidden])")
+        assert "API key" in page.inner_text("#status")
+        page.fill("#key", "page-key-12345")
+        page.click("#key-box button")
+        page.wait_for_function("document.getElementById('model-line').textContent.includes('unet')")
+        assert page.is_hidden("#key-box")
+        page.set_input_files("#file", str(path))
+        page.wait_for_selector("#legend li[data-fraction]")
+        set_opacity(page, 0)
+        assert np.abs(canvas_pixels(page) - img).max() <= 1
+        page.close()

@@ -80,3 +80,23 @@ def test_worker_factory_rebuilds_the_settings(serve_run, monkeypatch):
 def test_loopback_detection():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+def test_run_server_warns_off_localhost_and_splits_cores_between_workers(serve_run, monkeypatch, capsys):
+    import uvicorn
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.delenv(SETTINGS_ENV, raising=False)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    from pixelseg.serve.server import run_server
+    run_server(ServeSettings(str(serve_run), backend="torch", device="cpu"), host="0.0.0.0", port=0, workers=3)
+    err = capsys.readouterr().err
+    assert "without an API key" in err
+    app, kw = calls[0]
+    assert app == "pixelseg.serve.server:app_from_env" and kw["factory"] and kw["workers"] == 3
+    sent = ServeSettings.from_json(os.environ[SETTINGS_ENV])
+    assert sent.threads == max(1, (os.cpu_count() or 1) // 3)
+    # with a key, or on localhost, no warning
+    run_server(ServeSettings(str(serve_run), api_key="long-enough-key"), host="0.0.0.0", port=0, workers=3)
+    run_server(ServeSettings(str(serve_run)), host="127.0.0.1", port=0, workers=2)
+    assert "without an API key" not in capsys.readouterr().err
