@@ -8,7 +8,8 @@ The server is the real CLI (`pixelseg serve ... --no-cache`, a subprocess, uvico
 clients are asyncio tasks in this process, each sending one upload after another (a closed loop), every
 upload a different image (the cache is off anyway, so every request runs the model). Reported per
 configuration: requests completed, throughput, latency p50/p90/p99/max, the server's mean batch size
-(from /metrics), and the counts of 5xx and dropped requests (connection errors, timeouts, any non-200).
+(from /metrics), where the server spent its time (its Server-Timing header: decode, model, encode), and
+the counts of 5xx and dropped requests (connection errors, timeouts, any non-200).
 Exit status 1 if any request was a 5xx or was dropped.
 """
 from __future__ import annotations
@@ -122,6 +123,7 @@ def scrape(url: str) -> dict[str, float]:
 
 async def load(url: str, images: list[bytes], clients: int, seconds: float, timeout: float) -> dict:
     latencies: list[float] = []
+    phases: dict[str, list[float]] = {}          # the server's own Server-Timing: decode, model, encode
     statuses: dict[str, int] = {}
     dropped: list[str] = []
     counter = iter(range(10**9))
@@ -142,6 +144,10 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float, time
                 statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
                 if r.status_code == 200:
                     latencies.append(time.perf_counter() - t0)
+                    for part in r.headers.get("server-timing", "").split(","):
+                        name, _, dur = part.strip().partition(";dur=")
+                        if dur:
+                            phases.setdefault(name, []).append(float(dur))
 
         t_start = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
@@ -150,6 +156,7 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float, time
     return {"ok": len(latencies), "elapsed_s": elapsed, "throughput_rps": len(latencies) / elapsed,
             "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
             "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()), "statuses": statuses,
+            "server_ms": {k: float(np.mean(v)) for k, v in phases.items()},
             "server_errors": sum(v for k, v in statuses.items() if k.startswith("5")),
             "dropped": len(dropped) + sum(v for k, v in statuses.items() if k != "200" and not k.startswith("5")),
             "dropped_kinds": sorted(set(dropped))}
@@ -213,6 +220,10 @@ def main() -> int:
     for r in results:
         print(f"| {r['max_batch']} | {r['ok']} | {r['throughput_rps']:.1f} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} | "
               f"{r['p99_ms']:.0f} | {r['max_ms']:.0f} | {r['mean_batch']:.2f} | {r['server_errors']} | {r['dropped']} |")
+    for r in results:
+        parts = ", ".join(f"{k} {v:.0f} ms" for k, v in r["server_ms"].items())
+        print(f"max batch {r['max_batch']}: mean time inside the server per request: {parts} "
+              "(model = waiting for and running the model)")
     if len(results) == 2:
         a, b = results
         print(f"\nbatching (max {b['max_batch']}) vs none: throughput x{b['throughput_rps'] / a['throughput_rps']:.2f}, "
