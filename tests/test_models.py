@@ -24,14 +24,29 @@ def _first_conv(model: nn.Module) -> nn.Conv2d:
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
+_BUILT: dict = {}
+
+
+def _model(name: str, in_channels: int = 3) -> nn.Module:
+    """One instance per (model, channels) for the whole module: building FCN's 134M parameters takes
+    seconds, and every test here puts the model in the mode it needs (and clears gradients) itself."""
+    key = (name, in_channels)
+    if key not in _BUILT:
+        torch.manual_seed(0)
+        _BUILT[key] = build_model(name, NUM_CLASSES, in_channels)
+    model = _BUILT[key]
+    model.zero_grad(set_to_none=True)
+    return model
+
+
 @pytest.mark.parametrize("name", MODELS.names())
 class TestModelContract:
-    """Every registered model: any C, any H x W in, N x K x H x W finite logits out."""
+    """Every registered model: any C, any H x W in, N x K x H x W finite logits out; trains at batch size 1;
+    auxiliary heads behind one contract; ONNX export with dynamic H/W (or a declared reason it cannot)."""
 
     @pytest.mark.parametrize("in_channels", [1, 3, 4])
     def test_output_is_logits_at_input_size(self, name, in_channels):
-        torch.manual_seed(0)
-        model = build_model(name, NUM_CLASSES, in_channels).eval()
+        model = _model(name, in_channels).eval()
         # odd sizes, not divisible by 32, not square (wide and tall)
         for n, h, w in [(2, 37, 53), (1, 65, 97), (1, 61, 29)]:
             with torch.no_grad():
@@ -39,14 +54,11 @@ class TestModelContract:
             assert y.shape == (n, NUM_CLASSES, h, w), (h, w)
             assert y.dtype == torch.float32
             assert torch.isfinite(y).all()
-
-    def test_first_conv_matches_in_channels(self, name):
-        model = build_model(name, NUM_CLASSES, 1)
-        assert _first_conv(model).weight.shape[1] == 1
+        assert _first_conv(model).weight.shape[1] == in_channels
 
     def test_train_step_at_batch_size_one(self, name):
         torch.manual_seed(0)
-        model = build_model(name, NUM_CLASSES, 3).train()
+        model = _model(name).train()
         x = torch.randn(1, 3, 37, 53)
         target = torch.randint(0, NUM_CLASSES, (1, 37, 53))
         y = model(x)
@@ -59,22 +71,68 @@ class TestModelContract:
         assert torch.isfinite(grad).all()
         assert grad.abs().sum() > 0
 
-    def test_eval_is_deterministic(self, name):
+    def test_aux_heads_contract(self, name):
+        """model(x, with_aux=True) -> (logits, [aux ...]) at input size; as many aux maps as declared;
+        the aux heads learn from the aux loss only, and plain inference never runs them."""
         torch.manual_seed(0)
-        model = build_model(name, NUM_CLASSES, 3).eval()
+        model = _model(name).train()
         x = torch.randn(1, 3, 37, 53)
-        with torch.no_grad():
-            a, b = model(x), model(x)
-        assert torch.equal(a, b)
+        y, aux = model(x, with_aux=True)
+        assert y.shape == (1, NUM_CLASSES, 37, 53)
+        assert len(aux) == model.aux_heads == MODELS.get(name).info.get("aux_heads", model.aux_heads)
+        assert all(a.shape == (1, NUM_CLASSES, 37, 53) for a in aux)
+        if not aux:
+            return
+        assert MODELS.get(name).info.get("aux_weight", 0) > 0, "an aux head needs its published loss weight"
+        aux_params = list(model.net.aux.parameters())
+        model(x).sum().backward()                     # the main output alone: no gradient reaches the aux heads
+        assert all(p.grad is None for p in aux_params)
+        sum(a.sum() for a in aux).backward()
+        assert all(p.grad is not None for p in aux_params)
+        with torch.no_grad():                          # the main logits are the same with or without aux
+            model.eval()
+            assert torch.allclose(model(x), model(x, with_aux=True)[0])
 
-    def test_output_depends_on_position(self, name):
+    def test_eval_is_deterministic_and_keeps_positions(self, name):
         # padding and cropping must keep the image where it was: a flipped input gives a different map
         torch.manual_seed(0)
-        model = build_model(name, NUM_CLASSES, 3).eval()
+        model = _model(name).eval()
         x = torch.randn(1, 3, 37, 53)
         with torch.no_grad():
-            a, b = model(x), model(x.flip(-1))
-        assert not torch.equal(a, b)
+            a, b, c = model(x), model(x), model(x.flip(-1))
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c)
+
+    def test_onnx_export_with_dynamic_height_and_width(self, name, tmp_path):
+        """Traced at one odd size, the ONNX graph must match PyTorch at other sizes (wide, tall, multiple of 32)."""
+        import warnings
+
+        import onnxruntime as ort
+
+        from pixelseg.export.onnx import ExportWrapper
+        from pixelseg.models import onnx_support
+
+        ok, why = onnx_support(name)
+        if not ok:  # a model may declare it cannot; then the reason must be a sentence the user can act on
+            assert len(why) > 20
+            return
+        model = _model(name).eval()
+        path = tmp_path / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(ExportWrapper(model).eval(), (torch.randn(1, 3, 35, 45),), str(path), dynamo=False,
+                              opset_version=17, input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}})
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        for h, w in [(37, 53), (64, 30), (64, 64)]:
+            x = torch.randn(1, 3, h, w)
+            got = session.run(None, {"image": x.numpy()})[0]
+            with torch.no_grad():
+                want = model(x).numpy()
+            assert got.shape == (1, NUM_CLASSES, h, w)
+            assert abs(got - want).max() <= 1e-4 * max(1.0, abs(want).max()), (h, w)
 
     @pytest.mark.parametrize("encoder", ["resnet19", "tu-no_such_timm_model"])
     def test_unknown_encoder_is_a_user_error(self, name, encoder):

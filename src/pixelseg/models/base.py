@@ -30,23 +30,91 @@ def default_mean_std(in_channels: int) -> tuple[list[float], list[float]]:
 
 class Segmenter(nn.Module):
     """Pads the input to a multiple of `divisor`, runs `net`, resizes its logits to the padded size when
-    the net predicts at a lower resolution, and crops back to the input size."""
+    the net predicts at a lower resolution, and crops back to the input size.
+
+    Auxiliary heads (deep supervision) follow one contract: `model(x, with_aux=True)` (or
+    `model.forward_aux(x)`) returns `(logits, [aux_logits, ...])`, every map N x K x H x W at input size,
+    in train and eval mode alike. A net that defines aux heads implements `forward_aux(x) -> (y, [aux])`
+    and lists them in `aux_heads`; the plain `model(x)` never computes them, so inference and export pay
+    nothing. Going through `forward` (not a second method) keeps DDP's gradient hooks working.
+    """
 
     def __init__(self, net: nn.Module, divisor: int = 32):
         super().__init__()
         self.net, self.divisor = net, divisor
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def aux_heads(self) -> int:
+        """How many auxiliary logit maps `forward_aux` returns (0: none defined by the architecture)."""
+        return int(getattr(self.net, "aux_heads", 0))
+
+    def forward(self, x: torch.Tensor, with_aux: bool = False):
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.divisor, (-w) % self.divisor
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
-        y = self.net(x)
+        aux: list[torch.Tensor] = []
+        if with_aux and hasattr(self.net, "forward_aux"):
+            y, aux = self.net.forward_aux(x)
+        else:
+            y = self.net(x)
         if isinstance(y, dict):          # torchvision segmentation models return {"out": ...}
             y = y["out"]
-        if y.shape[-2:] != x.shape[-2:]:
-            y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        y = self._to_input_size(y, x.shape[-2:], h, w)
+        if not with_aux:
+            return y
+        return y, [self._to_input_size(a, x.shape[-2:], h, w) for a in aux]
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self(x, with_aux=True)
+
+    @staticmethod
+    def _to_input_size(y: torch.Tensor, padded: torch.Size, h: int, w: int) -> torch.Tensor:
+        if y.shape[-2:] != padded:
+            y = F.interpolate(y, size=padded, mode="bilinear", align_corners=False)
         return y[..., :h, :w]
+
+
+def timm_name(encoder: str) -> str:
+    """Accept smp's spelling for timm encoders ("tu-resnet50") as well as the bare timm name."""
+    return encoder[3:] if encoder.startswith("tu-") else encoder
+
+
+def timm_features(encoder: str, in_channels: int, encoder_weights: str | None, out_indices: tuple[int, ...],
+                  output_stride: int = 32, what: str = "model") -> nn.Module:
+    """A timm backbone returning feature maps (features_only), for the models pixelseg builds itself.
+
+    `output_stride` 8 or 16 replaces the last strides by dilation (atrous convolution), as PSPNet does.
+    ImageNet weights come from the hub ('imagenet'); a local file is loaded by the caller.
+    """
+    import timm
+
+    name = timm_name(encoder)
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name[:4]}*")[:5] if len(name) >= 4 else []
+        raise PixelsegError(f"unknown encoder '{encoder}' for {what}; give a timm model name (e.g. resnet18, "
+                            f"resnet50, mobilenetv3_large_100){'; close: ' + ', '.join(close) if close else ''}")
+    kw = {"output_stride": output_stride} if output_stride != 32 else {}
+    try:
+        return timm.create_model(name, pretrained=encoder_weights == "imagenet", features_only=True,
+                                 in_chans=in_channels, out_indices=out_indices, **kw)
+    except (OSError, RuntimeError) as e:
+        if encoder_weights == "imagenet":
+            raise PixelsegError(f"could not fetch ImageNet weights for encoder '{encoder}' ({str(e).splitlines()[0][:160]}); "
+                                "without network access pass a local file with --encoder-weights PATH") from None
+        raise PixelsegError(f"cannot build {what} with encoder '{encoder}': {str(e).splitlines()[0][:200]}") from None
+    except (TypeError, ValueError, AssertionError) as e:  # e.g. an encoder without dilation support
+        raise PixelsegError(f"encoder '{encoder}' cannot serve {what} ({str(e).splitlines()[0][:160]}); "
+                            "try a ResNet-family timm encoder such as resnet50") from None
+
+
+def encoder_mean_std(encoder: nn.Module, in_channels: int) -> tuple[list[float], list[float]] | None:
+    """The normalization a timm encoder was pretrained with (0..255 scale), if it declares one."""
+    cfg = getattr(encoder, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if not mean or not std or len(mean) != 3 or in_channels != 3:
+        return None
+    return [m * 255 for m in mean], [s * 255 for s in std]
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
