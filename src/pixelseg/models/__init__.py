@@ -1,18 +1,31 @@
 """The model registry. Every model file is imported and registered here explicitly, so a model that
-fails to register is an import error at once, never a silently missing name."""
+fails to register is an import error at once, never a silently missing name.
+
+Each registration carries its info: family, default encoder, typical use, and where they apply: a
+special learning rate (lr), a minimum input side (min_input), the published auxiliary-loss weight
+(aux_weight), and whether it exports to ONNX with dynamic H/W (onnx: True, or the reason it cannot).
+"""
 from __future__ import annotations
 
 from torch import nn
 
-from pixelseg.models import lraspp, smp_models
+from pixelseg.models import (bisenetv2, fast_scnn, fcn, lraspp, pspnet, segnet, smp_models,
+                             unet_plain)
 from pixelseg.models.base import Segmenter, default_mean_std
 from pixelseg.registry import Registry
 
 MODELS = Registry("model")
 smp_models.register(MODELS)
 lraspp.register(MODELS)
+fcn.register(MODELS)
+segnet.register(MODELS)
+unet_plain.register(MODELS)
+pspnet.register(MODELS)
+fast_scnn.register(MODELS)
+bisenetv2.register(MODELS)
 
-__all__ = ["MODELS", "build_model", "Segmenter", "default_mean_std", "count_parameters"]
+__all__ = ["MODELS", "build_model", "Segmenter", "default_mean_std", "count_parameters", "model_mean_std",
+           "onnx_support"]
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, encoder: str | None = None,
@@ -23,3 +36,16 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, encoder: str 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_mean_std(model: nn.Module, in_channels: int) -> tuple[list[float], list[float]]:
+    """The input normalization to train and predict with: the encoder's own pretraining statistics when
+    it declares them (timm encoders), ImageNet's otherwise. It is written into the run folder."""
+    declared = getattr(model, "mean_std", None)
+    return (list(declared[0]), list(declared[1])) if declared else default_mean_std(in_channels)
+
+
+def onnx_support(name: str) -> tuple[bool, str]:
+    """(exports?, note): whether `name` exports to ONNX with dynamic H/W, and if not, why."""
+    flag = MODELS.get(name).info.get("onnx", True)
+    return (True, "") if flag is True else (False, str(flag))
