@@ -86,6 +86,7 @@ class State:
     updates: int = 0              # optimizer steps (one every train.accumulate batches); drives the schedule
     elapsed: float = 0.0          # training + validation seconds, summed over resumes
     data_wait: float = 0.0        # of which the training loop waited for the data loader
+    val_time: float = 0.0         # of which validation took
     best_miou: float = -1.0
     best_epoch: int = -1
     history: list = field(default_factory=list)
@@ -590,13 +591,14 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
                    "elapsed_s": round(state.elapsed, 1), "lr": f"{lr:.3g}",
                    "train_loss": round(loss_sum / max(loss_n, 1), 5),
                    "val_mIoU": "", "val_pixel_accuracy": "", "val_mean_dice": "",
-                   "data_wait": round(state.data_wait / max(state.elapsed, 1e-9), 4)}
+                   "data_wait": round(state.data_wait / max(state.elapsed - state.val_time, 1e-9), 4)}
             if stop_reason or last_epoch or state.epoch % val_every == 0:
                 t_val = time.time()
                 cm = evaluate(eval_model, val_loader, classes.num_classes, classes.ignore_index, device, amp_dtype)
                 cm.all_reduce()
                 val_seconds = time.time() - t_val
                 state.elapsed += val_seconds
+                state.val_time += val_seconds
                 s = summarize(cm.matrix, classes.names)
                 miou = s["mIoU"] if s["mIoU"] is not None else 0.0
                 row.update(val_mIoU=round(miou, 5), val_pixel_accuracy=round(s["pixel_accuracy"] or 0, 5),
@@ -645,7 +647,9 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
         summary.update(split="val", images=len(val_samples), checkpoint="model.safetensors",
                        epoch=info.best.get("epoch"), train_seconds=round(state.elapsed, 1),
                        wall_seconds=round(time.time() - t_wall, 1), hardware=hw.name, processes=d.world,
-                       data_wait=round(state.data_wait / max(state.elapsed, 1e-9), 4), stopped=stop_reason)
+                       data_wait=round(state.data_wait / max(state.elapsed - state.val_time, 1e-9), 4),
+                       images_per_s=round(state.step * bs / max(state.elapsed - state.val_time, 1e-9), 2),
+                       stopped=stop_reason)
         write_json(run_dir / "metrics.json", summary)
     ddp.agree(d, [0.0])      # the other ranks return once the run folder is complete
     if signalled:
