@@ -119,3 +119,13 @@ def test_compare_two_runs(tiny_run, tmp_path, capsys, html_tables):
     assert cli.main(["compare", str(tiny_run), str(tmp_path)]) == 2
     assert "no metrics.json" in capsys.readouterr().err
     assert not math.isnan(res["mIoU"]["r"])
+
+
+def test_compare_bars_group_by_class_with_the_mean_first():
+    fig = plots.compare_bars(["a", "b"], {"x": [0.1, 0.2], "y": [0.3, None]}, {"x": 0.15, "y": 0.3})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["mIoU", "a", "b"]
+    x_bars, y_bars = ax.containers
+    assert [round(p.get_width(), 3) for p in x_bars] == [0.15, 0.1, 0.2]
+    assert [round(p.get_width(), 3) for p in y_bars] == [0.3, 0.3, 0.0]        # missing class: no bar
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["x", "y"]

@@ -329,7 +329,7 @@ def compare_runs(runs, out=None, png=None) -> dict:
               "mIoU": {lab: m.get("mIoU") for lab, (_, m) in zip(labels, loaded)}}
     if png or out:
         from pixelseg.report import plots
-        chart = plots.save_figure(plots.compare_bars(classes, iou), png or Path(out).with_suffix(".png"))
+        chart = plots.save_figure(plots.compare_bars(classes, iou, result["mIoU"]), png or Path(out).with_suffix(".png"))
         result["png"] = str(chart)
     if out:
         out = Path(out)

@@ -319,10 +319,14 @@ def save_png(path, rgb: np.ndarray) -> Path:
 
 # ---------------------------------------------------------------------------------------- compare
 
-def compare_bars(names, runs: dict[str, list]) -> Figure:
-    """Per-class IoU of several runs as grouped horizontal bars (one group per class, one bar per run)."""
+def compare_bars(names, runs: dict[str, list], means: dict[str, float | None] | None = None) -> Figure:
+    """Per-class IoU of several runs as grouped horizontal bars (one group per class, one bar per run),
+    headed by a group for the mIoU when `means` is given."""
     names = list(names)
     labels = list(runs)
+    if means is not None:
+        names = ["mIoU"] + names
+        runs = {lab: [means.get(lab)] + list(runs[lab]) for lab in labels}
     k, r = len(names), len(labels)
     row_in = max(0.22, 0.1 * r + 0.08)
     fig, ax = plt.subplots(figsize=(9, max(2.8, 1.2 + row_in * k)), layout="constrained")
@@ -333,7 +337,10 @@ def compare_bars(names, runs: dict[str, list]) -> Figure:
         ax.barh(np.arange(k) - 0.4 + h * (j + 0.5), np.nan_to_num(vals, nan=0.0), height=h,
                 color=palette(j % 10), label=lab)
     ax.set_yticks(range(k), names, fontsize=8 if k <= 40 else 6.5)
-    ax.invert_yaxis()
+    if means is not None:
+        ax.get_yticklabels()[0].set_fontweight("bold")
+        ax.axhline(0.5, color="0.6", lw=0.8)
+    ax.set_ylim(k - 0.5, -0.5)
     ax.set_xlim(0, 1)
     ax.set_xlabel("IoU")
     ax.set_title("per-class IoU by run")
