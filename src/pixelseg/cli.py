@@ -108,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     from pixelseg.data.commands import add_data_commands, add_verify_args
     add_verify_args(v)
 
-    sub.add_parser("models", help="the registered models with parameter counts")
+    m = sub.add_parser("models", help="the model zoo: family, parameters, GFLOPs at 512x512, ONNX export, typical use")
+    m.add_argument("filter", nargs="*", help="keep models whose name, family or use contains every word (e.g. real-time, fcn)")
+    m.add_argument("--family", help="only this family (FCN, SegNet, U-Net, PSPNet, DeepLab, FPN, UPerNet, SegFormer, real-time)")
+    m.add_argument("--size", type=int, nargs="+", default=[512], metavar=("H", "W"), help="input size for GFLOPs (default 512)")
+    m.add_argument("--classes", type=int, default=21, help="classes for the head (default %(default)s, as in VOC)")
+    m.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -439,14 +444,25 @@ def cmd_verify(a) -> int:
 def cmd_models(a) -> int:
     from rich.table import Table
 
-    from pixelseg.models import MODELS, build_model, count_parameters
-    t = Table(title="registered models (parameters for 21 classes, RGB)")
-    for c in ("name", "family", "default encoder", "params", "typical use"):
-        t.add_column(c)
-    for e in MODELS:
-        n = count_parameters(build_model(e.name, 21, 3))
-        t.add_row(e.name, e.info.get("family", ""), e.info.get("default_encoder", ""), f"{n / 1e6:.1f}M", e.info.get("use", ""))
-    _console().print(t)
+    from pixelseg.models.profile import model_rows, select
+    size = _size(a.size)
+    if a.classes < 1:
+        raise PixelsegError(f"--classes {a.classes}: give a positive number of classes")
+    rows = model_rows(select(a.filter, a.family), a.classes, size)
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    t = Table(title=f"pixelseg models: {a.classes} classes, RGB, GFLOPs = multiply-accumulates at {size[0]}x{size[1]}")
+    for c, just in (("name", "left"), ("family", "left"), ("default encoder", "left"), ("params", "right"),
+                    ("GFLOPs", "right"), ("ONNX", "left"), ("aux", "right"), ("typical use", "left")):
+        t.add_column(c, justify=just, no_wrap=c != "typical use")
+    for r in rows:
+        t.add_row(r["name"], r["family"], r["encoder"], f"{r['params'] / 1e6:.2f}M", f"{r['gflops']:.1f}",
+                  "yes" if r["onnx"] else f"no: {r['onnx_note']}", str(r["aux_heads"] or ""), r["use"])
+    from rich.console import Console
+    con = _console()
+    # piped or logged: a fixed wide table instead of rich's 80 columns, which would fold every row
+    (con if con.is_terminal else Console(width=160)).print(t)
     return 0
 
 

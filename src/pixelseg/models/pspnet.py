@@ -41,7 +41,7 @@ class PSPNet(nn.Module):
 
 
 def register(models: Registry) -> None:
-    @models.register("pspnet", family="PSPNet", default_encoder="resnet50", onnx=True, aux_weight=0.4,
+    @models.register("pspnet", family="PSPNet", default_encoder="resnet50", onnx=True, aux_heads=1, aux_weight=0.4,
                      use="scene parsing where global context decides the class (indoor/outdoor scenes, driving)")
     def pspnet(num_classes, in_channels=3, encoder=None, encoder_weights=None):
         net = PSPNet(num_classes, in_channels, encoder or "resnet50", encoder_weights)
