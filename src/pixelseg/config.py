@@ -209,10 +209,6 @@ def _check_values(cfg: Config, where: str) -> None:
          f"data.augment must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations pipeline file (.yaml/.json)"),
         (dt.in_channels is None or dt.in_channels > 0, "data.in_channels must be positive"),
         (0 < dt.val_fraction < 1, "data.val_fraction must be between 0 and 1"),
-        # the losses/metrics for it exist (losses.BinarySigmoid, metrics.labels_from_logits, ThresholdSweep), but the
-        # trainer, run folder and predictor do not build/threshold a 1-channel model yet: refuse rather than ignore
-        (not dt.binary_sigmoid, "data.binary_sigmoid is not wired into training and prediction yet; train binary data "
-                                "as 2 classes (background, foreground), the default"),
         (0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)"),
         (t.accumulate >= 1, "train.accumulate must be 1 or more"),
         (t.clip_grad is None or t.clip_grad > 0, "train.clip_grad must be positive"),

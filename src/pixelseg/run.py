@@ -46,15 +46,20 @@ class RunInfo:
     classes: ClassTable
     preprocessing: Preprocessing
     best: dict
+    # a binary model with one sigmoid channel (data.binary_sigmoid): the probability above which a pixel is
+    # foreground; None for the usual one-channel-per-class model
+    sigmoid_threshold: float | None = None
 
     @property
     def weights(self) -> Path:
         return self.path / "model.safetensors"
 
     def to_dict(self) -> dict:
-        return {"format": RUN_FORMAT, "model": {"name": self.model, "encoder": self.encoder,
-                                                "num_classes": self.classes.num_classes,
-                                                "in_channels": self.preprocessing.in_channels},
+        model = {"name": self.model, "encoder": self.encoder, "num_classes": self.classes.num_classes,
+                 "in_channels": self.preprocessing.in_channels}
+        if self.sigmoid_threshold is not None:
+            model["sigmoid_threshold"] = self.sigmoid_threshold
+        return {"format": RUN_FORMAT, "model": model,
                 "preprocessing": self.preprocessing.to_dict(), "classes": self.classes.to_dict(), "best": self.best}
 
 
@@ -82,7 +87,7 @@ def read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
             raise PixelsegError(f"{mj}: run format {d.get('format')!r} is not {RUN_FORMAT!r}; retrain or upgrade pixelseg")
         info = RunInfo(path, d["model"]["name"], d["model"].get("encoder"),
                        ClassTable.from_dict(d["classes"], str(mj)), Preprocessing.from_dict(d["preprocessing"]),
-                       d.get("best") or {})
+                       d.get("best") or {}, d["model"].get("sigmoid_threshold"))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise PixelsegError(f"{mj}: damaged run description ({type(e).__name__}: {e}); retrain or restore the file") from None
     if need_weights and not info.weights.is_file():
@@ -97,7 +102,8 @@ def load_model(info: RunInfo, device="cpu"):
 
     from pixelseg.models import build_model
 
-    model = build_model(info.model, info.classes.num_classes, info.preprocessing.in_channels, info.encoder)
+    binary = info.sigmoid_threshold is not None
+    model = build_model(info.model, 1 if binary else info.classes.num_classes, info.preprocessing.in_channels, info.encoder)
     try:
         state = load_file(str(info.weights), device=str(device))
     except Exception as e:
@@ -110,4 +116,7 @@ def load_model(info: RunInfo, device="cpu"):
         raise PixelsegError(f"{info.weights}: weights do not fit {info.model} ({len(missing)} missing, {len(unexpected)} unexpected, "
                             f"{len(wrong_shape)} wrong-shape keys); model.json and the weights come from different runs")
     model.load_state_dict(state)
+    if binary:   # seen as 2-class logits, so every consumer (predict, TTA, tiles, export, serve) stays one path
+        from pixelseg.metrics import TwoClassLogits
+        model = TwoClassLogits(model, info.sigmoid_threshold)
     return model.to(device).eval()

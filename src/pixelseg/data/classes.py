@@ -96,3 +96,14 @@ class ClassTable:
 
     def to_dict(self) -> dict:
         return {"names": list(self.names), "colors": [list(c) for c in self.colors], "ignore_index": self.ignore_index}
+
+
+def output_channels(classes: ClassTable, binary_sigmoid: bool = False) -> int:
+    """How many channels the model predicts: one per class, or one sigmoid channel for a 2-class table
+    when binary_sigmoid is asked for."""
+    if not binary_sigmoid:
+        return classes.num_classes
+    if classes.num_classes != 2:
+        raise PixelsegError(f"binary_sigmoid needs exactly 2 classes (background, foreground), the data has "
+                            f"{classes.num_classes} ({', '.join(classes.names[:5])}); turn it off to train them with softmax")
+    return 1
