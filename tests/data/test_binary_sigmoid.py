@@ -62,9 +62,11 @@ def test_binary_sigmoid_refuses_what_it_cannot_do():
         build_loss("ohem", 2, IGN, binary_sigmoid=True)
     with pytest.raises(ValueError, match="1-channel"):
         build_loss("ce", 2, IGN, binary_sigmoid=True)(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
-    # until the trainer builds a 1-channel model, asking for it is an error, never silently ignored
-    with pytest.raises(PixelsegError, match="binary_sigmoid is not wired"):
-        from_dict({"data": {"binary_sigmoid": True}})
+    assert from_dict({"data": {"binary_sigmoid": True}}).data.binary_sigmoid is True
+    from pixelseg.data.classes import ClassTable, output_channels
+    assert output_channels(ClassTable.derive(2), True) == 1 and output_channels(ClassTable.derive(2)) == 2
+    with pytest.raises(PixelsegError, match="exactly 2 classes"):
+        output_channels(ClassTable.derive(3), True)
 
 
 def test_labels_from_logits_threshold_and_argmax():
