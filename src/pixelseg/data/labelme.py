@@ -42,6 +42,11 @@ def detect(root: Path) -> bool:
     return bool(files) and _is_labelme(files[0])
 
 
+def _summary(js: Path) -> dict:
+    doc = read_labelme(js)
+    return {"imagePath": doc.get("imagePath"), "labels": {sh.get("label") for sh in doc["shapes"] if isinstance(sh, dict)}}
+
+
 def _image_of(js: Path, doc: dict) -> Path:
     rel = doc.get("imagePath")
     cands = [js.parent / rel.replace("\\", "/")] if isinstance(rel, str) and rel else []
@@ -60,7 +65,8 @@ def open(root: Path, val_fraction: float = 0.1) -> DatasetIndex:  # noqa: A001 -
         raise PixelsegError(f"{root}: no LabelMe .json files here or in train/; the LabelMe layout is "
                             "ROOT/[train/]<name>.json next to <name>.jpg")
     with ThreadPoolExecutor(4) as ex:
-        docs = {s: list(ex.map(read_labelme, files)) for s, files in per_split.items()}
+        # keep only what indexing needs: LabelMe files often embed the whole image (imageData, base64)
+        docs = {s: list(ex.map(_summary, files)) for s, files in per_split.items()}
     labels_txt = root / "labels.txt"
     notes = []
     if labels_txt.is_file():
@@ -71,7 +77,7 @@ def open(root: Path, val_fraction: float = 0.1) -> DatasetIndex:  # noqa: A001 -
         if not names or names[0] != BACKGROUND:
             names = [BACKGROUND] + names
     else:
-        found = sorted({sh.get("label") for ds in docs.values() for d in ds for sh in d["shapes"]} - {None, BACKGROUND})
+        found = sorted({label for ds in docs.values() for d in ds for label in d["labels"]} - {None, BACKGROUND})
         names = [BACKGROUND] + found
         notes.append(f"no labels.txt: classes are {BACKGROUND} + the {len(found)} labels found, sorted; write "
                      f"{labels_txt} to fix their order")
