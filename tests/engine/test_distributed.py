@@ -162,3 +162,10 @@ def test_predict_ranks_split_the_images(data, tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == [f"im{i}.png" for i in range(5)]
     with Image.open(tmp_path / "pred" / "im4.png") as im:
         assert im.size == (30, 24)
+
+
+def test_python_dash_m_pixelseg_is_the_cli():
+    """torchrun starts `-m pixelseg`; it must be the CLI (exit codes included)."""
+    r = subprocess.run([sys.executable, "-m", "pixelseg", "train", "--data", "/nonexistent/data", "--epochs", "1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("pixelseg: error: ") and "Traceback" not in r.stderr
