@@ -158,6 +158,8 @@ def test_usable_at_phone_width_with_drag_and_drop(browser, live_server):
     }""")
     assert layout["scroll"] <= layout["inner"]           # no sideways scrolling
     assert 0 < layout["canvas"]["width"] <= 390 and layout["canvas"]["height"] > 0
+    # scaled to fit, not squeezed: the 200 x 60 image keeps its aspect ratio on screen
+    assert layout["canvas"]["width"] / layout["canvas"]["height"] == pytest.approx(200 / 60, rel=0.02)
     for key in ("legend", "slider"):                     # controls stack below the image, full width
         assert layout[key]["width"] > 250 and layout[key]["top"] >= layout["canvas"]["bottom"]
     button = layout["label"]                             # a download button: below too, tappable, on screen

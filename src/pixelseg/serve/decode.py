@@ -81,7 +81,7 @@ def decode_image(data: bytes, content_type: str | None, limits: Limits, where: s
                                f"{where} is {w}x{h} = {w * h:,} pixels, above this server's limit of "
                                f"{limits.max_pixels:,}; downscale it first", "max_pixels", limits.max_pixels)
             im.load()
-            im = ImageOps.exif_transpose(im)    # phone photos: label the picture as people see it
+            ImageOps.exif_transpose(im, in_place=True)  # phone photos: label the picture as people see it
             return _to_array(im)
     except ApiError:
         raise

@@ -213,7 +213,8 @@ function fitCanvas() {
   const canvas = $("canvas");
   if (!state.result) return;
   const stage = $("stage");
-  const maxW = stage.clientWidth;
+  const style = getComputedStyle(stage);
+  const maxW = stage.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
   const maxH = Math.max(200, window.innerHeight * 0.72);
   const scale = Math.min(maxW / canvas.width, maxH / canvas.height);
   canvas.style.width = Math.floor(canvas.width * scale) + "px";
