@@ -28,6 +28,8 @@ SHORT_KEYS = {
     "channels_last": "train.channels_last", "compile": "train.compile", "sync_bn": "train.sync_bn",
     "sampling": "train.sampling", "repeat_threshold": "train.repeat_threshold",
     "checkpoint_minutes": "train.checkpoint_minutes", "logger": "train.logger",
+    "init_from": "model.init_from", "aux_weight": "model.aux_weight", "teacher": "model.teacher",
+    "distill_temperature": "model.distill_temperature", "distill_weight": "model.distill_weight",
 }
 
 

@@ -64,6 +64,19 @@ def _add_scale_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeat-threshold", type=float, help="repeat sampling: rare = in fewer than this share of images (default 0.1)")
     g.add_argument("--checkpoint-minutes", type=float, help="save the resumable state this often mid-epoch (default 10; 0 = every step)")
     g.add_argument("--logger", choices=["csv", "tensorboard"], help="CSV is always written; tensorboard adds RUN/tensorboard")
+    _add_transfer_args(p)
+
+
+def _add_transfer_args(p: argparse.ArgumentParser) -> None:
+    """Fine-tuning, deep supervision, distillation (engine/finetune.py, engine/objective.py)."""
+    g = p.add_argument_group("fine-tuning and distillation")
+    g.add_argument("--init-from", metavar="RUN|FILE", help="start from a run folder or weights file; the head is "
+                   "re-initialised when the class count differs, and what was loaded is printed")
+    g.add_argument("--aux-weight", type=float, metavar="W", help="loss weight of the auxiliary heads (pspnet, bisenetv2); "
+                   "default: the paper's; 0 = off")
+    g.add_argument("--teacher", metavar="RUN", help="distill from this trained run (pixel-wise KL on softened outputs)")
+    g.add_argument("--distill-temperature", type=float, metavar="T", help="softmax temperature of the KL term (default 1)")
+    g.add_argument("--distill-weight", type=float, metavar="W", help="weight of the KL term next to the task loss (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +314,8 @@ def cmd_train(a) -> int:
                                        "clip_grad", "ema", "channels_last", "compile", "sync_bn", "sampling",
                                        "repeat_threshold", "checkpoint_minutes", "logger", "format",
                                        "binary_sigmoid")}
+    opts.update({k: getattr(a, k) for k in ("init_from", "aux_weight", "teacher", "distill_temperature",
+                                            "distill_weight")})
     opts["image_size"] = _size(a.image_size)
     opts["class_weights"] = _class_weights(a.class_weights)
     from pixelseg.engine.distributed import env_world

@@ -40,6 +40,12 @@ class ModelConfig:
     name: str | None = None                   # None = chosen for the hardware and budget
     encoder: str | None = None                # timm/smp encoder name for encoder-decoder models
     encoder_weights: str | None = None        # None | imagenet | path to a .safetensors/.pth file
+    # ---- fine-tuning, deep supervision, distillation (engine/finetune.py, engine/objective.py)
+    init_from: str | None = None              # run folder or weights file: load what fits, re-init the head
+    aux_weight: float | None = None           # aux-head loss weight; None = the paper's (PSPNet 0.4, BiSeNetV2 1), 0 = off
+    teacher: str | None = None                # run folder of a trained model to distill from
+    distill_temperature: float = 1.0          # softmax temperature T of the pixel-wise KL term
+    distill_weight: float = 1.0               # weight of the KL term (times T^2) next to the task loss
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,9 @@ def _check_values(cfg: Config, where: str) -> None:
         (dt.in_channels is None or dt.in_channels > 0, "data.in_channels must be positive"),
         (0 < dt.val_fraction < 1, "data.val_fraction must be between 0 and 1"),
         (0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)"),
+        (cfg.model.aux_weight is None or cfg.model.aux_weight >= 0, "model.aux_weight must be 0 or more"),
+        (cfg.model.distill_temperature > 0, "model.distill_temperature must be positive"),
+        (cfg.model.distill_weight >= 0, "model.distill_weight must be 0 or more"),
         (t.accumulate >= 1, "train.accumulate must be 1 or more"),
         (t.clip_grad is None or t.clip_grad > 0, "train.clip_grad must be positive"),
         (t.ema is None or 0 < t.ema < 1, "train.ema must be a decay between 0 and 1, e.g. 0.999"),

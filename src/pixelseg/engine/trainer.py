@@ -53,7 +53,9 @@ from pixelseg.fileio import write_json, write_text
 from pixelseg.inference.predictor import resize_logits
 from pixelseg.losses import build_loss, parse_loss_spec
 from pixelseg.metrics import ConfusionMatrix, labels_from_logits, summarize
-from pixelseg.models import MODELS, build_model, count_parameters, default_mean_std
+from pixelseg.engine import finetune
+from pixelseg.engine.objective import build_objective
+from pixelseg.models import MODELS, build_model, count_parameters, model_mean_std
 from pixelseg.run import Preprocessing, RunInfo, is_run, read_run, write_run_info
 
 VAL_SHARE = 0.10                  # validation may take at most this share of a time-budgeted run
@@ -305,6 +307,7 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
     if cfg.data.root is None:
         raise PixelsegError("no dataset given; pass --data ROOT (make one with `pixelseg data synth --out ROOT`)")
     # names first: a typo in --model or --loss should fail in a second, before any data is read
+    cfg = finetune.adopt_run_architecture(cfg)       # --init-from RUN without --model: the run's architecture
     if cfg.model.name is not None:
         MODELS.get(cfg.model.name)
     parse_loss_spec(cfg.loss.name)
@@ -345,6 +348,8 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
     np.random.seed(cfg.train.seed)
     model = build_model(cfg.model.name, output_channels(classes, cfg.data.binary_sigmoid), cfg.data.in_channels,
                         cfg.model.encoder, None if resume else cfg.model.encoder_weights)
+    if cfg.model.init_from and not resume:           # fine-tune: what fits is loaded, the user is told what not
+        console.print(finetune.init_from(model, cfg.model.init_from, cfg.model.name).summary(len(model.state_dict())))
     for note in index.notes:
         console.print(f"[yellow]note:[/] {note}")
 
@@ -372,7 +377,7 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
                             f"processes; use a multiple of {d.world}")
     local_bs = bs // d.world
     in_ch = cfg.data.in_channels
-    mean, std = default_mean_std(in_ch)
+    mean, std = model_mean_std(model, in_ch)         # the encoder's pretraining statistics when it declares them
     size = cfg.data.image_size
     pre = Preprocessing(size, tuple(mean), tuple(std), in_ch)
     tf_train = train_transform(size, cfg.data.augment, classes.ignore_index, in_ch)
@@ -412,6 +417,9 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
         model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss.name, classes.num_classes, classes.ignore_index, cfg.loss.class_weights,
                          cfg.loss.label_smoothing, cfg.data.binary_sigmoid).to(device)
+    objective = build_objective(cfg, model, loss_fn, classes.num_classes, classes.ignore_index, mean, std, device)
+    for note in objective.describe():
+        console.print(f"objective: {note}")
     optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr)
     amp_dtype = _amp_dtype(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -533,7 +541,7 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
                     sync = contextlib.nullcontext() if boundary or not d.enabled else train_model.no_sync()
                     with sync:
                         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                            loss = loss_fn(fwd(x), y)
+                            loss = objective(fwd, x, y)    # task loss (+ aux heads, + distillation)
                         loss_value = float(loss.detach())
                         # before the backward: a NaN on one rank must stop every rank, not reach the all-reduce
                         bad, = ddp.agree(d, [float(not math.isfinite(loss_value))])
