@@ -241,3 +241,27 @@ def test_voc_rgb_mask_is_reported(tmp_path):
     idx = open_dataset(tmp_path)
     problems = scan_split(idx, "train").problems
     assert len(problems) == 1 and str(p) in problems[0] and "color-coded" in problems[0]
+
+
+def test_ignore_values_make_zero_unlabelled(tmp_path):
+    """Masks storing 1..N with 0 = unlabelled (the 'reduce zero label' convention) in the folder format."""
+    for split, stems in (("train", ["a", "b"]), ("val", ["c"])):
+        for k, stem in enumerate(stems):
+            M.image(tmp_path / split / "images" / f"{stem}.png", 10 * len(split) + k)
+            M.save_gray(tmp_path / split / "masks" / f"{stem}.png", M.blocks(k, [0, 1, 2]))
+    (tmp_path / "classes.json").write_text(json.dumps({"names": ["cat", "dog"], "values": [1, 2], "ignore_values": [0]}))
+    idx = open_dataset(tmp_path)
+    raw = M.blocks(0, [0, 1, 2])
+    np.testing.assert_array_equal(load_mask(idx.splits["train"][0]), np.where(raw == 0, 255, raw - 1))
+    (tmp_path / "classes.json").write_text(json.dumps({"names": ["cat", "dog"], "values": [1, 2], "ignore_values": [2]}))
+    assert "ignore_values" in _err(open_dataset, tmp_path)
+
+
+def test_doctor_hints_at_ignore_values_when_zero_never_appears(tmp_path):
+    from pixelseg.data.doctor import diagnose
+    for split, stems in (("train", ["a", "b"]), ("val", ["c"])):
+        for k, stem in enumerate(stems):
+            M.image(tmp_path / split / "images" / f"{stem}.png", 10 * len(split) + k)
+            M.save_gray(tmp_path / split / "masks" / f"{stem}.png", M.blocks(k, [1, 2]))
+    hint = [w for w in diagnose(tmp_path).warnings if "class_0" in w]
+    assert len(hint) == 1 and '"ignore_values": [0]' in hint[0]

@@ -198,7 +198,12 @@ def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> Doctor
                                     "learn them (move some of those images to train)")
         never = [c.names[i] for i in range(k) if all(s.images_with[i] == 0 for s in splits.values())]
         if never:
-            warnings.append(f"classes never present in any mask: {', '.join(never)}")
+            hint = ""
+            if c.derived and never[0] == c.names[0]:
+                # masks storing 1..N with 0 = unlabelled ("reduce zero label"): 0 would become a class
+                hint = ("; if stored value 0 means 'unlabelled', write classes.json with \"values\": [1, 2, ...] "
+                        "and \"ignore_values\": [0] so 0 is not a class")
+            warnings.append(f"classes never present in any mask: {', '.join(never)}{hint}")
 
     dups = []
     for i, j, d in _near_duplicates(facts):

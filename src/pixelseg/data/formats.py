@@ -170,10 +170,13 @@ def _derive_classes(root: Path, samples: list[Sample], color_channel: int | None
     return ClassTable.derive(max(found) + 1)
 
 
-def read_classes_json(path: Path) -> tuple[ClassTable, list[int] | None]:
-    """classes.json, plus its optional 'values' key: the stored pixel value of each class, for masks that do not
-    store the class index itself (0/255 binary masks, 1..N with 0 = unlabeled, ...). Stored values not listed
-    are an error, except the ignore index."""
+def read_classes_json(path: Path) -> tuple[ClassTable, Callable | None]:
+    """classes.json, and a decoder when its optional keys say the masks do not store class indices:
+    'values' lists the stored pixel value of each class (0/255 binary masks: [0, 255]; 1..N: [1, 2, ...]) and
+    'ignore_values' the stored values that mean "unlabelled" (e.g. [0]). Any other stored value is an error,
+    except the ignore index itself."""
+    from pixelseg.data.labels import value_map
+
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -182,22 +185,25 @@ def read_classes_json(path: Path) -> tuple[ClassTable, list[int] | None]:
         raise PixelsegError(f"{path}: has 'ignore_colors', a color table: read these color-coded masks with "
                             "--format colormask")
     values = d.pop("values", None) if isinstance(d, dict) else None
+    ignore_values = d.pop("ignore_values", []) if isinstance(d, dict) else []
     classes = ClassTable.from_dict(d, str(path))
-    if values is not None:
-        if not (isinstance(values, list) and len(values) == classes.num_classes
-                and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65535 for v in values)
-                and len(set(values)) == len(values)):
-            raise PixelsegError(f"{path}: 'values' must list one distinct stored pixel value (0..65535) per class name, "
-                                f"e.g. [0, 255] for background/foreground")
-    return classes, values
+    if values is None and not ignore_values:
+        return classes, None
+    values = list(range(classes.num_classes)) if values is None else values
 
-
-def value_map_from_values(values: list[int], classes: ClassTable, source: Path):
-    from pixelseg.data.labels import value_map
+    def stored(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65535
+    if not (isinstance(values, list) and len(values) == classes.num_classes and all(stored(v) for v in values)
+            and len(set(values)) == len(values)):
+        raise PixelsegError(f"{path}: 'values' must list one distinct stored pixel value (0..65535) per class name, "
+                            "e.g. [0, 255] for background/foreground")
+    if not (isinstance(ignore_values, list) and all(stored(v) for v in ignore_values)) or set(ignore_values) & set(values):
+        raise PixelsegError(f"{path}: 'ignore_values' must list stored pixel values (0..65535) that are not in 'values', "
+                            "e.g. [0] when 0 marks unlabelled pixels")
     pairs = {v: i for i, v in enumerate(values)}
-    if classes.ignore_index not in pairs:
-        pairs[classes.ignore_index] = classes.ignore_index
-    return value_map(pairs, f"the stored values {sorted(pairs)} listed in {source}")
+    pairs.update({v: classes.ignore_index for v in ignore_values})
+    pairs.setdefault(classes.ignore_index, classes.ignore_index)
+    return classes, value_map(pairs, f"the stored values {sorted(pairs)} that {path} lists")
 
 
 def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0.1, strict: bool = True) -> DatasetIndex:
@@ -231,14 +237,12 @@ def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0
     color_channel = 2 if fmt == "keras" else None
     cj = root / "classes.json"
     if cj.exists():
-        classes, values = read_classes_json(cj)
-        if values is not None:
-            decode = value_map_from_values(values, classes, cj)
-            splits = {k: [Sample(s.image, s.mask, s.stem, decode if s.mask else None) for s in v] for k, v in splits.items()}
-            color_channel = None if fmt == "folder" else color_channel
+        classes, decode = read_classes_json(cj)
+        if decode is not None:
             if fmt == "keras":
                 raise PixelsegError(f"{cj}: 'values' is not supported with the keras layout (its index is the blue "
                                     "channel); remove the key or convert the masks")
+            splits = {k: [Sample(s.image, s.mask, s.stem, decode if s.mask else None) for s in v] for k, v in splits.items()}
     else:
         classes = _derive_classes(root, splits["train"] + splits["val"], color_channel)
         notes.append(f"no classes.json: mask values 0..{classes.num_classes - 1} named class_0..class_{classes.num_classes - 1}, "
