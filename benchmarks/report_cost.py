@@ -60,23 +60,26 @@ def main() -> None:
         # one short epoch: the weights do not matter for the timing, the model's size does
         pixelseg.train(data, out=str(run), epochs=1, model=a.model, image_size=(a.size, a.size), batch_size=8,
                        num_workers=0, device=a.device, quiet=True)
-    t_eval, _ = _best_of(a.repeat, lambda: pixelseg.evaluate(run, data, device=a.device))
-    t_analysis, analysis = _best_of(a.repeat, lambda: analyze_run(run, data, device=a.device))
-    t_render, _ = _best_of(a.repeat, lambda: build_report(run, analysis=analysis))
-    t_report, _ = _best_of(1, lambda: build_report(run, data, device=a.device))
-    size = (run / "report" / "report.html").stat().st_size
-
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
     if a.device.startswith("cuda"):
         machine += f", {torch.cuda.get_device_name()}"
     print(f"report cost on {a.val} val images {a.size}x{a.size}, {a.model}, {a.classes} classes, {a.device} ({machine})")
-    print(f"{'step':<44}{'seconds':>9}{'x evaluate':>12}")
-    for name, t in (("evaluate (metrics only)", t_eval),
-                    ("analysis pass (evaluate + report extras)", t_analysis),
-                    ("render (plots, gallery, HTML)", t_render),
-                    ("`evaluate` with its report: analysis+render", t_analysis + t_render),
-                    ("`pixelseg report RUN` (own pass + render)", t_report)):
-        print(f"{name:<44}{t:>9.2f}{t / t_eval:>12.2f}")
+    print(f"{'step':<46}{'seconds':>9}{'x evaluate':>12}", flush=True)
+    t_eval = None
+
+    def row(name: str, t: float) -> None:       # printed as measured: a long run still leaves its numbers
+        print(f"{name:<46}{t:>9.2f}{t / t_eval:>12.2f}", flush=True)
+
+    t_eval, _ = _best_of(a.repeat, lambda: pixelseg.evaluate(run, data, device=a.device))
+    row("evaluate (metrics only)", t_eval)
+    t_analysis, analysis = _best_of(a.repeat, lambda: analyze_run(run, data, device=a.device))
+    row("analysis pass (evaluate + report extras)", t_analysis)
+    t_render, _ = _best_of(a.repeat, lambda: build_report(run, analysis=analysis))
+    row("render (plots, gallery, HTML)", t_render)
+    row("`evaluate` with its report: analysis+render", t_analysis + t_render)
+    t_report, _ = _best_of(1, lambda: build_report(run, data, device=a.device))
+    row("`pixelseg report RUN` (own pass + render)", t_report)
+    size = (run / "report" / "report.html").stat().st_size
     print(f"report.html: {size / 1e6:.1f} MB; extra cost of the report over evaluate: "
           f"{100 * (t_analysis + t_render - t_eval) / t_eval:.0f}% (render alone {100 * t_render / t_eval:.0f}%)")
 

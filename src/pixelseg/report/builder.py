@@ -256,8 +256,10 @@ def build_report(run=None, data=None, split: str = "val", out=None, device: str 
                                                  for i in sorted(present) if i < len(names)) + "</p>" + tables
         ranked = [r for r in analysis.per_image if r["mIoU"] is not None]
         ranked.sort(key=lambda r: (r["mIoU"], r["pixel_accuracy"]))
-        inner += (f"<details><summary>the {min(len(ranked), PER_IMAGE_ROWS)} lowest of {len(ranked)} images by mIoU "
-                  f"(all of them in analysis.json)</summary>{H.per_image_table(ranked[:PER_IMAGE_ROWS])}</details>")
+        which = (f"all {len(ranked)} images" if len(ranked) <= PER_IMAGE_ROWS else
+                 f"the {PER_IMAGE_ROWS} lowest of {len(ranked)} images (all of them in analysis.json)")
+        inner += (f"<details><summary>{which} by mIoU, lowest first</summary>"
+                  f"{H.per_image_table(ranked[:PER_IMAGE_ROWS])}</details>")
         sections.append(("gallery", "Worst and best images", inner))
 
     if analysis is not None:
