@@ -265,3 +265,13 @@ def test_doctor_hints_at_ignore_values_when_zero_never_appears(tmp_path):
             M.save_gray(tmp_path / split / "masks" / f"{stem}.png", M.blocks(k, [1, 2]))
     hint = [w for w in diagnose(tmp_path).warnings if "class_0" in w]
     assert len(hint) == 1 and '"ignore_values": [0]' in hint[0]
+
+
+def test_cityscapes_label_train_ids_are_read_when_label_ids_are_absent(tmp_path):
+    expected = M.make_cityscapes(tmp_path)
+    for lab in (tmp_path / "gtFine").rglob("*_gtFine_labelIds.png"):
+        stem = lab.name[: -len("_gtFine_labelIds.png")]
+        M.save_gray(lab.with_name(f"{stem}_gtFine_labelTrainIds.png"), expected[stem])
+        lab.unlink()
+    idx = open_dataset(tmp_path)
+    assert _check_all(idx, expected) == len(expected)

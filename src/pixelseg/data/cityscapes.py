@@ -3,7 +3,8 @@
     ROOT/leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     ROOT/gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
 The labelIds (0..33, -1 = license plate) are mapped to train ids 0..18, everything else to 255, with the
-official table of the `cityscapesscripts` package, never a hand-typed copy. The test split's public
+official table of the `cityscapesscripts` package, never a hand-typed copy. Where only the
+*_gtFine_labelTrainIds.png that cityscapesscripts' createTrainIdLabelImgs writes are present, those are read. The test split's public
 annotations are placeholders, so test is read as unlabelled.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pixelseg.data.formats import DatasetIndex, Sample, make_index, require_dir
 from pixelseg.data.labels import ValueMap, value_map
 from pixelseg.errors import PixelsegError
 
-IMAGE_SUFFIX, LABEL_SUFFIX = "_leftImg8bit.png", "_gtFine_labelIds.png"
+IMAGE_SUFFIX, LABEL_SUFFIX, TRAIN_ID_SUFFIX = "_leftImg8bit.png", "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"
+TRAIN_IDS = value_map({**{i: i for i in range(19)}, 255: 255}, "Cityscapes train ids (0..18, 255)")
 
 
 def _labels():
@@ -50,10 +52,14 @@ def _split(root: Path, split: str, labelled: bool, decode: ValueMap) -> list[Sam
             out.append(Sample(img, None, stem))
             continue
         lab = root / "gtFine" / split / img.parent.name / f"{stem}{LABEL_SUFFIX}"
-        if not lab.is_file():
+        train_ids = lab.with_name(f"{stem}{TRAIN_ID_SUFFIX}")
+        if lab.is_file():
+            out.append(Sample(img, lab, stem, decode))
+        elif train_ids.is_file():   # made by cityscapesscripts' createTrainIdLabelImgs: already 0..18 / 255
+            out.append(Sample(img, train_ids, stem, TRAIN_IDS))
+        else:
             raise PixelsegError(f"{img}: has no label {lab}; gtFine must mirror leftImg8bit "
                                 f"(<city>/<stem>{LABEL_SUFFIX}; the *_color.png files are not labels)")
-        out.append(Sample(img, lab, stem, decode))
     if not out:
         raise PixelsegError(f"{img_dir}: no <city>/*{IMAGE_SUFFIX} images; the Cityscapes layout is "
                             f"leftImg8bit/{split}/<city>/<stem>{IMAGE_SUFFIX}")

@@ -68,7 +68,8 @@ def _categories(doc: dict, path: Path) -> list[tuple[int, str]]:
         cats = sorted((int(c["id"]), str(c["name"])) for c in doc["categories"])
     except (KeyError, TypeError, ValueError):
         raise PixelsegError(f"{path}: every category needs an 'id' and a 'name'") from None
-    # Roboflow exports add the dataset's own name as a super-category with no annotations; keep it (ids are ids)
+    # kept as listed, even a category no annotation uses (Roboflow lists the project name as one): the class
+    # table must not depend on which images happen to be annotated; the doctor reports never-seen classes
     return cats
 
 
