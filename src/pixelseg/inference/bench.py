@@ -126,6 +126,10 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
     from pixelseg.models import MODELS
     from pixelseg.run import is_run, load_model, read_run
 
+    wanted = list(paths or [p for p in PATHS if int8 or "int8" not in p])
+    unknown = [p for p in wanted if p not in PATHS]
+    if unknown:
+        raise PixelsegError(f"unknown bench path(s) {', '.join(unknown)}; valid: {', '.join(PATHS)}")
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -142,10 +146,6 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
         size = tuple(size or info.preprocessing.image_size)
         x = bench_input(info, size, batch)
         cpu = torch.device("cpu")
-        wanted = list(paths or [p for p in PATHS if int8 or "int8" not in p])
-        unknown = [p for p in wanted if p not in PATHS]
-        if unknown:
-            raise PixelsegError(f"unknown bench path(s) {', '.join(unknown)}; valid: {', '.join(PATHS)}")
         if "eager" not in wanted:
             wanted.insert(0, "eager")   # the reference every ratio is taken against
         rows, reference, t_ref = [], None, None

@@ -37,11 +37,14 @@ def gaussian_weights(h: int, w: int, sigma_scale: float = 0.125) -> torch.Tensor
 
 def sliding_window_bands(image: np.ndarray, probs_fn: Callable[[torch.Tensor], torch.Tensor], pre, num_classes: int,
                          window: tuple[int, int], overlap: float = 0.25, batch_size: int = 4,
-                         ) -> Iterator[tuple[int, int, torch.Tensor]]:
+                         blend: str = "gaussian") -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (y0, y1, K x (y1-y0) x W probabilities) bands covering the image top to bottom.
 
     probs_fn: N x C x h x w normalized input -> N x K x h x w probabilities (softmax or TTA mean).
+    blend: "gaussian", or "uniform" (a plain mean of the overlapping windows, which shows seams).
     """
+    if blend not in ("gaussian", "uniform"):
+        raise PixelsegError(f"unknown blending '{blend}'; valid: gaussian, uniform")
     if not 0 <= overlap < 1:
         raise PixelsegError(f"--overlap {overlap} must be in [0, 1) (a share of the window, e.g. 0.25)")
     H, W = image.shape[:2]
@@ -50,7 +53,7 @@ def sliding_window_bands(image: np.ndarray, probs_fn: Callable[[torch.Tensor], t
         raise PixelsegError(f"--tile {window[0]} {window[1]}: the window must be at least 1x1")
     sy, sx = max(1, int(th * (1 - overlap))), max(1, int(tw * (1 - overlap)))
     ys, xs = starts(H, th, sy), starts(W, tw, sx)
-    weight = gaussian_weights(th, tw)
+    weight = gaussian_weights(th, tw) if blend == "gaussian" else torch.ones(th, tw)
     acc = torch.zeros(num_classes, th, W)
     wsum = torch.zeros(th, W)
     base = 0

@@ -1,0 +1,122 @@
+"""Every backend gives the torch backend's outputs (within the parity threshold) through the same
+Predictor API; exported files are self-describing; bad input is one clear line."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pixelseg.errors import PixelsegError
+from pixelseg.inference import Predictor
+from pixelseg.inference.backends import cached_onnx, resolve_backend
+
+BACKENDS = ["onnxruntime", "openvino"]
+
+
+@pytest.fixture(scope="module")
+def reference(random_run):
+    return Predictor(random_run, "cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_parity_at_training_and_odd_sizes(random_run, reference, scene, backend):
+    pred = Predictor(random_run, "cpu", backend=backend)
+    assert pred.backend_name == backend
+    odd = np.ascontiguousarray(scene[:50, :37])       # not the training size: the resize path runs too
+    for image in (scene, odd):
+        want, got = reference.predict_proba(image), pred.predict_proba(image)
+        assert got.shape == want.shape == (3, *image.shape[:2])
+        assert np.abs(got - want).max() < 1e-4
+        assert (pred.predict(image) == reference.predict(image)).mean() >= 0.999
+
+
+def test_exported_graph_has_dynamic_batch_and_size(random_run, reference):
+    """The network itself at sizes that are not multiples of 32 and a batch of 3: the export keeps the padding."""
+    from pixelseg.inference.backends import OnnxRuntimeBackend
+    path = cached_onnx(reference.info, reference.model)
+    ort = OnnxRuntimeBackend(path, torch.device("cpu"))
+    x = torch.randn(3, 3, 45, 83)
+    with torch.inference_mode():
+        want = reference.model(x)
+    got = ort(x)
+    assert got.shape == want.shape and float((got - want).abs().max()) < 1e-4
+
+
+def test_onnx_cache_is_reused(random_run, reference):
+    path = cached_onnx(reference.info, reference.model)
+    mtime = path.stat().st_mtime_ns
+    assert cached_onnx(reference.info, reference.model) == path and path.stat().st_mtime_ns == mtime
+    assert path.parent == random_run / ".cache"
+
+
+def test_exported_file_predicts_alone_with_its_class_table(random_run, reference, scene, tmp_path):
+    from pixelseg.export import export_run
+    out = export_run(random_run, "onnx", tmp_path / "m.onnx", log=lambda m: None).path
+    pred = Predictor(out, "cpu", backend="auto")
+    assert pred.backend_name in BACKENDS and pred.model is None
+    assert pred.classes == reference.classes
+    assert pred.info.preprocessing == reference.info.preprocessing
+    assert (pred.predict(scene) == reference.predict(scene)).mean() >= 0.999
+
+
+def test_auto_picks_openvino_on_cpu_and_torch_on_gpu():
+    assert resolve_backend("auto", torch.device("cpu")) == "openvino"
+    assert resolve_backend("auto", torch.device("cuda")) == "torch"
+    assert resolve_backend("onnxruntime", torch.device("cpu")) == "onnxruntime"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),
+    ({"precision": "int4"}, "unknown precision 'int4'"),
+    ({"precision": "fp16"}, "fp16 is for GPUs"),
+    ({"tile": (4, 4)}, "at least 8 pixels"),
+    ({"overlap": 1.0}, "overlap 1.0"),
+])
+def test_bad_settings_are_one_line(random_run, kwargs, words):
+    with pytest.raises(PixelsegError, match=words) as e:
+        Predictor(random_run, "cpu", **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_runtime_names_the_package(random_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)      # import openvino -> ImportError
+    with pytest.raises(PixelsegError, match=r"needs the openvino package.*pip install"):
+        Predictor(random_run, "cpu", backend="openvino")
+
+
+def test_exported_file_on_torch_backend_is_refused(random_run, reference):
+    path = cached_onnx(reference.info, reference.model)
+    with pytest.raises(PixelsegError, match="runs on --backend onnxruntime or openvino"):
+        Predictor(path, "cpu", backend="torch")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x01garbage that is not a protobuf" * 10])
+def test_corrupt_exported_file(tmp_path, content):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(content)
+    with pytest.raises(PixelsegError, match="model.onnx") as e:
+        Predictor(bad, "cpu", backend="onnxruntime")
+    assert "export" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_onnx_without_pixelseg_metadata(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), tmp_path / "plain.onnx")
+    with pytest.raises(PixelsegError, match="without pixelseg metadata"):
+        Predictor(tmp_path / "plain.onnx", "cpu", backend="onnxruntime")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_wrong_channel_count_is_one_line(random_run, backend):
+    pred = Predictor(random_run, "cpu", backend=backend)
+    two = np.zeros((32, 32, 2), np.uint8)
+    with pytest.raises(PixelsegError, match="2 channels but the model takes 3"):
+        pred.predict(two)
+    with pytest.raises(PixelsegError, match="2 channels but the model takes 3"):
+        Predictor(random_run, "cpu", backend=backend, tile=True).predict(two)

@@ -1,0 +1,133 @@
+"""`pixelseg predict` with backends, tiles and TTA; video in -> overlaid video out; `pixelseg bench`."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelseg import viz
+from pixelseg.cli import main
+from pixelseg.inference import TTA, Predictor
+from pixelseg.viz import read_label_png
+
+
+@pytest.fixture
+def folder(tmp_path, scene):
+    d = tmp_path / "images"
+    d.mkdir()
+    for i in range(5):                      # five images, batch size 2: a short last batch
+        Image.fromarray(np.roll(scene, 7 * i, axis=1)).save(d / f"im{i}.png")
+    return d
+
+
+def test_predict_paths_overlaps_io_and_keeps_order(random_run, folder, tmp_path):
+    pred = Predictor(random_run, "cpu")
+    seen = []
+    written = pred.predict_paths([folder], tmp_path / "out", overlay=True, batch_size=2, progress=seen.append)
+    assert seen == [2, 2, 1]
+    assert [p.name for p in written] == [n for i in range(5) for n in (f"im{i}.png", f"im{i}_overlay.png")]
+    for i in range(5):
+        want = pred.predict(folder / f"im{i}.png")
+        assert np.array_equal(read_label_png(tmp_path / "out" / f"im{i}.png"), want)
+
+
+def test_cli_predict_backend_tile_tta_matches_the_api(random_run, folder, tmp_path, capsys):
+    args = ["predict", str(random_run), str(folder), "--out", str(tmp_path / "cli"), "--backend", "onnxruntime",
+            "--tile", "48", "--overlap", "0.5", "--tta", "1", "1.25", "--batch-size", "2"]
+    assert main(args) == 0
+    assert "5 image(s)" in capsys.readouterr().out
+    api = Predictor(random_run, "cpu", backend="onnxruntime", tile=(48, 48), overlap=0.5, tta=TTA(True, (1.0, 1.25)))
+    for i in (0, 4):
+        assert np.array_equal(read_label_png(tmp_path / "cli" / f"im{i}.png"), api.predict(folder / f"im{i}.png"))
+
+
+def test_cli_predict_with_an_exported_file(random_run, folder, tmp_path, capsys):
+    assert main(["export", str(random_run), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert main(["predict", str(tmp_path / "m.onnx"), str(folder / "im0.png"), "--out", str(tmp_path / "o")]) == 0
+    assert "backend openvino" in capsys.readouterr().out        # auto for an exported file on this CPU
+    ref = Predictor(random_run, "cpu").predict(folder / "im0.png")
+    assert (read_label_png(tmp_path / "o" / "im0.png") == ref).mean() >= 0.999
+
+
+def _write_video(path, frames):
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    for f in frames:
+        vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    vw.release()
+
+
+def _read_video(path):
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_video_round_trip(random_run, scene, tmp_path, capsys, suffix):
+    frames = [np.roll(scene, 3 * i, axis=1) for i in range(8)]
+    src = tmp_path / "in.avi"
+    _write_video(src, frames)
+    out = tmp_path / f"out{suffix}"
+    assert main(["predict", str(random_run), str(src), "--out", str(out), "--alpha", "0.6"]) == 0
+    msg = capsys.readouterr().out
+    assert "8 frames (64x64)" in msg and "fps end to end" in msg
+    got = _read_video(out)
+    assert len(got) == 8 and got[0].shape == (64, 64, 3)
+    # each output frame is the overlay of that frame's prediction (up to the codecs' loss)
+    pred = Predictor(random_run, "cpu")
+    decoded = _read_video(src)
+    for k in (0, 7):
+        want = viz.overlay(decoded[k], pred.predict(decoded[k]), pred.classes.colors, 0.6)
+        assert np.abs(got[k].astype(int) - want.astype(int)).mean() < 12
+    assert not list(tmp_path.glob(".out.*"))                 # the atomic temp file is gone
+
+
+def test_video_max_frames_and_errors(random_run, scene, tmp_path, capsys):
+    src = tmp_path / "in.avi"
+    _write_video(src, [scene] * 6)
+    assert main(["predict", str(random_run), str(src), "--out", str(tmp_path / "o.avi"), "--max-frames", "2"]) == 0
+    assert len(_read_video(tmp_path / "o.avi")) == 2
+    capsys.readouterr()
+    for args, words in [([str(tmp_path / "none.mp4"), "--out", str(tmp_path / "x.mp4")], "video not found"),
+                        ([str(src), "--out", str(tmp_path / "x.gif")], "a video output ends in"),
+                        ([str(src), str(src), "--out", str(tmp_path / "x.mp4")], "one video"),
+                        (["camera:x", "--out", str(tmp_path / "x.mp4")], "camera:N")]:
+        assert main(["predict", str(random_run), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("pixelseg: error:") and words in err and "\n" not in err
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    assert main(["predict", str(random_run), str(tmp_path / "broken.mp4"), "--out", str(tmp_path / "y.mp4")]) == 2
+    assert "cannot be decoded as a video" in capsys.readouterr().err
+    assert not (tmp_path / "y.mp4").exists()
+
+
+def test_cli_bench_table_and_json(random_run, tmp_path, capsys):
+    js = tmp_path / "b.json"
+    assert main(["bench", str(random_run), "--size", "64", "--backend", "torch", "openvino", "--iters", "3",
+                 "--threads", "1", "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert [r["path"] for r in res["rows"]] == ["eager", "torch", "openvino"]
+    eager = res["rows"][0]
+    assert eager["speedup"] == 1.0 and eager["agreement"] == 1.0
+    for r in res["rows"]:
+        assert 0 < r["p50_ms"] <= r["p95_ms"] and r["peak_mb"] > 0 and r["throughput"] > 0
+        assert r["agreement"] >= 0.999                       # fp32 paths agree with eager
+    assert res["setup"]["size"] == [64, 64] and res["setup"]["threads"] == 1
+    assert "speedup" in capsys.readouterr().out
+
+
+def test_cli_bench_errors(capsys):
+    assert main(["bench", "no-such-model-or-run"]) == 2
+    assert "neither a run folder" in capsys.readouterr().err
+    assert main(["bench", "unet", "--backend", "tensorrt"]) == 2
+    assert "unknown bench path" in capsys.readouterr().err
