@@ -297,6 +297,39 @@ def test_full_queue_is_429_with_retry_after(serve_run, serve_predictor):
     assert busy.headers["retry-after"] == "1"
 
 
+def test_a_full_queue_refuses_before_reading_the_upload(serve_run, serve_predictor):
+    slow = SlowPredictor(serve_predictor, 0.5)
+    app = create_app(serve_run, predictor=slow, batching=Batching(max_batch=1), limits=Limits(max_queue=1))
+    received = []
+
+    async def receive():
+        received.append(1)
+        await asyncio.sleep(30)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            batcher = app.state.batcher
+            first = asyncio.create_task(batcher.submit(sample_image(20, 20)))     # runs in the model
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(batcher.submit(sample_image(20, 20)))    # waits: the queue is full
+            await asyncio.sleep(0.05)
+            messages = []
+
+            async def send(message):
+                messages.append(message)
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": "/v1/segment", "raw_path": b"/v1/segment", "query_string": b"",
+                     "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+                     "headers": [(b"content-type", b"image/png")]}
+            await asyncio.wait_for(app(scope, receive, send), 5)
+            await asyncio.gather(first, second)
+            return messages
+
+    messages = asyncio.run(main())
+    assert messages[0]["status"] == 429 and not received
+
+
 def test_request_over_the_timeout_is_408(serve_run, serve_predictor):
     slow = SlowPredictor(serve_predictor, 1.0)
     app = create_app(serve_run, predictor=slow, limits=Limits(timeout_s=0.25))

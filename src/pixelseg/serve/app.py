@@ -18,6 +18,7 @@ import hmac
 import inspect
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 from importlib import resources
@@ -252,6 +253,9 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
     limits_ = settings.limits
     metrics = Metrics()
     cache = LabelCache(settings.cache_pixels)
+    # Decoding is CPU-bound and holds a full image in memory: more decodes at once than cores only adds
+    # memory (a burst of 16 MP uploads), not speed.
+    decode_slots = asyncio.Semaphore(os.cpu_count() or 2)
     batcher = Batcher(pred.predict_batch, settings.batching, limits_, metrics.observe_batch)
 
     train_metrics = None
@@ -363,8 +367,10 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
         t0 = time.perf_counter()
         try:
             async with asyncio.timeout(limits_.timeout_s):
+                batcher.check_capacity()
                 data, content_type, where = await _upload(request, limits_)
-                image = await run_in_threadpool(decode_image, data, content_type, limits_, where)
+                async with decode_slots:
+                    image = await run_in_threadpool(decode_image, data, content_type, limits_, where)
                 t_decode = time.perf_counter()
                 key = hashlib.sha256(data).hexdigest()
                 label = cache.get(key)

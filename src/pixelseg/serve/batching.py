@@ -57,13 +57,18 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
+    def check_capacity(self) -> None:
+        """Raise ApiError(429) when the queue is full (handlers also call it before reading an upload, so
+        an overloaded server does not spend memory and CPU on bodies it will refuse anyway)."""
+        if self.pending >= self._limits.max_queue:
+            raise ApiError(429, "busy", f"{self.pending} images are already waiting for the model; retry shortly",
+                           "max_queue", self._limits.max_queue, headers={"Retry-After": "1"})
+
     async def submit(self, image: np.ndarray) -> np.ndarray:
         """The label map for one image; raises ApiError(429) when the queue is full."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not awaited (the app's lifespan did not run)")
-        if self.pending >= self._limits.max_queue:
-            raise ApiError(429, "busy", f"{self.pending} images are already waiting for the model; retry shortly",
-                           "max_queue", self._limits.max_queue, headers={"Retry-After": "1"})
+        self.check_capacity()
         job = _Job(image, asyncio.get_running_loop().create_future())
         self.pending += 1
         self._queue.put_nowait(job)
