@@ -256,8 +256,14 @@ def cmd_report(a) -> int:
     from pixelseg.report import build_report
     if a.gallery < 0:
         raise PixelsegError(f"--gallery {a.gallery}: give the number of images to show (0 for none)")
+    from rich.progress import Progress
     t0 = time.time()
-    out = build_report(a.run, a.data, a.split, a.out, a.device, a.batch_size, a.gallery)
+    con = _console()
+    # a bar on a terminal (a 2000-image split takes minutes on a CPU); nothing in logs and CI
+    with Progress(console=con, transient=True, disable=not con.is_terminal) as bar:
+        task = bar.add_task("analysing the split", total=None)
+        out = build_report(a.run, a.data, a.split, a.out, a.device, a.batch_size, a.gallery,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
     print(f"report: {out} ({time.time() - t0:.1f}s; PNGs in {Path(a.run) / 'report'})")
     return 0
 

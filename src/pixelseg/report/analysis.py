@@ -241,9 +241,10 @@ def run_data_settings(run) -> dict:
 
 
 def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_size: int = 4,
-                gallery: int = GALLERY_SIZE, num_workers: int = 0, index=None) -> Analysis:
+                gallery: int = GALLERY_SIZE, num_workers: int = 0, index=None, progress=None) -> Analysis:
     """Run the best weights of `run` over a split of `data` (default: the data it was trained on).
-    `index`: the dataset already opened and checked by the caller (then `data` is not read again)."""
+    `index`: the dataset already opened and checked by the caller (then `data` is not read again).
+    `progress(done, total)` is called after every batch."""
     from torch.utils.data import DataLoader
 
     from pixelseg.data.dataset import EvalDataset, eval_collate
@@ -278,6 +279,8 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
                 lg = resize_logits(logits[j:j + 1], tuple(mask.shape))[0]
                 pred, conf = logits_to_prediction(lg)
                 col.add(i, samples[i], pred, mask.to(dev), conf)
+            if progress is not None:
+                progress(len(col.per_image), len(samples))
     return col.finish(split, index.root, info.path, index.mask_color_channel)
 
 

@@ -114,7 +114,7 @@ def _safe_stem(stem: str) -> str:
 
 
 def build_report(run=None, data=None, split: str = "val", out=None, device: str = "auto", batch_size: int = 4,
-                 gallery: int = 6, analysis: Analysis | None = None, num_workers: int = 0) -> Path:
+                 gallery: int = 6, analysis: Analysis | None = None, num_workers: int = 0, progress=None) -> Path:
     """Write RUN/report/*.png, RUN/report/analysis.json and the HTML page (RUN/report/report.html or `out`).
 
     `analysis` reuses an evaluation pass already made (evaluate does this); without it one is run on
@@ -144,7 +144,7 @@ def build_report(run=None, data=None, split: str = "val", out=None, device: str 
         # data the user names must be there (analyze_run says what is wrong); the run's recorded dataset
         # may have moved since training, and then the page shows what the run folder alone holds
         if data is not None or (root and Path(root).exists() and info.weights.is_file()):
-            analysis = analyze_run(run, data, split, device, batch_size, gallery, num_workers)
+            analysis = analyze_run(run, data, split, device, batch_size, gallery, num_workers, progress=progress)
         else:
             notes.append("The confusion matrix, the gallery and the calibration need the model and the validation "
                          f"data ({root or 'no dataset recorded'} is not available): run "
