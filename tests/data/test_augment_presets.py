@@ -157,3 +157,18 @@ def test_custom_pipeline_file_errors(tmp_path):
     with pytest.raises(PixelsegError) as ei:
         train_transform((32, 32), str(bad))
     assert str(bad) in str(ei.value) and "albumentations" in str(ei.value)
+
+
+def test_check_augment_fails_early_on_names_and_files(tmp_path):
+    from pixelseg.data.transforms import check_augment
+    check_augment(None)
+    check_augment("medical")
+    with pytest.raises(PixelsegError, match="underwater"):
+        check_augment("underwater")
+    with pytest.raises(PixelsegError, match="not found"):
+        check_augment(str(tmp_path / "none.yaml"))
+    linear = _save(tmp_path, A.Compose([A.Resize(20, 20, mask_interpolation=cv2.INTER_LINEAR)]))
+    with pytest.raises(PixelsegError, match="mask_interpolation"):
+        check_augment(str(linear))
+    # the padding value is only judged once the dataset's ignore index is known
+    check_augment(str(_save(tmp_path, A.Compose([A.Rotate(limit=10, fill_mask=0)]), "pad.json")))

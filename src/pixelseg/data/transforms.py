@@ -111,9 +111,33 @@ def train_transform(size: tuple[int, int], preset: str = "default", ignore_index
     return A.Compose(ops)
 
 
+def check_augment(spec: str | None) -> None:
+    """Fail now, before a run folder exists, on a preset name or pipeline file that train_transform would
+    reject (None = chosen later by the recipe). The padding value is checked later, against the dataset's
+    ignore index."""
+    if spec is None:
+        return
+    if spec.lower().endswith((".yaml", ".yml", ".json")):
+        load_pipeline(Path(spec), None)
+    elif spec not in PRESETS:
+        train_transform((32, 32), spec)   # the unknown-preset message
+
+
 def custom_transform(path: Path, size: tuple[int, int], ignore_index: int) -> A.Compose:
-    """A user's albumentations pipeline (A.save format). Checked so that it cannot corrupt labels silently:
-    masks must be resampled with nearest-neighbour and padded with the ignore index."""
+    """A user's albumentations pipeline, after the resize to `size`, padded/cropped back to it."""
+    user = load_pipeline(path, ignore_index)
+    h, w = size
+    resize = A.Resize(h, w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT)
+    return A.Compose([resize, *user.transforms,
+                      A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0,
+                                    fill_mask=ignore_index),
+                      A.CenterCrop(h, w)])
+
+
+def load_pipeline(path: Path, ignore_index: int | None) -> A.Compose:
+    """A user's albumentations pipeline (A.save format), checked so that it cannot corrupt labels silently:
+    masks must be resampled with nearest-neighbour and padded with the ignore index (the padding is not
+    checked when ignore_index is None: the early check, before the dataset is known)."""
     if not path.is_file():
         raise PixelsegError(f"{path}: augmentation pipeline file not found; give a file written by "
                             "albumentations.save(pipeline, path) or a preset name")
@@ -131,15 +155,10 @@ def custom_transform(path: Path, size: tuple[int, int], ignore_index: int) -> A.
                                 f"set mask_interpolation: {cv2.INTER_NEAREST} (nearest)")
         fm = getattr(t, "fill_mask", None)
         pads = getattr(t, "pad_if_needed", True) and getattr(t, "border_mode", cv2.BORDER_CONSTANT) == cv2.BORDER_CONSTANT
-        if fm is not None and pads and fm != ignore_index:
+        if fm is not None and pads and ignore_index is not None and fm != ignore_index:
             raise PixelsegError(f"{path}: {name} pads the mask with {fm}, which would count as a class; "
                                 f"set fill_mask: {ignore_index} (the ignore index)")
-    h, w = size
-    resize = A.Resize(h, w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT)
-    return A.Compose([resize, *user.transforms,
-                      A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0,
-                                    fill_mask=ignore_index),
-                      A.CenterCrop(h, w)])
+    return user
 
 
 def _flatten(t) -> list:

@@ -44,7 +44,7 @@ from pixelseg.data.classes import output_channels
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
 from pixelseg.data.formats import open_dataset
 from pixelseg.data.sampling import class_stats, epoch_order, median_frequency_weights, repeat_factors
-from pixelseg.data.transforms import eval_transform, train_transform
+from pixelseg.data.transforms import check_augment, eval_transform, train_transform
 from pixelseg.engine import distributed as ddp
 from pixelseg.engine.checkpoint import load_state, save_state, save_weights
 from pixelseg.engine.recipe import detect_hardware, resolve
@@ -311,6 +311,7 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
     if cfg.model.name is not None:
         MODELS.get(cfg.model.name)
     parse_loss_spec(cfg.loss.name)
+    check_augment(cfg.data.augment)   # a bad preset or pipeline file too (the ignore index is re-checked later)
     if cfg.train.logger == "tensorboard":
         try:
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (fail now, not after the first epoch)
