@@ -130,3 +130,11 @@ def test_verify_cli_exit_codes_and_json(tmp_path, capsys):
     rc = main(["verify-dataset", str(clean), "--format", "cityscapes"])
     out = capsys.readouterr().out
     assert rc == 0 and "verdict: OK" in out and "cityscapes format, 19 classes" in out and "--image-size 32 32" in out
+
+
+def test_verify_help_lists_every_layout(capsys):
+    from pixelseg.data.formats import FORMATS
+    with pytest.raises(SystemExit):
+        main(["verify-dataset", "-h"])
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in FORMATS) and "leftImg8bit" in out and "_annotations.coco.json" in out

@@ -12,7 +12,14 @@ from pixelseg.errors import PixelsegError
 FORMAT_CHOICES = ["auto", *DATA_FORMATS]
 
 
+def layouts_help() -> str:
+    from pixelseg.data.formats import LAYOUTS
+    return "dataset layouts (--format):\n" + "\n".join(f"  {name:<11} {text}" for name, text in LAYOUTS.items())
+
+
 def add_verify_args(v: argparse.ArgumentParser) -> None:
+    v.formatter_class = argparse.RawDescriptionHelpFormatter   # keep the layout list one per line
+    v.epilog = layouts_help()
     v.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="dataset layout (default: detected)")
     v.add_argument("--json", help="also write the full report to this JSON file")
     v.add_argument("--workers", type=int, default=4, help="decoding threads (default %(default)s)")

@@ -28,15 +28,20 @@ FORMATS = {"folder": "", "keras": "", "colormask": "pixelseg.data.colormask", "v
            "cityscapes": "pixelseg.data.cityscapes", "ade20k": "pixelseg.data.ade20k", "camvid": "pixelseg.data.camvid",
            "coco": "pixelseg.data.coco", "labelme": "pixelseg.data.labelme"}
 LAYOUTS = {
-    "folder": "ROOT/train/images + ROOT/train/masks (index masks)",
-    "keras": "ROOT/train_images + ROOT/train_segmentation",
-    "colormask": "ROOT/train/images + ROOT/train/masks (color masks) + a color table in classes.json or class_dict.csv",
-    "voc": "ROOT/JPEGImages + ROOT/SegmentationClass + ROOT/ImageSets/Segmentation/{train,val}.txt (ROOT = VOC2012)",
-    "cityscapes": "ROOT/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png + ROOT/gtFine/{train,val}/<city>/*_gtFine_labelIds.png",
-    "ade20k": "ROOT/images/{training,validation} + ROOT/annotations/{training,validation} (ROOT = ADEChallengeData2016)",
-    "camvid": "ROOT/{train,val,test} + ROOT/{train,val,test}annot (SegNet layout), or ROOT/label_colors.txt with color masks",
-    "coco": "ROOT/annotations/*.json (COCO) + the images they name, in ROOT/<split> or ROOT/images/<split>",
-    "labelme": "ROOT/**/*.json LabelMe files next to their images (optional ROOT/labels.txt)",
+    "folder": "ROOT/{train,val[,test]}/{images,masks}/<stem>.* (index masks; classes.json 'values'/'ignore_values' "
+              "map stored values such as 0/255)",
+    "keras": "ROOT/{train,val[,test]}_images + ROOT/{train,val[,test]}_segmentation (index in the blue channel)",
+    "colormask": "the folder layout with RGB color masks + a color table (classes.json 'colors' or class_dict.csv)",
+    "voc": "VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/{train,val}.txt}; SBD from "
+           "SegmentationClassAug/ or benchmark_RELEASE/dataset/{img,cls}",
+    "cityscapes": "ROOT/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png + ROOT/gtFine/{train,val}/<city>/"
+                  "*_gtFine_labelIds.png",
+    "ade20k": "ADEChallengeData2016/{images,annotations}/{training,validation}",
+    "camvid": "ROOT/{train,val,test} + ROOT/{train,val,test}annot (SegNet), ROOT/label_colors.txt + "
+              "LabeledApproved_full/*_L.png, or ROOT/codes.txt + labels/*_P.png (fast.ai)",
+    "coco": "ROOT/annotations/instances_{train,val}*.json + the images, or ROOT/{train,valid}/_annotations.coco.json "
+            "(Roboflow)",
+    "labelme": "ROOT/[train|val|test/]<name>.json next to <name>.jpg (optional ROOT/labels.txt)",
 }
 
 
