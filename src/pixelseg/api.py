@@ -159,3 +159,47 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     result = summarize(cm.matrix, classes.names)
     result.update(split=split, images=len(samples), source=str(info.path))
     return result
+
+
+def tune_threshold(run: str | Path, data: str | Path, split: str = "val", device: str = "auto") -> dict:
+    """For a run trained with binary_sigmoid: the foreground probability threshold that maximizes the mIoU on
+    a labelled split (swept in steps of 0.01 in one pass), written into RUN/model.json so that predict,
+    evaluate, export and serve use it. Returns {"threshold", "mIoU", "threshold_before", "mIoU_before"}."""
+    import dataclasses
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pixelseg.data.checks import require_clean
+    from pixelseg.data.dataset import EvalDataset, eval_collate
+    from pixelseg.data.formats import open_dataset
+    from pixelseg.data.transforms import eval_transform
+    from pixelseg.inference.predictor import pick_device, resize_logits
+    from pixelseg.metrics import ThresholdSweep
+    from pixelseg.run import load_model, read_run, write_run_info
+
+    info = read_run(run)
+    if info.sigmoid_threshold is None:
+        raise PixelsegError(f"{run}: not a binary_sigmoid run (its model has one channel per class); there is no "
+                            "threshold to tune")
+    index = open_dataset(data)
+    if index.classes.names != info.classes.names:
+        raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
+                            f"{list(info.classes.names)}")
+    samples = index.split(split)
+    require_clean(index, (split,))
+    dev = pick_device(device)
+    model = load_model(info, dev).model      # the one-channel network inside the 2-class view
+    pre, ign = info.preprocessing, index.classes.ignore_index
+    ds = EvalDataset(samples, 2, ign, pre.in_channels, pre.mean, pre.std, eval_transform(pre.image_size),
+                     index.mask_color_channel)
+    sweep = ThresholdSweep(ign)
+    with torch.inference_mode():
+        for x, masks, _ in DataLoader(ds, batch_size=1, collate_fn=eval_collate):
+            logits = model(x.to(dev)).float()
+            sweep.update(resize_logits(logits, tuple(masks[0].shape)), masks[0][None].to(dev))
+    thresholds, miou = sweep.miou()
+    before = float(miou[min(int(round(info.sigmoid_threshold * sweep.bins)), sweep.bins - 1)])
+    best, best_miou = sweep.best()
+    write_run_info(dataclasses.replace(info, sigmoid_threshold=best))
+    return {"threshold": best, "mIoU": best_miou, "threshold_before": info.sigmoid_threshold, "mIoU_before": before}

@@ -308,6 +308,8 @@ class ThresholdSweep:
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """logits N x 1 x H x W (or N x H x W), target N x H x W with values 0, 1 or the ignore index."""
         x = logits[:, 0] if logits.dim() == 4 else logits
+        if tuple(x.shape) != tuple(target.shape):
+            raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match (N x H x W)")
         t = target.to(x.device)
         keep = t != self.ignore_index
         t = t[keep].long()

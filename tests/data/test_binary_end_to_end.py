@@ -9,6 +9,7 @@ import pytest
 
 import pixelseg
 import dataset_makers as M
+from pixelseg.api import tune_threshold
 from pixelseg.run import load_model, read_run
 
 
@@ -41,3 +42,13 @@ def test_binary_trains_predicts_and_evaluates(binary_data, tmp_path, sigmoid):
     assert label.shape == (M.H, M.W) and set(np.unique(label).tolist()) <= {0, 1}
     m = pixelseg.evaluate(run, binary_data, "val")
     assert m["images"] == 2 and set(m["per_class"]) == {"background", "lesion"}
+    if not sigmoid:
+        with pytest.raises(pixelseg.PixelsegError, match="not a binary_sigmoid run"):
+            tune_threshold(run, binary_data)
+        return
+    tuned = tune_threshold(run, binary_data)
+    assert 0.0 < tuned["threshold"] < 1.0 and tuned["mIoU"] >= tuned["mIoU_before"] - 1e-9
+    assert read_run(run).sigmoid_threshold == tuned["threshold"]         # written into model.json
+    # prediction now uses it: the wrapped model's fixed logit is logit(threshold)
+    t = tuned["threshold"]
+    assert load_model(read_run(run)).offset == pytest.approx(np.log(t / (1 - t)))
