@@ -77,10 +77,11 @@ def train(data: str | Path | None = None, model: str | None = None, *, config: s
     return run
 
 
-def load(run: str | Path, device: str = "auto"):
-    """A Predictor for a run folder: .predict(image) -> HxW class indices at the image's size."""
+def load(run: str | Path, device: str = "auto", **options):
+    """A Predictor for a run folder (or an exported .onnx/.xml): .predict(image) -> HxW class indices at the
+    image's size. options: backend=, precision=, threads=, tile=, overlap=, tta= (see inference.Predictor)."""
     from pixelseg.inference import Predictor
-    return Predictor(run, device)
+    return Predictor(run, device, **options)
 
 
 def evaluate(run: str | Path | None = None, data: str | Path | None = None, split: str = "val",
