@@ -165,7 +165,9 @@ def test_predict_ranks_split_the_images(data, tmp_path, monkeypatch, capsys):
 
 
 def test_python_dash_m_pixelseg_is_the_cli():
-    """torchrun starts `-m pixelseg`; it must be the CLI (exit codes included)."""
-    r = subprocess.run([sys.executable, "-m", "pixelseg", "train", "--data", "/nonexistent/data", "--epochs", "1"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.startswith("pixelseg: error: ") and "Traceback" not in r.stderr
+    """torchrun starts `-m pixelseg`; it must be the CLI (exit codes included). Kept to commands that do
+    not import torch: the training paths are run under torchrun above."""
+    r = subprocess.run([sys.executable, "-m", "pixelseg", "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("pixelseg ")
+    r = subprocess.run([sys.executable, "-m", "pixelseg", "no-such-command"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
