@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pixelseg.errors import PixelsegError
 
-QUICKSTART_MINUTES = 8.0
+QUICKSTART_MINUTES = 10.0
 
 
 def _console():
