@@ -220,3 +220,17 @@ def test_models_command_unknown_name_suggests_close_ones(capsys):
     err = capsys.readouterr().err
     assert err.startswith("pixelseg: error: no model matches 'fnc8s'") and "did you mean fcn8s" in err
     assert "Traceback" not in err
+
+
+def test_pspnet_loads_a_local_timm_checkpoint(tmp_path):
+    """--encoder-weights FILE for the timm-built models: a plain timm classification checkpoint fits."""
+    import timm
+    from safetensors.torch import save_file
+    torch.manual_seed(3)
+    clf = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in clf.state_dict().items()}, str(path))
+    model = build_model("pspnet", 3, encoder="resnet18", encoder_weights=str(path))
+    assert torch.equal(model.net.encoder.conv1.weight, clf.conv1.weight)
+    assert torch.equal(model.net.encoder.layer4[1].conv2.weight, clf.layer4[1].conv2.weight)
+    assert model.encoder_report["loaded"] == model.encoder_report["total"]   # every encoder tensor; fc.* unused
