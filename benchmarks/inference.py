@@ -78,7 +78,7 @@ def realtime(threads: int, frames: int = 30) -> list[dict]:
                 continue
             pred = Predictor(run, "cpu", backend=backend, precision=precision, threads=threads)
 
-            def one(buf):
+            def one(buf, pred=pred):
                 rgb = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
                 return pred.predict(rgb)
             for buf in jpegs[:3]:
@@ -95,7 +95,12 @@ def realtime(threads: int, frames: int = 30) -> list[dict]:
 def big_image_memory(threads: int, side: int = 10000, tile: int = 1024) -> dict:
     """Sliding window over a side x side RGB image with LR-ASPP; peak RSS above the input's baseline."""
     from pixelseg.inference import Predictor
-    from pixelseg.inference.bench import current_memory_mb, model_run, peak_memory_mb, reset_peak_memory
+    from pixelseg.inference.bench import (
+        current_memory_mb,
+        model_run,
+        peak_memory_mb,
+        reset_peak_memory,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         run = model_run("lraspp", (tile, tile), 6, Path(tmp) / "run")

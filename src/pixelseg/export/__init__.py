@@ -147,7 +147,11 @@ def export_run(run, fmt: str = "onnx", out=None, *, int8: bool = False, calib=No
                threads: int | None = None, log=print) -> ExportReport:
     """Export, check parity against PyTorch, and only then move the file to `out`. Returns the report."""
     from pixelseg.export.onnx import description, export_onnx
-    from pixelseg.inference.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
+    from pixelseg.inference.backends import (
+        OnnxRuntimeBackend,
+        OpenVinoBackend,
+        TorchBackend,
+    )
     from pixelseg.run import load_model, read_run
 
     t0 = time.perf_counter()

@@ -78,7 +78,12 @@ class _Reader:
 
 def quantize_int8(fp32_onnx: Path, out: Path, paths: list[Path], info, meta: dict, method: str = "minmax") -> Path:
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from pixelseg.export.onnx import INPUT, set_metadata

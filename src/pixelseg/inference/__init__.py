@@ -1,4 +1,4 @@
 from pixelseg.inference.predictor import Predictor, resize_logits
 from pixelseg.inference.tta import TTA
 
-__all__ = ["Predictor", "TTA", "resize_logits"]
+__all__ = ["TTA", "Predictor", "resize_logits"]

@@ -56,11 +56,10 @@ def peak_memory_mb() -> float:
 
 
 def current_memory_mb() -> float:
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{os.getpid()}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
+    with contextlib.suppress(OSError), open(f"/proc/{os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
     return float("nan")
 
 
@@ -122,9 +121,9 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
           iters: int = 20, warmup: int = 3, int8: bool = False, calib=None, calib_count: int = 100,
           num_classes: int = 6, encoder: str | None = None, log=print) -> dict:
     """Benchmark `source` (a run folder or a registered model name). Returns {"rows": [...], "setup": {...}}."""
-    from pixelseg.inference.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, available, cached_onnx
+    from pixelseg.inference.backends import available
     from pixelseg.models import MODELS
-    from pixelseg.run import is_run, load_model, read_run
+    from pixelseg.run import is_run, read_run
 
     wanted = list(paths or [p for p in PATHS if int8 or "int8" not in p])
     unknown = [p for p in wanted if p not in PATHS]
@@ -158,33 +157,45 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
                 log(f"skipping {path}: this CPU has no native bf16 (AVX512-BF16/AMX)")
                 continue
             reset_peak_memory()
-            if path == "eager":
-                model = load_model(info, cpu)
-
-                def fn(model=model):
-                    with torch.no_grad():
-                        return model(x)
-            elif path.startswith("torch"):
-                fn = TorchBackend(load_model(info, cpu), cpu, "bf16" if path.endswith("bf16") else "fp32", channels_last=True)
-            else:
-                if path.endswith("int8"):
-                    file = _int8_file(run, "onnx", calib, calib_count, log)
-                else:
-                    file = cached_onnx(info, load_model(info, cpu))
-                cls = OnnxRuntimeBackend if backend_name == "onnxruntime" else OpenVinoBackend
-                fn = cls(file, cpu, threads, "bf16" if path.endswith("bf16") else "fp32")
-            out = fn(x) if path != "eager" else fn()
-            times = time_calls((lambda: fn(x)) if path != "eager" else fn, warmup, iters)
+            run_path = _make_path(path, info, run, cpu, threads, calib, calib_count, log)
+            out = run_path(x)
+            times = time_calls(lambda f=run_path: f(x), warmup, iters)
             p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
             if reference is None:
                 reference, t_ref = out.argmax(1), p50
             rows.append(BenchRow(path, p50 * 1e3, p95 * 1e3, batch / p50, peak_memory_mb(), t_ref / p50,
                                  float((out.argmax(1) == reference).float().mean())))
             log(f"{path:18s} p50 {p50 * 1e3:8.1f} ms  p95 {p95 * 1e3:8.1f} ms  x{t_ref / p50:5.2f}")
-            del fn
+            del run_path   # free this path's model before the next one's memory is measured
         setup = {"model": info.model, "encoder": info.encoder, "size": list(size), "batch": batch, "threads": threads,
                  "iters": iters, "cpu": cpu_name(), "torch": torch.__version__}
         return {"setup": setup, "rows": [r.to_dict() for r in rows]}
+
+
+def _make_path(path: str, info, run: Path, cpu: torch.device, threads: int, calib, calib_count: int, log):
+    """One benchmarked path as a callable: normalized batch -> logits."""
+    from pixelseg.inference.backends import (
+        OnnxRuntimeBackend,
+        OpenVinoBackend,
+        TorchBackend,
+        cached_onnx,
+    )
+    from pixelseg.run import load_model
+
+    precision = "bf16" if path.endswith("bf16") else "fp32"
+    if path == "eager":      # plain PyTorch as most code runs it: no_grad, default layout, fp32
+        model = load_model(info, cpu)
+
+        def eager(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return model(x)
+        return eager
+    if path.startswith("torch"):
+        return TorchBackend(load_model(info, cpu), cpu, precision, channels_last=True)
+    file = (_int8_file(run, "onnx", calib, calib_count, log) if path.endswith("int8")
+            else cached_onnx(info, load_model(info, cpu)))
+    cls = OnnxRuntimeBackend if path.startswith("onnxruntime") else OpenVinoBackend
+    return cls(file, cpu, threads, precision)
 
 
 def bf16_supported() -> bool:

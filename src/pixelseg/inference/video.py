@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from pixelseg.errors import PixelsegError
 from pixelseg.fileio import atomic_path
