@@ -119,8 +119,9 @@ def test_cli_bench_table_and_json(random_run, tmp_path, capsys):
     assert [r["path"] for r in res["rows"]] == ["eager", "torch", "openvino"]
     eager = res["rows"][0]
     assert eager["speedup"] == 1.0 and eager["agreement"] == 1.0
+    assert eager["peak_mb"] > 10                              # loading U-Net/resnet18 (56 MB of weights) shows
     for r in res["rows"]:
-        assert 0 < r["p50_ms"] <= r["p95_ms"] and r["peak_mb"] > 0 and r["throughput"] > 0
+        assert 0 < r["p50_ms"] <= r["p95_ms"] and r["peak_mb"] >= 0 and r["throughput"] > 0
         assert r["agreement"] >= 0.999                       # fp32 paths agree with eager
     assert res["setup"]["size"] == [64, 64] and res["setup"]["threads"] == 1
     assert "speedup" in capsys.readouterr().out

@@ -8,7 +8,6 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ class BenchRow:
     p50_ms: float
     p95_ms: float
     throughput: float        # images per second at this batch size
-    peak_mb: float           # peak resident memory while loading and running this path (whole process)
+    peak_mb: float           # peak resident memory this path added while loading and warming up
     speedup: float           # eager p50 / this p50
     agreement: float         # argmax agreement with eager on the benchmark input
 
@@ -61,19 +60,6 @@ def current_memory_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-# -- timing --------------------------------------------------------------------------------------------------
-def time_calls(fn: Callable[[], object], warmup: int, iters: int, min_seconds: float = 0.0) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    t_end = time.perf_counter() + min_seconds
-    while len(times) < iters or time.perf_counter() < t_end:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times
 
 
 def model_run(name: str, size: tuple[int, int], num_classes: int, folder: Path, encoder: str | None = None,
@@ -147,7 +133,7 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
         cpu = torch.device("cpu")
         if "eager" not in wanted:
             wanted.insert(0, "eager")   # the reference every ratio is taken against
-        rows, reference, t_ref = [], None, None
+        built, mem = {}, {}
         for path in wanted:
             backend_name = path.split("-")[0]
             if backend_name in ("onnxruntime", "openvino") and not available(backend_name):
@@ -156,17 +142,29 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
             if path.endswith("bf16") and not bf16_supported():
                 log(f"skipping {path}: this CPU has no native bf16 (AVX512-BF16/AMX)")
                 continue
+            before = current_memory_mb()
             reset_peak_memory()
-            run_path = _make_path(path, info, run, cpu, threads, calib, calib_count, log)
-            out = run_path(x)
-            times = time_calls(lambda f=run_path: f(x), warmup, iters)
-            p50, p95 = float(np.percentile(times, 50)), float(np.percentile(times, 95))
-            if reference is None:
-                reference, t_ref = out.argmax(1), p50
-            rows.append(BenchRow(path, p50 * 1e3, p95 * 1e3, batch / p50, peak_memory_mb(), t_ref / p50,
-                                 float((out.argmax(1) == reference).float().mean())))
+            fn = _make_path(path, info, run, cpu, threads, calib, calib_count, log)
+            for _ in range(max(1, warmup)):
+                out = fn(x)
+            built[path] = (fn, out.argmax(1))
+            mem[path] = peak_memory_mb() - before
+        # Round-robin: every round times each path once, so a machine whose load drifts during the run (other
+        # jobs, thermal limits) slows all paths alike and the ratios stay fair.
+        times: dict[str, list[float]] = {p: [] for p in built}
+        for _ in range(iters):
+            for path, (fn, _) in built.items():
+                t = time.perf_counter()
+                fn(x)
+                times[path].append(time.perf_counter() - t)
+        reference = built["eager"][1]
+        t_ref = float(np.percentile(times["eager"], 50))
+        rows = []
+        for path, (_, labels) in built.items():
+            p50, p95 = float(np.percentile(times[path], 50)), float(np.percentile(times[path], 95))
+            rows.append(BenchRow(path, p50 * 1e3, p95 * 1e3, batch / p50, mem[path], t_ref / p50,
+                                 float((labels == reference).float().mean())))
             log(f"{path:18s} p50 {p50 * 1e3:8.1f} ms  p95 {p95 * 1e3:8.1f} ms  x{t_ref / p50:5.2f}")
-            del run_path   # free this path's model before the next one's memory is measured
         setup = {"model": info.model, "encoder": info.encoder, "size": list(size), "batch": batch, "threads": threads,
                  "iters": iters, "cpu": cpu_name(), "torch": torch.__version__}
         return {"setup": setup, "rows": [r.to_dict() for r in rows]}
