@@ -126,6 +126,7 @@ def main() -> int:
     ap.add_argument("--train-minutes", type=float, default=4.0)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=30, help="timed frames per real-time configuration")
     ap.add_argument("--skip", nargs="*", default=[], choices=["latency", "realtime", "memory"])
     a = ap.parse_args()
     from pixelseg.export import export_run
@@ -158,7 +159,7 @@ def main() -> int:
             r["vs_flops_bound"] = r["p50_ms"] / ideal_ms
     if "realtime" not in a.skip:
         print("real-time model at 1024x512 ...", flush=True)
-        results["realtime"] = realtime(a.threads)
+        results["realtime"] = realtime(a.threads, a.frames)
     if "memory" not in a.skip:
         print("10000x10000 sliding window ...", flush=True)
         results["big_image"] = big_image_memory(a.threads)
