@@ -61,8 +61,11 @@ def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(serve_run):
     (["serve", "{run}", "--backend", "tensorrt", "--port", "0"], "tensorrt"),
 ])
 def test_serve_mistakes_are_one_line_and_exit_2(serve_run, tmp_path, capsys, args, message):
+    from PIL import Image
     argv = [a.format(missing=tmp_path / "nope", run=serve_run) for a in args]
+    guard = Image.MAX_IMAGE_PIXELS
     assert main(argv) == 2
+    assert Image.MAX_IMAGE_PIXELS == guard             # a server that never started changed nothing global
     err = capsys.readouterr().err.strip()
     assert err.startswith("pixelseg: error: ") and message in err and "\n" not in err
 
@@ -70,11 +73,14 @@ def test_serve_mistakes_are_one_line_and_exit_2(serve_run, tmp_path, capsys, arg
 def test_worker_factory_rebuilds_the_settings(serve_run, monkeypatch):
     settings = ServeSettings(str(serve_run), backend="torch", device="cpu", api_key="worker-key-123", threads=1,
                              limits=Limits(max_pixels=12345, timeout_s=7.5), batching=Batching(max_batch=3))
+    from PIL import Image
     assert ServeSettings.from_json(settings.to_json()) == settings
     monkeypatch.setenv(SETTINGS_ENV, settings.to_json())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)   # the worker sets it process-wide
     app = app_from_env()
     assert app.state.settings == settings
     assert json.loads(settings.to_json())["limits"]["max_pixels"] == 12345
+    assert Image.MAX_IMAGE_PIXELS == 12345            # Pillow's own bomb guard, at the server's limit
 
 
 def test_loopback_detection():
@@ -84,8 +90,13 @@ def test_loopback_detection():
 
 def test_run_server_warns_off_localhost_and_splits_cores_between_workers(serve_run, monkeypatch, capsys):
     import uvicorn
-    calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    calls, sent, sent_dirs = [], [], []
+
+    def fake_run(app, **kw):                            # what the worker processes would inherit
+        calls.append((app, kw))
+        sent.append(ServeSettings.from_json(os.environ[SETTINGS_ENV]))
+        sent_dirs.append(os.path.isdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    monkeypatch.setattr(uvicorn, "run", fake_run)
     monkeypatch.delenv(SETTINGS_ENV, raising=False)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     from pixelseg.serve.server import run_server
@@ -94,8 +105,10 @@ def test_run_server_warns_off_localhost_and_splits_cores_between_workers(serve_r
     assert "without an API key" in err
     app, kw = calls[0]
     assert app == "pixelseg.serve.server:app_from_env" and kw["factory"] and kw["workers"] == 3
-    sent = ServeSettings.from_json(os.environ[SETTINGS_ENV])
-    assert sent.threads == max(1, (os.cpu_count() or 1) // 3)
+    assert sent[0].threads == max(1, (os.cpu_count() or 1) // 3)
+    assert sent_dirs[0]                                # the metrics folder existed while the workers ran
+    # and this process has its environment back
+    assert SETTINGS_ENV not in os.environ and "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     # with a key, or on localhost, no warning
     run_server(ServeSettings(str(serve_run), api_key="long-enough-key"), host="0.0.0.0", port=0, workers=3)
     run_server(ServeSettings(str(serve_run)), host="127.0.0.1", port=0, workers=2)

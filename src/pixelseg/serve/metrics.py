@@ -23,6 +23,8 @@ def multiprocess_dir() -> str | None:
 
 class Metrics:
     def __init__(self):
+        # decided once, like prometheus_client's own choice of value storage (made when it is imported)
+        self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("pixelseg_http_requests", "HTTP requests answered, by route, method and status",
@@ -49,11 +51,10 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type."""
-        path = multiprocess_dir()
-        if path:
+        if self.multiprocess_dir:
             from prometheus_client import multiprocess
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, path=path)
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -67,15 +67,25 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
               f"use the model; set --api-key or {API_KEY_ENV}", file=sys.stderr)
     if workers == 1:
         from pixelseg.serve.app import create_app
+        app = create_app(settings)
         _guard_pillow(settings)
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
         return
     if settings.threads is None:
         # each worker runs its own model; without this they would all use every core and fight
         from dataclasses import replace
         settings = replace(settings, threads=max(1, (os.cpu_count() or 1) // workers))
-    os.environ[SETTINGS_ENV] = settings.to_json()
-    with tempfile.TemporaryDirectory(prefix="pixelseg-metrics-") as metrics_dir:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        uvicorn.run("pixelseg.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    access_log=access_log, log_level="info")
+    saved = {k: os.environ.get(k) for k in (SETTINGS_ENV, "PROMETHEUS_MULTIPROC_DIR")}
+    try:
+        with tempfile.TemporaryDirectory(prefix="pixelseg-metrics-") as metrics_dir:
+            # the workers inherit these; this process gets its environment back when the server stops
+            os.environ[SETTINGS_ENV] = settings.to_json()
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            uvicorn.run("pixelseg.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                        access_log=access_log, log_level="info")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
