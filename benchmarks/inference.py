@@ -127,6 +127,7 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--frames", type=int, default=30, help="timed frames per real-time configuration")
+    ap.add_argument("--calib-count", type=int, default=300, help="INT8 calibration images (default %(default)s)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["latency", "realtime", "memory"])
     a = ap.parse_args()
     from pixelseg.export import export_run
@@ -146,10 +147,11 @@ def main() -> int:
             print(f"training U-Net/resnet18 for {a.train_minutes:g} min on the built-in data ...", flush=True)
             run = train_unet(out, a.train_minutes)
         print("INT8 export (calibrated on the training images) and val mIoU, fp32 vs INT8 ...", flush=True)
-        rep = export_run(run, "onnx", int8=True, calib_count=300, min_agreement=0.0)
+        rep = export_run(run, "onnx", int8=True, calib_count=a.calib_count, min_agreement=0.0)
         results["int8_export"] = rep.to_dict()
         print(f"  agreement {rep.agreement:.4%}, mIoU {rep.miou}", flush=True)
-        res = bench(run, (512, 512), 1, None, a.threads, a.iters, int8=True, log=lambda m: print("  " + m, flush=True))
+        res = bench(run, (512, 512), 1, None, a.threads, a.iters, int8=True, calib_count=a.calib_count,
+                    log=lambda m: print("  " + m, flush=True))
         results["latency"] = res
         peak = matmul_peak_gflops(a.threads)
         gf = model_gflops(run, (512, 512))
