@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
-    common = dict(image_size=(a.image_size, a.image_size), batch_size=8, num_workers=0, seed=a.seed)
+    common = {"image_size": (a.image_size, a.image_size), "batch_size": 8, "num_workers": 0, "seed": a.seed}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = Path(a.data) if a.data else tmp / "data"

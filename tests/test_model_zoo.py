@@ -158,7 +158,7 @@ def test_bisenetv2_branches_and_booster_heads():
     net = model.net
     x = torch.randn(1, 3, 64, 96)
     assert net.detail(x).shape[-2:] == (8, 12)               # detail branch: 1/8, 128 channels
-    fused, stages = net._features(x)
+    _, stages = net._features(x)
     assert [s.shape[1] for s in stages] == [16, 32, 64, 128]  # semantic branch: narrow and deep
     assert [s.shape[-1] for s in stages] == [24, 12, 6, 3]    # 1/4, 1/8, 1/16, 1/32
     assert MODELS.get("bisenetv2").info["aux_weight"] == 1.0 and MODELS.get("pspnet").info["aux_weight"] == 0.4

@@ -14,7 +14,7 @@ from pixelseg.config import from_dict
 from pixelseg.data.synth import generate
 from pixelseg.engine.distill import kd_loss
 from pixelseg.engine.finetune import init_from
-from pixelseg.engine.objective import Objective, build_objective
+from pixelseg.engine.objective import build_objective
 from pixelseg.errors import PixelsegError
 from pixelseg.models import build_model
 
@@ -135,7 +135,7 @@ def test_init_from_bad_sources_are_user_errors(tmp_path):
 
 # ------------------------------------------------------------------------------------ end to end
 
-TINY = dict(image_size=(64, 64), batch_size=4, num_workers=0, threads=2, epochs=1)
+TINY = {"image_size": (64, 64), "batch_size": 4, "num_workers": 0, "threads": 2, "epochs": 1}
 
 
 @pytest.fixture(scope="module")

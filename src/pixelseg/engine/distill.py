@@ -53,7 +53,7 @@ class Teacher(nn.Module):
         self.name = info.model
         self.model = load_model(info, device).eval().requires_grad_(False)
         t_mean, t_std = info.preprocessing.mean, info.preprocessing.std
-        as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
+        as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         # x_teacher = (x_student * std_s + mean_s - mean_t) / std_t, an affine map per channel
         self.register_buffer("scale", as_t(std) / as_t(t_std))
         self.register_buffer("shift", (as_t(mean) - as_t(t_mean)) / as_t(t_std))

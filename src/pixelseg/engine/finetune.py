@@ -87,7 +87,7 @@ def read_source(source: str | Path, model_name: str | None = None) -> tuple[dict
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any decode failure of a user file is a user error
+    except Exception as e:  # noqa: BLE001 - any decode failure of a user file is a user error
         raise PixelsegError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
                             "give a .safetensors file or a plain state_dict .pth") from None
     for key in ("model", "state_dict"):     # a pixelseg last.pt, or a common training checkpoint

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from pixelseg.models import (bisenetv2, fast_scnn, fcn, lraspp, pspnet, segnet, smp_models,
-                             unet_plain)
+from pixelseg.models import (
+    bisenetv2,
+    fast_scnn,
+    fcn,
+    lraspp,
+    pspnet,
+    segnet,
+    smp_models,
+    unet_plain,
+)
 from pixelseg.models.base import Segmenter, default_mean_std
 from pixelseg.registry import Registry
 
@@ -24,8 +32,15 @@ pspnet.register(MODELS)
 fast_scnn.register(MODELS)
 bisenetv2.register(MODELS)
 
-__all__ = ["MODELS", "build_model", "Segmenter", "default_mean_std", "count_parameters", "model_mean_std",
-           "onnx_support"]
+__all__ = [
+    "MODELS",
+    "Segmenter",
+    "build_model",
+    "count_parameters",
+    "default_mean_std",
+    "model_mean_std",
+    "onnx_support",
+]
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, encoder: str | None = None,

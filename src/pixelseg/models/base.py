@@ -77,7 +77,7 @@ class Segmenter(nn.Module):
 
 def timm_name(encoder: str) -> str:
     """Accept smp's spelling for timm encoders ("tu-resnet50") as well as the bare timm name."""
-    return encoder[3:] if encoder.startswith("tu-") else encoder
+    return encoder.removeprefix("tu-")
 
 
 def timm_features(encoder: str, in_channels: int, encoder_weights: str | None, out_indices: tuple[int, ...],

@@ -16,7 +16,12 @@ from torch import nn
 
 from pixelseg.errors import PixelsegError
 from pixelseg.models.base import Segmenter
-from pixelseg.models.blocks import AdaptiveAvgPool2dExportable, ConvBNReLU, check_fixed_encoder, norm_for_pooled
+from pixelseg.models.blocks import (
+    AdaptiveAvgPool2dExportable,
+    ConvBNReLU,
+    check_fixed_encoder,
+    norm_for_pooled,
+)
 from pixelseg.registry import Registry
 
 

@@ -20,7 +20,11 @@ from torch import nn
 
 from pixelseg.errors import PixelsegError
 from pixelseg.models.base import Segmenter, load_encoder_weights
-from pixelseg.models.blocks import bilinear_kernel, check_fixed_encoder, replace_first_conv
+from pixelseg.models.blocks import (
+    bilinear_kernel,
+    check_fixed_encoder,
+    replace_first_conv,
+)
 from pixelseg.registry import Registry
 
 
@@ -79,7 +83,7 @@ class FCN(nn.Module):
                 self.score_pool3 = nn.Conv2d(256, num_classes, 1)
                 self.upscore_pool4 = _upsample(num_classes, 2)
             # zero-initialised skips: training starts from the coarser net's prediction (paper, sec. 4.2)
-            for m in (getattr(self, "score_pool4"), getattr(self, "score_pool3", None)):
+            for m in (self.score_pool4, getattr(self, "score_pool3", None)):
                 if m is not None:
                     nn.init.zeros_(m.weight)
                     nn.init.zeros_(m.bias)
@@ -102,8 +106,9 @@ def _build(stride: int):
         net = FCN(num_classes, in_channels, stride, enc, "imagenet" if encoder_weights == "imagenet" else None)
         report = None
         if encoder_weights and encoder_weights != "imagenet":
-            report = load_encoder_weights(nn.ModuleDict({"features": nn.Sequential(
-                *net.to_pool3, *net.to_pool4, *net.to_pool5)}).features, encoder_weights)
+            # one Sequential over the shared layers numbers them like torchvision's vgg.features (0..30)
+            vgg_features = nn.Sequential(*net.to_pool3, *net.to_pool4, *net.to_pool5)
+            report = load_encoder_weights(vgg_features, encoder_weights)
         model = Segmenter(net, divisor=32)
         model.encoder_report = report
         return model
@@ -111,7 +116,7 @@ def _build(stride: int):
 
 
 def register(models: Registry) -> None:
-    common = dict(family="FCN", default_encoder="vgg16", onnx=True)
+    common = {"family": "FCN", "default_encoder": "vgg16", "onnx": True}
     models.register("fcn32s", **common, lr=1e-4,
                     use="the 2015 baseline: coarse stride-32 predictions; for comparison and teaching")(_build(32))
     models.register("fcn16s", **common, lr=1e-4,

@@ -13,7 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixelseg.models.base import Segmenter, encoder_mean_std, load_encoder_weights, timm_features
+from pixelseg.models.base import (
+    Segmenter,
+    encoder_mean_std,
+    load_encoder_weights,
+    timm_features,
+)
 from pixelseg.models.blocks import ConvBNReLU, PyramidPooling
 from pixelseg.registry import Registry
 

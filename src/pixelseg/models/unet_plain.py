@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixelseg.models.blocks import check_fixed_encoder
 from pixelseg.models.base import Segmenter
+from pixelseg.models.blocks import check_fixed_encoder
 from pixelseg.registry import Registry
 
 
