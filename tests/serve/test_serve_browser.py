@@ -49,7 +49,8 @@ def open_page(browser, url: str, width: int, height: int):
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url + "/")
-    page.wait_for_function("document.getElementById('model-line').textContent.includes('unet')")
+    # selectors, not wait_for_function: the page's CSP forbids eval, which that polling needs
+    page.wait_for_selector("#model-line:has-text('unet')")
     return page, outside, errors
 
 
@@ -186,7 +187,7 @@ def test_api_key_prompt_and_a_format_the_browser_cannot_decode(browser, serve_ru
         assert "API key" in page.inner_text("#status")
         page.fill("#key", "page-key-12345")
         page.click("#key-box button")
-        page.wait_for_function("document.getElementById('model-line').textContent.includes('unet')")
+        page.wait_for_selector("#model-line:has-text('unet')")
         assert page.is_hidden("#key-box")
         page.set_input_files("#file", str(path))
         page.wait_for_selector("#legend li[data-fraction]")
