@@ -91,3 +91,9 @@ def trained_run(tmp_path_factory) -> Path:
     save_weights(info.weights, model.eval())
     (run / "config.yaml").write_text(yaml.safe_dump({"data": {"root": str(data)}}))
     return run
+
+
+@pytest.fixture
+def easy_image() -> np.ndarray:
+    """An unseen image of the easy dataset's kind."""
+    return easy_scene(np.random.default_rng(99))[0]

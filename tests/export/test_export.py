@@ -60,7 +60,7 @@ def test_parity_gate_refuses_and_writes_nothing(random_run, tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_int8_on_a_trained_model(trained_run, tmp_path):
+def test_int8_on_a_trained_model(trained_run, easy_image, tmp_path):
     import onnx
     r = export_run(trained_run, "onnx", tmp_path / "q.onnx", int8=True, calib_count=16, **QUIET)
     assert r.int8 and r.calib_images == 16
@@ -76,11 +76,9 @@ def test_int8_on_a_trained_model(trained_run, tmp_path):
     assert meta["export"]["int8"] is True and meta["export"]["calib_images"] == 16
     # the INT8 file runs on both runtimes through the Predictor and agrees with fp32 PyTorch
     fp32 = Predictor(trained_run, "cpu")
-    from conftest import easy_scene
-    image = easy_scene(np.random.default_rng(99))[0]
     for backend in ("onnxruntime", "openvino"):
         q = Predictor(r.path, "cpu", backend=backend)
-        assert (q.predict(image) == fp32.predict(image)).mean() >= 0.98
+        assert (q.predict(easy_image) == fp32.predict(easy_image)).mean() >= 0.98
 
 
 @pytest.mark.parametrize("args, words", [
