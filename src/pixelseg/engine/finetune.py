@@ -100,21 +100,12 @@ def read_source(source: str | Path, model_name: str | None = None) -> tuple[dict
 
 def init_from(model: nn.Module, source: str | Path, model_name: str | None = None) -> InitReport:
     """Load every matching tensor of `source` into `model`; see the module docstring."""
-    from pixelseg.models.base import adapt_first_conv
+    from pixelseg.models.base import adapt_first_conv, strip_prefixes
 
     state, desc, info = read_source(source, model_name)
     target = model.state_dict()
 
-    def canonical(k: str) -> str:
-        changed = True
-        while changed:
-            changed = False
-            for p in _WRAPPERS:
-                if k.startswith(p) and k not in target:
-                    k, changed = k[len(p):], True
-        return k
-
-    src = {canonical(k): v for k, v in state.items()}
+    src = {strip_prefixes(k, _WRAPPERS, target): v for k, v in state.items()}
     in_ch = _in_channels(model)
     report = InitReport(desc)
     new = {}

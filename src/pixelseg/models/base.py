@@ -126,6 +126,18 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
 _PREFIXES = ("module.", "model.", "encoder.", "backbone.", "features.", "state_dict.")
 
 
+def strip_prefixes(key: str, prefixes: tuple[str, ...], target) -> str:
+    """Drop wrapper prefixes (DDP's `module.`, a checkpoint's `model.`, ...) until `key` names a tensor of
+    `target`, or no prefix is left to drop."""
+    changed = True
+    while changed:
+        changed = False
+        for p in prefixes:
+            if key.startswith(p) and key not in target:
+                key, changed = key[len(p):], True
+    return key
+
+
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
     """Load a local weights file (.safetensors, or a .pth/.pt read with weights_only=True) into `encoder`.
 
@@ -152,13 +164,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
     target = encoder.state_dict()
 
     def strip(k: str) -> str:
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if k.startswith(p) and k not in target:
-                    k, changed = k[len(p):], True
-        return k
+        return strip_prefixes(k, _PREFIXES, target)
 
     new, adapted, skipped = {}, [], []
     first_conv = next((k for k, v in target.items() if v.ndim == 4), None)
