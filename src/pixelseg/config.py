@@ -73,7 +73,7 @@ class TrainConfig:
     accumulate: int = 1                       # micro-batches per optimizer step (effective batch = batch_size x accumulate)
     clip_grad: float | None = None            # max global gradient norm; None = no clipping
     ema: float | None = None                  # EMA decay of the weights (e.g. 0.999); evaluated and saved instead
-    channels_last: bool = False               # NHWC memory format (faster convolutions on recent GPUs/CPUs)
+    channels_last: bool | None = None         # NHWC memory format; None = on for the CPU (see engine/recipe.py)
     compile: bool = False                     # torch.compile the model (opt-in: compile time is minutes)
     sync_bn: bool = False                     # SyncBatchNorm across ranks under torchrun
     sampling: str = "uniform"                 # uniform | repeat (repeat-factor sampling of images with rare classes)

@@ -116,17 +116,33 @@ def param_groups(model: torch.nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-@torch.inference_mode()
 def evaluate(model, loader, num_classes: int, ignore_index: int, device, amp_dtype=None) -> ConfusionMatrix:
-    """Confusion matrix at each mask's ORIGINAL resolution (logits resized back, as predict does)."""
+    """Confusion matrix at each mask's ORIGINAL resolution (logits resized back, as predict does).
+
+    A model trained in channels_last is evaluated in the contiguous format that load/predict use: NHWC
+    convolutions round differently (~1e-5), which would flip near-tie pixels and make the training metric
+    disagree with `pixelseg evaluate` on the same weights. The switch happens outside inference mode, or
+    the parameters would become inference tensors that training cannot use afterwards.
+    """
     model.eval()
+    nhwc = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.parameters())
+    if nhwc:
+        with torch.no_grad():
+            model.to(memory_format=torch.contiguous_format)
     cm = ConfusionMatrix(num_classes, ignore_index)
-    for x, masks, _ in loader:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x.to(device, non_blocking=True))
-        for i, mask in enumerate(masks):
-            pred = labels_from_logits(resize_logits(logits[i:i + 1].float(), tuple(mask.shape)))[0]  # argmax / sigmoid
-            cm.update(pred, mask.to(device))
+    try:
+        with torch.inference_mode():
+            for x, masks, _ in loader:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(x.to(device, non_blocking=True))
+                for i, mask in enumerate(masks):
+                    pred = labels_from_logits(resize_logits(logits[i:i + 1].float(), tuple(mask.shape)))[0]  # argmax / sigmoid
+                    cm.update(pred, mask.to(device))
+    finally:
+        if nhwc:
+            with torch.no_grad():
+                model.to(memory_format=torch.channels_last)
     return cm
 
 
