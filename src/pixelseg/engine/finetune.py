@@ -81,15 +81,9 @@ def read_source(source: str | Path, model_name: str | None = None) -> tuple[dict
         path = info.weights
     elif not path.is_file():
         raise PixelsegError(f"{path}: not found; --init-from takes a pixelseg run folder or a .safetensors/.pth file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any decode failure of a user file is a user error
-        raise PixelsegError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
-                            "give a .safetensors file or a plain state_dict .pth") from None
+    from pixelseg.models.base import read_weights_file
+
+    state = read_weights_file(path)
     for key in ("model", "state_dict"):     # a pixelseg last.pt, or a common training checkpoint
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -138,6 +138,20 @@ def strip_prefixes(key: str, prefixes: tuple[str, ...], target) -> str:
     return key
 
 
+def read_weights_file(path: Path):
+    """What a user's weights file holds: safetensors, or a .pth/.pt read with weights_only=True (never a
+    pickle that could run code). Any decode failure is the user's file, so it is a one-line PixelsegError."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any decode failure of a user file is a user error
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise PixelsegError(f"{path}: cannot read weights ({type(e).__name__}: {first}); "
+                            "give a .safetensors file or a plain state_dict .pth") from None
+
+
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
     """Load a local weights file (.safetensors, or a .pth/.pt read with weights_only=True) into `encoder`.
 
@@ -148,17 +162,9 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise PixelsegError(f"{path}: encoder weights file not found; pass a .safetensors or .pth file to --encoder-weights")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]
-    except Exception as e:  # any decode failure of a user file is a user error
-        raise PixelsegError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                            "give a .safetensors file or a plain state_dict .pth") from None
+    state = read_weights_file(path)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
     if not isinstance(state, dict):
         raise PixelsegError(f"{path}: does not hold a state_dict; save model.state_dict() (safetensors preferred)")
     target = encoder.state_dict()
