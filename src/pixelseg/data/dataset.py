@@ -1,6 +1,8 @@
 """torch Datasets over a DatasetIndex split: decode in the loader workers, augment, normalize."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -16,9 +18,14 @@ def normalize(image: np.ndarray, mean, std) -> torch.Tensor:
     if not image.flags.writeable or not image.flags.c_contiguous:   # PIL hands out read-only arrays
         image = np.array(image, copy=True, order="C")
     x = torch.from_numpy(image).permute(2, 0, 1).float()
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return (x - m) / s
+    m, s = _stats(tuple(mean), tuple(std))
+    return x.sub_(m).div_(s)
+
+
+@functools.lru_cache(maxsize=16)
+def _stats(mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1),
+            torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
 
 
 class SegDataset(Dataset):

@@ -43,6 +43,7 @@ from pixelseg.data.checks import require_clean
 from pixelseg.data.classes import output_channels
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
 from pixelseg.data.formats import open_dataset
+from pixelseg.data.prefetch import ThreadPrefetcher
 from pixelseg.data.sampling import class_stats, epoch_order, median_frequency_weights, repeat_factors
 from pixelseg.data.transforms import check_augment, eval_transform, train_transform
 from pixelseg.engine import distributed as ddp
@@ -538,8 +539,10 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
             t_epoch, loss_sum, loss_n, lr = time.time(), 0.0, 0, cfg.train.lr
             reserve = val_seconds if val_seconds is not None else 0.0
             tick = time.time()       # wall clock: data loading counts against the budget too
-            batches = iter(loader)
-            with _progress_bar(console, len(loader), f"epoch {epoch + 1}") as bar:
+            # without worker processes, a thread decodes the next batches while this one trains
+            batches = ThreadPrefetcher(loader, depth=2) if nw == 0 else iter(loader)
+            with _progress_bar(console, len(loader), f"epoch {epoch + 1}") as bar, \
+                    (batches if isinstance(batches, ThreadPrefetcher) else contextlib.nullcontext()):
                 while True:
                     t_fetch = time.time()
                     try:
