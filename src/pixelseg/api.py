@@ -107,7 +107,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         raise PixelsegError("evaluate needs the ground truth: pass --data ROOT")
     if (run is None) == (pred_dir is None):
         raise PixelsegError("evaluate takes either a RUN folder or --pred-dir PRED (label maps), not both or neither")
-    index = open_dataset(data)
+    index = open_dataset(data) if run is None else open_like_run(run, data)
     classes = index.classes
     samples = index.split(split)
     if not all(s.mask is not None for s in samples):
@@ -162,10 +162,27 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     return result
 
 
-def tune_threshold(run: str | Path, data: str | Path, split: str = "val", device: str = "auto") -> dict:
+def open_like_run(run: str | Path, data: str | Path):
+    """`data` opened the way `run` read its training data: with the run's data.format and val_fraction
+    (config.yaml) when `data` is that same folder, so that a held-out val split and a format option such as
+    camvid11 (32 CamVid classes grouped into 11) carry over; a format variant carries over to any folder (a
+    model of the 11 CamVid classes is evaluated on CamVid read as 11 classes). Other folders are detected."""
+    from pixelseg.data.formats import VARIANTS, open_dataset
+    from pixelseg.report.analysis import run_data_settings
+
+    settings = run_data_settings(run)
+    fmt, root = settings.get("format") or "auto", settings.get("root")
+    same = bool(root) and Path(root).resolve() == Path(data).resolve()
+    if same or fmt in VARIANTS:
+        return open_dataset(data, fmt, float(settings.get("val_fraction", 0.1)) if same else 0.1)
+    return open_dataset(data)
+
+
+def tune_threshold(run: str | Path, data: str | Path | None = None, split: str = "val", device: str = "auto") -> dict:
     """For a run trained with binary_sigmoid: the foreground probability threshold that maximizes the mIoU on
-    a labelled split (swept in steps of 0.01 in one pass), written into RUN/model.json so that predict,
-    evaluate, export and serve use it. Returns {"threshold", "mIoU", "threshold_before", "mIoU_before"}."""
+    a labelled split of `data` (default: the run's training data; swept in steps of 0.01 in one pass), written
+    into RUN/model.json (atomically) so that predict, evaluate, export and serve use it.
+    Returns {"threshold", "mIoU", "threshold_before", "mIoU_before", "images", "data"}."""
     import dataclasses
 
     import torch
@@ -173,7 +190,6 @@ def tune_threshold(run: str | Path, data: str | Path, split: str = "val", device
 
     from pixelseg.data.checks import require_clean
     from pixelseg.data.dataset import EvalDataset, eval_collate
-    from pixelseg.data.formats import open_dataset
     from pixelseg.data.transforms import eval_transform
     from pixelseg.inference.predictor import pick_device, resize_logits
     from pixelseg.metrics import ThresholdSweep
@@ -183,7 +199,13 @@ def tune_threshold(run: str | Path, data: str | Path, split: str = "val", device
     if info.sigmoid_threshold is None:
         raise PixelsegError(f"{run}: not a binary_sigmoid run (its model has one channel per class); there is no "
                             "threshold to tune")
-    index = open_dataset(data)
+    if data is None:
+        from pixelseg.report.analysis import run_data_settings
+        data = run_data_settings(run).get("root")
+        if not data or not Path(data).exists():
+            raise PixelsegError(f"{run}: the dataset it was trained on ({data or 'not named in config.yaml'}) is not "
+                                "there; pass --data ROOT")
+    index = open_like_run(run, data)
     if index.classes.names != info.classes.names:
         raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
                             f"{list(info.classes.names)}")
@@ -203,4 +225,5 @@ def tune_threshold(run: str | Path, data: str | Path, split: str = "val", device
     before = float(miou[min(int(round(info.sigmoid_threshold * sweep.bins)), sweep.bins - 1)])
     best, best_miou = sweep.best()
     write_run_info(dataclasses.replace(info, sigmoid_threshold=best))
-    return {"threshold": best, "mIoU": best_miou, "threshold_before": info.sigmoid_threshold, "mIoU_before": before}
+    return {"threshold": best, "mIoU": best_miou, "threshold_before": info.sigmoid_threshold, "mIoU_before": before,
+            "images": len(samples), "data": str(index.root)}

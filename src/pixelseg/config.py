@@ -18,7 +18,7 @@ from pixelseg.errors import PixelsegError
 
 # the dataset layouts data/formats.py reads and the augmentation presets of data/transforms.py (kept here as
 # names only so that loading a config does not import the data stack; tests/data check they agree)
-DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "camvid", "coco", "labelme")
+DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "camvid", "camvid11", "coco", "labelme")
 AUGMENT_PRESETS = ("none", "light", "default", "strong", "aerial", "medical")
 
 

@@ -26,7 +26,10 @@ SPLITS = ("train", "val", "test")
 # tries them in this order (the specific layouts before the generic ones)
 FORMATS = {"folder": "", "keras": "", "colormask": "pixelseg.data.colormask", "voc": "pixelseg.data.voc",
            "cityscapes": "pixelseg.data.cityscapes", "ade20k": "pixelseg.data.ade20k", "camvid": "pixelseg.data.camvid",
-           "coco": "pixelseg.data.coco", "labelme": "pixelseg.data.labelme"}
+           "camvid11": "pixelseg.data.camvid", "coco": "pixelseg.data.coco", "labelme": "pixelseg.data.labelme"}
+# formats that are another one read with an option: named, so that the choice travels wherever the format name
+# does (data.format in config.yaml, --format, the run's report) and is never detected, only asked for
+VARIANTS = {"camvid11": {"classes": 11}}
 LAYOUTS = {
     "folder": "ROOT/{train,val[,test]}/{images,masks}/<stem>.* (index masks; classes.json 'values'/'ignore_values' "
               "map stored values such as 0/255)",
@@ -39,6 +42,8 @@ LAYOUTS = {
     "ade20k": "ADEChallengeData2016/{images,annotations}/{training,validation}",
     "camvid": "ROOT/{train,val,test} + ROOT/{train,val,test}annot (SegNet), ROOT/label_colors.txt + "
               "LabeledApproved_full/*_L.png, or ROOT/codes.txt + labels/*_P.png (fast.ai)",
+    "camvid11": "any CamVid layout read as the 11 SegNet classes (the 32-class layouts grouped: wall/bridge/... -> "
+                "building, SUVPickupTruck/Truck_Bus/... -> car, ...; Void -> ignore)",
     "coco": "ROOT/annotations/instances_{train,val}*.json + the images, or ROOT/{train,valid}/_annotations.coco.json "
             "(Roboflow)",
     "labelme": "ROOT/[train|val|test/]<name>.json next to <name>.jpg (optional ROOT/labels.txt)",
@@ -86,7 +91,7 @@ def detect_format(root: Path) -> str:
         return "keras"
     if root.is_dir():
         for name, module in FORMATS.items():
-            if module and name != "colormask" and importlib.import_module(module).detect(root):
+            if module and name != "colormask" and name not in VARIANTS and importlib.import_module(module).detect(root):
                 return name
     if not root.exists():
         raise PixelsegError(f"{root}: dataset folder not found; check --data (make one with `pixelseg data synth --out {root}`)")
@@ -223,7 +228,7 @@ def open_dataset(root: str | Path, format: str = "auto", val_fraction: float = 0
     if FORMATS[fmt]:
         if fmt == "colormask":
             return importlib.import_module(FORMATS[fmt]).open(root, val_fraction, strict)
-        return importlib.import_module(FORMATS[fmt]).open(root, val_fraction)
+        return importlib.import_module(FORMATS[fmt]).open(root, val_fraction, **VARIANTS.get(fmt, {}))
     if format != "auto" and not _dirs(root, "train", fmt)[0].is_dir():
         raise PixelsegError(f"{_dirs(root, 'train', fmt)[0]}: not found; {root} is not in the '{fmt}' layout")
     splits = {}
