@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--no-report", action="store_true",
                    help="skip the HTML report (RUN/report/report.html, or PRED_DIR/report/ with --pred-dir)")
+    _add_tune_threshold_command(sub)
     _add_report_commands(sub, t)
     _add_serve_command(sub)
 
@@ -356,6 +357,29 @@ def _print_metrics(path_or_dict, title: str) -> dict:
     return m
 
 
+def _add_tune_threshold_command(sub) -> None:
+    tt = sub.add_parser("tune-threshold", help="binary_sigmoid runs: the foreground threshold with the best mIoU on a "
+                                               "labelled split, written into the run")
+    tt.add_argument("run", help="run folder trained with --binary-sigmoid")
+    tt.add_argument("--data", help="dataset root (default: the one the run was trained on)")
+    tt.add_argument("--split", default="val", help="labelled split to tune on (default %(default)s)")
+    tt.add_argument("--device", default="auto")
+    tt.add_argument("--json", help="also write the result to this JSON file")
+
+
+def cmd_tune_threshold(a) -> int:
+    from pixelseg.api import tune_threshold
+    from pixelseg.fileio import write_json
+    r = tune_threshold(a.run, a.data, a.split, a.device)
+    print(f"{a.split} split of {r['data']} ({r['images']} images)")
+    print(f"threshold {r['threshold_before']:.2f} -> {r['threshold']:.2f}")
+    print(f"mIoU      {r['mIoU_before']:.4f} -> {r['mIoU']:.4f}")
+    print(f"written to {Path(a.run) / 'model.json'}: predict, evaluate, export and serve use it")
+    if a.json:
+        write_json(a.json, r)
+    return 0
+
+
 def cmd_evaluate(a) -> int:
     from pixelseg.api import evaluate
     from pixelseg.fileio import write_json
@@ -537,7 +561,7 @@ def cmd_quickstart(a) -> int:
 COMMANDS = {"quickstart": cmd_quickstart, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "verify-dataset": cmd_verify, "models": cmd_models, "data": cmd_data,
             "report": cmd_report, "compare": cmd_compare, "serve": cmd_serve,
-            "export": cmd_export, "bench": cmd_bench}
+            "export": cmd_export, "bench": cmd_bench, "tune-threshold": cmd_tune_threshold}
 
 
 def main(argv=None) -> int:
