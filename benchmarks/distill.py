@@ -59,7 +59,8 @@ def main() -> None:
         kd, kd_s = _train(data, a.student, tmp / "kd", epochs=a.epochs, teacher=str(teacher),
                           distill_temperature=a.temperature, distill_weight=a.weight, **common)
     host = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    rows = [("teacher " + a.teacher_model, a.teacher_epochs, t_miou, t_s),
+    t_name = f"teacher {a.teacher_run}" if a.teacher_run else f"teacher {a.teacher_model}"
+    rows = [(t_name, 0 if a.teacher_run else a.teacher_epochs, t_miou, t_s),
             (f"student {a.student}", a.epochs, plain, plain_s),
             (f"student {a.student} + KD (T={a.temperature:g}, w={a.weight:g})", a.epochs, kd, kd_s)]
     print(f"distillation on {'the built-in data' if not a.data else a.data} ({host}, seed {a.seed})")

@@ -185,3 +185,13 @@ def test_format_table_renders_absent_and_means():
     assert "boat (absent)" in out and "—" in out
     assert "bus (not in GT)" in out
     assert "mean" in out and "50.0" in out  # mIoU 0.5
+
+
+def test_fast_argmax_matches_torch_argmax_ties_included():
+    from pixelseg.metrics import argmax
+    g = torch.Generator().manual_seed(0)
+    for shape, dim in (((3, 19, 17, 23), 1), ((19, 31, 9), 0)):
+        x = torch.randint(0, 3, shape, generator=g).float()      # many ties: the first maximal index wins
+        assert torch.equal(argmax(x, dim), x.argmax(dim))
+        y = torch.randn(shape, generator=g)
+        assert torch.equal(argmax(y, dim), y.argmax(dim))

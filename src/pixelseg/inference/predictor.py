@@ -26,6 +26,7 @@ from pixelseg.errors import PixelsegError
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
 from pixelseg.inference.tiling import sliding_window_bands
 from pixelseg.inference.tta import TTA, tta_probs
+from pixelseg.metrics import argmax
 from pixelseg.run import Preprocessing, load_model, read_run
 
 
@@ -40,7 +41,8 @@ def preprocess(image: np.ndarray, pre: Preprocessing) -> torch.Tensor:
     """HxW(xC) uint8 -> C x H' x W' normalized tensor at the training size, through the very transform
     that validation used during training (so predict and evaluate see identical inputs)."""
     x = as_channels(image, pre.in_channels)
-    x = _resizer(tuple(pre.image_size))(image=x)["image"]
+    if tuple(x.shape[:2]) != tuple(pre.image_size):    # a resize to the same size is a copy: skip it (video)
+        x = _resizer(tuple(pre.image_size))(image=x)["image"]
     if x.ndim == 2:
         x = x[:, :, None]
     return normalize(x, pre.mean, pre.std)
@@ -176,12 +178,12 @@ class Predictor:
         arrays = [self._as_array(im) for im in images]
         dtype = np.uint8 if self.classes.num_classes <= 256 else np.uint16
         if self.tile is None:
-            return [lg.argmax(0).numpy().astype(dtype) for lg in self._whole(arrays)]
+            return [argmax(lg, 0).numpy().astype(dtype) for lg in self._whole(arrays)]
         out = []
         for a in arrays:   # band by band: the probabilities of the whole image never exist at once
             label = np.empty(a.shape[:2], dtype)
             for y0, y1, p in self._bands(a):
-                label[y0:y1] = p.argmax(0).numpy()
+                label[y0:y1] = argmax(p, 0).numpy()
             out.append(label)
         return out
 
