@@ -4,15 +4,18 @@ same short training budget on the built-in data.
 
     python benchmarks/models.py                       # every model, 1 epoch each on 400 images of 128x128
     python benchmarks/models.py --epochs 5 --models fast_scnn bisenetv2 lraspp unet
+    python benchmarks/models.py --minutes 2           # every model for 2 minutes of training (the frontier)
     python benchmarks/models.py --no-train            # params, GFLOPs and latency only
 
-The training budget is counted in epochs (the same batches for every model), and the wall time of
-each run is printed, so the table shows both what a model learns per step and what a step costs.
+The training budget is counted in epochs (the same batches for every model), or with --minutes in wall
+time (what a user with that much time gets from each model); the steps and wall time of each run are
+printed, so the table shows both what a model learns per step and what a step costs.
 Latency: eval mode, batch 1, fp32, median of --repeats runs after one warm-up (--threads N to pin threads).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -46,6 +49,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=None, help="default: every registered model")
     ap.add_argument("--epochs", type=int, default=1, help="training budget per model (default %(default)s)")
+    ap.add_argument("--minutes", type=float, help="train each model for this many minutes instead of --epochs "
+                                                   "(the frontier at equal wall time; needs a quiet machine)")
     ap.add_argument("--image-size", type=int, default=128, help="training size (default %(default)s)")
     ap.add_argument("--latency-size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
@@ -71,27 +76,33 @@ def main() -> None:
             row["latency_ms"] = round(latency_ms(name, a.latency_size, a.repeats), 1)
             if not a.no_train:
                 t0 = time.time()
-                run = pixelseg.train(data, name, out=str(Path(tmp) / name), epochs=a.epochs, batch_size=8,
-                                     image_size=(a.image_size, a.image_size), num_workers=0, seed=0, quiet=True)
-                row["mIoU"] = json.loads((Path(run) / "metrics.json").read_text())["mIoU"]
+                budget = {"max_minutes": a.minutes} if a.minutes else {"epochs": a.epochs}
+                run = pixelseg.train(data, name, out=str(Path(tmp) / name), batch_size=8, augment="light",
+                                     image_size=(a.image_size, a.image_size), num_workers=0, seed=0, quiet=True,
+                                     **budget)
+                m = json.loads((Path(run) / "metrics.json").read_text())
+                row["mIoU"] = m["mIoU"]
+                with open(Path(run) / "metrics.csv") as f:
+                    row["steps"] = int(list(csv.DictReader(f))[-1]["step"])
                 row["train_s"] = round(time.time() - t0)
             rows.append(row)
             print(json.dumps(row), flush=True)
     host = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-    print(f"\nmodels on {host}; GFLOPs and latency at 512x512; mIoU after {a.epochs} epoch(s) at "
+    budget = f"{a.minutes:g} min" if a.minutes else f"{a.epochs} epoch(s)"
+    print(f"\nmodels on {host}; GFLOPs and latency at 512x512; mIoU after {budget} at "
           f"{a.image_size}px on {'the built-in data' if not a.data else a.data}")
     # on a shared machine absolute times drift with the load; the ratio to one reference model of the same
     # run is the steadier number
     ref = next((r for r in rows if r["model"] == "lraspp"), rows[0])
     print(f"| model | family | params | GFLOPs | CPU ms | x {ref['model']} | ONNX | "
-          f"{'' if a.no_train else 'val mIoU | train s |'}")
-    print(f"|---|---|---:|---:|---:|---:|---|{'' if a.no_train else '---:|---:|'}")
+          f"{'' if a.no_train else 'val mIoU | steps | train s |'}")
+    print(f"|---|---|---:|---:|---:|---:|---|{'' if a.no_train else '---:|---:|---:|'}")
     for r in rows:
-        tail = "" if a.no_train else f" {r['mIoU']:.3f} | {r['train_s']} |"
+        tail = "" if a.no_train else f" {r['mIoU']:.3f} | {r['steps']} | {r['train_s']} |"
         print(f"| {r['model']} | {r['family']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.1f} | {r['latency_ms']:.0f} | "
               f"{r['latency_ms'] / ref['latency_ms']:.2f} | {'yes' if r['onnx'] else 'no'} |{tail}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"host": host, "epochs": a.epochs, "rows": rows}, indent=1))
+        Path(a.json).write_text(json.dumps({"host": host, "budget": budget, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
