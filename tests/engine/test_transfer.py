@@ -190,10 +190,31 @@ def test_teacher_renormalizes_the_students_input(teacher_run):
     t_mean, t_std = torch.tensor(info.preprocessing.mean).view(1, 3, 1, 1), torch.tensor(info.preprocessing.std).view(1, 3, 1, 1)
     mean, std = [127.5] * 3, [127.5] * 3
     teacher = Teacher(teacher_run, 6, 3, mean, std, "cpu")
-    raw = torch.rand(1, 3, 40, 48) * 255
+    raw = torch.rand(1, 3, 64, 64) * 255                        # the teacher's training size
     student_x = (raw - 127.5) / 127.5
     with torch.no_grad():
         want = load_model(info)((raw - t_mean) / t_std)
     assert torch.allclose(teacher(student_x), want, atol=1e-4)
     teacher.train()
     assert not teacher.model.training                           # the trainer's .train() never unfreezes it
+
+
+def test_teacher_sees_its_own_training_size(teacher_run):
+    """A student at another size: the teacher runs at the size it was trained at (64x64 here) and its
+    logits come back on the student's grid."""
+    import torch.nn.functional as F
+
+    from pixelseg.engine.distill import Teacher
+    from pixelseg.run import load_model, read_run
+    info = read_run(teacher_run)
+    assert tuple(info.preprocessing.image_size) == (64, 64)
+    teacher = Teacher(teacher_run, 6, 3, info.preprocessing.mean, info.preprocessing.std, "cpu")
+    x = torch.randn(2, 3, 40, 48)
+    with torch.no_grad():
+        up = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+        want = F.interpolate(load_model(info)(up), size=(40, 48), mode="bilinear", align_corners=False)
+        direct = load_model(info)(x)
+    got = teacher(x)
+    assert got.shape == (2, 6, 40, 48)
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(got, direct, atol=1e-3)         # not simply the model at the student's size

@@ -34,7 +34,8 @@ class Teacher(nn.Module):
     """A frozen trained run that maps the student's normalized input to logits at the same size.
 
     The teacher may have been trained with another normalization (another encoder's mean/std) or input
-    size: the input is renormalized to the teacher's statistics, and Segmenter pads/crops any size.
+    size: the input is renormalized to the teacher's statistics and resized to the teacher's training size
+    (objects at the scale it learned; its logits are resized back to the student's grid), as predict does.
     """
 
     def __init__(self, run: str | Path, num_classes: int, in_channels: int, mean, std, device):
@@ -57,10 +58,16 @@ class Teacher(nn.Module):
         # x_teacher = (x_student * std_s + mean_s - mean_t) / std_t, an affine map per channel
         self.register_buffer("scale", as_t(std) / as_t(t_std))
         self.register_buffer("shift", (as_t(mean) - as_t(t_mean)) / as_t(t_std))
+        self.size = tuple(info.preprocessing.image_size)
 
     def train(self, mode: bool = True):      # always eval: BatchNorm statistics and dropout stay frozen
         return super().train(False)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x * self.scale + self.shift)
+        x = x * self.scale + self.shift
+        size = tuple(x.shape[-2:])
+        if size == self.size:
+            return self.model(x)
+        logits = self.model(F.interpolate(x, size=self.size, mode="bilinear", align_corners=False))
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
