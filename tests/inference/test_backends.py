@@ -120,3 +120,44 @@ def test_wrong_channel_count_is_one_line(random_run, backend):
         pred.predict(two)
     with pytest.raises(PixelsegError, match="2 channels but the model takes 3"):
         Predictor(random_run, "cpu", backend=backend, tile=True).predict(two)
+
+
+def test_openvino_labels_in_graph_match_the_general_path(random_run, reference, scene):
+    """At the network's size OpenVINO normalizes and takes the argmax inside its graph; the labels are those
+    of normalize -> logits -> argmax, for a batch, grayscale input converted to RGB, and ties."""
+    pred = Predictor(random_run, "cpu", backend="openvino")
+    gray = np.ascontiguousarray(scene[:, :, 1])
+    calls = []
+    real = pred.backend.labels
+    pred.backend.labels = lambda *a: calls.append(a[0].shape) or real(*a)
+    got = pred.predict_batch([scene, gray, scene[::-1].copy()])
+    assert calls == [(3, 64, 64, 3)]                   # one call, uint8 NHWC at the network size
+    for image, labels in zip([scene, gray, scene[::-1].copy()], got):
+        assert labels.dtype == np.uint8 and labels.shape == (64, 64)
+        want = np.stack([image] * 3, -1) if image.ndim == 2 else image
+        logits = pred.predict_logits([want])[0]        # the general path: normalize in torch, argmax in torch
+        assert (labels == logits.argmax(0).numpy()).mean() >= 0.9995
+        assert (labels == reference.predict(want)).mean() >= 0.999
+    # not at the network size: the general path (resize), no call to the graph
+    odd = np.ascontiguousarray(scene[:50, :37])
+    assert pred.predict(odd).shape == (50, 37) and len(calls) == 1
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_openvino_labels_break_ties_towards_the_lowest_class(tmp_path):
+    from pixelseg.inference.backends import OpenVinoBackend
+
+    class Ties(torch.nn.Module):      # scores (0, 1, 1, 0): classes 1 and 2 tie for the maximum everywhere
+        def forward(self, x):
+            z = x[:, :1] * 0
+            return torch.cat([z, z + 1, z + 1, z], 1)
+
+    path = tmp_path / "ties.onnx"
+    torch.onnx.export(Ties(), torch.zeros(1, 3, 8, 8), str(path), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}},
+                      dynamo=False)
+    backend = OpenVinoBackend(path, torch.device("cpu"))
+    labels = backend.labels(np.zeros((2, 8, 8, 3), np.uint8), (0.0,) * 3, (1.0,) * 3)
+    assert labels.shape == (2, 8, 8) and labels.dtype == np.uint8
+    assert (labels == 1).all()
+    assert torch.equal(backend(torch.zeros(1, 3, 8, 8)).argmax(1), torch.ones(1, 8, 8, dtype=torch.long))
