@@ -132,6 +132,7 @@ def test_openvino_labels_in_graph_match_the_general_path(random_run, reference, 
     pred.backend.labels = lambda *a: calls.append(a[0].shape) or real(*a)
     got = pred.predict_batch([scene, gray, scene[::-1].copy()])
     assert calls == [(3, 64, 64, 3)]                   # one call, uint8 NHWC at the network size
+    assert list(pred.backend._labels) == [(tuple(pred.info.preprocessing.mean), tuple(pred.info.preprocessing.std), (3, 64, 64, 3))]
     for image, labels in zip([scene, gray, scene[::-1].copy()], got):
         assert labels.dtype == np.uint8 and labels.shape == (64, 64)
         want = np.stack([image] * 3, -1) if image.ndim == 2 else image
