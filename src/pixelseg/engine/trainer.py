@@ -132,9 +132,11 @@ def evaluate(model, loader, num_classes: int, ignore_index: int, device, amp_dty
         with torch.no_grad():
             model.to(memory_format=torch.contiguous_format)
     cm = ConfusionMatrix(num_classes, ignore_index)
+    # without worker processes, the next batches are decoded in a thread while this one is scored
+    batches = ThreadPrefetcher(loader, depth=2) if getattr(loader, "num_workers", 1) == 0 else contextlib.nullcontext(loader)
     try:
-        with torch.inference_mode():
-            for x, masks, _ in loader:
+        with torch.inference_mode(), batches as it:
+            for x, masks, _ in it:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     logits = model(x.to(device, non_blocking=True))
                 for i, mask in enumerate(masks):
