@@ -162,3 +162,16 @@ def test_openvino_labels_break_ties_towards_the_lowest_class(tmp_path):
     assert labels.shape == (2, 8, 8) and labels.dtype == np.uint8
     assert (labels == 1).all()
     assert torch.equal(backend(torch.zeros(1, 3, 8, 8)).argmax(1), torch.ones(1, 8, 8, dtype=torch.long))
+
+
+def test_openvino_compiles_per_input_shape_with_a_bound(random_run):
+    pred = Predictor(random_run, "cpu", backend="openvino")
+    be = pred.backend
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(1, 3, h, w, generator=g) for h, w in ((64, 64), (64, 64), (40, 56), (32, 32), (48, 40), (36, 28))]
+    outs = [be(x) for x in xs]
+    assert list(be._static) == [(1, 3, 64, 64), (1, 3, 40, 56), (1, 3, 32, 32), (1, 3, 48, 40)]   # bounded: 4
+    dynamic = [torch.from_numpy(be.request.infer({0: x.numpy()})[0]) for x in xs]
+    for got, want, x in zip(outs, dynamic, xs):
+        assert got.shape == (1, 3, *x.shape[-2:])
+        assert torch.allclose(got, want, atol=1e-4)

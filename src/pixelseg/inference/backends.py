@@ -136,12 +136,28 @@ class OpenVinoBackend:
             raise PixelsegError(f"{path}: OpenVINO cannot compile it ({_first_line(e)})") from None
         self.request = self.compiled.create_infer_request()
         self._core, self._path, self._config = core, path, config
-        self._labels = {}             # (mean, std) -> infer request of the uint8-in, labels-out graph
+        self._static = {}             # input shape -> infer request of the graph compiled for that shape
+        self._labels = {}             # (mean, std, shape) -> infer request of the uint8-in, labels-out graph
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
         # infer() copies the output out of the request's buffer (share_outputs=False), so results stay valid
-        out = self.request.infer({0: np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)})
-        return torch.from_numpy(out[0])
+        return torch.from_numpy(self._request_for(x.shape).infer({0: x})[0])
+
+    def _request_for(self, shape) -> "object":
+        """A graph compiled for this exact input shape: predict resizes to the training size and tiles are one
+        size, so a handful of shapes cover a whole job. With the shape fixed OpenVINO folds the exported
+        pad-to-a-multiple / crop-back (which it otherwise runs in slow reference kernels) and plans its memory
+        once. The first call at a new shape pays a compile; the dynamic graph (kept from the start, it
+        validated the file) serves shapes past the cache's bound."""
+        shape = tuple(shape)
+        if shape not in self._static:
+            if len(self._static) >= 4:
+                return self.request
+            model = self._core.read_model(str(self._path))
+            model.reshape({0: list(shape)})
+            self._static[shape] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        return self._static[shape]
 
     def labels(self, images: np.ndarray, mean, std) -> np.ndarray:
         """N x H x W x C uint8 images already at the network's size -> N x H x W class indices, with the
