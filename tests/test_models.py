@@ -102,6 +102,19 @@ class TestModelContract:
             model.eval()
             assert torch.allclose(model(x), model(x, with_aux=True)[0])
 
+    def test_state_dict_has_no_aliased_tensors(self, name):
+        """A module registered under two names puts one storage under two keys: safetensors then refuses to
+        save the trained weights (FCN's fc6/fc7 did, at the end of a training run). Shared modules show up
+        as repeated parameter objects (FCN is checked on the meta device: no 134M parameters to allocate)."""
+        if name in _HEAVY:
+            with torch.device("meta"):
+                model = build_model(name, NUM_CLASSES, 3)
+        else:
+            model = _model(name)
+        tensors = [t for t in model.state_dict(keep_vars=True).values()]
+        assert len({id(t) for t in tensors}) == len(tensors), [k for k, t in model.state_dict(keep_vars=True).items()
+                                                             if sum(u is t for u in tensors) > 1]
+
     def test_eval_is_deterministic_and_keeps_positions(self, name):
         # padding and cropping must keep the image where it was: a flipped input gives a different map
         torch.manual_seed(0)

@@ -173,3 +173,23 @@ def test_saved_files_get_usual_permissions(tmp_path):
     save_state(tmp_path / "last.pt", {"epoch": 1})
     for name in ["model.safetensors", "last.pt"]:
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_weights_with_tied_modules_save_and_load_strictly(tmp_path):
+    """Tied weights (one module under two names) are saved as two tensors, and every key loads back."""
+    from safetensors.torch import load_file
+
+    from pixelseg.engine.checkpoint import save_weights
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.head = torch.nn.Sequential(self.conv, torch.nn.ReLU())
+
+    model = Tied()
+    save_weights(tmp_path / "w.safetensors", model)
+    state = load_file(str(tmp_path / "w.safetensors"))
+    assert set(state) == {"conv.weight", "conv.bias", "head.0.weight", "head.0.bias"}
+    assert torch.equal(state["head.0.weight"], model.conv.weight.detach())
+    Tied().load_state_dict(state, strict=True)

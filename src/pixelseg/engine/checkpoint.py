@@ -15,7 +15,15 @@ from pixelseg.fileio import atomic_path
 
 
 def save_weights(path: str | Path, model: torch.nn.Module) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().contiguous().cpu()
+        # a module registered under two names (tied weights) gives two keys over one storage; safetensors
+        # refuses aliased tensors, and every key must load back under strict loading: store a copy
+        if v.numel() and v.untyped_storage().data_ptr() in seen:
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        state[k] = v
     with atomic_path(path, durable=True) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
 

@@ -61,16 +61,18 @@ class FCN(nn.Module):
         self.to_pool3 = feats[: pools[2] + 1]
         self.to_pool4 = feats[pools[2] + 1: pools[3] + 1]
         self.to_pool5 = feats[pools[3] + 1: pools[4] + 1]
-        self.fc6 = nn.Conv2d(512, 4096, 7, padding=3)
-        self.fc7 = nn.Conv2d(4096, 4096, 1)
+        fc6 = nn.Conv2d(512, 4096, 7, padding=3)
+        fc7 = nn.Conv2d(4096, 4096, 1)
         if weights is not None:  # the paper's convolutionalization of VGG16's classifier
             with torch.no_grad():
-                self.fc6.weight.copy_(vgg.classifier[0].weight.view(4096, 512, 7, 7))
-                self.fc6.bias.copy_(vgg.classifier[0].bias)
-                self.fc7.weight.copy_(vgg.classifier[3].weight.view(4096, 4096, 1, 1))
-                self.fc7.bias.copy_(vgg.classifier[3].bias)
-        self.head = nn.Sequential(self.fc6, nn.ReLU(inplace=True), nn.Dropout2d(0.5),
-                                  self.fc7, nn.ReLU(inplace=True), nn.Dropout2d(0.5))
+                fc6.weight.copy_(vgg.classifier[0].weight.view(4096, 512, 7, 7))
+                fc6.bias.copy_(vgg.classifier[0].bias)
+                fc7.weight.copy_(vgg.classifier[3].weight.view(4096, 4096, 1, 1))
+                fc7.bias.copy_(vgg.classifier[3].bias)
+        # registered once, as head.0 and head.3: also keeping them as self.fc6/fc7 would put each tensor in
+        # the state dict twice under two names, which safetensors refuses to save (aliased storage)
+        self.head = nn.Sequential(fc6, nn.ReLU(inplace=True), nn.Dropout2d(0.5),
+                                  fc7, nn.ReLU(inplace=True), nn.Dropout2d(0.5))
         self.score_fr = nn.Conv2d(4096, num_classes, 1)
         self.stride = stride
         # The final upsampling (x32, x16, x8) is fixed bilinear interpolation in the paper, so it is not a
