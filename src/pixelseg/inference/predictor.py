@@ -195,7 +195,7 @@ class Predictor:
         normalize and take the argmax inside its graph (OpenVINO) -> labels straight from the runtime.
         None when that does not apply; the general path gives the same labels (tested)."""
         pre = self.info.preprocessing
-        if self.tile is not None or self.tta is not None or not hasattr(self.backend, "labels"):
+        if not arrays or self.tile is not None or self.tta is not None or not hasattr(self.backend, "labels"):
             return None
         if any(tuple(a.shape[:2]) != tuple(pre.image_size) for a in arrays):
             return None
