@@ -133,7 +133,8 @@ def evaluate(model, loader, num_classes: int, ignore_index: int, device, amp_dty
             model.to(memory_format=torch.contiguous_format)
     cm = ConfusionMatrix(num_classes, ignore_index)
     # without worker processes, the next batches are decoded in a thread while this one is scored
-    batches = ThreadPrefetcher(loader, depth=2) if getattr(loader, "num_workers", 1) == 0 else contextlib.nullcontext(loader)
+    threaded = getattr(loader, "num_workers", 1) == 0 and not (dist.is_available() and dist.is_initialized())
+    batches = ThreadPrefetcher(loader, depth=2) if threaded else contextlib.nullcontext(loader)
     try:
         with torch.inference_mode(), batches as it:
             for x, masks, _ in it:
@@ -541,8 +542,10 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
             t_epoch, loss_sum, loss_n, lr = time.time(), 0.0, 0, cfg.train.lr
             reserve = val_seconds if val_seconds is not None else 0.0
             tick = time.time()       # wall clock: data loading counts against the budget too
-            # without worker processes, a thread decodes the next batches while this one trains
-            batches = ThreadPrefetcher(loader, depth=2) if nw == 0 else iter(loader)
+            # without worker processes, a thread decodes the next batches while this one trains. Not under
+            # torchrun: with gloo's own threads in the process, ranks then aborted at exit now and then
+            # ("terminate called without an active exception", 3 of 6 two-process runs) — not yet understood
+            batches = ThreadPrefetcher(loader, depth=2) if nw == 0 and not d.enabled else iter(loader)
             with _progress_bar(console, len(loader), f"epoch {epoch + 1}") as bar, \
                     (batches if isinstance(batches, ThreadPrefetcher) else contextlib.nullcontext()):
                 while True:
