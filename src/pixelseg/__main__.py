@@ -1,7 +1,5 @@
 """`python -m pixelseg ...`, which is also how torchrun starts it: `torchrun --nproc-per-node N -m pixelseg train ...`."""
-import sys
-
-from pixelseg.cli import main
+from pixelseg.cli import exit_process, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

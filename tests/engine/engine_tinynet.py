@@ -41,5 +41,5 @@ def registered():
 
 if __name__ == "__main__":
     register()
-    from pixelseg.cli import main
-    sys.exit(main())
+    from pixelseg.cli import exit_process, main
+    exit_process(main())

