@@ -82,3 +82,17 @@ def test_the_thread_uses_one_intra_op_thread_and_leaves_the_callers_setting():
         list(it)
     assert seen == [1]
     assert torch.get_num_threads() == before
+
+
+def test_prefetched_threads_only_a_loader_without_workers():
+    from torch.utils.data import DataLoader
+
+    from pixelseg.data.prefetch import prefetched
+
+    data = list(range(10))
+    with prefetched(DataLoader(data, batch_size=4, num_workers=0)) as it:
+        assert isinstance(it, ThreadPrefetcher)
+        assert [b.tolist() for b in it] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    with prefetched(DataLoader(data, batch_size=4, num_workers=1)) as it:
+        assert not isinstance(it, ThreadPrefetcher)
+        assert [b.tolist() for b in it] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

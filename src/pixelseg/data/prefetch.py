@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import contextlib
 from collections.abc import Iterable, Iterator
 
 import torch
+import torch.distributed as dist
 
 _DONE = object()
 
@@ -25,8 +27,7 @@ class ThreadPrefetcher(Iterator):
     at the item where they happened. Use as a context manager (or call close()) so that a consumer that
     stops early also stops the thread."""
 
-    def __init__(self, source: Iterable, depth: int = 2, nice: bool = True):
-        self._nice = nice
+    def __init__(self, source: Iterable, depth: int = 2):
         if depth < 1:
             raise ValueError("depth must be >= 1")
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -49,11 +50,10 @@ class ThreadPrefetcher(Iterator):
         # one intra-op thread here (the setting is per thread): the step keeps its cores, and this
         # thread only fills the gaps; with the default team it oversubscribed and cost 20% of the steps
         torch.set_num_threads(1)
-        if self._nice:
-            try:   # Linux: niceness is per thread; elsewhere the thread simply keeps normal priority
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except (AttributeError, OSError):
-                pass
+        try:   # Linux: niceness is per thread; elsewhere the thread simply keeps normal priority
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         try:
             for item in it:
                 if not self._put((item, None)):
@@ -85,3 +85,13 @@ class ThreadPrefetcher(Iterator):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def prefetched(loader) -> contextlib.AbstractContextManager:
+    """`with prefetched(loader) as it:` iterates the loader's batches, through a ThreadPrefetcher when the
+    loader has no worker processes. Not in a torchrun rank (process group initialized): there the thread
+    is neither measured nor tested yet, so ranks load in line."""
+    distributed = dist.is_available() and dist.is_initialized()
+    if getattr(loader, "num_workers", 1) == 0 and not distributed:
+        return ThreadPrefetcher(loader, depth=2)
+    return contextlib.nullcontext(iter(loader))

@@ -43,7 +43,7 @@ from pixelseg.data.checks import require_clean
 from pixelseg.data.classes import output_channels
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
 from pixelseg.data.formats import open_dataset
-from pixelseg.data.prefetch import ThreadPrefetcher
+from pixelseg.data.prefetch import prefetched
 from pixelseg.data.sampling import class_stats, epoch_order, median_frequency_weights, repeat_factors
 from pixelseg.data.transforms import check_augment, eval_transform, train_transform
 from pixelseg.engine import distributed as ddp
@@ -132,11 +132,8 @@ def evaluate(model, loader, num_classes: int, ignore_index: int, device, amp_dty
         with torch.no_grad():
             model.to(memory_format=torch.contiguous_format)
     cm = ConfusionMatrix(num_classes, ignore_index)
-    # without worker processes, the next batches are decoded in a thread while this one is scored
-    threaded = getattr(loader, "num_workers", 1) == 0 and not (dist.is_available() and dist.is_initialized())
-    batches = ThreadPrefetcher(loader, depth=2) if threaded else contextlib.nullcontext(loader)
     try:
-        with torch.inference_mode(), batches as it:
+        with torch.inference_mode(), prefetched(loader) as it:   # the next batches decode while one is scored
             for x, masks, _ in it:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     logits = model(x.to(device, non_blocking=True))
@@ -542,11 +539,8 @@ def _train(cfg: Config, chosen, index, hw, d: ddp.Dist, device_name: str, resume
             t_epoch, loss_sum, loss_n, lr = time.time(), 0.0, 0, cfg.train.lr
             reserve = val_seconds if val_seconds is not None else 0.0
             tick = time.time()       # wall clock: data loading counts against the budget too
-            # without worker processes, a thread decodes the next batches while this one trains (single
-            # process only: under torchrun it is neither measured nor tested yet, so ranks load in line)
-            batches = ThreadPrefetcher(loader, depth=2) if nw == 0 and not d.enabled else iter(loader)
-            with _progress_bar(console, len(loader), f"epoch {epoch + 1}") as bar, \
-                    (batches if isinstance(batches, ThreadPrefetcher) else contextlib.nullcontext()):
+            # the next batches decode while this one trains
+            with _progress_bar(console, len(loader), f"epoch {epoch + 1}") as bar, prefetched(loader) as batches:
                 while True:
                     t_fetch = time.time()
                     try:
