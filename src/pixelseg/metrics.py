@@ -281,8 +281,6 @@ def format_table(summary: dict, title: str | None = None):
     return table
 
 
-# ---------------------------------------------------------------- one sigmoid channel (data.binary_sigmoid)
-
 def argmax(scores: torch.Tensor, dim: int) -> torch.Tensor:
     """scores.argmax(dim), 3-5x faster on the CPU for the class dimension of N x K x H x W / K x H x W
     scores: torch's argmax over a non-innermost dimension takes a slow strided path (147 ms for 19 x 512
@@ -290,6 +288,8 @@ def argmax(scores: torch.Tensor, dim: int) -> torch.Tensor:
     maximal index."""
     return scores.max(dim).indices
 
+
+# ---------------------------------------------------------------- one sigmoid channel (data.binary_sigmoid)
 
 def labels_from_logits(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """N x K x H x W logits -> N x H x W class indices: the argmax over K >= 2 channels; with one channel

@@ -44,9 +44,9 @@ def available(backend: str) -> bool:
 
 def resolve_backend(backend: str, device: torch.device, precision: str = "fp32") -> str:
     """'auto' -> a concrete backend. On a GPU PyTorch is the fast path (cuDNN, fp16). On a CPU OpenVINO when
-    installed: benchmarks/inference.py measured it fastest of the fp32 paths for U-Net/resnet18 at 512x512
-    (4.0x eager on a loaded 2-core Xeon) and 7x PyTorch for LR-ASPP at 1024x512, at 100% argmax agreement;
-    with bf16 or INT8 it is faster still. Without OpenVINO, PyTorch."""
+    installed: benchmarks/inference.py on a quiet 2-core Xeon measured it 1.58x eager for U-Net/resnet18 at
+    512x512 in fp32 (ONNX Runtime 1.60x, within noise) and 2x PyTorch for LR-ASPP at 1024x512 end to end, at
+    100% argmax agreement; with bf16 or INT8 it is 7-9x eager. Without OpenVINO, PyTorch."""
     if backend not in BACKENDS:
         raise PixelsegError(f"unknown backend '{backend}'; valid: {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
@@ -154,10 +154,15 @@ class OpenVinoBackend:
         if shape not in self._static:
             if len(self._static) >= 4:
                 return self.request
-            model = self._core.read_model(str(self._path))
-            model.reshape({0: list(shape)})
+            model = self._read_static(shape)
             self._static[shape] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
         return self._static[shape]
+
+    def _read_static(self, nchw):
+        """The exported graph with its input fixed to this N x C x H x W."""
+        model = self._core.read_model(str(self._path))
+        model.reshape({0: list(nchw)})
+        return model
 
     def labels(self, images: np.ndarray, mean, std) -> np.ndarray:
         """N x H x W x C uint8 images already at the network's size -> N x H x W class indices, with the
@@ -182,9 +187,7 @@ class OpenVinoBackend:
         from openvino.preprocess import PrePostProcessor
 
         n, h, w, c = shape
-        model = self._core.read_model(str(self._path))
-        model.reshape({0: [n, c, h, w]})
-        ppp = PrePostProcessor(model)
+        ppp = PrePostProcessor(self._read_static((n, c, h, w)))
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         ppp.input().model().set_layout(ov.Layout("NCHW"))
         ppp.input().preprocess().convert_element_type(ov.Type.f32).mean(list(mean)).scale(list(std))

@@ -168,14 +168,10 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
     if not isinstance(state, dict):
         raise PixelsegError(f"{path}: does not hold a state_dict; save model.state_dict() (safetensors preferred)")
     target = encoder.state_dict()
-
-    def strip(k: str) -> str:
-        return strip_prefixes(k, _PREFIXES, target)
-
     new, adapted, skipped = {}, [], []
     first_conv = next((k for k, v in target.items() if v.ndim == 4), None)
     for k, v in state.items():
-        k2 = strip(k)
+        k2 = strip_prefixes(k, _PREFIXES, target)
         if k2 not in target:
             continue
         if v.shape == target[k2].shape:
