@@ -11,26 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelseg.config import Config, from_dict, load_config
+from pixelseg.config import Config, from_dict, load_config, option_keys
 from pixelseg.errors import PixelsegError
 
-# keyword (and CLI flag) -> config key
-SHORT_KEYS = {
-    "data": "data.root", "format": "data.format", "image_size": "data.image_size", "augment": "data.augment",
-    "in_channels": "data.in_channels", "num_workers": "data.num_workers", "binary_sigmoid": "data.binary_sigmoid",
-    "model": "model.name", "encoder": "model.encoder", "encoder_weights": "model.encoder_weights",
-    "loss": "loss.name", "class_weights": "loss.class_weights", "label_smoothing": "loss.label_smoothing",
-    "epochs": "train.epochs", "max_minutes": "train.max_minutes", "batch_size": "train.batch_size",
-    "lr": "train.lr", "weight_decay": "train.weight_decay", "schedule": "train.schedule",
-    "warmup_steps": "train.warmup_steps", "amp": "train.amp", "device": "train.device", "threads": "train.threads",
-    "seed": "train.seed", "out": "train.out",
-    "accumulate": "train.accumulate", "clip_grad": "train.clip_grad", "ema": "train.ema",
-    "channels_last": "train.channels_last", "compile": "train.compile", "sync_bn": "train.sync_bn",
-    "sampling": "train.sampling", "repeat_threshold": "train.repeat_threshold",
-    "checkpoint_minutes": "train.checkpoint_minutes", "logger": "train.logger",
-    "init_from": "model.init_from", "aux_weight": "model.aux_weight", "teacher": "model.teacher",
-    "distill_temperature": "model.distill_temperature", "distill_weight": "model.distill_weight",
-}
+# keyword (and CLI flag) -> config key, generated from the config fields
+SHORT_KEYS = option_keys()
 
 
 def make_config(config: str | Path | None = None, **kwargs) -> Config:

@@ -107,6 +107,17 @@ def valid_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in _SECTION_TYPES.items() for f in dataclasses.fields(cls)]
 
 
+# the three fields whose short name is their section's (--data, --model, --loss); every other field's short
+# name is the field's own (train.max_minutes -> max_minutes / --max-minutes)
+_SECTION_NAMED = {"data.root": "data", "model.name": "model", "loss.name": "loss"}
+
+
+def option_keys() -> dict[str, str]:
+    """Keyword (Python API) and flag (CLI, with '-' for '_') -> config key, one per config field: options are
+    declared once, by the dataclasses above, and the CLI and the API are generated from them."""
+    return {_SECTION_NAMED.get(k, k.partition(".")[2]): k for k in valid_keys()}
+
+
 def _unknown(key: str, where: str) -> PixelsegError:
     close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -36,7 +36,6 @@ from pixelseg.errors import PixelsegError
 __all__ = [
     "ConfusionMatrix", "iou", "class_accuracy", "dice", "pixel_accuracy", "mean_iou",
     "mean_accuracy", "fw_iou", "mean_dice", "summarize", "format_table", "labels_from_logits", "ThresholdSweep",
-    "TwoClassLogits",
 ]
 
 
@@ -351,20 +350,3 @@ class ThresholdSweep:
             return 0.5, float("nan")
         k = int(np.nanargmax(m[1:])) + 1    # threshold 0 ("everything is foreground") is never a real choice
         return float(th[k]), float(m[k])
-
-
-class TwoClassLogits(torch.nn.Module):
-    """A one-channel (sigmoid) model seen as a 2-class one: logits [logit(threshold), x]. Softmax of them is
-    exactly [1 - sigmoid(x), sigmoid(x)] at threshold 0.5, and their argmax is class 1 where
-    sigmoid(x) > threshold, so prediction, TTA, tiling, export and serving need no sigmoid branch."""
-
-    def __init__(self, model: torch.nn.Module, threshold: float = 0.5):
-        super().__init__()
-        if not 0.0 < threshold < 1.0:
-            raise PixelsegError(f"threshold {threshold} must be between 0 and 1 (exclusive)")
-        self.model, self.threshold = model, float(threshold)
-        self.offset = math.log(threshold / (1.0 - threshold))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fg = self.model(x)
-        return torch.cat([torch.full_like(fg, self.offset), fg], 1)

@@ -7,16 +7,26 @@
     RUN/last.pt           resumable state (tensors and plain values only; read with weights_only=True)
     RUN/metrics.csv       one row per validation
     RUN/metrics.json      the final evaluation of the best weights
+    RUN/recipe.json       what `train` chose and why, the hardware, the class pixel counts
+    RUN/environment.json  one entry per training session (versions, host, command line)
+    RUN/report/           the HTML report and its images
+
+`RunFolder` is the one place that knows these names: everything else asks it for a file's content
+(or, to show the user, its path). Paths stored in the run (the data root) are kept resolved, so a run
+works from any working directory.
 """
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pixelseg.data.classes import ClassTable
 from pixelseg.errors import PixelsegError
-from pixelseg.fileio import write_json
+from pixelseg.fileio import write_json, write_text
 
 RUN_FORMAT = "pixelseg-run/1"
 
@@ -117,6 +127,190 @@ def load_model(info: RunInfo, device="cpu"):
                             f"{len(wrong_shape)} wrong-shape keys); model.json and the weights come from different runs")
     model.load_state_dict(state)
     if binary:   # seen as 2-class logits, so every consumer (predict, TTA, tiles, export, serve) stays one path
-        from pixelseg.metrics import TwoClassLogits
+        from pixelseg.models.outputs import TwoClassLogits
         model = TwoClassLogits(model, info.sigmoid_threshold)
     return model.to(device).eval()
+
+
+class RunFolder:
+    """Every file of a run folder, read and written in one place (atomic writes throughout).
+
+    Readers of optional files return an empty value when the file is absent ({} / [] / None) and raise a
+    one-line PixelsegError naming the file when it is there but damaged.
+    """
+
+    CONFIG, CLASSES, MODEL, WEIGHTS, STATE = "config.yaml", "classes.json", "model.json", "model.safetensors", "last.pt"
+    HISTORY, METRICS, RECIPE, ENVIRONMENT, REPORT = "metrics.csv", "metrics.json", "recipe.json", "environment.json", "report"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # -- paths, for messages and for tools that must hand a path on (safetensors, tensorboard) --------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def model_json(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def weights(self) -> Path:
+        return self.path / self.WEIGHTS
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / self.STATE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / self.REPORT
+
+    @property
+    def report_html(self) -> Path:
+        return self.report_dir / "report.html"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    # -- what is there -----------------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        """A finished or running run: model.json is written before the first step."""
+        return is_run(self.path)
+
+    def has_state(self) -> bool:
+        return self.state_path.is_file()
+
+    def has_weights(self) -> bool:
+        return self.weights.is_file()
+
+    # -- model.json, weights, resumable state --------------------------------------------------------------
+    def info(self, need_weights: bool = True) -> RunInfo:
+        return read_run(self.path, need_weights)
+
+    def write_info(self, info: RunInfo) -> None:
+        write_run_info(info)
+
+    def load_model(self, device="cpu"):
+        return load_model(self.info(), device)
+
+    def save_weights(self, model) -> None:
+        from pixelseg.engine.checkpoint import save_weights   # noqa: PLC0415 (torch-only helper, no engine state)
+        save_weights(self.weights, model)
+
+    def save_state(self, blob: dict) -> None:
+        from pixelseg.engine.checkpoint import save_state
+        save_state(self.state_path, blob)
+
+    def load_state(self) -> dict:
+        from pixelseg.engine.checkpoint import load_state
+        return load_state(self.state_path)
+
+    # -- config.yaml ---------------------------------------------------------------------------------------
+    def write_config(self, cfg) -> None:
+        from pixelseg.config import dump_config
+        write_text(self.config_path, dump_config(cfg))
+
+    def config(self, overrides: dict | None = None):
+        """The saved Config, validated (for resume and reproduction); a one-line error when it is missing."""
+        from pixelseg.config import load_config
+        if not self.config_path.is_file():
+            raise PixelsegError(f"{self.config_path}: not found; {self.path} is not a run that can be resumed")
+        return load_config(self.config_path, overrides)
+
+    def config_dict(self) -> dict:
+        """config.yaml as plain data ({} when absent): readers that must open runs of older or newer
+        versions (report, export) look keys up without validating them."""
+        import yaml
+        p = self.config_path
+        if not p.is_file():
+            return {}
+        try:
+            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise PixelsegError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); restore the file") from None
+        if not isinstance(d, dict):
+            raise PixelsegError(f"{p}: expected a mapping of sections (data, model, loss, train); restore the file")
+        return d
+
+    def data_settings(self) -> dict:
+        """data.root / format / val_fraction / ... from config.yaml ({} when there is none)."""
+        return dict(self.config_dict().get("data") or {})
+
+    def data_root(self) -> Path | None:
+        """The dataset the run was trained on, resolved against the run folder's own location when it was
+        stored relative (runs written before roots were stored resolved); None when it is not there."""
+        root = self.data_settings().get("root")
+        if not root:
+            return None
+        for cand in (Path(root), self.path / root, self.path.parent / root):
+            if cand.is_dir():
+                return cand.resolve()
+        return None
+
+    # -- classes.json, recipe.json, environment.json -------------------------------------------------------
+    def write_classes(self, classes: ClassTable) -> None:
+        write_json(self.path / self.CLASSES, classes.to_dict())
+
+    def write_recipe(self, recipe: dict) -> None:
+        write_json(self.path / self.RECIPE, recipe)
+
+    def recipe(self) -> dict:
+        return self._json(self.path / self.RECIPE) or {}
+
+    def record_environment(self, env: dict) -> None:
+        """environment.json: one entry per session (the first run and each resume), newest last."""
+        sessions = []
+        p = self.path / self.ENVIRONMENT
+        if p.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                sessions = json.loads(p.read_text(encoding="utf-8")).get("sessions", [])
+        write_json(p, {"sessions": sessions + [env]})
+
+    def environment(self) -> list[dict]:
+        return (self._json(self.path / self.ENVIRONMENT) or {}).get("sessions", [])
+
+    # -- metrics.csv (one row per validation) and metrics.json (the final evaluation) ----------------------
+    def write_history(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        fields = list(dict.fromkeys(k for row in rows for k in row))   # rows from older versions may lack a column
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(rows)
+        write_text(self.history_path, buf.getvalue())
+
+    def history(self) -> list[dict]:
+        p = self.history_path
+        if not p.is_file():
+            return []
+        with p.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    def write_metrics(self, summary: dict) -> None:
+        write_json(self.metrics_path, summary)
+
+    def metrics(self) -> dict | None:
+        return self._json(self.metrics_path)
+
+    @staticmethod
+    def _json(path: Path):
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PixelsegError(f"{path}: not valid JSON ({e}); restore the file or retrain") from None

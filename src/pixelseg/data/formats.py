@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pixelseg.data.classes import ClassTable
 from pixelseg.data.io import IMAGE_EXTS
+from pixelseg.data.index import SPLITS, DatasetIndex, Sample  # noqa: F401  (re-exported until data/ imports index)
 from pixelseg.errors import PixelsegError
 
-SPLITS = ("train", "val", "test")
 # name -> module holding detect(root) -> bool and open(root, val_fraction) -> DatasetIndex; auto-detection
 # tries them in this order (the specific layouts before the generic ones)
 FORMATS = {"folder": "", "keras": "", "colormask": "pixelseg.data.colormask", "voc": "pixelseg.data.voc",
@@ -48,33 +48,6 @@ LAYOUTS = {
             "(Roboflow)",
     "labelme": "ROOT/[train|val|test/]<name>.json next to <name>.jpg (optional ROOT/labels.txt)",
 }
-
-
-@dataclass(frozen=True)
-class Sample:
-    image: Path
-    mask: Path | None
-    stem: str
-    # turns the stored mask into class indices (data/labels.py); None = the file holds the indices
-    decode: Callable | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass
-class DatasetIndex:
-    root: Path
-    format: str
-    classes: ClassTable
-    splits: dict[str, list[Sample]]
-    mask_color_channel: int | None = None   # keras_segmentation reads the index from cv2's first (blue) channel
-    notes: list[str] = field(default_factory=list)
-    # pairing problems found with strict=False (the dataset doctor lists them all instead of stopping)
-    problems: list[str] = field(default_factory=list)
-
-    def split(self, name: str) -> list[Sample]:
-        if name not in self.splits or not self.splits[name]:
-            have = ", ".join(s for s in self.splits if self.splits[s]) or "none"
-            raise PixelsegError(f"{self.root}: has no '{name}' split (splits found: {have}); pick one with --split")
-        return self.splits[name]
 
 
 def _dirs(root: Path, split: str, fmt: str) -> tuple[Path, Path]:

@@ -51,7 +51,7 @@ from pixelseg.engine.checkpoint import load_state, save_state, save_weights
 from pixelseg.engine.recipe import detect_hardware, resolve
 from pixelseg.errors import PixelsegError
 from pixelseg.fileio import write_json, write_text
-from pixelseg.inference.predictor import resize_logits
+from pixelseg.models.outputs import resize_logits
 from pixelseg.losses import build_loss, parse_loss_spec
 from pixelseg.metrics import ConfusionMatrix, labels_from_logits, summarize
 from pixelseg.engine import finetune

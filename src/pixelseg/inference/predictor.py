@@ -27,14 +27,8 @@ from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve
 from pixelseg.inference.tiling import sliding_window_bands
 from pixelseg.inference.tta import TTA, tta_probs
 from pixelseg.metrics import argmax
+from pixelseg.models.outputs import resize_logits  # noqa: F401  (part of this module's API)
 from pixelseg.run import Preprocessing, load_model, read_run
-
-
-def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N x K x h x w -> N x K x H x W, the one way logits are brought back to an image's pixels."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 def preprocess(image: np.ndarray, pre: Preprocessing) -> torch.Tensor:
