@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from datetime import datetime, timezone
@@ -22,27 +20,11 @@ import numpy as np
 from pixelseg.errors import PixelsegError
 from pixelseg.fileio import write_json, write_text
 from pixelseg.report import html as H
-from pixelseg.report.analysis import Analysis, analyze_run, read_run_config
+from pixelseg.report.analysis import Analysis, analyze_run
+from pixelseg.run import RunFolder
 
-REPORT_DIR = "report"
+REPORT_DIR = RunFolder.REPORT   # a prediction folder's report goes to PRED_DIR/report/ too
 PER_IMAGE_ROWS = 100     # images listed by mIoU below the gallery
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PixelsegError(f"{path}: not valid JSON ({e}); restore the file or retrain") from None
-
-
-def read_history(run: Path) -> list[dict]:
-    p = run / "metrics.csv"
-    if not p.is_file():
-        return []
-    with p.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def _count_parameters(weights: Path) -> int | None:
@@ -124,32 +106,32 @@ def build_report(run=None, data=None, split: str = "val", out=None, device: str 
     PRED_DIR/report/ unless `out` says otherwise.
     """
     from pixelseg.report import plots
-    from pixelseg.run import read_run
 
     t0 = time.perf_counter()
     if run is None and analysis is None:
         raise PixelsegError("a report needs a run folder, or an analysis of label maps (evaluate --pred-dir)")
     run = Path(run) if run is not None else None
     base = run if run is not None else Path(analysis.source)
-    out = Path(out) if out else base / REPORT_DIR / "report.html"
+    out = Path(out) if out else (RunFolder(run).report_html if run is not None else base / REPORT_DIR / "report.html")
     if out.suffix.lower() not in (".html", ".htm"):
         raise PixelsegError(f"{out}: the report is an HTML page; give a path ending in .html")
-    info = read_run(run, need_weights=False) if run is not None else None
-    config = read_run_config(run) if run is not None else {}
-    metrics = _read_json(run / "metrics.json") if run is not None else {}
-    recipe = _read_json(run / "recipe.json") if run is not None else {}
+    folder = RunFolder(run) if run is not None else None
+    info = folder.info(need_weights=False) if folder else None
+    config = folder.config_dict() if folder else {}
+    metrics = (folder.metrics() or {}) if folder else {}
+    recipe = folder.recipe() if folder else {}
     notes = []
     if analysis is None:
-        root = data or (config.get("data") or {}).get("root")
+        root = data or folder.data_root()
         # data the user names must be there (analyze_run says what is wrong); the run's recorded dataset
         # may have moved since training, and then the page shows what the run folder alone holds
-        if data is not None or (root and Path(root).exists() and info.weights.is_file()):
+        if data is not None or (root is not None and folder.has_weights()):
             analysis = analyze_run(run, data, split, device, batch_size, gallery, num_workers, progress=progress)
         else:
             notes.append("The confusion matrix, the gallery and the calibration need the model and the validation "
                          f"data ({root or 'no dataset recorded'} is not available): run "
                          f"`pixelseg report {run} --data ROOT`.")
-    rdir = base / REPORT_DIR if run is not None else out.parent
+    rdir = RunFolder(run).report_dir if run is not None else out.parent
     rdir.mkdir(parents=True, exist_ok=True)
     classes = info.classes if info is not None else analysis.classes
     names = list(classes.names)
@@ -176,14 +158,14 @@ def build_report(run=None, data=None, split: str = "val", out=None, device: str 
 
     # ---- training curves (label maps from any model have no training to show)
     if run is not None:
-        history = read_history(run)
+        history = folder.history()
         best_epoch = info.best.get("epoch")
         fig = plots.curves(history, float(best_epoch) if best_epoch is not None else None)
         if fig is not None:
             png = plots.save_figure(fig, rdir / "curves.png")
             sections.append(("curves", "Training curves",
                              H.img_tag(png, "training curves: loss, validation metrics, lr")
-                             + f"<p class=sub>{len(history)} rows of {run / 'metrics.csv'}; dashed line: the kept "
+                             + f"<p class=sub>{len(history)} rows of {folder.history_path}; dashed line: the kept "
                                "(best) checkpoint.</p>"))
         else:
             sections.append(("curves", "Training curves",
@@ -297,11 +279,11 @@ def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path, present: set
 
 def _load_metrics(path: Path) -> tuple[str, dict]:
     """A run folder (its metrics.json) or a metrics JSON file written by `evaluate --json`."""
-    p = path / "metrics.json" if path.is_dir() else path
+    p = RunFolder(path).metrics_path if path.is_dir() else path
     if not p.is_file():
-        raise PixelsegError(f"{path}: no metrics.json; give finished run folders or files written by "
+        raise PixelsegError(f"{path}: no {p.name}; give finished run folders or files written by "
                             "`pixelseg evaluate --json`")
-    m = _read_json(p)
+    m = RunFolder.read_json(p)
     if not isinstance(m.get("per_class"), dict):
         raise PixelsegError(f"{p}: has no per-class metrics; it is not a pixelseg metrics file")
     return (path.name if path.is_dir() else path.stem), m
