@@ -59,6 +59,7 @@ class RunProgress:
         self.console, self.title = console, title
         self.progress = None
         self.task = None
+        self.step_s = None        # seconds a step, smoothed: one slow step (a checkpoint) should not swing the speed
 
     def __enter__(self):
         if self.console.is_terminal and not self.console.quiet:
@@ -75,7 +76,8 @@ class RunProgress:
 
     def update(self, fraction: float, epoch: int, loss: float, lr: float, step_seconds: float, batch: int) -> None:
         if self.progress:
-            sps = 1.0 / max(step_seconds, 1e-6)
+            self.step_s = step_seconds if self.step_s is None else 0.9 * self.step_s + 0.1 * step_seconds
+            sps = 1.0 / max(self.step_s, 1e-6)
             self.progress.update(self.task, completed=round(1000 * fraction), epoch=epoch, loss=loss, lr=lr,
                                  sps=sps, ips=sps * batch)
 

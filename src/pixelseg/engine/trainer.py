@@ -127,11 +127,12 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
     setup.wrap_for_training(t, cfg, d, device)
     # the run folder's contract, written before the first step so a killed run is still identifiable
     pre = Preprocessing(cfg.data.image_size, tuple(mean), tuple(std), cfg.data.in_channels)
-    best = run.info(need_weights=False).best if resume and d.is_main and run.is_run() else {}
-    info = RunInfo(run.path, cfg.model.name, cfg.model.encoder, classes, pre, best,
-                   0.5 if cfg.data.binary_sigmoid else None)
+    before = run.info(need_weights=False) if resume and d.is_main and run.is_run() else None
+    threshold = (before.sigmoid_threshold if before else 0.5) if cfg.data.binary_sigmoid else None   # kept if tuned
+    info = RunInfo(run.path, cfg.model.name, cfg.model.encoder, classes, pre, before.best if before else {}, threshold)
     if d.is_main:
         _write_run_files(run, cfg, chosen, hw, d, classes, data_info, resume)
+        run.write_info(info)
     print_plan(console, cfg, chosen, hw, t.model, len(data.train), len(data.val), time.time() - t0, d,
                data_info["data_root_given"])
     budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else math.inf
