@@ -45,13 +45,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, engine_tinynet.__file__, *args]
 
 
-def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path):
+@pytest.mark.parametrize("model", [engine_tinynet.NAME, engine_tinynet.DROPOUT_NAME])
+def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path, model):
     """SIGKILL (no handler runs) at a random moment; the folder holds a loadable state and --resume
     continues from it. Saving every step, the finished run has the uninterrupted run's weights bit for
-    bit: model, optimizer, schedule, RNG and data position all came back."""
-    reference = pixelseg.train(data, out=str(tmp_path / "ref"), epochs=10, **TINY)
+    bit: model, optimizer, schedule, RNG and data position all came back (with dropout too)."""
+    reference = pixelseg.train(data, out=str(tmp_path / "ref"), epochs=10, **dict(TINY, model=model))
     out = tmp_path / "k"
-    first = _cli("train", "--data", str(data), "--out", str(out), "--epochs", "10", "--model", engine_tinynet.NAME,
+    first = _cli("train", "--data", str(data), "--out", str(out), "--epochs", "10", "--model", model,
                  "--image-size", "32", "--batch-size", "4", "--num-workers", "0", "--threads", "1", "--lr", "0.01",
                  "--augment", "light", "--checkpoint-minutes", "0", "--no-report")
     p = subprocess.Popen(first, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -83,21 +84,24 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path):
 E2E = dict(model="unet", image_size=(48, 56), batch_size=4, num_workers=0, threads=2, quiet=True)
 
 
-@pytest.mark.parametrize("options", [E2E, dict(TINY, model=engine_tinynet.DROPOUT_NAME)], ids=["unet", "dropout"])
-def test_resume_after_sigterm_is_exact(tmp_path, options):
-    """Stopped by SIGTERM mid-epoch and resumed == never stopped: the same weights bit for bit
+@pytest.mark.parametrize("options, sig", [(E2E, signal.SIGTERM),
+                                          (dict(TINY, model=engine_tinynet.DROPOUT_NAME), signal.SIGTERM),
+                                          (dict(TINY, model=engine_tinynet.DROPOUT_NAME), signal.SIGINT)],
+                         ids=["unet-SIGTERM", "dropout-SIGTERM", "dropout-SIGINT"])
+def test_resume_after_a_signal_is_exact(tmp_path, options, sig):
+    """Stopped by SIGTERM (or Ctrl-C) mid-epoch and resumed == never stopped: the same weights bit for bit
     (seeded per-epoch data order, per-sample augmentation seeds, optimizer state and RNG in last.pt; the
     validation the stop makes mid-epoch draws nothing from the global RNG, so dropout replays too)."""
     data = tmp_path / "synth"
     generate(data, n_train=16, n_val=6, size=(64, 64), seed=3)
     a = pixelseg.train(data, out=str(tmp_path / "a"), epochs=2, **options)
 
-    def sigterm_at_step_6(state):       # the 2nd step of epoch 2 (4 steps an epoch)
+    def signal_at_step_6(state):        # the 2nd step of epoch 2 (4 steps an epoch)
         if state.step == 6:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
 
     with pytest.raises(KeyboardInterrupt):
-        pixelseg.train(data, out=str(tmp_path / "b"), epochs=2, on_step=sigterm_at_step_6, **options)
+        pixelseg.train(data, out=str(tmp_path / "b"), epochs=2, on_step=signal_at_step_6, **options)
     mid = load_state(tmp_path / "b" / "last.pt")["state"]
     assert mid["epoch"] == 1 and mid["offset"] == 8 and mid["step"] == 6
     b = pixelseg.train(out=str(tmp_path / "b"), resume=True, quiet=True)

@@ -101,3 +101,14 @@ def test_console_plan_and_one_progress_bar(data, tmp_path):
     assert "model.name" in text and "test-tinynet" in text and "model.encoder" not in text
     assert "steps/s" in text and "img/s" in text and "val mIoU" in text
     assert text.count("epoch 1 ") + text.count("epoch 2 ") >= 2     # the epoch shown on the bar and per validation
+
+
+def test_masks_that_are_all_ignore_are_refused_up_front(tmp_path):
+    import numpy as np
+    from PIL import Image
+    generate(tmp_path / "d", n_train=4, n_val=2, size=(32, 32), seed=1)
+    for mask in (tmp_path / "d" / "train" / "masks").iterdir():
+        Image.fromarray(np.full((32, 32), 255, np.uint8)).save(mask)
+    with pytest.raises(PixelsegError, match="every train mask pixel is the ignore index 255.*label pixels"):
+        pixelseg.train(tmp_path / "d", out=str(tmp_path / "r"), epochs=1, quiet=True, **TINY)
+    assert not (tmp_path / "r" / "last.pt").exists()

@@ -47,6 +47,12 @@ def check_data(index, cfg: Config) -> dict:
         raise PixelsegError(f"{index.root}: no validation images, and the best checkpoint is chosen on them; give a "
                             "val split (a val/ folder) or more images so that --val-fraction can hold some out")
     reports = require_clean(index)
+    for split in ("train", "val"):
+        counts = reports[split].counts if split in reports else None
+        if counts is not None and counts[:-1].sum() == 0:     # the last count is the ignore index's
+            raise PixelsegError(f"{index.root}: every {split} mask pixel is the ignore index "
+                                f"{index.classes.ignore_index}, so there is nothing to learn or score; label pixels "
+                                "with class indices (or check classes.json's ignore_index)")
     out = {"class_pixels": {s: r.counts.tolist() for s, r in reports.items()}, "class_weights": None, "factors": None}
     if cfg.loss.class_weights == "auto" or cfg.train.sampling == "repeat":
         stats = class_stats(index.splits["train"], index.classes.num_classes, index.mask_color_channel)
