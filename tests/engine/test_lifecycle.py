@@ -112,3 +112,12 @@ def test_masks_that_are_all_ignore_are_refused_up_front(tmp_path):
     with pytest.raises(PixelsegError, match="every train mask pixel is the ignore index 255.*label pixels"):
         pixelseg.train(tmp_path / "d", out=str(tmp_path / "r"), epochs=1, quiet=True, **TINY)
     assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_resume_after_the_time_budget_says_it_is_spent(data, tmp_path, capsys):
+    run = pixelseg.train(data, out=str(tmp_path / "t"), max_minutes=0.02, quiet=True, **TINY)
+    step = load_state(run / "last.pt")["state"]["step"]
+    capsys.readouterr()
+    pixelseg.train(out=str(run), resume=True)
+    assert "budget is spent" in " ".join(capsys.readouterr().err.split())
+    assert load_state(run / "last.pt")["state"]["step"] == step

@@ -81,15 +81,14 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
     index = open_dataset(cfg.data.root, cfg.data.format, cfg.data.val_fraction)
     hw = detect_hardware(cfg.train.device)
     d, device_name = ddp.setup(hw.device if cfg.train.device == "auto" else cfg.train.device)
-    state = State()
+    state, run = State(), None
     try:
         cfg, chosen, run, data_info = _resolve(cfg, index, hw, d, resume)
         return _train(cfg, chosen, run, data_info, index, hw, d, torch.device(device_name), resume, console, state,
                       on_step, t_wall)
     except Exception as e:
         if d.enabled and guards.is_peer_failure(e):
-            raise PixelsegError(ddp.lost_peer_message(d, e, Path(cfg.train.out) if cfg.train.out else None,
-                                                      state.step)) from None
+            raise PixelsegError(ddp.lost_peer_message(d, e, run.path if run else None, state.step)) from None
         raise
     finally:
         ddp.teardown(d)
@@ -136,7 +135,7 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
     print_plan(console, cfg, chosen, hw, t.model, len(data.train), len(data.val), time.time() - t0, d,
                data_info["data_root_given"])
     budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else math.inf
-    if _budget_spent(cfg, state, budget) and ddp.main_first(d, lambda: run.metrics() is not None):
+    if resume and ddp.main_first(d, _budget_spent, cfg, state, budget, run):
         console.print(f"{run.path}: its budget is spent ({_spent(cfg, state)}); nothing to continue. To train "
                       "longer, resume with a larger --epochs or --max-minutes")
         return run.path
@@ -187,8 +186,14 @@ def _write_run_files(run: RunFolder, cfg: Config, chosen, hw, d, classes, data_i
     run.record_environment(environment(cfg.train.seed, hw, d))
 
 
-def _budget_spent(cfg: Config, state: State, budget: float) -> bool:
-    return (cfg.train.epochs is not None and state.epoch >= cfg.train.epochs) or state.elapsed >= budget
+def _budget_spent(cfg: Config, state: State, budget: float, run: RunFolder) -> bool:
+    """A finished run (metrics.json written) whose epochs or minutes are all used: nothing left to train."""
+    metrics = run.metrics()
+    if metrics is None:       # stopped before its final evaluation: resuming finishes it
+        return False
+    # a time-budgeted run stops a validation's length before its budget: the same budget is spent
+    timed_out = cfg.train.max_minutes and metrics.get("stopped") == f"time budget of {cfg.train.max_minutes:g} min reached"
+    return (cfg.train.epochs is not None and state.epoch >= cfg.train.epochs) or state.elapsed >= budget or bool(timed_out)
 
 
 def _spent(cfg: Config, state: State) -> str:

@@ -18,7 +18,6 @@ import heapq
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
