@@ -175,7 +175,7 @@ def tune_threshold(run: str | Path, data: str | Path | None = None, split: str =
         data = folder.data_root()
         if data is None:
             named = folder.data_settings().get("root")
-            raise PixelsegError(f"{run}: the dataset it was trained on ({named or 'not named in config.yaml'}) is not "
+            raise PixelsegError(f"{run}: the dataset it was trained on ({named or f'not named in {folder.config_path}'}) is not "
                                 "there; pass --data ROOT")
     index = open_like_run(run, data)
     if index.classes.names != info.classes.names:

@@ -234,7 +234,7 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
         if data is None:
             named = settings.get("root")
             if not named:
-                raise PixelsegError(f"{run}: config.yaml names no dataset; pass --data ROOT")
+                raise PixelsegError(f"{folder.config_path}: names no dataset; pass --data ROOT")
             raise PixelsegError(f"{named}: the run's dataset is not there any more; pass --data ROOT")
         fmt = settings.get("format", "auto")
     else:
