@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from pixelseg.config import Config, from_dict, load_config, option_keys
 from pixelseg.errors import PixelsegError
 
@@ -32,34 +30,44 @@ def make_config(config: str | Path | None = None, **kwargs) -> Config:
 
 
 def train(data: str | Path | None = None, model: str | None = None, *, config: str | Path | None = None,
-          resume: bool = False, quiet: bool = False, report: bool = False, **kwargs) -> Path:
+          resume: bool = False, quiet: bool = False, report: bool = False, on_step=None, **kwargs) -> Path:
     """Train and return the run folder. kwargs are the CLI's long options (epochs=, max_minutes=, lr=, ...).
-    With report=True, RUN/report/report.html is written at the end (the CLI does this unless --no-report)."""
+    With report=True, RUN/report/report.html is written at the end (the CLI does this unless --no-report).
+    `on_step(state)` is called after every training step (engine.state.State: step, epoch, offset, ...)."""
     from pixelseg.engine.trainer import train as _train
 
     if resume:
-        out = kwargs.get("out")
-        if out is None:
-            raise PixelsegError("--resume needs the run folder: pass --out RUN")
-        saved = Path(out) / "config.yaml"
-        if not saved.is_file():
-            raise PixelsegError(f"{saved}: not found; {out} is not a run that can be resumed")
-        allowed = {"epochs", "max_minutes", "out", "device", "num_workers", "threads", "checkpoint_minutes"}
-        extra = {k for k, v in kwargs.items() if v is not None} - allowed
-        if extra or model or config:
-            raise PixelsegError(f"--resume continues {out} with its saved config; only --epochs, --max-minutes, --device, "
-                                f"--num-workers, --threads, --checkpoint-minutes may change (got {', '.join(sorted(extra | ({'model'} if model else set())))})")
-        cfg = load_config(saved, {SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None})
-        if data is not None:
-            cfg = cfg.replace(**{"data.root": str(data)})
+        cfg = _resume_config(data, model, config, kwargs)
     else:
         cfg = make_config(config, data=str(data) if data is not None else None, model=model, **kwargs)
-    run = _train(cfg, resume=resume, quiet=quiet)
+    run = _train(cfg, resume=resume, quiet=quiet, on_step=on_step)
     # under torchrun every rank returns here; one report, from rank 0, is enough
     if report and os.environ.get("RANK", "0") == "0":
         from pixelseg.report import build_report
         build_report(run)
     return run
+
+
+RESUME_OPTIONS = {"epochs", "max_minutes", "out", "device", "num_workers", "threads", "checkpoint_minutes"}
+
+
+def _resume_config(data, model, config, kwargs: dict) -> Config:
+    """The saved config of the run named by out=, with the few options a resume may change."""
+    from pixelseg.run import RunFolder
+
+    out = kwargs.get("out")
+    if out is None:
+        raise PixelsegError("--resume needs the run folder: pass --out RUN")
+    extra = {k for k, v in kwargs.items() if v is not None} - RESUME_OPTIONS
+    if extra or model or config:
+        raise PixelsegError(f"--resume continues {out} with its saved config; only --epochs, --max-minutes, --device, "
+                            f"--num-workers, --threads, --checkpoint-minutes may change (got {', '.join(sorted(extra | ({'model'} if model else set())))})")
+    run = RunFolder(out)
+    cfg = run.config({SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None})
+    if data is not None:
+        return cfg.replace(**{"data.root": str(data)})
+    root = run.data_root()     # a run stored with a relative root (older versions) still finds its data
+    return cfg.replace(**{"data.root": str(root)}) if root is not None else cfg
 
 
 def load(run: str | Path, device: str = "auto", **options):
@@ -75,18 +83,9 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     """Metrics of a run (or of label maps in pred_dir written by any model) on a split of `data`.
     With `report` (True, or the HTML path) the evaluation also writes its report, in the same pass:
     RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps."""
-    import torch
-    from torch.utils.data import DataLoader
-
     from pixelseg.data.checks import require_clean
-    from pixelseg.data.dataset import EvalDataset, eval_collate
     from pixelseg.data.formats import open_dataset
-    from pixelseg.data.labels import load_mask
-    from pixelseg.data.transforms import eval_transform
-    from pixelseg.engine.trainer import evaluate as _evaluate
-    from pixelseg.inference.predictor import pick_device
     from pixelseg.metrics import ConfusionMatrix, summarize
-    from pixelseg.run import load_model, read_run
 
     if data is None:
         raise PixelsegError("evaluate needs the ground truth: pass --data ROOT")
@@ -110,41 +109,31 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         result["report"] = str(build_report(run, analysis=analysis, out=None if report is True else report))
         return result
     if pred_dir is not None:
-        from pixelseg.viz import read_label_png
-        pred_dir = Path(pred_dir)
-        if not pred_dir.is_dir():
-            raise PixelsegError(f"{pred_dir}: prediction folder not found; give the folder of <stem>.png label maps")
+        from pixelseg.evaluation import label_maps
         cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
-        for s in samples:
-            p = pred_dir / f"{s.stem}.png"
-            if not p.is_file():
-                raise PixelsegError(f"{p}: no prediction for {s.image.name}; predict every image of split '{split}'")
-            pred = read_label_png(p)
-            gt = load_mask(s, index.mask_color_channel)
-            if pred.shape != gt.shape:
-                raise PixelsegError(f"{p}: prediction is {pred.shape[1]}x{pred.shape[0]}, ground truth {s.mask.name} is "
-                                    f"{gt.shape[1]}x{gt.shape[0]}; predictions must be at the original size")
-            if pred.max(initial=0) >= classes.num_classes:
-                raise PixelsegError(f"{p}: holds class index {int(pred.max())} but {index.root} has {classes.num_classes} classes")
-            cm.update(pred.astype(np.int64), gt.astype(np.int64))
-        result = summarize(cm.matrix, classes.names)
-        result.update(split=split, images=len(samples), source=str(pred_dir))
-        return result
-    info = read_run(run)
+        for _, _, pred, gt in label_maps(pred_dir, index, samples, split):
+            cm.update(pred, gt)
+        source = pred_dir
+    else:
+        cm, source = _run_confusion(run, index, samples, device), run
+    result = summarize(cm.matrix, classes.names)
+    result.update(split=split, images=len(samples), source=str(source))
+    return result
+
+
+def _run_confusion(run, index, samples, device: str):
+    from pixelseg.evaluation import confusion_matrix, split_loader
+    from pixelseg.inference.predictor import pick_device
+    from pixelseg.run import RunFolder
+
+    info = RunFolder(run).info()
+    classes = index.classes
     if info.classes.names != classes.names:
         raise PixelsegError(f"{index.root}: classes {list(classes.names)} differ from the run's {list(info.classes.names)}; "
                             "evaluate on data with the run's class table")
     dev = pick_device(device)
-    model = load_model(info, dev)
-    pre = info.preprocessing
-    ds = EvalDataset(samples, classes.num_classes, classes.ignore_index, pre.in_channels, pre.mean, pre.std,
-                     eval_transform(pre.image_size), index.mask_color_channel)
-    loader = DataLoader(ds, batch_size=1, collate_fn=eval_collate)
-    with torch.inference_mode():
-        cm = _evaluate(model, loader, classes.num_classes, classes.ignore_index, dev)
-    result = summarize(cm.matrix, classes.names)
-    result.update(split=split, images=len(samples), source=str(info.path))
-    return result
+    loader = split_loader(samples, classes, info.preprocessing, index.mask_color_channel, batch_size=1)
+    return confusion_matrix(RunFolder(run).load_model(dev), loader, classes.num_classes, classes.ignore_index, dev)
 
 
 def open_like_run(run: str | Path, data: str | Path):
@@ -153,11 +142,12 @@ def open_like_run(run: str | Path, data: str | Path):
     camvid11 (32 CamVid classes grouped into 11) carry over; a format variant carries over to any folder (a
     model of the 11 CamVid classes is evaluated on CamVid read as 11 classes). Other folders are detected."""
     from pixelseg.data.formats import VARIANTS, open_dataset
-    from pixelseg.report.analysis import run_data_settings
+    from pixelseg.run import RunFolder
 
-    settings = run_data_settings(run)
-    fmt, root = settings.get("format") or "auto", settings.get("root")
-    same = bool(root) and Path(root).resolve() == Path(data).resolve()
+    folder = RunFolder(run)
+    settings = folder.data_settings()
+    fmt, root = settings.get("format") or "auto", folder.data_root()
+    same = root is not None and root == Path(data).resolve()
     if same or fmt in VARIANTS:
         return open_dataset(data, fmt, float(settings.get("val_fraction", 0.1)) if same else 0.1)
     return open_dataset(data)
@@ -170,25 +160,22 @@ def tune_threshold(run: str | Path, data: str | Path | None = None, split: str =
     Returns {"threshold", "mIoU", "threshold_before", "mIoU_before", "images", "data"}."""
     import dataclasses
 
-    import torch
-    from torch.utils.data import DataLoader
-
     from pixelseg.data.checks import require_clean
-    from pixelseg.data.dataset import EvalDataset, eval_collate
-    from pixelseg.data.transforms import eval_transform
-    from pixelseg.inference.predictor import pick_device, resize_logits
+    from pixelseg.evaluation import evaluate_split, split_loader
+    from pixelseg.inference.predictor import pick_device
     from pixelseg.metrics import ThresholdSweep
-    from pixelseg.run import load_model, read_run, write_run_info
+    from pixelseg.run import RunFolder, load_model
 
-    info = read_run(run)
+    folder = RunFolder(run)
+    info = folder.info()
     if info.sigmoid_threshold is None:
         raise PixelsegError(f"{run}: not a binary_sigmoid run (its model has one channel per class); there is no "
                             "threshold to tune")
     if data is None:
-        from pixelseg.report.analysis import run_data_settings
-        data = run_data_settings(run).get("root")
-        if not data or not Path(data).exists():
-            raise PixelsegError(f"{run}: the dataset it was trained on ({data or 'not named in config.yaml'}) is not "
+        data = folder.data_root()
+        if data is None:
+            named = folder.data_settings().get("root")
+            raise PixelsegError(f"{run}: the dataset it was trained on ({named or f'not named in {folder.config_path}'}) is not "
                                 "there; pass --data ROOT")
     index = open_like_run(run, data)
     if index.classes.names != info.classes.names:
@@ -198,17 +185,12 @@ def tune_threshold(run: str | Path, data: str | Path | None = None, split: str =
     require_clean(index, (split,))
     dev = pick_device(device)
     model = load_model(info, dev).model      # the one-channel network inside the 2-class view
-    pre, ign = info.preprocessing, index.classes.ignore_index
-    ds = EvalDataset(samples, 2, ign, pre.in_channels, pre.mean, pre.std, eval_transform(pre.image_size),
-                     index.mask_color_channel)
-    sweep = ThresholdSweep(ign)
-    with torch.inference_mode():
-        for x, masks, _ in DataLoader(ds, batch_size=1, collate_fn=eval_collate):
-            logits = model(x.to(dev)).float()
-            sweep.update(resize_logits(logits, tuple(masks[0].shape)), masks[0][None].to(dev))
+    sweep = ThresholdSweep(index.classes.ignore_index)
+    loader = split_loader(samples, index.classes, info.preprocessing, index.mask_color_channel, batch_size=1)
+    evaluate_split(model, loader, dev, [lambda p: sweep.update(p.logits, p.mask[None])])
     thresholds, miou = sweep.miou()
     before = float(miou[min(int(round(info.sigmoid_threshold * sweep.bins)), sweep.bins - 1)])
     best, best_miou = sweep.best()
-    write_run_info(dataclasses.replace(info, sigmoid_threshold=best))
+    folder.write_info(dataclasses.replace(info, sigmoid_threshold=best))
     return {"threshold": best, "mIoU": best_miou, "threshold_before": info.sigmoid_threshold, "mIoU_before": before,
             "images": len(samples), "data": str(index.root)}

@@ -21,12 +21,13 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pixelseg.data.classes import ClassTable
 from pixelseg.errors import PixelsegError
-from pixelseg.fileio import write_json, write_text
+from pixelseg.fileio import atomic_path, write_json, write_text
 
 RUN_FORMAT = "pixelseg-run/1"
 
@@ -132,6 +133,43 @@ def load_model(info: RunInfo, device="cpu"):
     return model.to(device).eval()
 
 
+# ---------------------------------------------------------------- checkpoints, written atomically
+# A kill at any moment leaves the previous complete file in place. Weights for users are safetensors; the
+# resumable state (optimizer moments, counters) is a torch file holding only tensors and plain Python values,
+# read back with weights_only=True (no pickle code runs).
+
+def save_weights(path: str | Path, model) -> None:
+    from safetensors.torch import save_file
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().contiguous().cpu()
+        # a module registered under two names (tied weights) gives two keys over one storage; safetensors
+        # refuses aliased tensors, and every key must load back under strict loading: store a copy
+        if v.numel() and v.untyped_storage().data_ptr() in seen:
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        state[k] = v
+    with atomic_path(path, durable=True) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    import torch
+    with atomic_path(path, durable=True) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: str | Path) -> dict:
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise PixelsegError(f"{path}: no resumable state; the run never finished a step — start it again without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PixelsegError(f"{path}: resumable state is damaged ({type(e).__name__}); start a new run") from None
+
+
 class RunFolder:
     """Every file of a run folder, read and written in one place (atomic writes throughout).
 
@@ -207,16 +245,45 @@ class RunFolder:
         return load_model(self.info(), device)
 
     def save_weights(self, model) -> None:
-        from pixelseg.engine.checkpoint import save_weights   # noqa: PLC0415 (torch-only helper, no engine state)
         save_weights(self.weights, model)
 
     def save_state(self, blob: dict) -> None:
-        from pixelseg.engine.checkpoint import save_state
-        save_state(self.state_path, blob)
+        """last.pt; a failed write (disk full) is a one-line error and the previous last.pt stays intact."""
+        try:
+            save_state(self.state_path, blob)
+        except OSError as e:
+            raise PixelsegError(f"{self.state_path}: cannot save the training state ({e.strerror or e}); the previous "
+                                "last.pt is intact — free space, then continue with --resume") from None
 
     def load_state(self) -> dict:
-        from pixelseg.engine.checkpoint import load_state
         return load_state(self.state_path)
+
+    # -- a folder to train into ------------------------------------------------------------------------------
+    def prepare(self, resume: bool) -> None:
+        """Before any data is read: the folder exists and is writable, a new run does not overwrite an old one,
+        and a resumed folder is rid of the temporary files a killed save left behind."""
+        if resume:
+            if not self.config_path.is_file() and not self.has_state():
+                raise PixelsegError(f"{self.path}: nothing to resume (no config.yaml, no last.pt); start it without --resume")
+        elif self.path.exists() and any(self.path.iterdir()):
+            raise PixelsegError(f"{self.path}: already holds files; pass --resume to continue that run or choose another --out")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".pixelseg-write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise PixelsegError(f"{self.path}: cannot write the run folder ({e.strerror or e}); choose a writable --out") from None
+        # atomic_path writes ".<stem>.<random>.tmp<suffix>"; after a kill -9 in the middle of a save one
+        # can remain. The complete file it was replacing is still in place, so the leftover is garbage.
+        for leftover in self.path.glob(".*.tmp*"):
+            leftover.unlink(missing_ok=True)
+
+    def check_space(self, need_bytes: int) -> None:
+        free = shutil.disk_usage(self.path).free
+        if free < need_bytes:
+            raise PixelsegError(f"{self.path}: only {free / 2**20:.0f} MiB free, the checkpoints need about "
+                                f"{need_bytes / 2**20:.0f} MiB; free some space or choose another --out")
 
     # -- config.yaml ---------------------------------------------------------------------------------------
     def write_config(self, cfg) -> None:
@@ -268,7 +335,7 @@ class RunFolder:
         write_json(self.path / self.RECIPE, recipe)
 
     def recipe(self) -> dict:
-        return self._json(self.path / self.RECIPE) or {}
+        return self.read_json(self.path / self.RECIPE) or {}
 
     def record_environment(self, env: dict) -> None:
         """environment.json: one entry per session (the first run and each resume), newest last."""
@@ -280,7 +347,7 @@ class RunFolder:
         write_json(p, {"sessions": sessions + [env]})
 
     def environment(self) -> list[dict]:
-        return (self._json(self.path / self.ENVIRONMENT) or {}).get("sessions", [])
+        return (self.read_json(self.path / self.ENVIRONMENT) or {}).get("sessions", [])
 
     # -- metrics.csv (one row per validation) and metrics.json (the final evaluation) ----------------------
     def write_history(self, rows: list[dict]) -> None:
@@ -304,10 +371,11 @@ class RunFolder:
         write_json(self.metrics_path, summary)
 
     def metrics(self) -> dict | None:
-        return self._json(self.metrics_path)
+        return self.read_json(self.metrics_path)
 
     @staticmethod
-    def _json(path: Path):
+    def read_json(path: Path):
+        """A JSON file of a run (None when absent; a one-line error when damaged)."""
         if not path.is_file():
             return None
         try:

@@ -12,20 +12,27 @@ import sys
 from torch import nn
 
 NAME = "test-tinynet"
+DROPOUT_NAME = "test-tinynet-dropout"     # the same net with dropout: its training draws from the global RNG
 
 
-def build(num_classes: int, in_channels: int, encoder=None, encoder_weights=None):
+def build(num_classes: int, in_channels: int, encoder=None, encoder_weights=None, dropout: float = 0.0):
     from pixelseg.models import Segmenter
     net = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
                         nn.Conv2d(16, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.ReLU(),
-                        nn.Conv2d(16, num_classes, 1))
+                        *([nn.Dropout2d(dropout)] if dropout else []), nn.Conv2d(16, num_classes, 1))
     return Segmenter(net, divisor=1)
+
+
+def build_dropout(num_classes: int, in_channels: int, encoder=None, encoder_weights=None):
+    return build(num_classes, in_channels, dropout=0.3)
 
 
 def register() -> None:
     from pixelseg.models import MODELS
     if NAME not in MODELS:
         MODELS.register(NAME, family="test", use="engine tests")(build)
+    if DROPOUT_NAME not in MODELS:
+        MODELS.register(DROPOUT_NAME, family="test", use="engine tests")(build_dropout)
 
 
 @contextlib.contextmanager
@@ -37,6 +44,7 @@ def registered():
         yield NAME
     finally:
         MODELS._entries.pop(NAME, None)
+        MODELS._entries.pop(DROPOUT_NAME, None)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from pixelseg.engine import checkpoint
-from pixelseg.engine.checkpoint import load_state, save_state, save_weights
+import safetensors.torch
+from pixelseg.run import load_state, save_state, save_weights
 from pixelseg.errors import PixelsegError
 
 
@@ -120,7 +120,7 @@ def test_failed_save_weights_keeps_previous_file(tmp_path, monkeypatch, exc):
             fh.write(b"PARTIAL")
         raise exc
 
-    monkeypatch.setattr(checkpoint, "save_file", write)
+    monkeypatch.setattr(safetensors.torch, "save_file", write)
     with pytest.raises(type(exc)):
         save_weights(path, _trained()[0])
     assert path.read_bytes() == before
@@ -179,7 +179,7 @@ def test_weights_with_tied_modules_save_and_load_strictly(tmp_path):
     """Tied weights (one module under two names) are saved as two tensors, and every key loads back."""
     from safetensors.torch import load_file
 
-    from pixelseg.engine.checkpoint import save_weights
+    from pixelseg.run import save_weights
 
     class Tied(torch.nn.Module):
         def __init__(self):

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +17,8 @@ from safetensors.torch import load_file
 
 import pixelseg
 from pixelseg.data.synth import generate
-from pixelseg.engine import trainer
+import pixelseg.run
+from pixelseg.engine import setup
 from pixelseg.engine.checkpoint import load_state, save_state
 from pixelseg.errors import PixelsegError
 
@@ -42,13 +45,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, engine_tinynet.__file__, *args]
 
 
-def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path):
+@pytest.mark.parametrize("model", [engine_tinynet.NAME, engine_tinynet.DROPOUT_NAME])
+def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path, model):
     """SIGKILL (no handler runs) at a random moment; the folder holds a loadable state and --resume
     continues from it. Saving every step, the finished run has the uninterrupted run's weights bit for
-    bit: model, optimizer, schedule, RNG and data position all came back."""
-    reference = pixelseg.train(data, out=str(tmp_path / "ref"), epochs=10, **TINY)
+    bit: model, optimizer, schedule, RNG and data position all came back (with dropout too)."""
+    reference = pixelseg.train(data, out=str(tmp_path / "ref"), epochs=10, **dict(TINY, model=model))
     out = tmp_path / "k"
-    first = _cli("train", "--data", str(data), "--out", str(out), "--epochs", "10", "--model", engine_tinynet.NAME,
+    first = _cli("train", "--data", str(data), "--out", str(out), "--epochs", "10", "--model", model,
                  "--image-size", "32", "--batch-size", "4", "--num-workers", "0", "--threads", "1", "--lr", "0.01",
                  "--augment", "light", "--checkpoint-minutes", "0", "--no-report")
     p = subprocess.Popen(first, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -77,8 +81,38 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path):
     assert len(json.loads((out / "environment.json").read_text())["sessions"]) == 2
 
 
+E2E = dict(model="unet", image_size=(48, 56), batch_size=4, num_workers=0, threads=2, quiet=True)
+
+
+@pytest.mark.parametrize("options, sig", [(E2E, signal.SIGTERM),
+                                          (dict(TINY, model=engine_tinynet.DROPOUT_NAME), signal.SIGTERM),
+                                          (dict(TINY, model=engine_tinynet.DROPOUT_NAME), signal.SIGINT)],
+                         ids=["unet-SIGTERM", "dropout-SIGTERM", "dropout-SIGINT"])
+def test_resume_after_a_signal_is_exact(tmp_path, options, sig):
+    """Stopped by SIGTERM (or Ctrl-C) mid-epoch and resumed == never stopped: the same weights bit for bit
+    (seeded per-epoch data order, per-sample augmentation seeds, optimizer state and RNG in last.pt; the
+    validation the stop makes mid-epoch draws nothing from the global RNG, so dropout replays too)."""
+    data = tmp_path / "synth"
+    generate(data, n_train=16, n_val=6, size=(64, 64), seed=3)
+    a = pixelseg.train(data, out=str(tmp_path / "a"), epochs=2, **options)
+
+    def signal_at_step_6(state):        # the 2nd step of epoch 2 (4 steps an epoch)
+        if state.step == 6:
+            os.kill(os.getpid(), sig)
+
+    with pytest.raises(KeyboardInterrupt):
+        pixelseg.train(data, out=str(tmp_path / "b"), epochs=2, on_step=signal_at_step_6, **options)
+    mid = load_state(tmp_path / "b" / "last.pt")["state"]
+    assert mid["epoch"] == 1 and mid["offset"] == 8 and mid["step"] == 6
+    b = pixelseg.train(out=str(tmp_path / "b"), resume=True, quiet=True)
+    sa, sb = load_state(a / "last.pt"), load_state(b / "last.pt")
+    assert sb["state"]["epoch"] == 2 and sb["state"]["step"] == sa["state"]["step"] == 8
+    for k, v in sa["model"].items():
+        assert torch.equal(v, sb["model"][k]), k
+
+
 def test_nan_loss_stops_naming_the_step_and_saves_nothing_broken(data, tmp_path, monkeypatch):
-    real_build = trainer.build_loss
+    real_build = setup.build_loss
 
     def build(*args, **kwargs):
         loss = real_build(*args, **kwargs)
@@ -92,7 +126,7 @@ def test_nan_loss_stops_naming_the_step_and_saves_nothing_broken(data, tmp_path,
         loss.forward = poisoned
         return loss
 
-    monkeypatch.setattr(trainer, "build_loss", build)
+    monkeypatch.setattr(setup, "build_loss", build)
     out = tmp_path / "nan"
     with pytest.raises(PixelsegError, match=r"loss is nan at step 3 \(epoch 1\)"):
         pixelseg.train(data, out=str(out), epochs=2, checkpoint_minutes=0, **TINY)
@@ -131,7 +165,7 @@ def test_unwritable_run_folder_fails_before_training(data, tmp_path):
 def test_full_disk_fails_before_training(data, tmp_path, monkeypatch):
     from collections import namedtuple
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda p: usage(10 * 2**20, 9 * 2**20, 2**20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 * 2**20, 9 * 2**20, 2**20))
     with pytest.raises(PixelsegError, match=r"only 1 MiB free, the checkpoints need about \d+ MiB"):
         pixelseg.train(data, out=str(tmp_path / "full"), epochs=1, **TINY)
     assert not (tmp_path / "full" / "last.pt").exists()
@@ -147,7 +181,7 @@ def test_failed_save_is_a_clear_error_and_keeps_the_previous_state(data, tmp_pat
             raise OSError(28, "No space left on device")
         save_state(path, blob)
 
-    monkeypatch.setattr(trainer, "save_state", save)
+    monkeypatch.setattr(pixelseg.run, "save_state", save)
     with pytest.raises(PixelsegError, match="last.pt: cannot save the training state \\(No space left on device\\)"):
         pixelseg.train(data, out=str(out), epochs=1, checkpoint_minutes=0, **TINY)
     assert load_state(out / "last.pt")["state"]["step"] == 2

@@ -16,7 +16,7 @@ import pixelseg
 from pixelseg.data.formats import Sample
 from pixelseg.data.sampling import class_stats, epoch_order, median_frequency_weights, repeat_factors
 from pixelseg.data.synth import generate
-from pixelseg.engine.trainer import EpochSampler
+from pixelseg.engine.setup import EpochSampler
 from pixelseg.losses import build_loss
 
 import engine_tinynet

@@ -9,7 +9,7 @@ from pixelseg.config import from_dict
 from pixelseg.data.formats import open_dataset
 from pixelseg.data.synth import generate
 from pixelseg.engine.recipe import Hardware, choose_image_size, resolve
-from pixelseg.engine.trainer import lr_factor
+from pixelseg.engine.schedule import lr_factor
 
 CPU2 = Hardware("cpu", "2-core CPU", 2)
 GPU = Hardware("cuda:0", "Some GPU", 16, 80.0)

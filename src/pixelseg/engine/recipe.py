@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
 
 import torch
 
 from pixelseg.config import Config
-from pixelseg.data.formats import DatasetIndex
+from pixelseg.data.index import DatasetIndex
 from pixelseg.data.io import image_channels, image_size
 from pixelseg.errors import PixelsegError
 from pixelseg.models import MODELS
@@ -70,12 +72,37 @@ def choose_image_size(sizes: list[tuple[int, int]], hw: Hardware, min_side: int 
     return (_round32(h * scale), _round32(w * scale)), why
 
 
-def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, list[tuple[str, str, str]]]:
+def resolve(cfg: Config, index: DatasetIndex, hw: Hardware, world: int = 1, stamp: str | None = None,
+            class_weights: list[float] | None = None) -> tuple[Config, list[tuple[str, str, str]]]:
+    """The one place a configuration is completed: what comes back is what config.yaml holds and what the
+    run uses, before step 1. `world`: processes under torchrun; `stamp`: the default run folder's time
+    (rank 0's, so every rank agrees); `class_weights`: the data check's median-frequency weights, for
+    loss.class_weights 'auto'. Returns the Config and, per automatic choice, (key, value, why)."""
+    from pixelseg.engine.finetune import adopt_run_architecture
+
     chosen: list[tuple[str, str, str]] = []
-    data, model, train = cfg.data, cfg.model, cfg.train
+    cfg = adopt_run_architecture(cfg)       # --init-from RUN without --model: the run's architecture
     samples = index.splits["train"]
     probe = samples[:: max(1, len(samples) // 200)][:200]   # headers only: cheap on any dataset size
+    data = _resolve_inputs(cfg.data, probe, hw, chosen)
+    model = _resolve_model(cfg.model, hw, chosen)
+    data = _resolve_size(data, model, probe, hw, chosen)
+    data, train = _resolve_training(data, model, cfg.train, hw, chosen)
+    train = _resolve_scale(train, len(samples), hw, world, chosen)
+    loss = cfg.loss
+    if class_weights is not None and loss.class_weights == "auto":
+        loss = replace(loss, class_weights=[float(w) for w in class_weights])
+        chosen.append(("loss.class_weights", ", ".join(f"{w:.3g}" for w in class_weights),
+                       "median frequency balancing over the train masks"))
+    # stored resolved, so the run works from any working directory (recipe.json keeps the given form)
+    data = replace(data, root=str(Path(data.root).resolve())) if data.root is not None else data
+    if train.out is None:
+        stamp = stamp or datetime.now().strftime("%Y%m%d-%H%M%S")
+        train = replace(train, out=str(Path("runs") / f"{model.name}-{stamp}"))
+    return Config(data, model, loss, train), chosen
 
+
+def _resolve_inputs(data, probe, hw: Hardware, chosen: list):
     if data.in_channels is None:
         chans = [image_channels(s.image) for s in probe[:20]]
         c = max(set(chans), key=chans.count)
@@ -86,7 +113,10 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, lis
         nw = min(8, hw.cores - 1) if hw.is_cuda else (0 if hw.cores <= 2 else min(4, hw.cores // 4))
         data = replace(data, num_workers=max(0, nw))
         chosen.append(("data.num_workers", str(data.num_workers), f"{hw.cores} cores, {'GPU' if hw.is_cuda else 'CPU'} training"))
+    return data
 
+
+def _resolve_model(model, hw: Hardware, chosen: list):
     if model.name is None:
         if hw.is_cuda:
             name, why = "unet", "GPU: U-Net with a ResNet encoder, accurate at full resolution"
@@ -99,12 +129,19 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, lis
         enc = "resnet34" if hw.is_cuda else "resnet18"
         model = replace(model, encoder=enc)
         chosen.append(("model.encoder", enc, "GPU: a deeper encoder is affordable" if hw.is_cuda else "CPU: the lightest ResNet"))
+    return model
 
+
+def _resolve_size(data, model, probe, hw: Hardware, chosen: list):
     if data.image_size is None:
         min_side = MODELS.get(model.name).info.get("min_input", 0)
         size, why = choose_image_size([image_size(s.image) for s in probe], hw, min_side)
         data = replace(data, image_size=size)
         chosen.append(("data.image_size", f"{size[0]}x{size[1]} (HxW)", why))
+    return data
+
+
+def _resolve_training(data, model, train, hw: Hardware, chosen: list):
     h, w = data.image_size
     if train.batch_size is None:
         if hw.is_cuda:
@@ -128,8 +165,6 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, lis
     if train.epochs is None and train.max_minutes is None:
         train = replace(train, epochs=50)
         chosen.append(("train.epochs", "50", "no --epochs or --max-minutes given"))
-    if train.threads is None and not hw.is_cuda:
-        train = replace(train, threads=hw.cores)
     if train.amp == "auto":
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if hw.is_cuda else "off"
         train = replace(train, amp=amp)
@@ -143,4 +178,27 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware) -> tuple[Config, lis
                        else "NCHW (NHWC not measured on GPUs here; --channels-last to try)"))
     if train.device == "auto":
         train = replace(train, device=hw.device)
-    return Config(data, model, cfg.loss, train), chosen
+    return data, train
+
+
+def _resolve_scale(train, n_train: int, hw: Hardware, world: int, chosen: list):
+    """The global batch over `world` processes, and each process's CPU threads."""
+    bs = train.batch_size
+    picked = [i for i, c in enumerate(chosen) if c[0] == "train.batch_size"]
+    if world > 1 and picked:
+        # the recipe picks a batch for one device; under torchrun every rank gets that much
+        bs *= world
+        chosen[picked[0]] = ("train.batch_size", str(bs), f"{chosen[picked[0]][2]}, x {world} ranks")
+    if n_train < bs:
+        bs = max(world, n_train // world * world)
+        chosen[:] = [c for c in chosen if c[0] != "train.batch_size"]
+        chosen.append(("train.batch_size", str(bs), f"lowered: only {n_train} training images"))
+    if bs % world:
+        raise PixelsegError(f"train.batch_size {bs} is the global batch and must split evenly over the {world} "
+                            f"processes; use a multiple of {world}")
+    train = replace(train, batch_size=bs)
+    if train.threads is None and not hw.is_cuda:
+        # ranks on one machine share its cores
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if world > 1 else 1
+        train = replace(train, threads=max(1, hw.cores // local))
+    return train

@@ -44,16 +44,9 @@ def calibration_images(source, info, count: int, seed: int = 0) -> list[Path]:
 
 
 def run_data_root(info) -> Path | None:
-    """The dataset the run was trained on, from its config.yaml, when it is still there."""
-    import yaml
-    cfg = Path(info.path) / "config.yaml"
-    if not cfg.is_file():
-        return None
-    try:
-        root = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("data", {}).get("root")
-    except yaml.YAMLError:
-        return None
-    return Path(root) if root and Path(root).is_dir() else None
+    """The dataset the run was trained on, when it is still there."""
+    from pixelseg.run import RunFolder
+    return RunFolder(info.path).data_root()
 
 
 class _Reader:

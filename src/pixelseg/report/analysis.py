@@ -18,7 +18,6 @@ import heapq
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -218,93 +217,50 @@ def _open_split(data, split: str, fmt: str, val_fraction: float, classes: ClassT
     return index, samples
 
 
-def read_run_config(run) -> dict:
-    """RUN/config.yaml as a plain dict ({} when there is none). Read as data, not through config.py: a
-    report must still open a run written by an older or newer pixelseg whose keys differ."""
-    import yaml
-
-    p = Path(run) / "config.yaml"
-    if not p.is_file():
-        return {}
-    try:
-        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise PixelsegError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); restore the file") from None
-    if not isinstance(d, dict):
-        raise PixelsegError(f"{p}: expected a mapping of sections (data, model, loss, train); restore the file")
-    return d
-
-
-def run_data_settings(run) -> dict:
-    """data.root / format / val_fraction from RUN/config.yaml ({} when there is none)."""
-    return read_run_config(run).get("data") or {}
-
-
 def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_size: int = 4,
                 gallery: int = GALLERY_SIZE, num_workers: int = 0, index=None, progress=None) -> Analysis:
     """Run the best weights of `run` over a split of `data` (default: the data it was trained on).
     `index`: the dataset already opened and checked by the caller (then `data` is not read again).
     `progress(done, total)` is called after every batch."""
-    from torch.utils.data import DataLoader
+    from pixelseg.evaluation import evaluate_split, split_loader
+    from pixelseg.inference.predictor import pick_device
+    from pixelseg.run import RunFolder, load_model
 
-    from pixelseg.data.dataset import EvalDataset, eval_collate
-    from pixelseg.data.transforms import eval_transform
-    from pixelseg.inference.predictor import pick_device, resize_logits
-    from pixelseg.run import load_model, read_run
-
-    info = read_run(run)
-    settings = run_data_settings(run)
+    folder = RunFolder(run)
+    info = folder.info()
+    settings = folder.data_settings()
     if data is None and index is None:
-        data = settings.get("root")
-        if not data:
-            raise PixelsegError(f"{run}: config.yaml names no dataset; pass --data ROOT")
-        if not Path(data).exists():
-            raise PixelsegError(f"{data}: the run's dataset is not there any more; pass --data ROOT")
+        data = folder.data_root()
+        if data is None:
+            named = settings.get("root")
+            if not named:
+                raise PixelsegError(f"{folder.config_path}: names no dataset; pass --data ROOT")
+            raise PixelsegError(f"{named}: the run's dataset is not there any more; pass --data ROOT")
         fmt = settings.get("format", "auto")
     else:
         fmt = "auto"
     index, samples = _open_split(data, split, fmt, float(settings.get("val_fraction", 0.1)), info.classes, index)
     dev = pick_device(device)
     model = load_model(info, dev)
-    pre = info.preprocessing
-    classes = info.classes
-    ds = EvalDataset(samples, classes.num_classes, classes.ignore_index, pre.in_channels, pre.mean, pre.std,
-                     eval_transform(pre.image_size), index.mask_color_channel)
-    loader = DataLoader(ds, batch_size=batch_size, collate_fn=eval_collate, num_workers=num_workers)
-    col = Collector(classes, gallery)
-    with torch.inference_mode():
-        for x, masks, idx in loader:
-            logits = model(x.to(dev)).float()
-            for j, (mask, i) in enumerate(zip(masks, idx)):
-                lg = resize_logits(logits[j:j + 1], tuple(mask.shape))[0]
-                pred, conf = logits_to_prediction(lg)
-                col.add(i, samples[i], pred, mask.to(dev), conf)
-            if progress is not None:
-                progress(len(col.per_image), len(samples))
+    col = Collector(info.classes, gallery)
+
+    def collect(p) -> None:
+        pred, conf = logits_to_prediction(p.logits[0])
+        col.add(p.index, samples[p.index], pred, p.mask, conf)
+
+    loader = split_loader(samples, info.classes, info.preprocessing, index.mask_color_channel, batch_size, num_workers)
+    evaluate_split(model, loader, dev, [collect],
+                   progress=None if progress is None else (lambda done: progress(done, len(samples))))
     return col.finish(split, index.root, info.path, index.mask_color_channel)
 
 
 def analyze_predictions(pred_dir, data, split: str = "val", gallery: int = GALLERY_SIZE, index=None) -> Analysis:
     """The same analysis for <stem>.png label maps written by any model (no calibration: no probabilities)."""
-    from pixelseg.data.labels import load_mask
-    from pixelseg.viz import read_label_png
+    from pixelseg.evaluation import label_maps, prediction_folder
 
-    pred_dir = Path(pred_dir)
-    if not pred_dir.is_dir():
-        raise PixelsegError(f"{pred_dir}: prediction folder not found; give the folder of <stem>.png label maps")
+    pred_dir = prediction_folder(pred_dir)     # the cheaper mistake first, before the data is opened
     index, samples = _open_split(data, split, "auto", 0.1, None, index)
     col = Collector(index.classes, gallery)
-    for i, s in enumerate(samples):
-        p = pred_dir / f"{s.stem}.png"
-        if not p.is_file():
-            raise PixelsegError(f"{p}: no prediction for {s.image.name}; predict every image of split '{split}'")
-        pred = read_label_png(p).astype(np.int64)
-        gt = load_mask(s, index.mask_color_channel).astype(np.int64)
-        if pred.shape != gt.shape:
-            raise PixelsegError(f"{p}: prediction is {pred.shape[1]}x{pred.shape[0]}, ground truth {s.mask.name} is "
-                                f"{gt.shape[1]}x{gt.shape[0]}; predictions must be at the original size")
-        if pred.max(initial=0) >= index.classes.num_classes:
-            raise PixelsegError(f"{p}: holds class index {int(pred.max())} but {index.root} has "
-                                f"{index.classes.num_classes} classes")
+    for i, s, pred, gt in label_maps(pred_dir, index, samples, split):
         col.add(i, s, torch.from_numpy(pred), torch.from_numpy(gt))
     return col.finish(split, index.root, pred_dir, index.mask_color_channel)

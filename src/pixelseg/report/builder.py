@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 from datetime import datetime, timezone
@@ -22,27 +20,11 @@ import numpy as np
 from pixelseg.errors import PixelsegError
 from pixelseg.fileio import write_json, write_text
 from pixelseg.report import html as H
-from pixelseg.report.analysis import Analysis, analyze_run, read_run_config
+from pixelseg.report.analysis import Analysis, analyze_run
+from pixelseg.run import RunFolder
 
-REPORT_DIR = "report"
+REPORT_DIR = RunFolder.REPORT   # a prediction folder's report goes to PRED_DIR/report/ too
 PER_IMAGE_ROWS = 100     # images listed by mIoU below the gallery
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PixelsegError(f"{path}: not valid JSON ({e}); restore the file or retrain") from None
-
-
-def read_history(run: Path) -> list[dict]:
-    p = run / "metrics.csv"
-    if not p.is_file():
-        return []
-    with p.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def _count_parameters(weights: Path) -> int | None:
@@ -123,40 +105,58 @@ def build_report(run=None, data=None, split: str = "val", out=None, device: str 
     With run=None, `analysis` (of label maps, see analyze_predictions) is the whole report; it goes to
     PRED_DIR/report/ unless `out` says otherwise.
     """
-    from pixelseg.report import plots
-    from pixelseg.run import read_run
-
     t0 = time.perf_counter()
     if run is None and analysis is None:
         raise PixelsegError("a report needs a run folder, or an analysis of label maps (evaluate --pred-dir)")
     run = Path(run) if run is not None else None
     base = run if run is not None else Path(analysis.source)
-    out = Path(out) if out else base / REPORT_DIR / "report.html"
+    out = Path(out) if out else (RunFolder(run).report_html if run is not None else base / REPORT_DIR / "report.html")
     if out.suffix.lower() not in (".html", ".htm"):
         raise PixelsegError(f"{out}: the report is an HTML page; give a path ending in .html")
-    info = read_run(run, need_weights=False) if run is not None else None
-    config = read_run_config(run) if run is not None else {}
-    metrics = _read_json(run / "metrics.json") if run is not None else {}
-    recipe = _read_json(run / "recipe.json") if run is not None else {}
+    folder = RunFolder(run) if run is not None else None
+    info = folder.info(need_weights=False) if folder else None
+    config = folder.config_dict() if folder else {}
+    metrics = (folder.metrics() or {}) if folder else {}
+    recipe = folder.recipe() if folder else {}
     notes = []
     if analysis is None:
-        root = data or (config.get("data") or {}).get("root")
+        root = data or folder.data_root()
         # data the user names must be there (analyze_run says what is wrong); the run's recorded dataset
         # may have moved since training, and then the page shows what the run folder alone holds
-        if data is not None or (root and Path(root).exists() and info.weights.is_file()):
+        if data is not None or (root is not None and folder.has_weights()):
             analysis = analyze_run(run, data, split, device, batch_size, gallery, num_workers, progress=progress)
         else:
             notes.append("The confusion matrix, the gallery and the calibration need the model and the validation "
-                         f"data ({root or 'no dataset recorded'} is not available): run "
+                         f"data ({folder.data_settings().get('root') or 'no dataset recorded'} is not available): run "
                          f"`pixelseg report {run} --data ROOT`.")
-    rdir = base / REPORT_DIR if run is not None else out.parent
+    rdir = RunFolder(run).report_dir if run is not None else out.parent
     rdir.mkdir(parents=True, exist_ok=True)
     classes = info.classes if info is not None else analysis.classes
     names = list(classes.names)
     summary = analysis.summary if analysis is not None else (metrics if metrics.get("per_class") else None)
-    sections = []
+    sections = [_summary_section(run, info, config, metrics, recipe, analysis, summary, notes, names)]
+    if run is not None:      # label maps from any model have no training to show
+        sections.append(_curves_section(folder, info, rdir))
+    if summary is not None:
+        sections.append(_class_iou_section(summary, classes, analysis, rdir))
+    if analysis is not None:
+        sections.append(_confusion_section(analysis, names, rdir))
+        sections.append(_calibration_section(analysis, rdir))
+        if analysis.worst or analysis.best:
+            sections.append(_gallery_section(analysis, classes, rdir))
 
-    # ---- summary
+    if analysis is not None:
+        write_json(rdir / "analysis.json", analysis.to_json())
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = f"pixelseg report — {base.name}"
+    from pixelseg import __version__
+    what = info.model if info is not None else "label maps"
+    sub = f"{what}, {len(names)} classes · made {when} by pixelseg {__version__} in {time.perf_counter() - t0:.1f} s"
+    write_text(out, H.page(title, sub, sections))
+    return out
+
+
+def _summary_section(run, info, config, metrics, recipe, analysis, summary, notes, names) -> tuple:
     head = []
     if summary is not None:
         head = [("mIoU", pct_or(summary.get("mIoU"))), ("pixel accuracy", pct_or(summary.get("pixel_accuracy"))),
@@ -171,106 +171,96 @@ def build_report(run=None, data=None, split: str = "val", out=None, device: str 
         rows = [("predictions", analysis.source), ("classes", f"{len(names)}: " + ", ".join(names[:12])
                                                    + (f", … ({len(names)} in all)" if len(names) > 12 else "")),
                 ("evaluated on", f"{analysis.data_root}, split '{analysis.split}', {len(analysis.per_image)} images")]
-    inner += H.kv_table(rows, "summary")
-    sections.append(("summary", "Summary", inner))
+    return "summary", "Summary", inner + H.kv_table(rows, "summary")
 
-    # ---- training curves (label maps from any model have no training to show)
-    if run is not None:
-        history = read_history(run)
-        best_epoch = info.best.get("epoch")
-        fig = plots.curves(history, float(best_epoch) if best_epoch is not None else None)
-        if fig is not None:
-            png = plots.save_figure(fig, rdir / "curves.png")
-            sections.append(("curves", "Training curves",
-                             H.img_tag(png, "training curves: loss, validation metrics, lr")
-                             + f"<p class=sub>{len(history)} rows of {run / 'metrics.csv'}; dashed line: the kept "
-                               "(best) checkpoint.</p>"))
-        else:
-            sections.append(("curves", "Training curves",
-                             "<p class=note>No metrics.csv in the run folder: nothing to plot.</p>"))
 
-    # ---- per-class IoU
-    if summary is not None:
-        pc = summary["per_class"]
-        png = plots.save_figure(plots.class_iou(names, [pc[n]["iou"] for n in names],
-                                                [pc[n]["gt_pixels"] for n in names], classes.colors),
-                                rdir / "class_iou.png")
-        src = f"split '{analysis.split}' of {analysis.data_root}" if analysis else "metrics.json"
-        sections.append(("per-class-iou", "Per-class IoU", H.img_tag(png, "per-class IoU, sorted, with pixel frequency")
-                         + f"<p class=sub>Values from {H.escape(src)}. A class absent from both ground truth and "
-                           "prediction has no IoU and is left out of the mean.</p>"
-                         + H.per_class_table(summary, classes.colors)))
+def _curves_section(folder: RunFolder, info, rdir: Path) -> tuple:
+    from pixelseg.report import plots
+    history = folder.history()
+    best_epoch = info.best.get("epoch")
+    fig = plots.curves(history, float(best_epoch) if best_epoch is not None else None)
+    if fig is None:
+        return "curves", "Training curves", "<p class=note>No metrics.csv in the run folder: nothing to plot.</p>"
+    png = plots.save_figure(fig, rdir / "curves.png")
+    return ("curves", "Training curves", H.img_tag(png, "training curves: loss, validation metrics, lr")
+            + f"<p class=sub>{len(history)} rows of {folder.history_path}; dashed line: the kept (best) checkpoint.</p>")
 
-    # ---- confusion matrix
-    if analysis is not None:
-        cm = analysis.confusion
-        shown = plots.most_confused_classes(cm)
-        png = plots.save_figure(plots.confusion(cm, names, shown), rdir / "confusion.png")
-        norm = plots.normalize_rows(cm)
-        pairs = plots.confused_pairs(cm, 15)
-        why = (f"<p class=sub>{len(shown)} of {len(names)} classes shown: those in the most confused pairs. The full "
-               f"matrix is in {H.escape(str(rdir / 'analysis.json'))}.</p>" if len(shown) < len(names) else "")
-        sections.append(("confusion", "Confusion matrix",
-                         H.img_tag(png, "normalized confusion matrix") + why
-                         + "<h3>Most confused pairs</h3>" + H.pairs_table(pairs, names)
-                         + "<details><summary>the matrix as numbers (% of each ground-truth class; hover for "
-                           "pixel counts)</summary>" + H.confusion_table(cm, norm, names, shown) + "</details>"))
 
-    # ---- calibration
-    if analysis is not None and analysis.calibration:
-        c = analysis.calibration
-        png = plots.save_figure(plots.reliability(c), rdir / "calibration.png")
-        rows = [("expected calibration error", pct_or(c["ece"])),
-                ("mean confidence", pct_or(c["mean_confidence"])), ("pixel accuracy", pct_or(c["accuracy_all"])),
-                (f"unsure pixels (confidence < {c['unsure_threshold']:g})", pct_or(c["unsure_share"])),
-                ("accuracy on unsure pixels", pct_or(c["unsure_accuracy"])),
-                ("accuracy on the other pixels", pct_or(c["sure_accuracy"]))]
-        verdict = ""
-        if c["mean_confidence"] is not None and c["accuracy_all"] is not None:
-            d = c["mean_confidence"] - c["accuracy_all"]
-            verdict = ("<p class=sub>The model is over-confident: its confidence exceeds its accuracy by "
-                       f"{100 * d:.1f} points.</p>" if d > 0.02 else
-                       "<p class=sub>The model is under-confident: its accuracy exceeds its confidence by "
-                       f"{-100 * d:.1f} points.</p>" if d < -0.02 else
-                       "<p class=sub>Confidence and accuracy agree within 2 points.</p>")
-        sections.append(("calibration", "Calibration", H.img_tag(png, "reliability diagram") + verdict
-                         + H.kv_table(rows, "calibration-table")))
-    elif analysis is not None:
-        sections.append(("calibration", "Calibration",
-                         "<p class=note>Label maps carry no probabilities: no calibration for a prediction folder.</p>"))
+def _class_iou_section(summary: dict, classes, analysis: Analysis | None, rdir: Path) -> tuple:
+    from pixelseg.report import plots
+    names = list(classes.names)
+    pc = summary["per_class"]
+    png = plots.save_figure(plots.class_iou(names, [pc[n]["iou"] for n in names],
+                                            [pc[n]["gt_pixels"] for n in names], classes.colors),
+                            rdir / "class_iou.png")
+    src = f"split '{analysis.split}' of {analysis.data_root}" if analysis else "metrics.json"
+    return ("per-class-iou", "Per-class IoU", H.img_tag(png, "per-class IoU, sorted, with pixel frequency")
+            + f"<p class=sub>Values from {H.escape(src)}. A class absent from both ground truth and "
+              "prediction has no IoU and is left out of the mean.</p>"
+            + H.per_class_table(summary, classes.colors))
 
-    # ---- gallery
-    if analysis is not None and (analysis.worst or analysis.best):
-        gdir = rdir / "gallery"
-        _clear(gdir, "worst-*.png")
-        _clear(gdir, "best-*.png")
-        inner = ("<p class=sub>Validation images ranked by their own mIoU. Errors: wrong pixels in red, ignored "
-                 "pixels dark. Confidence: the top class's probability (dark = unsure).</p>")
-        present: set[int] = set()
-        tables = ""
-        for side, items in (("worst", analysis.worst), ("best", analysis.best)):
-            rows = _gallery_rows(analysis, items, side, gdir, present)
-            tables += f"<h3>{len(items)} {side}</h3>" + H.gallery_table(rows, f"gallery-{side}")
-        # the legend lists only the classes these pictures show: 150 swatches would bury them
-        inner += '<p class="legend">' + " ".join(f"<span>{H.swatch(classes.colors[i])}{H.escape(names[i])}</span>"
-                                                 for i in sorted(present) if i < len(names)) + "</p>" + tables
-        ranked = [r for r in analysis.per_image if r["mIoU"] is not None]
-        ranked.sort(key=lambda r: (r["mIoU"], r["pixel_accuracy"]))
-        which = (f"all {len(ranked)} images" if len(ranked) <= PER_IMAGE_ROWS else
-                 f"the {PER_IMAGE_ROWS} lowest of {len(ranked)} images (all of them in analysis.json)")
-        inner += (f"<details><summary>{which} by mIoU, lowest first</summary>"
-                  f"{H.per_image_table(ranked[:PER_IMAGE_ROWS])}</details>")
-        sections.append(("gallery", "Worst and best images", inner))
 
-    if analysis is not None:
-        write_json(rdir / "analysis.json", analysis.to_json())
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    title = f"pixelseg report — {base.name}"
-    from pixelseg import __version__
-    what = info.model if info is not None else "label maps"
-    sub = f"{what}, {len(names)} classes · made {when} by pixelseg {__version__} in {time.perf_counter() - t0:.1f} s"
-    write_text(out, H.page(title, sub, sections))
-    return out
+def _confusion_section(analysis: Analysis, names: list, rdir: Path) -> tuple:
+    from pixelseg.report import plots
+    cm = analysis.confusion
+    shown = plots.most_confused_classes(cm)
+    png = plots.save_figure(plots.confusion(cm, names, shown), rdir / "confusion.png")
+    norm = plots.normalize_rows(cm)
+    pairs = plots.confused_pairs(cm, 15)
+    why = (f"<p class=sub>{len(shown)} of {len(names)} classes shown: those in the most confused pairs. The full "
+           f"matrix is in {H.escape(str(rdir / 'analysis.json'))}.</p>" if len(shown) < len(names) else "")
+    return ("confusion", "Confusion matrix",
+            H.img_tag(png, "normalized confusion matrix") + why
+            + "<h3>Most confused pairs</h3>" + H.pairs_table(pairs, names)
+            + "<details><summary>the matrix as numbers (% of each ground-truth class; hover for "
+              "pixel counts)</summary>" + H.confusion_table(cm, norm, names, shown) + "</details>")
+
+
+def _calibration_section(analysis: Analysis, rdir: Path) -> tuple:
+    from pixelseg.report import plots
+    c = analysis.calibration
+    if not c:
+        return ("calibration", "Calibration",
+                "<p class=note>Label maps carry no probabilities: no calibration for a prediction folder.</p>")
+    png = plots.save_figure(plots.reliability(c), rdir / "calibration.png")
+    rows = [("expected calibration error", pct_or(c["ece"])),
+            ("mean confidence", pct_or(c["mean_confidence"])), ("pixel accuracy", pct_or(c["accuracy_all"])),
+            (f"unsure pixels (confidence < {c['unsure_threshold']:g})", pct_or(c["unsure_share"])),
+            ("accuracy on unsure pixels", pct_or(c["unsure_accuracy"])),
+            ("accuracy on the other pixels", pct_or(c["sure_accuracy"]))]
+    verdict = ""
+    if c["mean_confidence"] is not None and c["accuracy_all"] is not None:
+        d = c["mean_confidence"] - c["accuracy_all"]
+        verdict = ("<p class=sub>The model is over-confident: its confidence exceeds its accuracy by "
+                   f"{100 * d:.1f} points.</p>" if d > 0.02 else
+                   "<p class=sub>The model is under-confident: its accuracy exceeds its confidence by "
+                   f"{-100 * d:.1f} points.</p>" if d < -0.02 else
+                   "<p class=sub>Confidence and accuracy agree within 2 points.</p>")
+    return "calibration", "Calibration", H.img_tag(png, "reliability diagram") + verdict + H.kv_table(rows, "calibration-table")
+
+
+def _gallery_section(analysis: Analysis, classes, rdir: Path) -> tuple:
+    names = list(classes.names)
+    gdir = rdir / "gallery"
+    _clear(gdir, "worst-*.png")
+    _clear(gdir, "best-*.png")
+    inner = ("<p class=sub>Validation images ranked by their own mIoU. Errors: wrong pixels in red, ignored "
+             "pixels dark. Confidence: the top class's probability (dark = unsure).</p>")
+    present: set[int] = set()
+    tables = ""
+    for side, items in (("worst", analysis.worst), ("best", analysis.best)):
+        rows = _gallery_rows(analysis, items, side, gdir, present)
+        tables += f"<h3>{len(items)} {side}</h3>" + H.gallery_table(rows, f"gallery-{side}")
+    # the legend lists only the classes these pictures show: 150 swatches would bury them
+    inner += '<p class="legend">' + " ".join(f"<span>{H.swatch(classes.colors[i])}{H.escape(names[i])}</span>"
+                                             for i in sorted(present) if i < len(names)) + "</p>" + tables
+    ranked = [r for r in analysis.per_image if r["mIoU"] is not None]
+    ranked.sort(key=lambda r: (r["mIoU"], r["pixel_accuracy"]))
+    which = (f"all {len(ranked)} images" if len(ranked) <= PER_IMAGE_ROWS else
+             f"the {PER_IMAGE_ROWS} lowest of {len(ranked)} images (all of them in analysis.json)")
+    inner += (f"<details><summary>{which} by mIoU, lowest first</summary>"
+              f"{H.per_image_table(ranked[:PER_IMAGE_ROWS])}</details>")
+    return "gallery", "Worst and best images", inner
 
 
 def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path, present: set[int]) -> list:
@@ -297,11 +287,11 @@ def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path, present: set
 
 def _load_metrics(path: Path) -> tuple[str, dict]:
     """A run folder (its metrics.json) or a metrics JSON file written by `evaluate --json`."""
-    p = path / "metrics.json" if path.is_dir() else path
+    p = RunFolder(path).metrics_path if path.is_dir() else path
     if not p.is_file():
-        raise PixelsegError(f"{path}: no metrics.json; give finished run folders or files written by "
+        raise PixelsegError(f"{path}: no {p.name}; give finished run folders or files written by "
                             "`pixelseg evaluate --json`")
-    m = _read_json(p)
+    m = RunFolder.read_json(p)
     if not isinstance(m.get("per_class"), dict):
         raise PixelsegError(f"{p}: has no per-class metrics; it is not a pixelseg metrics file")
     return (path.name if path.is_dir() else path.stem), m

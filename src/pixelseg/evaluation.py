@@ -1,0 +1,134 @@
+"""One evaluation pass, shared by validation during training, `evaluate`, `tune-threshold` and the report.
+
+    evaluate_split(model, loader, device, [collector, ...])
+
+runs the model over a split and hands every image's `Prediction` (its logits resized back to the mask's
+ORIGINAL resolution, the mask, the label map) to each collector: a confusion matrix, a threshold sweep, the
+report's per-image/gallery/calibration collector. Metrics are always computed on the original pixels, the
+way `predict` resizes its output, so every route to a number agrees with every other.
+
+`label_maps` is the other source of predictions: <stem>.png label maps written by any model, checked and
+paired with their ground truth.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelseg.data.prefetch import prefetched
+from pixelseg.errors import PixelsegError
+from pixelseg.metrics import ConfusionMatrix, labels_from_logits
+from pixelseg.models.outputs import resize_logits
+
+
+class Prediction:
+    """One image of the split: `logits` 1 x K x H x W (float32) at the mask's size, `mask` H x W on the model's
+    device, `index` its position in the dataset. `labels` (argmax, or the sigmoid threshold of a one-channel
+    model) is computed once, on first use."""
+
+    def __init__(self, index: int, logits: torch.Tensor, mask: torch.Tensor):
+        self.index, self.logits, self.mask = index, logits, mask
+        self._labels = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        if self._labels is None:
+            self._labels = labels_from_logits(self.logits)[0]
+        return self._labels
+
+
+Collector = Callable[[Prediction], None]
+
+
+def confusion_collector(cm: ConfusionMatrix) -> Collector:
+    return lambda p: cm.update(p.labels, p.mask)
+
+
+def evaluate_split(model, loader, device, collectors: list[Collector], amp_dtype=None,
+                   progress: Callable[[int], None] | None = None) -> None:
+    """Every image of `loader` (EvalDataset batches: inputs, masks at their own sizes, indices) through `model`,
+    each Prediction handed to every collector; `progress(images done)` after each batch.
+
+    A model trained in channels_last is evaluated in the contiguous format that load/predict use: NHWC
+    convolutions round differently (~1e-5), which would flip near-tie pixels and make the training metric
+    disagree with `pixelseg evaluate` on the same weights. The switch happens outside inference mode, or
+    the parameters would become inference tensors that training cannot use afterwards.
+    """
+    model.eval()
+    nhwc = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.parameters())
+    if nhwc:
+        with torch.no_grad():
+            model.to(memory_format=torch.contiguous_format)
+    done = 0
+    try:
+        with torch.inference_mode(), prefetched(loader) as batches:   # the next batches decode while one is scored
+            for x, masks, idx in batches:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(x.to(device, non_blocking=True))
+                for i, (mask, j) in enumerate(zip(masks, idx)):
+                    p = Prediction(j, resize_logits(logits[i:i + 1].float(), tuple(mask.shape)), mask.to(device))
+                    for collect in collectors:
+                        collect(p)
+                done += len(masks)
+                if progress is not None:
+                    progress(done)
+    finally:
+        if nhwc:
+            with torch.no_grad():
+                model.to(memory_format=torch.channels_last)
+
+
+def confusion_matrix(model, loader, num_classes: int, ignore_index: int, device, amp_dtype=None) -> ConfusionMatrix:
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    evaluate_split(model, loader, device, [confusion_collector(cm)], amp_dtype)
+    return cm
+
+
+def split_loader(samples, classes, preprocessing, mask_color_channel=None, batch_size: int = 1,
+                 num_workers: int = 0):
+    """A loader over `samples` preprocessed the way a run was trained (RunInfo.preprocessing)."""
+    from torch.utils.data import DataLoader
+
+    from pixelseg.data.dataset import EvalDataset, eval_collate
+    from pixelseg.data.transforms import eval_transform
+
+    pre = preprocessing
+    ds = EvalDataset(samples, classes.num_classes, classes.ignore_index, pre.in_channels, pre.mean, pre.std,
+                     eval_transform(pre.image_size), mask_color_channel)
+    return DataLoader(ds, batch_size=batch_size, collate_fn=eval_collate, num_workers=num_workers)
+
+
+def label_maps(pred_dir, index, samples, split: str) -> Iterator[tuple[int, object, np.ndarray, np.ndarray]]:
+    """(position, sample, prediction, ground truth) as int64 arrays for the <stem>.png label map of every
+    sample in `pred_dir`. The folder is checked now; each file when it is reached (one-line errors)."""
+    return _label_maps(prediction_folder(pred_dir), index, samples, split)
+
+
+def prediction_folder(pred_dir) -> Path:
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise PixelsegError(f"{pred_dir}: prediction folder not found; give the folder of <stem>.png label maps")
+    return pred_dir
+
+
+def _label_maps(pred_dir: Path, index, samples, split: str):
+    from pixelseg.data.labels import load_mask
+    from pixelseg.viz import read_label_png
+
+    k = index.classes.num_classes
+    for i, s in enumerate(samples):
+        p = pred_dir / f"{s.stem}.png"
+        if not p.is_file():
+            raise PixelsegError(f"{p}: no prediction for {s.image.name}; predict every image of split '{split}'")
+        pred = read_label_png(p).astype(np.int64)
+        gt = load_mask(s, index.mask_color_channel).astype(np.int64)
+        if pred.shape != gt.shape:
+            raise PixelsegError(f"{p}: prediction is {pred.shape[1]}x{pred.shape[0]}, ground truth {s.mask.name} is "
+                                f"{gt.shape[1]}x{gt.shape[0]}; predictions must be at the original size")
+        if pred.max(initial=0) >= k:
+            raise PixelsegError(f"{p}: holds class index {int(pred.max())} but {index.root} has {k} classes")
+        yield i, s, pred, gt
