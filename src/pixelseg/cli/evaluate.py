@@ -25,14 +25,11 @@ def add_parsers(sub) -> None:
 
     r = sub.add_parser("report", help="HTML report of a run: curves, per-class IoU, confusion, calibration, "
                                       "worst/best images")
-    r.add_argument("run", help="run folder")
-    r.add_argument("--data", help=DATA_HELP)
-    r.add_argument("--split", default="val", help="default %(default)s")
+    _run_and_split(r, "run folder", "labelled split to analyse")
     r.add_argument("--out", help="HTML file (default RUN/report/report.html; the PNGs always go to RUN/report/)")
     r.add_argument("--gallery", type=NON_NEGATIVE_INT, default=6,
                    help="worst and best images shown (default %(default)s each)")
     r.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="default %(default)s")
-    r.add_argument("--device", default="auto", help="default %(default)s")
     r.set_defaults(handler=cmd_report)
 
     c = sub.add_parser("compare", help="per-class IoU of runs side by side: a table, a bar chart, an HTML page")
@@ -43,12 +40,16 @@ def add_parsers(sub) -> None:
 
     tt = sub.add_parser("tune-threshold", help="binary_sigmoid runs: the foreground threshold with the best mIoU on a "
                                                "labelled split, written into the run")
-    tt.add_argument("run", help="run folder trained with --binary-sigmoid")
-    tt.add_argument("--data", help=DATA_HELP)
-    tt.add_argument("--split", default="val", help="labelled split to tune on (default %(default)s)")
-    tt.add_argument("--device", default="auto", help="default %(default)s")
+    _run_and_split(tt, "run folder trained with --binary-sigmoid", "labelled split to tune on")
     tt.add_argument("--json", help="also write the result to this JSON file")
     tt.set_defaults(handler=cmd_tune_threshold)
+
+
+def _run_and_split(p, run_help: str, split_help: str) -> None:
+    p.add_argument("run", help=run_help)
+    p.add_argument("--data", help=DATA_HELP)
+    p.add_argument("--split", default="val", help=f"{split_help} (default %(default)s)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
 
 
 def run_data(run: str) -> Path:
