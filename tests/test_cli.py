@@ -119,10 +119,50 @@ def test_evaluate_pred_dir_missing_prediction(capsys, good, tmp_path):
 
 
 def test_models_table(capsys):
-    rc, out, _ = run_cli(capsys, "models")
+    """Every registered model is a row, with its family, its parameter count and its ONNX verdict."""
+    from pixelseg.models import MODELS, onnx_support
+    from pixelseg.models.profile import profile
+    rc, out, _ = run_cli(capsys, "models", "--classes", "4")
+    assert rc == 0 and "4 classes" in out
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.split() and ln.split()[0] in MODELS.names()}
+    assert sorted(rows) == sorted(MODELS.names())
+    for name, cells in rows.items():
+        assert cells[1] == MODELS.get(name).info["family"]
+        assert f"{profile(name, 4)['params'] / 1e6:.2f}M" in cells
+        assert ("yes" if onnx_support(name)[0] else "no*") in cells
+    from pixelseg.models import build_model
+    small, large = (sum(t.numel() for t in build_model(n, 4, 3).parameters()) for n in ("fast_scnn", "fcn8s"))
+    assert f"{small / 1e6:.2f}M" in rows["fast_scnn"] and f"{large / 1e6:.2f}M" in rows["fcn8s"]
+
+
+def test_quickstart(capsys, tmp_path, monkeypatch):
+    """The README's first command, on a smaller built-in dataset: data, training, metrics, predictions with
+    overlays at each input's size, the report; the numbers printed are the ones saved."""
+    import functools
+    import json
+
+    from pixelseg import quickstart
+    small = functools.partial(quickstart.quickstart, n_train=24, n_val=6, size=(40, 56), n_predict=4)
+    monkeypatch.setattr(quickstart, "quickstart", small)
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = run_cli(capsys, "quickstart", "--out", "qs", "--max-minutes", "0.05")
     assert rc == 0
-    for name in ("unet", "deeplabv3plus", "fpn", "lraspp"):
-        assert name in out
+    assert [ln[:5] for ln in out.splitlines() if ln.startswith("[")] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    m = json.loads((tmp_path / "qs" / "run" / "metrics.json").read_text())
+    ious = [c["iou"] for c in m["per_class"].values() if c["iou"] is not None]
+    assert isinstance(m["mIoU"], float) and 0.0 <= m["mIoU"] <= 1.0
+    assert m["mIoU"] == pytest.approx(sum(ious) / len(ious))          # the mean of the per-class IoUs
+    assert m["images"] == 6 and m["num_pixels"] == 6 * 40 * 56          # scored at the original size
+    assert sum(c["gt_pixels"] for c in m["per_class"].values()) == m["num_pixels"]
+    assert f"mIoU {m['mIoU']:.4f} on 6 val images" in out
+    images = sorted((tmp_path / "qs" / "data" / "val" / "images").iterdir())[:4]
+    for img in images:
+        label = np.asarray(Image.open(tmp_path / "qs" / "predictions" / f"{img.stem}.png"))
+        overlay = Image.open(tmp_path / "qs" / "predictions" / f"{img.stem}_overlay.png")
+        assert label.shape == (40, 56) and label.max() < len(m["per_class"])
+        assert overlay.size[1] >= 40 and overlay.size[0] >= 56            # the image (and its legend)
+    assert (tmp_path / "qs" / "run" / "report" / "report.html").is_file()
+    assert "report:" in out and str(Path("qs") / "run" / "report" / "report.html") in out
 
 
 def test_real_process_exit_code(tmp_path):

@@ -136,3 +136,38 @@ def test_load_config_path_mistakes(tmp_path):
     assert str(tmp_path / "list.yaml") in _err(load_config, tmp_path / "list.yaml")
     (tmp_path / "empty.yaml").write_text("")
     assert load_config(tmp_path / "empty.yaml") == Config()
+
+
+@pytest.mark.parametrize("key, bad, good, expect", [
+    ("train.seed", -1, 4294967295, "train.seed must be in [0, 4294967295]"),
+    ("train.seed", 2**40, 0, "train.seed must be in [0, 4294967295]"),
+    ("data.num_workers", -1, 0, "data.num_workers must be 0 or more"),
+    ("train.threads", 0, 1, "train.threads must be 1 or more"),
+    ("train.weight_decay", -0.1, 0.0, "train.weight_decay must be 0 or more"),
+    ("train.warmup_steps", -5, 0, "train.warmup_steps must be 0 or more"),
+    ("train.ema", 1.0, 0.999, "train.ema must be in (0, 1)"),
+    ("train.repeat_threshold", 0, 1.0, "train.repeat_threshold must be in (0, 1]"),
+    ("train.sampling", "often", "repeat", "train.sampling must be uniform or repeat"),
+])
+def test_bounds_from_the_field_table(key, bad, good, expect):
+    assert expect in _err(from_dict, {}, {key: bad})
+    section, _, name = key.partition(".")
+    assert getattr(getattr(from_dict({}, {key: good}), section), name) == good     # the edge inside is allowed
+
+
+def test_every_field_has_help_and_says_what_its_default_means():
+    from pixelseg.config import config_fields
+    for key, f in config_fields():
+        assert f.metadata.get("help"), key
+        if f.default is None:
+            assert f.metadata.get("auto"), f"{key}: say what None means"
+
+
+def test_a_bad_file_value_is_reported_even_when_an_override_sets_the_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: fast\n  epochs: 2\n")
+    msg = _err(load_config, p, {"train.lr": 0.01})
+    assert str(p) in msg and "'train.lr'" in msg
+    p.write_text("train:\n  lr: 0.5\n  epochs: 2\n")
+    cfg = load_config(p, {"train.lr": 0.01})
+    assert cfg.train.lr == 0.01 and cfg.train.epochs == 2      # a good value: the override wins

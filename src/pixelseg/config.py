@@ -3,6 +3,11 @@
 Every field that says `None` means "let pixelseg choose" (see engine/recipe.py); the resolved
 config, with every choice filled in, is written to the run folder as config.yaml so a run can be
 reproduced with `pixelseg train --config RUN/config.yaml`. An unknown key is an error, never ignored.
+
+This file is the one table of training options: each field carries its help text, its allowed values
+(`choices`) and bounds (`gt`/`ge`/`lt`/`le`) in its metadata. Validation below, the `train` command's
+flags (cli/train.py) and the API's keywords (api.SHORT_KEYS) are generated from it, so a new option is
+added here and nowhere else.
 """
 from __future__ import annotations
 
@@ -20,66 +25,97 @@ from pixelseg.errors import PixelsegError
 # names only so that loading a config does not import the data stack; tests/data check they agree)
 DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "camvid", "camvid11", "coco", "labelme")
 AUGMENT_PRESETS = ("none", "light", "default", "strong", "aerial", "medical")
+_SEED_MAX = 2**32 - 1     # numpy's seeding takes 0..2^32-1 in every version; torch and random take more
+
+
+def opt(default=None, help: str = "", *, auto: str | None = None, choices: tuple | None = None,
+        gt=None, ge=None, lt=None, le=None, factory=None):
+    """A config field with its help text, allowed values and bounds. `auto` says what the default None means."""
+    meta = {"help": help, "auto": auto, "choices": choices, "gt": gt, "ge": ge, "lt": lt, "le": le}
+    meta = {k: v for k, v in meta.items() if v is not None}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str | None = None
-    format: str = "auto"                      # auto | one of DATA_FORMATS (data/formats.py reads them)
-    image_size: tuple[int, int] | None = None  # (H, W) the network sees; None = from the data and the hardware
-    augment: str | None = None                # a preset of AUGMENT_PRESETS, or an albumentations pipeline file
-                                              # (.yaml/.yml/.json, A.save format); None = by budget and hardware
-    in_channels: int | None = None            # None = from the images (1 gray, 3 RGB, 4 RGBA)
-    num_workers: int | None = None
-    val_fraction: float = 0.1                 # held out from train when the data has no val split
-    binary_sigmoid: bool = False              # 2-class data trained as 1 sigmoid channel (foreground = class 1)
+    root: str | None = opt(None, "dataset root: folder, keras, VOC, Cityscapes, ADE20K, CamVid, color masks, COCO, "
+                           "LabelMe", auto="the config file's, or the run's own with --resume")
+    format: str = opt("auto", "dataset layout, instead of detecting it (see `pixelseg verify-dataset -h`)",
+                      choices=("auto", *DATA_FORMATS))
+    image_size: tuple[int, int] | None = opt(None, "network input size H W (one value = square)",
+                                             auto="from the data and the hardware")
+    augment: str | None = opt(None, f"{' | '.join(AUGMENT_PRESETS)}, or an albumentations pipeline file "
+                              "(.yaml/.yml/.json, A.save format)", auto="by budget and hardware")
+    in_channels: int | None = opt(None, "channels the network takes", auto="from the images (1 gray, 3 RGB, 4 RGBA)",
+                                  gt=0)
+    num_workers: int | None = opt(None, "data loading processes", auto="from the cores", ge=0)
+    val_fraction: float = opt(0.1, "share of train held out for validation when the data has no val split",
+                              gt=0, lt=1)
+    binary_sigmoid: bool = opt(False, "2-class data trained as one sigmoid channel (foreground = class 1) instead "
+                               "of 2 softmax channels")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str | None = None                   # None = chosen for the hardware and budget
-    encoder: str | None = None                # timm/smp encoder name for encoder-decoder models
-    encoder_weights: str | None = None        # None | imagenet | path to a .safetensors/.pth file
+    name: str | None = opt(None, "model name (see `pixelseg models`)", auto="chosen for the hardware and budget")
+    encoder: str | None = opt(None, "encoder of encoder-decoder models, e.g. resnet34, mobilenet_v2, tu-<timm name>",
+                              auto="the model's own")
+    encoder_weights: str | None = opt(None, "'imagenet' (needs network) or a local .safetensors/.pth file",
+                                      auto="random initialisation")
     # ---- fine-tuning, deep supervision, distillation (engine/finetune.py, engine/objective.py)
-    init_from: str | None = None              # run folder or weights file: load what fits, re-init the head
-    aux_weight: float | None = None           # aux-head loss weight; None = the paper's (PSPNet 0.4, BiSeNetV2 1), 0 = off
-    teacher: str | None = None                # run folder of a trained model to distill from
-    distill_temperature: float = 1.0          # softmax temperature T of the pixel-wise KL term
-    distill_weight: float = 1.0               # weight of the KL term (times T^2) next to the task loss
+    init_from: str | None = opt(None, "start from a run folder or weights file: what fits is loaded (and printed), "
+                                "the head re-initialised when the class count differs", auto="--encoder-weights, else random")
+    aux_weight: float | None = opt(None, "loss weight of the auxiliary heads (pspnet, bisenetv2); 0 = off",
+                                   auto="the paper's (PSPNet 0.4, BiSeNetV2 1)", ge=0)
+    teacher: str | None = opt(None, "distill from this trained run folder (pixel-wise KL on softened outputs)",
+                                auto="no distillation")
+    distill_temperature: float = opt(1.0, "softmax temperature T of the distillation KL term", gt=0)
+    distill_weight: float = opt(1.0, "weight of the KL term (times T^2) next to the task loss", ge=0)
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "ce"                          # ce | dice | focal | lovasz | sums like ce+dice, 0.5*focal+dice
-    class_weights: list[float] | str | None = None   # one per class, or "auto" (median frequency balancing)
-    label_smoothing: float = 0.0
+    name: str = opt("ce", "ce | ohem | dice | focal | jaccard | lovasz, or sums like ce+dice, 0.5*focal+dice")
+    class_weights: list[float] | str | None = opt(None, "one weight per class, or 'auto' (median frequency balancing "
+                                                  "over the train masks)", auto="equal weights")
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy", ge=0, lt=1)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int | None = None
-    max_minutes: float | None = None          # wall-clock budget for training (validation included)
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float = 1e-4
-    schedule: str = "poly"                    # poly | cosine (both with linear warmup)
-    warmup_steps: int | None = None
-    amp: str = "auto"                         # auto | off | fp16 | bf16
-    device: str = "auto"                      # auto | cpu | cuda | cuda:N
-    threads: int | None = None                # CPU threads for torch; None = all cores
-    seed: int = 0
-    out: str | None = None                    # run folder; None = runs/<model>-<timestamp>
+    epochs: int | None = opt(None, "passes over the training images", auto="50, or as many as --max-minutes allows",
+                             gt=0)
+    max_minutes: float | None = opt(None, "wall-clock budget (validation included); training stops cleanly when it "
+                                    "runs out", auto="no time limit", gt=0)
+    batch_size: int | None = opt(None, "images per step, GLOBAL: under torchrun split evenly over the processes",
+                                 auto="what fits the hardware", gt=0)
+    lr: float | None = opt(None, "peak learning rate", auto="the model's recipe", gt=0)
+    weight_decay: float = opt(1e-4, "AdamW weight decay", ge=0)
+    schedule: str = opt("poly", "learning-rate schedule after the linear warmup", choices=("poly", "cosine"))
+    warmup_steps: int | None = opt(None, "optimizer steps of linear warmup", auto="the first few percent of the run",
+                                 ge=0)
+    amp: str = opt("auto", "mixed precision", choices=("auto", "off", "fp16", "bf16"))
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
+    threads: int | None = opt(None, "CPU threads for torch", auto="all cores", ge=1)
+    seed: int = opt(0, "random seed (data order, augmentation, initialisation)", ge=0, le=_SEED_MAX)
+    out: str | None = opt(None, "run folder", auto="runs/<model>-<time>")
     # ---- scale, faults and speed (engine/trainer.py, engine/distributed.py)
-    accumulate: int = 1                       # micro-batches per optimizer step (effective batch = batch_size x accumulate)
-    clip_grad: float | None = None            # max global gradient norm; None = no clipping
-    ema: float | None = None                  # EMA decay of the weights (e.g. 0.999); evaluated and saved instead
-    channels_last: bool | None = None         # NHWC memory format; None = on for the CPU (see engine/recipe.py)
-    compile: bool = False                     # torch.compile the model (opt-in: compile time is minutes)
-    sync_bn: bool = False                     # SyncBatchNorm across ranks under torchrun
-    sampling: str = "uniform"                 # uniform | repeat (repeat-factor sampling of images with rare classes)
-    repeat_threshold: float = 0.1             # repeat sampling: classes in fewer than this share of images are rare
-    checkpoint_minutes: float = 10.0          # also save the resumable state mid-epoch this often (0 = every step)
-    logger: str = "csv"                       # csv | tensorboard (CSV is always written)
+    accumulate: int = opt(1, "batches per optimizer step (gradient accumulation; effective batch = batch_size x "
+                          "accumulate)", ge=1)
+    clip_grad: float | None = opt(None, "clip the global gradient norm to this", auto="no clipping", gt=0)
+    ema: float | None = opt(None, "keep an EMA of the weights with this decay (e.g. 0.999); it is evaluated and saved",
+                            auto="off", gt=0, lt=1)
+    channels_last: bool | None = opt(None, "NHWC memory format", auto="on for the CPU (see engine/recipe.py)")
+    compile: bool = opt(False, "torch.compile the model (opt-in: compiling takes minutes)")
+    sync_bn: bool = opt(False, "SyncBatchNorm across torchrun ranks")
+    sampling: str = opt("uniform", "repeat: repeat-factor sampling of images with rare classes",
+                        choices=("uniform", "repeat"))
+    repeat_threshold: float = opt(0.1, "repeat sampling: classes in fewer than this share of images are rare",
+                                  gt=0, le=1)
+    checkpoint_minutes: float = opt(10.0, "also save the resumable state mid-epoch this often (0 = every step)", ge=0)
+    logger: str = opt("csv", "CSV is always written; tensorboard adds RUN/tensorboard", choices=("csv", "tensorboard"))
 
 
 @dataclass(frozen=True)
@@ -110,6 +146,12 @@ def valid_keys() -> list[str]:
 # the three fields whose short name is their section's (--data, --model, --loss); every other field's short
 # name is the field's own (train.max_minutes -> max_minutes / --max-minutes)
 _SECTION_NAMED = {"data.root": "data", "model.name": "model", "loss.name": "loss"}
+
+
+def config_fields() -> list[tuple[str, dataclasses.Field]]:
+    """(dotted key, dataclass field) for every option, in declaration order: the one table of options (each
+    field's metadata holds help, auto, choices and bounds; see `opt`)."""
+    return [(f"{s}.{f.name}", f) for s, cls in _SECTION_TYPES.items() for f in dataclasses.fields(cls)]
 
 
 def option_keys() -> dict[str, str]:
@@ -212,38 +254,37 @@ def from_dict(d: dict, overrides: dict | None = None, where: str = "config") -> 
     return cfg
 
 
+def bounds_problem(meta, value) -> str | None:
+    """What is wrong with `value` against a field's choices and bounds (None when nothing): the words after
+    the key's (or the flag's) name, shared by the config checks and the CLI's flag types."""
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        return f"must be {', '.join(map(str, choices[:-1]))} or {choices[-1]}"
+    gt, ge, lt, le = (meta.get(k) for k in ("gt", "ge", "lt", "le"))
+    if value is None or (gt is None or value > gt) and (ge is None or value >= ge) and \
+            (lt is None or value < lt) and (le is None or value <= le):
+        return None
+    low, high = (gt if gt is not None else ge), (lt if lt is not None else le)
+    if high is None:
+        return "must be positive" if gt == 0 else f"must be {low} or more" if gt is None else f"must be more than {low}"
+    return f"must be in {'(' if gt is not None else '['}{low}, {high}{')' if lt is not None else ']'}"
+
+
 def _check_values(cfg: Config, where: str) -> None:
-    t, dt = cfg.train, cfg.data
-    checks = [
-        (t.epochs is None or t.epochs > 0, "train.epochs must be positive"),
-        (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes must be positive"),
-        (t.batch_size is None or t.batch_size > 0, "train.batch_size must be positive"),
-        (t.lr is None or t.lr > 0, "train.lr must be positive"),
-        (t.schedule in ("poly", "cosine"), "train.schedule must be poly or cosine"),
-        (t.amp in ("auto", "off", "fp16", "bf16"), "train.amp must be auto, off, fp16 or bf16"),
-        (dt.format == "auto" or dt.format in DATA_FORMATS, f"data.format must be auto or one of {', '.join(DATA_FORMATS)}"),
-        (dt.augment is None or dt.augment in AUGMENT_PRESETS or dt.augment.lower().endswith((".yaml", ".yml", ".json")),
-         f"data.augment must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations pipeline file (.yaml/.json)"),
-        (dt.in_channels is None or dt.in_channels > 0, "data.in_channels must be positive"),
-        (0 < dt.val_fraction < 1, "data.val_fraction must be between 0 and 1"),
-        (0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing must be in [0, 1)"),
-        (cfg.model.aux_weight is None or cfg.model.aux_weight >= 0, "model.aux_weight must be 0 or more"),
-        (cfg.model.distill_temperature > 0, "model.distill_temperature must be positive"),
-        (cfg.model.distill_weight >= 0, "model.distill_weight must be 0 or more"),
-        (t.accumulate >= 1, "train.accumulate must be 1 or more"),
-        (t.clip_grad is None or t.clip_grad > 0, "train.clip_grad must be positive"),
-        (t.ema is None or 0 < t.ema < 1, "train.ema must be a decay between 0 and 1, e.g. 0.999"),
-        (t.sampling in ("uniform", "repeat"), "train.sampling must be uniform or repeat"),
-        (0 < t.repeat_threshold <= 1, "train.repeat_threshold must be in (0, 1]"),
-        (t.checkpoint_minutes >= 0, "train.checkpoint_minutes must be 0 or more"),
-        (t.logger in ("csv", "tensorboard"), "train.logger must be csv or tensorboard"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise PixelsegError(f"{where}: {msg}")
+    for key, f in config_fields():
+        section, _, name = key.partition(".")
+        problem = bounds_problem(f.metadata, getattr(getattr(cfg, section), name))
+        if problem:
+            raise PixelsegError(f"{where}: {key} {problem}")
+    augment = cfg.data.augment
+    if not (augment is None or augment in AUGMENT_PRESETS or augment.lower().endswith((".yaml", ".yml", ".json"))):
+        raise PixelsegError(f"{where}: data.augment must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations "
+                            "pipeline file (.yaml/.json)")
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
+    """The config file, validated on its own first (a wrong value in the file is reported even where a flag
+    overrides it: the file is what a later `--config` reuses), then with the overrides applied."""
     path = Path(path)
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -256,9 +297,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         raise PixelsegError(f"{path}: not a text file; give a YAML config file to --config") from None
     except yaml.YAMLError as e:
         raise PixelsegError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
-    return from_dict(d, overrides, where=str(path))
+    cfg = from_dict(d, None, where=str(path))
+    return cfg if not overrides else from_dict(d, overrides, where=str(path))
 
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-

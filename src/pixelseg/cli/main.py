@@ -1,0 +1,56 @@
+"""The command line: parses arguments, calls the library, prints. A user's mistake ends in one line on
+stderr and a non-zero exit (2), never a traceback. Each command's parser sits beside its handler in this
+package; this file puts them in the order of the work (data, model, training, measuring, using, shipping)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from pixelseg.cli import data, evaluate, export, models, predict, quickstart, serve, train
+from pixelseg.cli.common import Parser
+from pixelseg.errors import PixelsegError
+
+# quickstart first (the whole flow), then the flow itself: look at the data, pick a model, train, measure,
+# use, ship. `--help` lists the commands in this order.
+COMMANDS = (quickstart.add_parser, data.add_parsers, models.add_parser, train.add_parser, evaluate.add_parsers,
+            predict.add_parser, export.add_parsers, serve.add_parser)
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="pixelseg", description="Semantic segmentation: data -> model -> metrics -> predictions. "
+                "`pixelseg COMMAND --help` for a command's options.")
+    ap.add_argument("--version", action="version", version=_version())
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return ap
+
+
+def _version() -> str:
+    from pixelseg import __version__
+    return f"pixelseg {__version__}"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except PixelsegError as e:
+        print(f"pixelseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pixelseg: interrupted", file=sys.stderr)
+        return 130
+
+
+def exit_process(code) -> None:
+    """sys.exit(code), except under torchrun: there the process leaves without the interpreter's finalization.
+    gloo's worker threads can still hold work objects whose tensors are freed after Python is gone, which
+    aborted a finished rank now and then ("terminate called without an active exception", SIGABRT; see
+    pytorch/pytorch#179291). By then every output is closed and fsynced (atomic writes) and the process group
+    destroyed, so nothing is lost."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
+    sys.exit(code)

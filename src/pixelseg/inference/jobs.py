@@ -1,0 +1,121 @@
+"""Prediction jobs over files: the inputs (files and folders) listed, this process's share under torchrun, the
+outputs planned and checked before anything is loaded or written, then the label maps written.
+
+An output never replaces a user's file: an --out folder that is an input folder, or any label map or overlay
+whose path is an input image, is refused before the first write (writes are atomic as well, see viz)."""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixelseg.errors import PixelsegError
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a job will read and write: this rank's images and the out folder."""
+    paths: list[Path]
+    out_dir: Path
+    rank: int = 0
+    world: int = 1
+
+
+@dataclass(frozen=True)
+class JobResult:
+    images: int
+    written: list[Path]
+    seconds: float
+    backend: str
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def torchrun_world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    except ValueError:
+        raise PixelsegError("RANK/WORLD_SIZE/LOCAL_RANK are not integers; launch with torchrun") from None
+
+
+def shard(paths: Sequence[Path]) -> tuple[list[Path], int, int]:
+    """This rank's share of a prediction job under torchrun: (paths, rank, world size).
+
+    Images that share a file stem stay on one rank, so the output names (which disambiguate equal stems
+    with their folder's name) are the same whatever the number of ranks. No process group is needed:
+    the split is a pure function of the list, which every rank builds identically."""
+    rank, world, _ = torchrun_world()
+    if world <= 1:
+        return list(paths), 0, 1
+    stems = sorted({p.stem for p in paths})
+    mine = {s for i, s in enumerate(stems) if i % world == rank}
+    return [p for p in paths if p.stem in mine], rank, world
+
+
+def rank_device(device: str) -> str:
+    """Under torchrun, an 'auto'/'cuda' prediction device becomes this rank's own GPU."""
+    _, world, local = torchrun_world()
+    if world > 1 and device in ("auto", "cuda"):
+        import torch
+        if torch.cuda.is_available():
+            return f"cuda:{local}"
+    return device
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """The output name of each input: its stem, or <folder>_<stem> where two inputs share a stem (the rule
+    Predictor.predict_paths writes by)."""
+    count = Counter(p.stem for p in paths)
+    return [f"{p.parent.name}_{p.stem}" if count[p.stem] > 1 else p.stem for p in paths]
+
+
+def planned_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool) -> list[Path]:
+    suffixes = ("", "_overlay") if overlay else ("",)
+    return [out_dir / f"{stem}{s}.png" for stem in output_stems(paths) for s in suffixes]
+
+
+def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = False) -> Plan:
+    """List the inputs, take this rank's share, and refuse an out folder that would replace any input."""
+    from pixelseg.inference.predictor import list_inputs
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PixelsegError(f"{out_dir}: is a file; give a folder for the label maps (it is created if missing)")
+    every = list_inputs(inputs)
+    target = out_dir.resolve()
+    for given in map(Path, inputs):
+        if given.is_dir() and given.resolve() == target:
+            raise PixelsegError(f"{out_dir}: is the input folder; label maps would be written among (and over) your "
+                                "images: give another output folder")
+    sources = {p.resolve() for p in every}
+    outputs = planned_outputs(every, out_dir, overlay)
+    for q in outputs:
+        if q.resolve() in sources:
+            raise PixelsegError(f"{q}: is an input image and would be replaced by a label map; give another "
+                                "output folder")
+    clash = [q for q, n in Counter(outputs).items() if n > 1]
+    if clash:
+        raise PixelsegError(f"{clash[0]}: two inputs would write this same file (an image named like another's "
+                            "overlay); rename one or predict them separately")
+    paths, rank, world = shard(every)
+    return Plan(paths, out_dir, rank, world)
+
+
+def run(predictor, job: Plan, *, overlay: bool = False, alpha: float = 0.5, batch_size: int = 4,
+        progress: Callable[[int], None] | None = None) -> JobResult:
+    """Write <stem>.png (and <stem>_overlay.png) for every image of the plan with `predictor`."""
+    if batch_size < 1:
+        raise PixelsegError(f"batch size {batch_size}: give 1 or more images per batch")
+    if not 0 <= alpha <= 1:
+        raise PixelsegError(f"overlay alpha {alpha} is outside 0..1")
+    t0 = time.time()
+    written = predictor.predict_paths(job.paths, job.out_dir, overlay=overlay, alpha=alpha, batch_size=batch_size,
+                                      progress=progress) if job.paths else []
+    return JobResult(len(job.paths), written, time.time() - t0, predictor.backend_name, job.rank, job.world)
