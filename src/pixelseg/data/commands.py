@@ -13,7 +13,7 @@ FORMAT_CHOICES = ["auto", *DATA_FORMATS]
 
 
 def layouts_help() -> str:
-    from pixelseg.data.formats import LAYOUTS
+    from pixelseg.data.layout import LAYOUTS
     return "dataset layouts (--format):\n" + "\n".join(f"  {name:<11} {text}" for name, text in LAYOUTS.items())
 
 

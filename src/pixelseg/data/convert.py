@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixelseg.data.checks import check_mask
-from pixelseg.data.formats import DatasetIndex, Sample, open_dataset, write_classes_json
+from pixelseg.data.folder import write_classes_json
+from pixelseg.data.formats import open_dataset
+from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import image_size
 from pixelseg.data.labels import load_mask
 from pixelseg.errors import PixelsegError

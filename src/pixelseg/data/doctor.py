@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pixelseg.data.checks import check_mask
-from pixelseg.data.formats import DatasetIndex, Sample, open_dataset
+from pixelseg.data.checks import all_ignore, check_mask
+from pixelseg.data.formats import open_dataset
+from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import read_image
 from pixelseg.data.labels import UnknownColorsError, load_mask
 from pixelseg.errors import PixelsegError
@@ -184,7 +185,10 @@ def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> Doctor
             elif f.counts[1:k].sum() == 0:
                 st.background_only += 1
         splits[split] = st
-        if st.all_ignore:
+        empty = all_ignore(index, st.pixels, split) if split == "train" and st.labelled else None
+        if empty:
+            problems.append(empty)
+        elif st.all_ignore:
             warnings.append(f"{split}: {len(st.all_ignore)} mask(s) are all ignore ({c.ignore_index}), e.g. "
                             f"{st.all_ignore[0]}; they teach nothing (check the label convention)")
 
