@@ -30,9 +30,9 @@ def check_mask(mask: np.ndarray, image_hw: tuple[int, int], num_classes: int, ig
     datasets. Raises PixelsegError naming the file; returns pixels per class with the ignore count last."""
     h, w = image_hw
     if mask.shape != (h, w):
-        raise PixelsegError(f"{s.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {s.image.name} is {w}x{h}"
-                            f"{_exif_hint(s, mask.shape)}; masks must match their images pixel for pixel (re-export "
-                            "the mask at the image's size)")
+        found = f"{s.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {s.image.name} is {w}x{h}"
+        raise PixelsegError(found + (_exif_hint(s, mask.shape) or "; masks must match their images pixel for pixel "
+                                     "(re-export the mask at the image's size)"))
     top = np.iinfo(mask.dtype).max if mask.dtype.kind in "ui" else 65535
     if ignore_index > top:
         raise PixelsegError(f"{s.mask}: ignore_index {ignore_index} cannot occur in a {mask.dtype.itemsize * 8}-bit mask "
@@ -57,9 +57,10 @@ def _exif_hint(s: Sample, mask_hw) -> str:
         return ""
     if not turned:
         return ""
-    matches = " (the mask matches the stored, unrotated pixels)" if tuple(mask_hw) == tuple(stored) else ""
-    return (f" after its EXIF orientation, which pixelseg applies as photo tools do (stored {stored[1]}x{stored[0]})"
-            f"{matches}; rotate the mask to the upright picture or save the image without the EXIF orientation")
+    matches = ", which the mask matches" if tuple(mask_hw) == tuple(stored) else ""
+    return (f" after its EXIF orientation (stored {stored[1]}x{stored[0]}{matches}); pixelseg reads images upright, as "
+            "photo tools show them: rotate the mask to the upright picture, or save the image without the EXIF "
+            "orientation tag")
 
 
 def all_ignore(index: DatasetIndex, counts: np.ndarray, split: str = "train") -> str | None:

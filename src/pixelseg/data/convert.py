@@ -65,6 +65,8 @@ def convert(src: str | Path, out: str | Path, format: str = "auto", to: str = "f
     if to != "folder":
         raise PixelsegError(f"--to {to}: only the folder format can be written")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PixelsegError(f"{out}: is a file, not a folder; give --out a new or empty folder")
     index = open_dataset(src, format, val_fraction)
     if out.exists() and any(out.iterdir()):
         raise PixelsegError(f"{out}: already holds files; choose an empty or new --out folder")

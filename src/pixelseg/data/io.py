@@ -56,6 +56,14 @@ def set_max_pixels(n: int | None) -> None:
     if int(n) < 1:
         raise PixelsegError(f"--max-pixels must be positive (got {n})")
     os.environ[MAX_PIXELS_ENV] = str(int(n))
+    _pillow_follows(int(n))
+
+
+def _pillow_follows(n: int) -> None:
+    """A limit the user raised moves Pillow's hard error (at twice MAX_IMAGE_PIXELS) just above it: the check
+    stays on, it only no longer refuses what the user allowed. A lower limit leaves Pillow's as it is."""
+    if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < n:
+        Image.MAX_IMAGE_PIXELS = math.ceil(n / 2)
 
 
 def max_pixels() -> int:
@@ -68,6 +76,7 @@ def max_pixels() -> int:
         raise PixelsegError(f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels; e.g. {DEFAULT_MAX_PIXELS}") from None
     if n < 1:
         raise PixelsegError(f"{MAX_PIXELS_ENV}={value!r} must be positive")
+    _pillow_follows(n)    # loader workers inherit the variable, not the parent's Pillow setting
     return n
 
 
@@ -89,24 +98,22 @@ def _declared_size(fp) -> tuple[int, int] | None:
 
 
 def open_image(source, what: str = "image", fix: str = "check the path", name: str | None = None,
-               limit: int | None = None) -> Image.Image:
+               limit: int | None = None, formats: list[str] | None = None) -> Image.Image:
     """The decode gate: `source` (a path or a binary file object) opened lazily, header only, and refused
     when it declares more than `limit` pixels (default: the process setting). Nothing is decoded yet."""
     name = name or str(source)
     limit = max_pixels() if limit is None else limit
-    # Pillow's hard error sits at twice its MAX_IMAGE_PIXELS: keep it on, but never below this limit
-    if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < limit:
-        Image.MAX_IMAGE_PIXELS = math.ceil(limit / 2)
     fp = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115 - Pillow closes it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # the limit below is the policy
-            im = Image.open(fp)
+            im = Image.open(fp, formats=formats)
     except Image.DecompressionBombError:
         size = _declared_size(fp)
         fp.close()
         w, h = size if size else (0, 0)
-        raise TooManyPixelsError(name, w, h, limit) from None
+        # Pillow's guard was lower than ours (a process that set one): report the limit that applied
+        raise TooManyPixelsError(name, w, h, min(limit, 2 * (Image.MAX_IMAGE_PIXELS or limit))) from None
     except _DECODE_ERRORS as e:
         fp.close()
         raise PixelsegError(f"{name}: {what} cannot be decoded ({e}); re-export it or remove it (with its pair)") from None
@@ -137,16 +144,21 @@ def orientation(im: Image.Image) -> int:
         return 1
 
 
+def upright(im: Image.Image) -> Image.Image:
+    """An image from `open_image`, decoded and turned upright by its EXIF orientation."""
+    turn = _UPRIGHT.get(orientation(im))
+    im.load()
+    return im.transpose(turn) if turn is not None else im
+
+
 def load(path: str | Path, what: str = "image", fix: str = "check the path") -> Image.Image:
     """Through the gate, decoded, upright (EXIF applied). A truncated file fails here, with its name."""
     path = Path(path)
     im = _open_path(path, what, fix)
-    turn = _UPRIGHT.get(orientation(im))
     try:
-        im.load()
+        return upright(im)
     except _DECODE_ERRORS as e:
         raise PixelsegError(f"{path}: {what} cannot be decoded ({e}); re-export it or remove it (with its pair)") from None
-    return im.transpose(turn) if turn is not None else im
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
