@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pixelseg.data import ade20k, camvid, cityscapes, coco, colormask, folder, labelme, voc
-from pixelseg.data.folder import read_classes_json, write_classes_json  # noqa: F401  (classes.json's home is folder.py)
-from pixelseg.data.index import DatasetIndex, Sample  # noqa: F401  (engine/recipe.py and report/ still import these from here)
-from pixelseg.data.layout import LAYOUTS  # noqa: F401  (the layouts' descriptions, for --help)
+# re-exported only for engine/recipe.py and report/analysis.py (and their tests), which import them from here
+# until they switch to pixelseg.data.index; nothing in data/ does
+from pixelseg.data.index import DatasetIndex, Sample  # noqa: F401
 from pixelseg.errors import PixelsegError
 from pixelseg.registry import Registry
 
