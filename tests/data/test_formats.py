@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from pixelseg.data.classes import ClassTable
-from pixelseg.data.formats import _holdout, detect_format, open_dataset
+from pixelseg.data.formats import detect_format, open_dataset
+from pixelseg.data.layout import holdout as _holdout
 from pixelseg.errors import PixelsegError
 
 
@@ -183,7 +184,7 @@ def test_no_val_split_holds_out_by_hash_with_a_note(tmp_path):
 
 
 def test_holdout_independent_of_order(tmp_path):
-    from pixelseg.data.formats import Sample
+    from pixelseg.data.index import Sample
     samples = [Sample(tmp_path / f"{i}.png", tmp_path / f"{i}.png", f"s{i}") for i in range(30)]
     _, val_a = _holdout(samples, 0.2)
     _, val_b = _holdout(samples[::-1], 0.2)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
-from pixelseg.data.formats import Sample
+from pixelseg.data.index import Sample
 from pixelseg.data.transforms import PRESETS, eval_transform, train_transform
 from pixelseg.errors import PixelsegError
 

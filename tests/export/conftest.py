@@ -36,7 +36,7 @@ def easy_scene(rng: np.random.Generator, size=(32, 32)) -> tuple[np.ndarray, np.
 
 def write_easy_dataset(root: Path, n_train: int = 24, n_val: int = 6, seed: int = 0) -> Path:
     from pixelseg.data.classes import ClassTable
-    from pixelseg.data.formats import write_classes_json
+    from pixelseg.data.folder import write_classes_json
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val)):
         (root / split / "images").mkdir(parents=True)

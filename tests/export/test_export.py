@@ -102,3 +102,32 @@ def test_cli_export_prints_parity_and_writes_json(random_run, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "argmax agreement 100.0000%" in out
     assert json.loads((tmp_path / "r.json").read_text())["format"] == "onnx"
+
+
+def test_parity_check_says_when_the_runs_data_is_missing(random_run, tmp_path):
+    """A run whose data is gone is still exported, checked on random images, and the terminal says so."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(random_run, run, ignore=shutil.ignore_patterns(".cache", "export"))
+    (run / "config.yaml").write_text("data:\n  root: gone/data\n")
+    lines: list[str] = []
+    r = export_run(run, "onnx", tmp_path / "m.onnx", log=lines.append)
+    assert r.image_source.startswith("random images")
+    assert any("random images" in m and "gone/data" in m and "not found" in m for m in lines), lines
+
+
+def test_parity_check_finds_data_stored_relative_to_the_run(trained_run, tmp_path, monkeypatch):
+    """config.yaml written with the data root as typed (relative): found from another working directory."""
+    import shutil
+
+    import yaml
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".cache", "export"))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    shutil.copytree(cfg["data"]["root"], tmp_path / "data")
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "data": {**cfg["data"], "root": "data"}}))
+    monkeypatch.chdir(tmp_path / "run")
+    lines: list[str] = []
+    r = export_run(run, "onnx", tmp_path / "m.onnx", log=lines.append)
+    assert r.image_source.startswith(str((tmp_path / "data").resolve())), r.image_source
+    assert not any("random images" in m for m in lines)

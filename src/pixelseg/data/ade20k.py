@@ -12,9 +12,11 @@ import csv
 from pathlib import Path
 
 from pixelseg.data.classes import ClassTable, voc_colormap
-from pixelseg.data.formats import DatasetIndex, Sample, make_index, require_dir
+from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.labels import value_map
+from pixelseg.data.layout import make_index, require_dir
 from pixelseg.errors import PixelsegError
+from pixelseg.registry import Registry
 
 SPLITS = {"train": "training", "val": "validation"}
 NAMES = (
@@ -41,6 +43,10 @@ def find_root(root: Path) -> Path | None:
         if (cand / "images" / "training").is_dir() and (cand / "annotations").is_dir():
             return cand
     return None
+
+
+def register(formats: Registry) -> None:
+    formats.register("ade20k", detect=detect)(open)
 
 
 def detect(root: Path) -> bool:

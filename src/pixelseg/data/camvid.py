@@ -15,16 +15,19 @@ classes (GROUPS_32_TO_11), the way the SegNet benchmark numbers are reported.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pixelseg.data.classes import ClassTable, voc_colormap
-from pixelseg.data.formats import DatasetIndex, Sample, make_index
-from pixelseg.data.io import IMAGE_EXTS, _open
+from pixelseg.data.index import DatasetIndex, Sample
+from pixelseg.data.io import IMAGE_EXTS, load
 from pixelseg.data.labels import ColorMap, ValueMap, value_map
+from pixelseg.data.layout import make_index
 from pixelseg.errors import PixelsegError
+from pixelseg.registry import Registry
 
 NAMES = ("sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car", "pedestrian", "bicyclist")
 COLORS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
@@ -68,6 +71,12 @@ def layout(root: Path) -> str | None:
     return None
 
 
+def register(formats: Registry) -> None:
+    formats.register("camvid", detect=detect)(open)
+    # the 32-class layouts read as the 11 SegNet classes: asked for by name, never detected
+    formats.register("camvid11")(functools.partial(open, classes=11))
+
+
 def detect(root: Path) -> bool:
     return layout(root) is not None
 
@@ -87,7 +96,7 @@ class SegnetAnnot:
 
 
 def _holds_colors(path: Path) -> bool:
-    im = _open(path, "mask", "add the mask or remove its image")
+    im = load(path, "mask", "add the mask or remove its image")
     if im.mode == "P":
         used = np.unique(np.asarray(im))
         pal = np.asarray(im.getpalette("RGB") or [], np.int32).reshape(-1, 3)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pixelseg.data.classes import ClassTable
-from pixelseg.data.formats import DatasetIndex, Sample, make_index, require_dir
+from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.labels import ValueMap, value_map
+from pixelseg.data.layout import make_index, require_dir
 from pixelseg.errors import PixelsegError
+from pixelseg.registry import Registry
 
 IMAGE_SUFFIX, LABEL_SUFFIX, TRAIN_ID_SUFFIX = "_leftImg8bit.png", "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"
 TRAIN_IDS = value_map({**{i: i for i in range(19)}, 255: 255}, "Cityscapes train ids (0..18, 255)")
@@ -35,6 +37,10 @@ def label_map() -> ValueMap:
     pairs = {lab.id: (lab.trainId if 0 <= lab.trainId < 255 else 255) for lab in _labels() if lab.id >= 0}
     pairs[255] = 255
     return value_map(pairs, "Cityscapes labelIds (0..33)")
+
+
+def register(formats: Registry) -> None:
+    formats.register("cityscapes", detect=detect)(open)
 
 
 def detect(root: Path) -> bool:

@@ -42,6 +42,11 @@ class ClassTable:
             # would wrap to a real class
             raise PixelsegError(f"ignore_index {self.ignore_index} is negative; masks store unsigned values, "
                                 "choose one outside the class range (255 is the convention)")
+        if self.ignore_index > 65535:
+            # masks are at most 16-bit: an index above that never matches a pixel (and sizing per-value
+            # counts by it would take minutes and gigabytes)
+            raise PixelsegError(f"ignore_index {self.ignore_index} cannot occur in a mask (masks store 8- or 16-bit "
+                                "values); choose one the masks store (255 is the convention)")
         if 0 <= self.ignore_index < len(self.names):
             raise PixelsegError(
                 f"ignore_index {self.ignore_index} is also a class index (0..{len(self.names) - 1}); "

@@ -14,9 +14,11 @@ import re
 from pathlib import Path
 
 from pixelseg.data.classes import ClassTable, voc_colormap
-from pixelseg.data.formats import DatasetIndex, Sample, make_index
+from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.labels import Polygons
+from pixelseg.data.layout import make_index
 from pixelseg.errors import PixelsegError
+from pixelseg.registry import Registry
 
 ROBOFLOW_NAME = "_annotations.coco.json"
 SPLIT_WORDS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -37,6 +39,10 @@ def _annotation_files(root: Path) -> dict[str, Path]:
         if (root / d / ROBOFLOW_NAME).is_file():
             found.setdefault(SPLIT_WORDS[d], root / d / ROBOFLOW_NAME)
     return found
+
+
+def register(formats: Registry) -> None:
+    formats.register("coco", detect=detect)(open)
 
 
 def detect(root: Path) -> bool:

@@ -13,15 +13,24 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pixelseg.data.classes import ClassTable
-from pixelseg.data.formats import DatasetIndex, Sample, _pair, make_index
-from pixelseg.data.io import IMAGE_EXTS
+from pixelseg.data.index import DatasetIndex, Sample
+from pixelseg.data.io import IMAGE_EXTS, open_image
 from pixelseg.data.labels import ColorMap
+from pixelseg.data.layout import make_index, pair_split
 from pixelseg.errors import PixelsegError
+from pixelseg.registry import Registry
 
 VOID_NAMES = ("void", "unlabelled", "unlabeled")
+
+
+def register(formats: Registry) -> None:
+    formats.register("colormask", detect=detect, strict=True)(open)
+
+
+def detect(root: Path) -> bool:
+    return (root / "train" / "images").is_dir() and has_color_masks(root)
 
 
 def has_color_masks(root: Path) -> bool:
@@ -33,11 +42,11 @@ def has_color_masks(root: Path) -> bool:
     if first is None:
         return False
     try:
-        with Image.open(first) as im:
+        with open_image(first, "mask") as im:
             if im.mode not in ("RGB", "RGBA"):
                 return False
             a = np.asarray(im.convert("RGB"))
-    except OSError:
+    except (OSError, PixelsegError):
         return False  # the folder reader reports the undecodable file with its name
     return not ((a[..., 0] == a[..., 1]).all() and (a[..., 0] == a[..., 2]).all())
 
@@ -94,7 +103,7 @@ def open(root: Path, val_fraction: float = 0.1, strict: bool = True) -> DatasetI
     splits = {}
     problems: list[str] | None = None if strict else []
     for split in ("train", "val", "test"):
-        pairs = _pair(root, split, "folder", problems)
+        pairs = pair_split(root, split, "folder", problems)
         if pairs is not None:
             splits[split] = [Sample(s.image, s.mask, s.stem, decode if s.mask else None) for s in pairs]
     index = make_index(root, "colormask", classes, splits, val_fraction, [f"color masks decoded with the table in {source}"])

@@ -13,8 +13,22 @@ FORMAT_CHOICES = ["auto", *DATA_FORMATS]
 
 
 def layouts_help() -> str:
-    from pixelseg.data.formats import LAYOUTS
+    from pixelseg.data.layout import LAYOUTS
     return "dataset layouts (--format):\n" + "\n".join(f"  {name:<11} {text}" for name, text in LAYOUTS.items())
+
+
+def add_max_pixels(p: argparse.ArgumentParser) -> None:
+    """--max-pixels: the decode gate's limit (data/io.py); any command that reads user images can take it."""
+    from pixelseg.data.io import DEFAULT_MAX_PIXELS
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help=f"refuse images whose header declares more than N pixels, before decoding them "
+                        f"(default {DEFAULT_MAX_PIXELS:,}, or $PIXELSEG_MAX_PIXELS)")
+
+
+def apply_max_pixels(a) -> None:
+    if getattr(a, "max_pixels", None) is not None:
+        from pixelseg.data.io import set_max_pixels
+        set_max_pixels(a.max_pixels)
 
 
 def add_verify_args(v: argparse.ArgumentParser) -> None:
@@ -23,6 +37,7 @@ def add_verify_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="dataset layout (default: detected)")
     v.add_argument("--json", help="also write the full report to this JSON file")
     v.add_argument("--workers", type=int, default=4, help="decoding threads (default %(default)s)")
+    add_max_pixels(v)
 
 
 def add_data_commands(dsub) -> None:
@@ -33,6 +48,7 @@ def add_data_commands(dsub) -> None:
     c.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="layout of SRC (default: detected)")
     c.add_argument("--link", action="store_true", help="hard-link the images instead of copying them")
     c.add_argument("--workers", type=int, default=4)
+    add_max_pixels(c)
 
     s = dsub.add_parser("show", help="grid of images with their masks overlaid (optionally as training augments them)")
     s.add_argument("root")
@@ -47,6 +63,7 @@ def add_data_commands(dsub) -> None:
     s.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), help="network size for --augmented")
     s.add_argument("--alpha", type=float, default=0.5)
     s.add_argument("--seed", type=int, default=0)
+    add_max_pixels(s)
 
     d = dsub.add_parser("download", help="download and unpack voc | ade20k | camvid, or print cityscapes-instructions")
     d.add_argument("name", choices=["voc", "ade20k", "camvid", "cityscapes-instructions"])
@@ -66,6 +83,7 @@ def run_verify(a) -> int:
     from pixelseg.data.doctor import diagnose
     from pixelseg.fileio import write_json
 
+    apply_max_pixels(a)
     con = _console()
     rep = diagnose(a.root, a.format, getattr(a, "workers", 4))
     idx, c = rep.index, rep.index.classes
@@ -114,6 +132,7 @@ def run_verify(a) -> int:
 
 
 def run_data_command(a) -> int:
+    apply_max_pixels(a)
     if a.data_command == "convert":
         from pixelseg.data.convert import convert
         r = convert(a.src, a.out, a.format, a.to, a.workers, link=a.link)

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixelseg.data.checks import check_mask
-from pixelseg.data.formats import DatasetIndex, Sample, open_dataset, write_classes_json
+from pixelseg.data.folder import write_classes_json
+from pixelseg.data.formats import open_dataset
+from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import image_size
 from pixelseg.data.labels import load_mask
 from pixelseg.errors import PixelsegError
@@ -63,6 +65,8 @@ def convert(src: str | Path, out: str | Path, format: str = "auto", to: str = "f
     if to != "folder":
         raise PixelsegError(f"--to {to}: only the folder format can be written")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PixelsegError(f"{out}: is a file, not a folder; give --out a new or empty folder")
     index = open_dataset(src, format, val_fraction)
     if out.exists() and any(out.iterdir()):
         raise PixelsegError(f"{out}: already holds files; choose an empty or new --out folder")

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pixelseg.data.checks import check_mask
-from pixelseg.data.formats import Sample
+from pixelseg.data.index import Sample
 from pixelseg.data.io import read_image
 from pixelseg.data.labels import load_mask
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pixelseg.data.checks import check_mask
-from pixelseg.data.formats import DatasetIndex, Sample, open_dataset
+from pixelseg.data.checks import all_ignore, check_mask
+from pixelseg.data.formats import open_dataset
+from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import read_image
 from pixelseg.data.labels import UnknownColorsError, load_mask
 from pixelseg.errors import PixelsegError
@@ -141,6 +142,36 @@ def suggest_image_size(hws: list[tuple[int, int]], multiple: int = 32) -> tuple[
     return tuple(max(multiple, int(round(v * scale / multiple)) * multiple) for v in (h, w))
 
 
+def _split_stats(index: DatasetIndex, facts: list, problems: list[str], warnings: list[str]):
+    """Per split: pixels and images per class, all-ignore and background-only masks; an unlabelled training
+    set is a problem, scattered all-ignore masks a warning."""
+    c, k = index.classes, index.classes.num_classes
+    splits: dict[str, SplitStats] = {}
+    per_image: dict[str, list[np.ndarray]] = {}
+    for split in index.splits:
+        fs = [f for f in facts if f.split == split]
+        st = SplitStats(len(fs), 0, np.zeros(k + 1, np.int64), np.zeros(k, np.int64))
+        for f in fs:
+            if f.counts is None:
+                continue
+            st.labelled += 1
+            st.pixels += f.counts
+            st.images_with += f.counts[:k] > 0
+            per_image.setdefault(split, []).append(f.counts[:k])
+            if f.counts[:k].sum() == 0:
+                st.all_ignore.append(str(f.sample.mask))
+            elif f.counts[1:k].sum() == 0:
+                st.background_only += 1
+        splits[split] = st
+        empty = all_ignore(index, st.pixels, split) if split == "train" and st.labelled else None
+        if empty:
+            problems.append(empty)
+        elif st.all_ignore:
+            warnings.append(f"{split}: {len(st.all_ignore)} mask(s) are all ignore ({c.ignore_index}), e.g. "
+                            f"{st.all_ignore[0]}; they teach nothing (check the label convention)")
+    return splits, per_image
+
+
 def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> DoctorReport:
     from pixelseg.data.sampling import ClassStats, median_frequency_weights
 
@@ -167,26 +198,11 @@ def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> Doctor
         problems.append(f"{len(unknown)} color(s) not in the class table: {listed}; add them to the classes file "
                         "(or its ignore colors), or re-export the masks without anti-aliasing/JPEG")
 
-    splits: dict[str, SplitStats] = {}
-    per_image: dict[str, list[np.ndarray]] = {}
-    for split in index.splits:
-        fs = [f for f in facts if f.split == split]
-        st = SplitStats(len(fs), 0, np.zeros(k + 1, np.int64), np.zeros(k, np.int64))
-        for f in fs:
-            if f.counts is None:
-                continue
-            st.labelled += 1
-            st.pixels += f.counts
-            st.images_with += f.counts[:k] > 0
-            per_image.setdefault(split, []).append(f.counts[:k])
-            if f.counts[:k].sum() == 0:
-                st.all_ignore.append(str(f.sample.mask))
-            elif f.counts[1:k].sum() == 0:
-                st.background_only += 1
-        splits[split] = st
-        if st.all_ignore:
-            warnings.append(f"{split}: {len(st.all_ignore)} mask(s) are all ignore ({c.ignore_index}), e.g. "
-                            f"{st.all_ignore[0]}; they teach nothing (check the label convention)")
+    splits, per_image = _split_stats(index, facts, problems, warnings)
+    jpeg = [s.mask for _, s in jobs if s.mask is not None and s.mask.suffix.lower() in (".jpg", ".jpeg")]
+    if jpeg:
+        warnings.append(f"{len(jpeg)} mask(s) are JPEG, e.g. {jpeg[0]}: masks must be PNG (lossless); JPEG compression "
+                        "changes label values along every edge — export the masks as PNG")
 
     if "train" in splits and splits["train"].labelled:
         tr = splits["train"].images_with

@@ -12,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pixelseg.data.classes import ClassTable, voc_colormap
-from pixelseg.data.formats import DatasetIndex, Sample, make_index
+from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.labels import LabelMeShapes, read_labelme
+from pixelseg.data.layout import make_index
 from pixelseg.errors import PixelsegError
+from pixelseg.registry import Registry
 
 BACKGROUND = "_background_"
 
@@ -34,6 +36,10 @@ def _json_files(d: Path) -> list[Path]:
 def _dirs(root: Path) -> dict[str, Path]:
     subs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir() and _json_files(root / s)}
     return subs or {"train": root}
+
+
+def register(formats: Registry) -> None:
+    formats.register("labelme", detect=detect)(open)
 
 
 def detect(root: Path) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pixelseg.data.io import _open, read_mask
+from pixelseg.data.io import load, read_mask
 from pixelseg.errors import PixelsegError
 
 
@@ -71,7 +71,7 @@ class ColorMap:
     indices: tuple[int, ...]
 
     def __call__(self, path: Path) -> np.ndarray:
-        im = _open(path, "mask", "add the mask or remove its image")
+        im = load(path, "mask", "add the mask or remove its image")
         if im.mode in ("L", "1", "I;16", "I", "I;16B", "I;16L"):
             raise PixelsegError(f"{path}: is a single-channel (index) mask but this dataset's masks are color-coded; "
                                 "use the index-mask format (--format folder) or save color masks")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pixelseg.data.formats import Sample
+from pixelseg.data.index import Sample
 from pixelseg.data.io import read_mask
 
 

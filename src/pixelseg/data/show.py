@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pixelseg.data.formats import DatasetIndex, open_dataset
+from pixelseg.data.formats import open_dataset
+from pixelseg.data.index import DatasetIndex
 from pixelseg.data.io import read_image
 from pixelseg.data.labels import load_mask
 from pixelseg.errors import PixelsegError

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from pixelseg.data.classes import ClassTable, voc_colormap
-from pixelseg.data.formats import DatasetIndex, Sample, make_index
+from pixelseg.data.index import DatasetIndex, Sample
+from pixelseg.data.layout import make_index
 from pixelseg.errors import PixelsegError
+from pixelseg.registry import Registry
 
 NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
          "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -33,6 +35,10 @@ def find_voc(root: Path) -> Path | None:
         if (cand / "JPEGImages").is_dir() and (cand / "SegmentationClass").is_dir():
             return cand
     return None
+
+
+def register(formats: Registry) -> None:
+    formats.register("voc", detect=detect)(open)
 
 
 def detect(root: Path) -> bool:

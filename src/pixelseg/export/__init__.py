@@ -4,6 +4,9 @@ After writing, a parity check runs the exported model and the run's PyTorch mode
 run's data and compares logits and argmax; the file only reaches its destination when they agree
 (fp32: >= 99.9% argmax agreement and logits within 1e-3 relative; INT8: >= 99% agreement by default).
 For INT8 the check also reports the mIoU of both models on the run's validation split.
+
+export imports nothing from inference (inference imports export: see export/runtime.py); the exported
+file is run through export/runtime.py, the PyTorch reference is the run's model called directly.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def default_out(run: Path, fmt: str, int8: bool) -> Path:
 
 
 def _check_combination(fmt: str, int8: bool, out: Path) -> None:
-    from pixelseg.inference.backends import _need
+    from pixelseg.export.runtime import require_module as _need
     if fmt not in FORMATS:
         raise PixelsegError(f"unknown export format '{fmt}'; valid: {', '.join(FORMATS)}")
     if int8 and fmt == "torchscript":
@@ -61,14 +64,15 @@ def _check_combination(fmt: str, int8: bool, out: Path) -> None:
         _need("openvino", "openvino")
 
 
-def parity_images(info, count: int) -> tuple[list[np.ndarray], list[np.ndarray | None], str]:
+def parity_images(info, count: int, log=print) -> tuple[list[np.ndarray], list[np.ndarray | None], str]:
     """(images, masks or None, description): the run's val split when the data is still there, else its
-    train split, else seeded random images (then the report says so)."""
+    train split, else seeded random images (then the report says so, and so does a line in the terminal)."""
     from pixelseg.data.formats import open_dataset
     from pixelseg.data.io import read_image, read_mask
-    from pixelseg.export.quantize import run_data_root
+    from pixelseg.run import RunFolder
 
-    root = run_data_root(info)
+    folder = RunFolder(info.path)
+    root = folder.data_root()
     if root is not None:
         try:
             index = open_dataset(root)
@@ -82,6 +86,9 @@ def parity_images(info, count: int) -> tuple[list[np.ndarray], list[np.ndarray |
                     c = info.preprocessing.in_channels
                     masks = [read_mask(s.mask, index.mask_color_channel) if s.mask else None for s in samples]
                     return [read_image(s.image, c) for s in samples], masks, f"{root} ({split} split)"
+    given = folder.data_settings().get("root") if folder.config_path.is_file() else None
+    log(f"note: parity checked on {count} random images: the run's data "
+        + (f"({given}) was not found or not readable" if given else "is not recorded in the run folder"))
     rng = np.random.default_rng(0)
     h, w = info.preprocessing.image_size
     return ([rng.integers(0, 256, (h, w, info.preprocessing.in_channels), dtype=np.uint8) for _ in range(count)],
@@ -91,7 +98,7 @@ def parity_images(info, count: int) -> tuple[list[np.ndarray], list[np.ndarray |
 def compare(reference, candidate, info, images: list[np.ndarray]) -> tuple[float, float, float]:
     """(max abs logit difference, argmax agreement, max |logit| of the reference) at the training size,
     plus each image at an off-grid size, which proves the exported graph's dynamic height and width."""
-    from pixelseg.inference.predictor import preprocess
+    from pixelseg.data.preprocess import preprocess
     diff, same, total, scale = 0.0, 0, 0, 0.0
     for i, image in enumerate(images):
         x = preprocess(image, info.preprocessing)[None]
@@ -122,11 +129,12 @@ def val_miou(score, info, limit: int = 500) -> float | None:
     """mIoU of a backend on the run's val split at original resolution (as `pixelseg evaluate` counts)."""
     from pixelseg.data.formats import open_dataset
     from pixelseg.data.io import read_image, read_mask
-    from pixelseg.export.quantize import run_data_root
-    from pixelseg.inference.predictor import preprocess, resize_logits
+    from pixelseg.data.preprocess import preprocess
     from pixelseg.metrics import ConfusionMatrix, mean_iou
+    from pixelseg.models.outputs import resize_logits
+    from pixelseg.run import RunFolder
 
-    root = run_data_root(info)
+    root = RunFolder(info.path).data_root()
     if root is None:
         return None
     index = open_dataset(root)
@@ -146,22 +154,19 @@ def export_run(run, fmt: str = "onnx", out=None, *, int8: bool = False, calib=No
                calib_method: str = "minmax", min_agreement: float | None = None, parity_count: int = 8,
                threads: int | None = None, log=print) -> ExportReport:
     """Export, check parity against PyTorch, and only then move the file to `out`. Returns the report."""
-    from pixelseg.export.onnx import description, export_onnx
-    from pixelseg.inference.backends import (
-        OnnxRuntimeBackend,
-        OpenVinoBackend,
-        TorchBackend,
-    )
-    from pixelseg.run import load_model, read_run
+    from pixelseg.export.metadata import description
+    from pixelseg.export.onnx import export_onnx
+    from pixelseg.export.runtime import OnnxRuntimeBackend, OpenVinoBackend
+    from pixelseg.run import RunFolder, load_model
 
     t0 = time.perf_counter()
-    info = read_run(run)
+    info = RunFolder(run).info()
     out = Path(out) if out else default_out(info.path, fmt, int8)
     _check_combination(fmt, int8, out)
     min_agreement = min_agreement if min_agreement is not None else (INT8_MIN_AGREEMENT if int8 else FP32_MIN_AGREEMENT)
     cpu = torch.device("cpu")
     model = load_model(info, cpu)
-    reference = TorchBackend(load_model(info, cpu), cpu)   # its own copy: channels_last converts in place
+    reference = _reference(load_model(info, cpu))   # its own copy: tracing must not touch the reference
     meta = description(info, format=fmt, int8=int8)
     calib_n = 0
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +196,7 @@ def export_run(run, fmt: str = "onnx", out=None, *, int8: bool = False, calib=No
                 candidate = OpenVinoBackend(staged, cpu, threads, "fp32")
             else:
                 candidate = OnnxRuntimeBackend(staged, cpu, threads)
-        images, _, source = parity_images(info, parity_count)
+        images, _, source = parity_images(info, parity_count, log)
         diff, agreement, scale = compare(reference, candidate, info, images)
         miou = {}
         if int8:
@@ -211,3 +216,11 @@ def export_run(run, fmt: str = "onnx", out=None, *, int8: bool = False, calib=No
         os.replace(staged, out)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _reference(model: torch.nn.Module):
+    """The run's PyTorch model as `pixelseg evaluate` runs it: fp32, default (contiguous) layout."""
+    def call(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x).float()
+    return call

@@ -1,4 +1,5 @@
-"""OpenVINO IR (.xml + .bin) from an exported ONNX file; the pixelseg description goes into rt_info."""
+"""OpenVINO IR (.xml + .bin) from an exported ONNX file; the pixelseg description goes into rt_info
+(export/metadata.py reads it back)."""
 from __future__ import annotations
 
 import json
@@ -6,8 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from pixelseg.errors import PixelsegError
-from pixelseg.export.onnx import META_KEY, parse_meta
+from pixelseg.export.metadata import META_KEY
 
 
 def onnx_to_ir(onnx_path: Path, xml_path: Path, meta: dict) -> Path:
@@ -26,16 +26,3 @@ def onnx_to_ir(onnx_path: Path, xml_path: Path, meta: dict) -> Path:
         os.replace(tmp_xml.with_suffix(".bin"), xml_path.with_suffix(".bin"))
         os.replace(tmp_xml, xml_path)
     return xml_path
-
-
-def read_ir_metadata(path: Path) -> dict:
-    import openvino as ov
-    if not path.with_suffix(".bin").is_file():
-        raise PixelsegError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing; keep the .xml and .bin together")
-    try:
-        model = ov.Core().read_model(str(path))
-    except Exception as e:
-        raise PixelsegError(f"{path}: not a readable OpenVINO IR ({str(e).strip().splitlines()[0][:160]}); export it again") from None
-    if not model.has_rt_info(META_KEY):
-        raise PixelsegError(f"{path}: OpenVINO IR without pixelseg metadata; export it with `pixelseg export RUN --format openvino`")
-    return parse_meta(model.get_rt_info(META_KEY).astype(str), path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from pixelseg.errors import PixelsegError
-from pixelseg.export.onnx import ExportWrapper, _trace_input
+from pixelseg.export.onnx import ExportWrapper, trace_input
 from pixelseg.fileio import atomic_path
 
 EXTRA = "pixelseg.json"
@@ -18,7 +18,7 @@ def export_torchscript(model, info, path: Path, meta: dict) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            traced = torch.jit.trace(ExportWrapper(model).eval(), _trace_input(info), check_trace=False)
+            traced = torch.jit.trace(ExportWrapper(model).eval(), trace_input(info), check_trace=False)
         except Exception as e:
             raise PixelsegError(f"{info.model}: cannot be traced to TorchScript ({str(e).splitlines()[0][:200]})") from None
     with atomic_path(path) as tmp:

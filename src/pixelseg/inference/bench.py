@@ -66,9 +66,8 @@ def model_run(name: str, size: tuple[int, int], num_classes: int, folder: Path, 
               in_channels: int = 3, seed: int = 0) -> Path:
     """A run folder for a registered model with seeded random weights, preprocessing at `size`."""
     from pixelseg.data.classes import ClassTable
-    from pixelseg.engine.checkpoint import save_weights
     from pixelseg.models import build_model, default_mean_std
-    from pixelseg.run import Preprocessing, RunInfo, write_run_info
+    from pixelseg.run import Preprocessing, RunFolder, RunInfo
 
     torch.manual_seed(seed)
     model = build_model(name, num_classes, in_channels, encoder).eval()
@@ -77,18 +76,33 @@ def model_run(name: str, size: tuple[int, int], num_classes: int, folder: Path, 
     colors = tuple(tuple(int(v) for v in np.random.default_rng(i).integers(0, 256, 3)) for i in range(num_classes))
     info = RunInfo(folder, name, encoder, ClassTable(names, colors, 255), Preprocessing(tuple(size), tuple(mean), tuple(std), in_channels), {})
     folder.mkdir(parents=True, exist_ok=True)
-    write_run_info(info)
-    save_weights(info.weights, model)
+    run = RunFolder(folder)
+    run.write_info(info)
+    run.save_weights(model)
     return folder
 
 
-def bench_input(info, size: tuple[int, int], batch: int) -> torch.Tensor:
+def generated_calibration(folder: Path, size: tuple[int, int], in_channels: int, count: int = 16) -> Path:
+    """Seeded smooth-noise images for INT8 calibration of a random-weights model (bench of a model name):
+    only the speed of the INT8 graph is measured there, so any plausible activation ranges will do."""
+    import cv2
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    h, w = size
+    for i in range(count):
+        coarse = rng.integers(0, 256, (max(2, h // 32), max(2, w // 32), in_channels), dtype=np.uint8)
+        image = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, in_channels)
+        cv2.imwrite(str(folder / f"calib_{i:03d}.png"), image if in_channels != 3 else image[:, :, ::-1])
+    return folder
+
+
+def bench_input(info, size: tuple[int, int], batch: int, log=print) -> torch.Tensor:
     """A real image of the run's data when it is reachable (so agreement is measured where it matters),
     else a seeded random image; normalized at `size`."""
+    from pixelseg.data.preprocess import preprocess
     from pixelseg.export import parity_images
-    from pixelseg.inference.predictor import preprocess
     from pixelseg.run import Preprocessing
-    images, _, _ = parity_images(info, batch)
+    images, _, _ = parity_images(info, batch, log)
     pre = info.preprocessing
     at = Preprocessing(tuple(size), pre.mean, pre.std, pre.in_channels, pre.resize)
     return torch.stack([preprocess(im, at) for im in images])
@@ -124,12 +138,15 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
         elif str(source) in MODELS:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pixelseg-bench-")))
             run = model_run(str(source), size or (512, 512), num_classes, tmp / "run", encoder)
+            if int8 and calib is None:
+                log("INT8: calibrating the random-weights model on generated images (pass --calib for your own)")
+                calib = generated_calibration(tmp / "calib", size or (512, 512), 3, min(calib_count, 16))
         else:
             raise PixelsegError(f"{source}: neither a run folder (with model.json) nor a registered model name; "
                                 "see `pixelseg models`")
         info = read_run(run)
         size = tuple(size or info.preprocessing.image_size)
-        x = bench_input(info, size, batch)
+        x = bench_input(info, size, batch, log if run == Path(source) else (lambda *_: None))
         cpu = torch.device("cpu")
         if "eager" not in wanted:
             wanted.insert(0, "eager")   # the reference every ratio is taken against

@@ -11,48 +11,23 @@ Modes, on every backend (torch / onnxruntime / openvino, see backends.py):
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pixelseg.data.dataset import normalize
-from pixelseg.data.io import IMAGE_EXTS, read_image, to_channels
-from pixelseg.data.transforms import eval_transform
+from pixelseg.data.io import read_image
+# preprocess / as_channels / list_inputs live with the data (export and calibration use them too); they
+# stay importable from here as part of the predictor's API
+from pixelseg.data.preprocess import as_channels, list_inputs, preprocess  # noqa: F401
 from pixelseg.errors import PixelsegError
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
 from pixelseg.inference.tiling import sliding_window_bands
 from pixelseg.inference.tta import TTA, tta_probs
 from pixelseg.metrics import argmax
 from pixelseg.models.outputs import resize_logits  # noqa: F401  (part of this module's API)
-from pixelseg.run import Preprocessing, load_model, read_run
-
-
-def preprocess(image: np.ndarray, pre: Preprocessing) -> torch.Tensor:
-    """HxW(xC) uint8 -> C x H' x W' normalized tensor at the training size, through the very transform
-    that validation used during training (so predict and evaluate see identical inputs)."""
-    x = as_channels(image, pre.in_channels)
-    if tuple(x.shape[:2]) != tuple(pre.image_size):    # a resize to the same size is a copy: skip it (video)
-        x = _resizer(tuple(pre.image_size))(image=x)["image"]
-    if x.ndim == 2:
-        x = x[:, :, None]
-    return normalize(x, pre.mean, pre.std)
-
-
-def as_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    try:
-        return to_channels(image, channels)
-    except ValueError:
-        raise PixelsegError(f"image has {image.shape[2]} channels but the model takes {channels}; "
-                            "convert the image or use a model trained with matching --in-channels") from None
-
-
-@functools.lru_cache(maxsize=8)
-def _resizer(size: tuple[int, int]):
-    return eval_transform(size)
+from pixelseg.run import load_model, read_run
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -61,22 +36,6 @@ def pick_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PixelsegError(f"device '{device}' asked for, but no CUDA GPU is visible; use --device cpu")
     return torch.device(device)
-
-
-def list_inputs(inputs) -> list[Path]:
-    """Files and folders (their images, sorted) -> image paths; a missing path is an error."""
-    out = []
-    for p in map(Path, inputs):
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and not q.name.startswith("."))
-            if not found:
-                raise PixelsegError(f"{p}: folder holds no images ({', '.join(IMAGE_EXTS)})")
-            out += found
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise PixelsegError(f"{p}: not found; give image files or folders of images")
-    return out
 
 
 class Predictor:
@@ -91,18 +50,16 @@ class Predictor:
     def __init__(self, run, device: str = "auto", backend: str = "torch", *, precision: str = "fp32",
                  threads: int | None = None, tile=None, overlap: float = 0.25, tta: TTA | None = None,
                  window_batch: int = 4):
-        from pixelseg.inference.backends import available
         self.device = pick_device(device)
         if threads:
             torch.set_num_threads(threads)
         path = Path(run)
-        name = resolve_backend(backend, self.device, precision)
-        if path.suffix.lower() in EXPORTED_SUFFIXES and not path.is_dir():
-            from pixelseg.export.onnx import info_from_meta, read_metadata
-            self.info = info_from_meta(read_metadata(path), path)
+        exported = path.suffix.lower() in EXPORTED_SUFFIXES and not path.is_dir()
+        name = resolve_backend(backend, self.device, precision, exported=exported)
+        if exported:
+            from pixelseg.export.metadata import read_exported
+            self.info = read_exported(path)
             self.model = None
-            if backend == "auto" and name == "torch":     # an exported file has no PyTorch model to run
-                name = "openvino" if available("openvino") and self.device.type == "cpu" else "onnxruntime"
             self.backend = make_backend(name, self.device, path=path, threads=threads, precision=precision)
         else:
             self.info = read_run(run)

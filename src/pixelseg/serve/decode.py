@@ -10,11 +10,12 @@ Order matters: the cheap checks come first and nothing is decoded before the dec
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
+from pixelseg.data.io import TooManyPixelsError, open_image, pil_to_array, upright
+from pixelseg.errors import PixelsegError
 from pixelseg.serve.errors import ApiError
 from pixelseg.serve.settings import Limits
 
@@ -69,38 +70,26 @@ def decode_image(data: bytes, content_type: str | None, limits: Limits, where: s
                        f"{where} is declared {mt} but its bytes are {fmt}; send the right content type "
                        "or application/octet-stream")
     try:
-        with warnings.catch_warnings():
-            # our own pixel limit (below) is the policy; Pillow's warning would only repeat it
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=[_FORMATS[fmt][2]])
-            w, h = im.size                      # from the header: nothing decoded yet
+        # the decode gate every reader shares (header first, nothing decoded above the limit), then
+        # read_image's own decoding, EXIF orientation and mode handling: uploads and files cannot drift
+        im = open_image(io.BytesIO(data), "image", name=where, limit=limits.max_pixels, formats=[_FORMATS[fmt][2]])
+        with im:
+            w, h = im.size
             if w < 1 or h < 1:
                 raise ApiError(400, "undecodable_image", f"{where} declares an empty {w}x{h} image")
-            if w * h > limits.max_pixels:
-                raise ApiError(413, "too_many_pixels",
-                               f"{where} is {w}x{h} = {w * h:,} pixels, above this server's limit of "
-                               f"{limits.max_pixels:,}; downscale it first", "max_pixels", limits.max_pixels)
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # phone photos: label the picture as people see it
-            return _to_array(im)
+            return pil_to_array(upright(im))
     except ApiError:
         raise
-    except Image.DecompressionBombError as e:   # Pillow's guard, where the process set one
-        raise ApiError(413, "too_many_pixels", f"{where}: {e}", "max_pixels", limits.max_pixels) from None
+    except TooManyPixelsError as e:
+        raise ApiError(413, "too_many_pixels",
+                       f"{where} is {e.width}x{e.height} = {e.width * e.height:,} pixels, above this server's limit of "
+                       f"{e.limit:,}; downscale it first", "max_pixels", e.limit) from None
+    except PixelsegError as e:
+        raise ApiError(400, "undecodable_image", f"{where} is a damaged {fmt} file ({_reason(e)}); re-export it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
         # Pillow reports truncation and corruption with these, depending on the format and where it broke
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise ApiError(400, "undecodable_image", f"{where} is a damaged {fmt} file ({reason}); re-export it") from None
+        raise ApiError(400, "undecodable_image", f"{where} is a damaged {fmt} file ({_reason(e)}); re-export it") from None
 
 
-def _to_array(im: Image.Image) -> np.ndarray:
-    """The same mode handling as pixelseg.data.io.read_image (which reads from paths only)."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(im, dtype=np.float32)
-        hi = 65535.0 if im.mode.startswith("I;16") else max(float(a.max(initial=0.0)), 1.0)
-        return np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if im.mode in ("1", "L", "LA"):
-        return np.asarray(im.convert("L"))
-    if im.mode == "RGBA" or (im.mode == "P" and "transparency" in im.info):
-        return np.asarray(im.convert("RGBA"))
-    return np.asarray(im.convert("RGB"))
+def _reason(e: Exception) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
