@@ -26,9 +26,11 @@ from pixelseg.errors import PixelsegError
 from pixelseg.run import RunFolder
 from pixelseg.serve import routes
 from pixelseg.serve.batching import Batcher
+from pixelseg.serve.budget import PixelBudget
 from pixelseg.serve.cache import LabelCache
 from pixelseg.serve.decode import SUPPORTED
 from pixelseg.serve.metrics import Metrics, MetricsMiddleware
+from pixelseg.serve.timeouts import BodyIdleTimeout
 from pixelseg.serve.schemas import ClassInfo, ModelInfo
 from pixelseg.serve.settings import Batching, Limits, ServeSettings
 
@@ -65,7 +67,8 @@ def _model_info(settings: ServeSettings, pred, backend: str, class_infos: list[C
         classes=class_infos, ignore_index=info.classes.ignore_index, in_channels=info.preprocessing.in_channels,
         preprocessing=info.preprocessing.to_dict(), metrics=_train_metrics(settings.run),
         limits={"max_upload_bytes": limits.max_upload_bytes, "max_pixels": limits.max_pixels,
-                "timeout_s": limits.timeout_s, "max_queue": limits.max_queue},
+                "timeout_s": limits.timeout_s, "max_queue": limits.max_queue,
+                "max_pixels_in_flight": limits.pixel_budget, "idle_timeout_s": limits.idle_timeout_s},
         batching={"max_batch": settings.batching.max_batch, "max_wait_ms": settings.batching.max_wait_ms},
         input_formats=SUPPORTED.replace(" or ", ", ").split(", "), pixelseg_version=__version__)
 
@@ -81,6 +84,7 @@ def _served(settings: ServeSettings, pred) -> routes.Served:
         # Decoding is CPU-bound and holds a full image in memory: more decodes at once than cores only
         # adds memory (a burst of 16 MP uploads), not speed.
         decode_slots=asyncio.Semaphore(os.cpu_count() or 2),
+        budget=PixelBudget(settings.limits.pixel_budget, settings.limits.budget_wait_s),
         class_infos=class_infos, model_info=_model_info(settings, pred, backend, class_infos))
 
 
@@ -117,9 +121,10 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
                   description=f"Semantic segmentation with the `{info.model}` model of run `{Path(settings.run).name}`: "
                               f"{classes.num_classes} classes ({', '.join(classes.names[:8])}"
                               f"{', ...' if classes.num_classes > 8 else ''}).")
+    app.add_middleware(BodyIdleTimeout, seconds=settings.limits.idle_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=served.metrics)
     app.state.settings, app.state.predictor = settings, pred
-    app.state.batcher, app.state.metrics = served.batcher, served.metrics
+    app.state.batcher, app.state.metrics, app.state.budget = served.batcher, served.metrics, served.budget
     dependencies = routes.key_dependencies(settings.api_key)
     routes.add_error_handlers(app, served.metrics)
     routes.add_segment_route(app, served, dependencies)

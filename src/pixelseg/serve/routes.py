@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,12 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pixelseg.data.io import to_channels
 from pixelseg.serve import encode
 from pixelseg.serve.batching import Batcher
+from pixelseg.serve.budget import PixelBudget, check_pixels, declared_size
 from pixelseg.serve.cache import LabelCache
 from pixelseg.serve.decode import decode_image
 from pixelseg.serve.errors import SEGMENT_ERRORS, ApiError
@@ -29,6 +32,8 @@ from pixelseg.serve.metrics import Metrics
 from pixelseg.serve.schemas import SEGMENT_OK, SEGMENT_REQUEST_BODY, ClassInfo, Health, ModelInfo
 from pixelseg.serve.settings import ServeSettings
 from pixelseg.serve.upload import SEGMENT_PARAMS, read_upload
+
+log = logging.getLogger("pixelseg.serve")
 
 API_KEY_HEADER = "X-API-Key"
 # the page may talk to this server only: a CDN asset would not load even if someone added one
@@ -46,6 +51,7 @@ class Served:
     cache: LabelCache
     batcher: Batcher
     decode_slots: asyncio.Semaphore
+    budget: PixelBudget
     class_infos: list[ClassInfo]
     model_info: ModelInfo
 
@@ -99,6 +105,15 @@ def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
         return error_response(ApiError(exc.status_code, code, message, headers=getattr(exc, "headers", None)))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # nobody is left to answer: one line for the log (not a traceback), and 499 (nginx's "client
+        # closed request") for the metrics
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.warning("%s closed the connection during the upload to %s %s; request dropped", client,
+                    request.method, request.url.path)
+        return Response(status_code=499)
+
 
 def no_unknown_params(request: Request) -> None:
     unknown = sorted(set(request.query_params) - set(SEGMENT_PARAMS))
@@ -139,13 +154,26 @@ def add_segment_route(app: FastAPI, s: Served, dependencies: list) -> None:
         except TimeoutError:
             raise ApiError(408, "timeout", f"the request took longer than this server's {limits.timeout_s:g} s "
                            "limit (upload, queue and model together); retry, or send a smaller image",
-                           "timeout_s", limits.timeout_s) from None
+                           "timeout_s", limits.timeout_s, headers={"Connection": "close"}) from None
 
 
 async def _segment(s: Served, data: bytes, content_type: str | None, where: str, wanted: _Wanted,
                    t0: float) -> Response:
-    """Decode, label (from the cache or the model), encode; the Server-Timing header says where the time
-    since t0 (the request's start) went: decode includes reading the upload."""
+    """Size from the header, then (holding that many pixels of the budget) decode, label, encode."""
+    limits = s.settings.limits
+    size = declared_size(data)
+    if size is not None:
+        check_pixels(size, limits.max_pixels, where)
+    # a header that does not parse is charged the largest size: decode_image refuses it (fast) anyway
+    pixels = size[0] * size[1] if size is not None else limits.max_pixels
+    async with s.budget.reserve(pixels):
+        return await _decode_label_encode(s, data, content_type, where, wanted, t0)
+
+
+async def _decode_label_encode(s: Served, data: bytes, content_type: str | None, where: str, wanted: _Wanted,
+                               t0: float) -> Response:
+    """The Server-Timing header says where the time since t0 (the request's start) went: decode includes
+    reading the upload."""
     async with s.decode_slots:
         image = await run_in_threadpool(decode_image, data, content_type, s.settings.limits, where)
     t_decode = time.perf_counter()
