@@ -201,7 +201,6 @@ def test_bad_parameters_are_422(client, query, code):
 def test_unknown_paths_and_methods(client):
     assert_refusal(client.get("/v2/segment"), 404, "not_found")
     assert_refusal(client.get("/v1/segment"), 405, "method_not_allowed")
-    assert client.get("/docs").status_code == 404      # Swagger UI would load its assets from a CDN
 
 
 def raw_post(app, headers: list[tuple[bytes, bytes]], receive) -> list[dict]:
@@ -407,8 +406,21 @@ def test_the_page_uses_local_assets_only(client):
     from pixelseg.serve.app import _static_dir
     r = client.get("/")
     assert r.status_code == 200 and "default-src 'self'" in r.headers["content-security-policy"]
-    for name in ("index.html", "app.js", "style.css"):
+    for name in ("index.html", "view.js", "app.js", "style.css"):
         text = (_static_dir() / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
         if name != "index.html":
             assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_docs_are_swagger_ui_from_this_server_only(client):
+    """FastAPI users look for /docs: it is there, with Swagger UI's files served from here, not a CDN."""
+    pytest.importorskip("fastapi_offline")
+    r = client.get("/docs")
+    assert r.status_code == 200 and "SwaggerUIBundle" in r.text
+    assert "connect-src 'self'" in r.headers["content-security-policy"]
+    import re
+    urls = re.findall(r'(?:src|href|url)\s*[:=]\s*[\'"]([^\'"]+)', r.text)
+    assert urls and all(u.startswith("/") for u in urls), urls    # every asset and the schema: this server
+    for u in urls:
+        assert client.get(u).status_code == 200, u

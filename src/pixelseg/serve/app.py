@@ -5,7 +5,8 @@
     GET  /healthz      liveness/readiness (no API key needed)
     GET  /metrics      Prometheus text format
     GET  /             the web page (static files from this package; nothing from the internet)
-    GET  /openapi.json the schema (the Swagger/ReDoc pages are off: they load their assets from a CDN)
+    GET  /openapi.json the schema
+    GET  /docs         Swagger UI, its files served from here (the fastapi-offline package), not from a CDN
 
 Everything the server knows about the model comes from the run folder, through the Predictor.
 The routes live in serve/routes.py, the answer shapes in serve/schemas.py.
@@ -130,4 +131,5 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
     routes.add_segment_route(app, served, dependencies)
     routes.add_info_routes(app, served, dependencies)
     routes.add_page(app, _static_dir())
+    routes.add_docs(app)
     return app

@@ -28,6 +28,13 @@ class _Job:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(frozen=True)
+class Done:
+    label: np.ndarray
+    model_s: float          # the model call that labeled it (its whole batch), without the wait before
+    batch_size: int
+
+
 class Batcher:
     def __init__(self, predict: Callable[[list[np.ndarray]], list[np.ndarray]], batching: Batching, limits: Limits,
                  observe: Callable[[int, float, float], None] | None = None):
@@ -66,6 +73,10 @@ class Batcher:
 
     async def submit(self, image: np.ndarray) -> np.ndarray:
         """The label map for one image; raises ApiError(429) when the queue is full."""
+        return (await self.run(image)).label
+
+    async def run(self, image: np.ndarray) -> Done:
+        """submit, with the model's own time and the batch it ran in."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not awaited (the app's lifespan did not run)")
         self.check_capacity()
@@ -116,8 +127,9 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(e)
             return
+        model_s = time.perf_counter() - t0
         if self._observe is not None:
-            self._observe(len(batch), time.perf_counter() - t0, waited)
+            self._observe(len(batch), model_s, waited)
         for job, label in zip(batch, labels):
             if not job.future.done():
-                job.future.set_result(label)
+                job.future.set_result(Done(label, model_s, len(batch)))

@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 
 from pixelseg.data.io import to_channels
 from pixelseg.serve import encode
-from pixelseg.serve.batching import Batcher
+from pixelseg.serve.batching import Batcher, Done
 from pixelseg.serve.budget import PixelBudget, check_pixels, declared_size
 from pixelseg.serve.cache import LabelCache
 from pixelseg.serve.decode import decode_image
@@ -177,7 +177,8 @@ async def _decode_label_encode(s: Served, data: bytes, content_type: str | None,
     async with s.decode_slots:
         image = await run_in_threadpool(decode_image, data, content_type, s.settings.limits, where)
     t_decode = time.perf_counter()
-    label, cached = await _label(s, image, hashlib.sha256(data).hexdigest(), where)
+    label, done = await _label(s, image, hashlib.sha256(data).hexdigest(), where)
+    cached = done is None
     t_model = time.perf_counter()
     if wanted.format == "json":
         result = await run_in_threadpool(_json_result, s, label, wanted.rle, (t_model - t_decode) * 1000, cached)
@@ -189,17 +190,20 @@ async def _decode_label_encode(s: Served, data: bytes, content_type: str | None,
                                        wanted.boundaries, wanted.legend)
         response = Response(body, media_type="image/png")
     t_end = time.perf_counter()
+    # model = waiting for and running the model; infer = the model call alone (its whole batch)
+    infer = "" if done is None else f", infer;dur={done.model_s * 1000:.1f};desc=\"batch of {done.batch_size}\""
     response.headers["Server-Timing"] = (f"decode;dur={(t_decode - t0) * 1000:.1f}, model;dur="
-                                         f"{(t_model - t_decode) * 1000:.1f}, encode;dur={(t_end - t_model) * 1000:.1f}")
+                                         f"{(t_model - t_decode) * 1000:.1f}, encode;dur={(t_end - t_model) * 1000:.1f}"
+                                         + infer)
     response.headers["X-Cache"] = "hit" if cached else "miss"
     return response
 
 
-async def _label(s: Served, image: np.ndarray, key: str, where: str) -> tuple[np.ndarray, bool]:
-    """(label map, whether it came from the cache)."""
+async def _label(s: Served, image: np.ndarray, key: str, where: str) -> tuple[np.ndarray, Done | None]:
+    """(label map, how the model made it; None when it came from the cache)."""
     label = s.cache.get(key)
     if label is not None:
-        return label, True
+        return label, None
     in_channels = s.info.preprocessing.in_channels
     try:
         model_input = to_channels(image, in_channels)
@@ -207,9 +211,9 @@ async def _label(s: Served, image: np.ndarray, key: str, where: str) -> tuple[np
         channels = 1 if image.ndim == 2 else image.shape[2]
         raise ApiError(422, "wrong_channels", f"{where} has {channels} channel(s) and cannot be "
                        f"converted to the {in_channels} the model takes") from None
-    label = await s.batcher.submit(model_input)
-    s.cache.put(key, label)
-    return label, False
+    done = await s.batcher.run(model_input)
+    s.cache.put(key, done.label)
+    return done.label, done
 
 
 def _json_result(s: Served, label: np.ndarray, with_rle: bool, inference_ms: float, cached: bool) -> dict:
@@ -253,3 +257,40 @@ def add_page(app: FastAPI, static: Path) -> None:
                                                  "Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=static), name="static")
+
+
+# Swagger UI's own page runs an inline script and styles; everything still comes from this server
+DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self' 'unsafe-inline'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'")
+
+
+def add_docs(app: FastAPI) -> bool:
+    """/docs: FastAPI's Swagger UI with its files from the fastapi-offline package instead of a CDN
+    (FastAPI users look for it there). Without that package there is no /docs (False)."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return False
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    assets = Path(fastapi_offline.__file__).parent / "static"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+                                   oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+                                   swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs-assets/favicon.png",
+                                   # no badge fetched from validator.swagger.io
+                                   swagger_ui_parameters={"validatorUrl": None})
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def docs_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    return True
