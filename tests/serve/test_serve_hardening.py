@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import socket
+import threading
 import time
 import weakref
 
@@ -54,6 +55,17 @@ def test_every_pixel_refusal_is_pixelsegs_message_with_the_limit_it_states(serve
     assert "exceeds limit" not in out["message"] and "decompression bomb" not in out["message"].lower()
 
 
+def test_pillows_own_bomb_guard_also_answers_413(monkeypatch):
+    """`pixelseg serve` turns Pillow's guard back on at the server's limit; should it fire before our
+    header check (a format whose size Pillow checks while opening), the answer is the same 413."""
+    from pixelseg.serve.decode import decode_image
+    from pixelseg.serve.errors import ApiError
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ApiError) as e:
+        decode_image(png_header_only(100, 100), "image/png", Limits(max_pixels=10**9))
+    assert (e.value.status, e.value.code, e.value.limit) == (413, "too_many_pixels", "max_pixels")
+
+
 # ------------------------------------------------------------------------------- (c) pixel budget
 
 class DecodedPixels:
@@ -62,19 +74,22 @@ class DecodedPixels:
 
     def __init__(self, monkeypatch):
         self.live = self.peak = 0
+        self.lock = threading.Lock()            # decodes run in worker threads; frees happen anywhere
         real = routes.decode_image
 
         def counting(*args, **kwargs):
             image = real(*args, **kwargs)
             n = image.shape[0] * image.shape[1]
-            self.live += n
-            self.peak = max(self.peak, self.live)
+            with self.lock:
+                self.live += n
+                self.peak = max(self.peak, self.live)
             weakref.finalize(image, self._freed, n)
             return image
         monkeypatch.setattr(routes, "decode_image", counting)
 
     def _freed(self, n: int) -> None:
-        self.live -= n
+        with self.lock:
+            self.live -= n
 
 
 def test_decoded_pixels_in_flight_never_exceed_the_budget(serve_run, serve_predictor, monkeypatch):
@@ -83,12 +98,13 @@ def test_decoded_pixels_in_flight_never_exceed_the_budget(serve_run, serve_predi
     # 100 x 100 images, room for two at a time (and the largest allowed image fits alone)
     app = create_app(serve_run, predictor=slow, limits=Limits(max_pixels=10_000, max_pixels_in_flight=25_000))
     images = [sample_image(100, 100, seed=60 + i) for i in range(8)]
-    answers = asyncio.run(_concurrent(app, [png_bytes(im) for im in images]))
+    # overlays: the image is needed until the answer is encoded
+    answers = asyncio.run(_concurrent(app, [png_bytes(im) for im in images], query="format=overlay"))
     assert [r.status_code for r in answers] == [200] * 8
     budget = app.state.budget
     assert decoded.peak <= 25_000 and budget.peak <= 25_000
     assert decoded.peak == 20_000                     # two ran together: the budget throttles, not serializes
-    assert budget.in_use == 0 and decoded.live == 0   # nothing leaked
+    assert budget.in_use == 0 and decoded.live == 0   # nothing kept (the batcher once kept its last batch)
     assert max(slow.batches) <= 2
 
 
