@@ -72,7 +72,7 @@ def test_json_matches_the_predictor_at_the_original_size(client, serve_predictor
     counts = np.bincount(expected.ravel(), minlength=table.num_classes)
     assert [c["pixels"] for c in out["classes"]] == counts.tolist()
     assert sum(c["fraction"] for c in out["classes"]) == pytest.approx(1.0)
-    assert "model;dur=" in r.headers["server-timing"]
+    assert "model;dur=" in r.headers["server-timing"] and "infer;dur=" in r.headers["server-timing"]
     # the same bytes again come from the cache, identical
     again = client.post("/v1/segment?rle=true", content=png_bytes(img), headers={"content-type": "image/png"})
     assert again.headers["x-cache"] == "hit" and again.json()["cached"] is True

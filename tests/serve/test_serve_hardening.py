@@ -233,3 +233,19 @@ def test_a_client_leaving_mid_upload_is_one_log_line_not_a_traceback(live_server
     assert "closed the connection during the upload to POST /v1/segment" in lines[0]
     assert distinct[0].exc_info is None and "\n" not in lines[0]
     assert httpx.get(f"{live_server.url}/healthz", timeout=5).status_code == 200
+
+
+# ------------------------------------------------------------------------------ a damaged run file
+
+def test_a_damaged_metrics_json_is_a_warning_not_a_dead_server(serve_run, serve_predictor, tmp_path, caplog):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(serve_run, run)
+    (run / "metrics.json").write_text('{"mIoU": 0.5,')                # cut short
+    with caplog.at_level(logging.WARNING, logger="pixelseg.serve"):
+        app = create_app(run, predictor=serve_predictor)
+    with TestClient(app) as c:
+        assert c.get("/v1/model").json()["metrics"] is None
+        assert c.post("/v1/segment", content=png_bytes(sample_image(20, 20))).status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pixelseg.serve"]
+    assert len(warnings) == 1 and "metrics.json" in warnings[0] and "report no metrics" in warnings[0]

@@ -32,7 +32,6 @@ class _Job:
 class Done:
     label: np.ndarray
     model_s: float          # the model call that labeled it (its whole batch), without the wait before
-    batch_size: int
 
 
 class Batcher:
@@ -76,7 +75,7 @@ class Batcher:
         return (await self.run(image)).label
 
     async def run(self, image: np.ndarray) -> Done:
-        """submit, with the model's own time and the batch it ran in."""
+        """submit, with the model's own time."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not awaited (the app's lifespan did not run)")
         self.check_capacity()
@@ -132,4 +131,4 @@ class Batcher:
             self._observe(len(batch), model_s, waited)
         for job, label in zip(batch, labels):
             if not job.future.done():
-                job.future.set_result(Done(label, model_s, len(batch)))
+                job.future.set_result(Done(label, model_s))

@@ -145,9 +145,8 @@ async function segmentItem(item) {
 // whole round trip as the browser saw it.
 function timingText(result, serverTiming, roundTrip) {
   if (result.cached) return `from the cache · ${roundTrip.toFixed(0)} ms round trip`;
-  const infer = /(?:^|,)\s*infer;dur=([\d.]+)(?:;desc="([^"]*)")?/.exec(serverTiming || "");
-  const model = infer ? `model ${Number(infer[1]).toFixed(0)} ms${infer[2] && infer[2] !== "batch of 1" ? ` (${infer[2]})` : ""}`
-                      : `model ${result.inference_ms.toFixed(0)} ms`;
+  const infer = /(?:^|,)\s*infer;dur=([\d.]+)/.exec(serverTiming || "");
+  const model = `model ${(infer ? Number(infer[1]) : result.inference_ms).toFixed(0)} ms`;
   return `${model} · ${roundTrip.toFixed(0)} ms round trip`;
 }
 
