@@ -10,6 +10,8 @@ upload a different image (the cache is off anyway, so every request runs the mod
 configuration: requests completed, throughput, latency p50/p90/p99/max, the server's mean batch size
 (from /metrics), where the server spent its time (its Server-Timing header: decode, model, encode), and
 the counts of 5xx and dropped requests (connection errors, timeouts, any non-200).
+With --hostile F a fraction F of the uploads are decompression bombs, truncated, empty or not images:
+each must be refused with a 4xx (counted apart), never a 5xx or a dropped connection.
 Exit status 1 if any request was a 5xx or was dropped.
 """
 from __future__ import annotations
@@ -121,19 +123,43 @@ def scrape(url: str) -> dict[str, float]:
     return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if not s.labels}
 
 
-async def load(url: str, images: list[bytes], clients: int, seconds: float, timeout: float) -> dict:
+def hostile_uploads() -> list[bytes]:
+    """Uploads a careless or hostile client sends; each must be refused with a 4xx (never a 5xx):
+    decompression bombs (headers declaring 100000^2 / 65500^2 pixels), truncated, empty, not an image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    png_bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, format="JPEG")
+    jpeg = bytearray(buf.getvalue())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = (65500).to_bytes(2, "big") * 2
+    good = make_images(1, (64, 64), seed=99)[0]
+    return [png_bomb, bytes(jpeg), good[: len(good) // 2], b"", b"hello, world\n" * 20]
+
+
+async def load(url: str, images: list[bytes], clients: int, seconds: float, timeout: float,
+               hostile: float = 0.0) -> dict:
     latencies: list[float] = []
     phases: dict[str, list[float]] = {}          # the server's own Server-Timing: decode, model, encode
     statuses: dict[str, int] = {}
     dropped: list[str] = []
     counter = iter(range(10**9))
+    hostile_bodies = hostile_uploads()
+    refused: dict[str, int] = {}                  # hostile uploads answered with a 4xx, as they must be
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         async def one_client() -> None:
             while time.perf_counter() < stop_at:
-                body = images[next(counter) % len(images)]
+                n = next(counter)
+                bad = hostile_bodies[n % len(hostile_bodies)] if hostile and (n * 0.618) % 1 < hostile else None
+                body = images[n % len(images)] if bad is None else bad
                 t0 = time.perf_counter()
                 try:
                     r = await client.post("/v1/segment?format=label", content=body,
@@ -141,13 +167,16 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float, time
                 except httpx.HTTPError as e:     # connection refused/reset, timeout: the request was dropped
                     dropped.append(type(e).__name__)
                     continue
+                if bad is not None and 400 <= r.status_code < 500:
+                    refused[str(r.status_code)] = refused.get(str(r.status_code), 0) + 1
+                    continue
                 statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
                 if r.status_code == 200:
                     latencies.append(time.perf_counter() - t0)
                     for part in r.headers.get("server-timing", "").split(","):
                         name, _, dur = part.strip().partition(";dur=")
                         if dur:
-                            phases.setdefault(name, []).append(float(dur))
+                            phases.setdefault(name, []).append(float(dur.split(";")[0]))   # ;desc=... follows
 
         t_start = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
@@ -157,6 +186,7 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float, time
             "p50_ms": float(np.percentile(lat, 50)), "p90_ms": float(np.percentile(lat, 90)),
             "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()), "statuses": statuses,
             "server_ms": {k: float(np.mean(v)) for k, v in phases.items()},
+            "hostile_refused": refused,
             "server_errors": sum(v for k, v in statuses.items() if k.startswith("5")),
             "dropped": len(dropped) + sum(v for k, v in statuses.items() if k != "200" and not k.startswith("5")),
             "dropped_kinds": sorted(set(dropped))}
@@ -170,7 +200,7 @@ def run_config(run: Path, args, images: list[bytes], max_batch: int) -> dict:
         for body in images[:4]:
             httpx.post(f"{server.url}/v1/segment?format=label", content=body, timeout=120)
         before = scrape(server.url)
-        result = asyncio.run(load(server.url, images, args.clients, args.seconds, args.timeout))
+        result = asyncio.run(load(server.url, images, args.clients, args.seconds, args.timeout, args.hostile))
         after = scrape(server.url)
         batches = after.get("pixelseg_batch_size_count", 0) - before.get("pixelseg_batch_size_count", 0)
         imgs = after.get("pixelseg_batch_size_sum", 0) - before.get("pixelseg_batch_size_sum", 0)
@@ -195,6 +225,8 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--compare-batching", action="store_true", help="also run with --max-batch 1 and print the ratio")
     ap.add_argument("--timeout", type=float, default=60.0, help="client timeout per request (s)")
+    ap.add_argument("--hostile", type=float, default=0.0,
+                    help="fraction of uploads that are bombs, truncated, empty or not images (must get a 4xx)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
 
@@ -224,6 +256,8 @@ def main() -> int:
         parts = ", ".join(f"{k} {v:.0f} ms" for k, v in r["server_ms"].items())
         print(f"max batch {r['max_batch']}: mean time inside the server per request: {parts} "
               "(model = waiting for and running the model)")
+        if r["hostile_refused"]:
+            print(f"max batch {r['max_batch']}: hostile uploads refused with {r['hostile_refused']} (4xx, as they must)")
     if len(results) == 2:
         a, b = results
         print(f"\nbatching (max {b['max_batch']}) vs none: throughput x{b['throughput_rps'] / a['throughput_rps']:.2f}, "

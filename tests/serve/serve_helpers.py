@@ -35,12 +35,15 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn in a thread of the test process, on a free localhost port."""
 
-    def __init__(self, app):
+    def __init__(self, app, http: type | None = None):
+        """http: a uvicorn protocol class (default: the one `pixelseg serve` uses)."""
         import uvicorn
+
+        from pixelseg.serve.server import uvicorn_options
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False))
+                                                    access_log=False, **uvicorn_options(app.state.settings, http)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "LiveServer":

@@ -194,3 +194,78 @@ def test_api_key_prompt_and_a_format_the_browser_cannot_decode(browser, serve_ru
         set_opacity(page, 0)
         assert np.abs(canvas_pixels(page) - img).max() <= 1
         page.close()
+
+
+def test_several_images_before_after_split_zoom_and_the_models_time(browser, live_server, tmp_path):
+    images = {"a.png": sample_image(45, 61, seed=21), "b.png": sample_image(70, 40, seed=22)}
+    paths = []
+    for name, img in images.items():
+        (tmp_path / name).write_bytes(png_bytes(img))
+        paths.append(str(tmp_path / name))
+    (tmp_path / "c.txt").write_text("not an image")
+    paths.append(str(tmp_path / "c.txt"))
+
+    page, outside, errors = open_page(browser, live_server.url, 1280, 800)
+    page.set_input_files("#file", paths)                 # three at once
+    page.wait_for_selector("#gallery li:nth-child(3) button[data-status='error']")
+    # asked after the page (whose requests ran the model): these come from the server's cache
+    api = {name: httpx.post(f"{live_server.url}/v1/segment?rle=true", content=png_bytes(img)).json()
+           for name, img in images.items()}
+    assert page.eval_on_selector_all("#gallery button", "bs => bs.map(b => b.dataset.status)") == ["ok", "ok", "error"]
+    # the first is shown, with the model's own time and the round trip
+    status = page.inner_text("#status")
+    assert status.startswith("a.png · 61 × 45 px · model ")
+    import re
+    model_ms, trip_ms = map(int, re.search(r"model (\d+) ms.* (\d+) ms round trip", status).groups())
+    assert 0 <= model_ms <= trip_ms
+
+    # another thumbnail shows that image
+    page.click("#gallery li:nth-child(2) button")
+    assert page.inner_text("#status").startswith("b.png · 40 × 70 px")
+    img = images["b.png"]
+    rle = api["b.png"]["label_rle"]
+    label = np.repeat(rle["values"], rle["lengths"]).reshape(70, 40)
+    colors = np.asarray([c["color"] for c in api["b.png"]["classes"]], np.int16)
+    set_opacity(page, 100)
+    assert np.abs(canvas_pixels(page) - colors[label]).max() <= 1
+
+    # before/after: left of the split the image alone, right of it the classes
+    page.eval_on_selector("#compare", "el => { el.value = 50; el.dispatchEvent(new Event('input')); }")
+    drawn = canvas_pixels(page)
+    assert np.abs(drawn[:, :20] - img[:, :20]).max() <= 1
+    assert np.abs(drawn[:, 20:] - colors[label][:, 20:]).max() <= 1
+    assert page.is_visible("#divider")
+
+    # zoom: the canvas grows inside a scrolling stage, the page does not scroll sideways, fit restores it
+    width = lambda: page.evaluate("document.getElementById('canvas').getBoundingClientRect().width")  # noqa: E731
+    fitted = width()
+    page.click("#zoom-in")
+    page.click("#zoom-in")
+    assert width() == pytest.approx(fitted * 2.25, rel=0.02)
+    layout = page.evaluate("""() => ({page: document.documentElement.scrollWidth, inner: window.innerWidth,
+        stage: document.getElementById('stage').scrollHeight, room: document.getElementById('stage').clientHeight})""")
+    assert layout["page"] <= layout["inner"] and layout["stage"] > layout["room"]
+    assert np.abs(canvas_pixels(page) - drawn).max() == 0        # zoom changes the view, not the pixels
+    page.click("#zoom-fit")
+    assert width() == pytest.approx(fitted, abs=1)
+
+    # the failed upload says why
+    page.click("#gallery li:nth-child(3) button")
+    assert page.is_visible("#status.error") and page.is_hidden("#stage")
+    assert not outside and not errors
+    page.close()
+
+
+def test_docs_page_renders_from_local_assets(browser, live_server):
+    pytest.importorskip("fastapi_offline")
+    page = browser.new_page()
+    outside, errors, console = [], [], []
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(live_server.url)
+               else (outside.append(route.request.url), route.abort()))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.goto(live_server.url + "/docs")
+    page.wait_for_selector("[data-path='/v1/segment']")
+    page.wait_for_selector("[data-path='/v1/model']")
+    assert not outside and not errors and not console, (outside, errors, console)
+    page.close()

@@ -28,6 +28,12 @@ class _Job:
     queued_at: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(frozen=True)
+class Done:
+    label: np.ndarray
+    model_s: float          # the model call that labeled it (its whole batch), without the wait before
+
+
 class Batcher:
     def __init__(self, predict: Callable[[list[np.ndarray]], list[np.ndarray]], batching: Batching, limits: Limits,
                  observe: Callable[[int, float, float], None] | None = None):
@@ -66,6 +72,10 @@ class Batcher:
 
     async def submit(self, image: np.ndarray) -> np.ndarray:
         """The label map for one image; raises ApiError(429) when the queue is full."""
+        return (await self.run(image)).label
+
+    async def run(self, image: np.ndarray) -> Done:
+        """submit, with the model's own time."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not awaited (the app's lifespan did not run)")
         self.check_capacity()
@@ -96,22 +106,29 @@ class Batcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [job for job in await self._take_batch() if not job.future.done()]
-            if not batch:
-                continue
-            waited = time.perf_counter() - min(job.queued_at for job in batch)
-            t0 = time.perf_counter()
-            try:
-                labels = await loop.run_in_executor(self._executor, self._predict, [job.image for job in batch])
-            except Exception as e:          # handed to each request; the handler decides the status
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(e)
-                continue
-            if self._observe is not None:
-                self._observe(len(batch), time.perf_counter() - t0, waited)
-            for job, label in zip(batch, labels):
+            await self._run_batch(await self._take_batch())
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        # a method of its own so that the batch's images are freed when it returns: held in _run's
+        # frame they would stay alive until the next request arrived (memory the pixel budget has
+        # already handed to other requests)
+        batch = [job for job in jobs if not job.future.done()]
+        if not batch:
+            return
+        waited = time.perf_counter() - min(job.queued_at for job in batch)
+        t0 = time.perf_counter()
+        try:
+            labels = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._predict, [job.image for job in batch])
+        except Exception as e:          # handed to each request; the handler decides the status
+            for job in batch:
                 if not job.future.done():
-                    job.future.set_result(label)
+                    job.future.set_exception(e)
+            return
+        model_s = time.perf_counter() - t0
+        if self._observe is not None:
+            self._observe(len(batch), model_s, waited)
+        for job, label in zip(batch, labels):
+            if not job.future.done():
+                job.future.set_result(Done(label, model_s))

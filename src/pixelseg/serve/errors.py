@@ -1,4 +1,5 @@
-"""Refusals: every one is a 4xx with the same JSON body, naming the limit that applied.
+"""Refusals: every one is a 4xx (or a 503 when the pixels in flight are at their bound) with the same
+JSON body, naming the limit that applied.
 
     {"status": 413, "code": "too_many_pixels", "message": "...", "limit": "max_pixels", "limit_value": 16777216}
 
@@ -24,11 +25,11 @@ class ApiError(Exception):
 
 
 class ErrorBody(BaseModel):
-    """The body of every 4xx answer."""
+    """The body of every refusal (4xx, and 503 when the server is full)."""
     status: int = Field(description="the HTTP status, repeated for clients that only keep the body")
     code: str = Field(description="stable machine-readable reason, e.g. empty_body, unsupported_media_type, "
                                   "too_many_pixels, payload_too_large, undecodable_image, invalid_parameter, "
-                                  "timeout, busy, unauthorized, not_found")
+                                  "timeout, busy, overloaded, unauthorized, not_found")
     message: str = Field(description="what was wrong and how to fix it")
     limit: str | None = Field(None, description="the server limit that applied, if any (e.g. max_pixels)")
     limit_value: float | int | None = Field(None, description="that limit's value")
@@ -42,7 +43,8 @@ def _doc(description: str) -> dict:
 SEGMENT_ERRORS = {
     400: _doc("empty body, or an image that cannot be decoded (truncated, corrupt)"),
     401: _doc("the server has an API key and the X-API-Key header is missing or wrong"),
-    408: _doc("the request took longer than the server's timeout_s (slow upload, long queue)"),
+    408: _doc("the request took longer than the server's timeout_s (slow upload, long queue), or its body "
+              "stalled for idle_timeout_s"),
     413: _doc("the upload is larger than max_upload_bytes, or the image has more pixels than max_pixels "
               "(checked from the header, before decoding)"),
     415: _doc("not multipart/form-data nor an image content type, or the bytes are not PNG/JPEG/BMP/TIFF/WebP, "
@@ -50,4 +52,6 @@ SEGMENT_ERRORS = {
     422: _doc("a wrong or unknown parameter, a multipart body without the `image` field, or an image the model "
               "cannot take (e.g. channel count)"),
     429: _doc("more than max_queue images are waiting; retry after the Retry-After seconds"),
+    503: _doc("the images being processed hold max_pixels_in_flight pixels and this one waited budget_wait_s "
+              "for room; retry after the Retry-After seconds"),
 }

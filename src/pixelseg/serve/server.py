@@ -37,6 +37,13 @@ def _guard_pillow(settings: ServeSettings) -> None:
     Image.MAX_IMAGE_PIXELS = settings.limits.max_pixels
 
 
+def uvicorn_options(settings: ServeSettings, http: type | None = None) -> dict:
+    """What every uvicorn this package starts is given (run_server, its workers, the tests' live server):
+    the HTTP protocol with a request-head deadline, and the idle timeout for it and for keep-alive."""
+    from pixelseg.serve.protocol import default_protocol
+    return {"http": http or default_protocol(), "timeout_keep_alive": settings.limits.idle_timeout_s}
+
+
 def app_from_env():
     """uvicorn factory for worker processes: the settings come from PIXELSEG_SERVE_SETTINGS."""
     from pixelseg.serve.app import create_app
@@ -69,7 +76,7 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
         from pixelseg.serve.app import create_app
         app = create_app(settings)
         _guard_pillow(settings)
-        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", **uvicorn_options(settings))
         return
     if settings.threads is None:
         # each worker runs its own model; without this they would all use every core and fight
@@ -82,7 +89,7 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
             os.environ[SETTINGS_ENV] = settings.to_json()
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
             uvicorn.run("pixelseg.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        access_log=access_log, log_level="info")
+                        access_log=access_log, log_level="info", **uvicorn_options(settings))
     finally:
         for k, v in saved.items():
             if v is None:

@@ -24,6 +24,19 @@ class Limits:
     # images waiting for the model; beyond this a request is refused at once with 429 (back-pressure
     # instead of an unbounded queue whose requests all time out)
     max_queue: int = 64
+    # a connection silent this long is closed: idle between requests (keep-alive), before its request
+    # head is complete, or in the middle of a body (answered 408)
+    idle_timeout_s: float = 10.0
+    # decoded pixels of all requests together, from the header read until the answer is encoded
+    # (None: 2 x max_pixels, so two of the largest images, or many small ones, at a time); what a
+    # server's memory is sized by: about (3 + 4 * num_classes + 2) bytes per pixel in flight
+    max_pixels_in_flight: int | None = None
+    # how long a request waits for room under max_pixels_in_flight before it is refused with 503
+    budget_wait_s: float = 10.0
+
+    @property
+    def pixel_budget(self) -> int:
+        return self.max_pixels_in_flight or 2 * self.max_pixels
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,11 @@ class ServeSettings:
             (lim.max_pixels > 0, f"--max-pixels must be positive (got {lim.max_pixels})"),
             (lim.timeout_s > 0, f"--timeout must be positive seconds (got {lim.timeout_s})"),
             (lim.max_queue >= 1, f"--max-queue must be at least 1 (got {lim.max_queue})"),
+            (lim.idle_timeout_s > 0, f"--idle-timeout must be positive seconds (got {lim.idle_timeout_s})"),
+            (lim.max_pixels_in_flight is None or lim.max_pixels_in_flight >= lim.max_pixels,
+             f"--max-pixels-in-flight ({lim.max_pixels_in_flight}) must be at least --max-pixels ({lim.max_pixels}): "
+             "else the largest image allowed could never run"),
+            (lim.budget_wait_s > 0, f"budget_wait_s must be positive seconds (got {lim.budget_wait_s})"),
             (bat.max_batch >= 1, f"--max-batch must be at least 1 (got {bat.max_batch})"),
             (bat.max_wait_ms >= 0, f"--batch-wait-ms must be 0 or more (got {bat.max_wait_ms})"),
             (self.threads is None or self.threads >= 1, f"--threads must be at least 1 (got {self.threads})"),

@@ -4,18 +4,9 @@
 // redrawn locally, so moving the slider never calls the server again.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
+// (state, $, drawing, zoom and the before/after split: view.js)
 
-const state = {
-  model: null,        // GET /v1/model
-  file: null,         // the uploaded File
-  result: null,       // POST /v1/segment JSON
-  labels: null,       // Uint8Array/Uint16Array, row-major class indices
-  base: null,         // ImageBitmap of the upright image
-  layer: null,        // canvas with the class colors (hidden classes transparent)
-  hidden: new Set(),  // class indices not drawn
-  key: sessionStorage.getItem("pixelseg-api-key") || "",
-};
+const MAX_ITEMS = 24;   // uploads kept in the strip; older ones are dropped with their bitmaps
 
 function headers() {
   return state.key ? { "X-API-Key": state.key } : {};
@@ -33,12 +24,6 @@ async function errorText(res) {
     if (body && body.message) return body.message;
   } catch (e) { /* not JSON */ }
   return `${res.status} ${res.statusText}`;
-}
-
-function pct(fraction) {
-  const p = fraction * 100;
-  if (p > 0 && p < 0.1) return "<0.1%";
-  return p.toFixed(1) + "%";
 }
 
 function rgb(color) {
@@ -102,42 +87,128 @@ async function loadModel() {
 
 // ------------------------------------------------------------------------------------- segmenting
 
-async function segment(file) {
-  if (!file) return;
+// Several files at once: each gets a place in the strip and is segmented in turn (one request at a
+// time, so the page never floods the server); the first of a batch is shown as soon as it is done.
+let queue = Promise.resolve();
+
+function segmentFiles(files) {
+  files = Array.from(files || []).filter(Boolean);
+  if (!files.length) return;
   if (!state.model) {
     setStatus("The model is not loaded yet" + ($("key-box").hidden ? "." : ": enter the API key first."), "warn");
     return;
   }
-  state.file = file;
-  setDownloads(false);
-  setStatus(`Segmenting ${file.name || "the image"}…`, "busy");
+  const items = files.map((file) => addItem(file));
+  select(items[0]);
+  for (const item of items) queue = queue.then(() => segmentItem(item));
+}
+
+function addItem(file) {
+  const item = { file, name: file.name || "image", status: "busy", message: "", result: null, labels: null,
+                 base: null, timing: "", thumb: null };
+  state.items.push(item);
+  while (state.items.length > MAX_ITEMS) {
+    const old = state.items.shift();
+    if (old.base && old !== state.current) old.base.close();
+  }
+  renderGallery();
+  return item;
+}
+
+async function segmentItem(item) {
+  if (item === state.current) setStatus(`Segmenting ${item.name}…`, "busy");
   document.body.classList.add("busy");
   try {
     const form = new FormData();
-    form.append("image", file, file.name || "image");
+    form.append("image", item.file, item.name);
+    const t0 = performance.now();
     const res = await fetch("/v1/segment?format=json&rle=true", { method: "POST", body: form, headers: headers() });
-    if (!res.ok) {
-      setStatus(await errorText(res), "error");
-      return;
-    }
+    if (!res.ok) throw new Error(await errorText(res));
     const result = await res.json();
-    const base = await upright(file, result);
-    state.result = result;
-    state.labels = decodeRLE(result.label_rle);
-    state.base = base;
-    state.hidden.clear();
-    buildLayer();
-    showStage();
-    draw();
-    renderLegend();
-    setDownloads(true);
-    const timing = result.cached ? "from the cache" : `${result.inference_ms.toFixed(0)} ms model`;
-    setStatus(`${file.name || "image"} · ${result.width} × ${result.height} px · ${timing}`, "ok");
+    const roundTrip = performance.now() - t0;
+    item.base = await upright(item.file, result);
+    item.labels = decodeRLE(result.label_rle);
+    item.result = result;
+    item.timing = timingText(result, res.headers.get("server-timing"), roundTrip);
+    item.status = "ok";
   } catch (e) {
-    setStatus("Something went wrong: " + e.message, "error");
+    item.status = "error";
+    item.message = e.message;
   } finally {
     document.body.classList.remove("busy");
   }
+  renderGallery();
+  if (item === state.current) select(item);
+}
+
+// The model's own time (the call that labeled this image, from the Server-Timing header), and the
+// whole round trip as the browser saw it.
+function timingText(result, serverTiming, roundTrip) {
+  if (result.cached) return `from the cache · ${roundTrip.toFixed(0)} ms round trip`;
+  const infer = /(?:^|,)\s*infer;dur=([\d.]+)/.exec(serverTiming || "");
+  const model = `model ${(infer ? Number(infer[1]) : result.inference_ms).toFixed(0)} ms`;
+  return `${model} · ${roundTrip.toFixed(0)} ms round trip`;
+}
+
+// Show one item: its overlay, legend, downloads and status line.
+function select(item) {
+  state.current = item;
+  state.file = item.file;
+  state.result = item.result;
+  state.labels = item.labels;
+  state.base = item.base;
+  state.hidden.clear();
+  renderGallery();
+  setDownloads(item.status === "ok");
+  if (item.status === "ok") {
+    buildLayer();
+    showStage(true);
+    draw();
+    setStatus(`${item.name} · ${item.result.width} × ${item.result.height} px · ${item.timing}`, "ok");
+  } else {
+    showStage(false);
+    if (item.status === "error") setStatus(item.message, "error");
+    else setStatus(`Segmenting ${item.name}…`, "busy");
+  }
+  renderLegend();
+}
+
+function renderGallery() {
+  const list = $("gallery");
+  list.hidden = state.items.length < 2;
+  list.replaceChildren();
+  for (const item of state.items) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = `thumb ${item.status}` + (item === state.current ? " current" : "");
+    button.title = item.status === "error" ? `${item.name}: ${item.message}` : item.name;
+    button.dataset.status = item.status;
+    if (item === state.current) button.setAttribute("aria-current", "true");
+    if (item.base) {
+      if (!item.thumb) item.thumb = thumbnail(item.base);
+      const img = document.createElement("canvas");
+      img.width = item.thumb.width;
+      img.height = item.thumb.height;
+      img.getContext("2d").drawImage(item.thumb, 0, 0);
+      button.append(img);
+    }
+    const name = document.createElement("span");
+    name.textContent = item.name;
+    button.append(name);
+    button.addEventListener("click", () => select(item));
+    li.append(button);
+    list.append(li);
+  }
+}
+
+function thumbnail(bitmap) {
+  const scale = Math.min(1, 64 / Math.max(bitmap.width, bitmap.height));
+  const c = document.createElement("canvas");
+  c.width = Math.max(1, Math.round(bitmap.width * scale));
+  c.height = Math.max(1, Math.round(bitmap.height * scale));
+  c.getContext("2d").drawImage(bitmap, 0, 0, c.width, c.height);
+  return c;
 }
 
 // The image as the server saw it. The browser decodes it itself when it can (and applies the EXIF
@@ -168,63 +239,6 @@ function decodeRLE(rle) {
   }
   if (pos !== n) throw new Error(`label map has ${pos} pixels, expected ${n}`);
   return out;
-}
-
-// --------------------------------------------------------------------------------------- drawing
-
-function buildLayer() {
-  const { width, height } = state.result;
-  if (!state.layer) state.layer = document.createElement("canvas");
-  const layer = state.layer;
-  layer.width = width;
-  layer.height = height;
-  const ctx = layer.getContext("2d");
-  const img = ctx.createImageData(width, height);
-  // one 32-bit RGBA word per class; a Uint32Array view writes a pixel per store (in the machine's byte order)
-  const lut = new Uint32Array(state.model.classes.length);
-  const bytes = new Uint8Array(lut.buffer);
-  state.model.classes.forEach((c, i) => {
-    bytes.set([c.color[0], c.color[1], c.color[2], state.hidden.has(i) ? 0 : 255], i * 4);
-  });
-  const px = new Uint32Array(img.data.buffer);
-  const labels = state.labels;
-  for (let i = 0; i < labels.length; i++) px[i] = lut[labels[i]];
-  ctx.putImageData(img, 0, 0);
-}
-
-function draw() {
-  const canvas = $("canvas");
-  const { width, height } = state.result;
-  if (canvas.width !== width || canvas.height !== height) {
-    canvas.width = width;
-    canvas.height = height;
-  }
-  const ctx = canvas.getContext("2d");
-  ctx.globalAlpha = 1;
-  ctx.drawImage(state.base, 0, 0);
-  ctx.globalAlpha = Number($("opacity").value) / 100;
-  ctx.drawImage(state.layer, 0, 0);
-  ctx.globalAlpha = 1;
-  fitCanvas();
-}
-
-// Scale the canvas to the room it has, small images included (pixelated, so label edges stay sharp).
-function fitCanvas() {
-  const canvas = $("canvas");
-  if (!state.result) return;
-  const stage = $("stage");
-  const style = getComputedStyle(stage);
-  const maxW = stage.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  const maxH = Math.max(200, window.innerHeight * 0.72);
-  const scale = Math.min(maxW / canvas.width, maxH / canvas.height);
-  canvas.style.width = Math.floor(canvas.width * scale) + "px";
-  canvas.style.height = Math.floor(canvas.height * scale) + "px";
-  canvas.classList.toggle("pixelated", scale > 1.5);
-}
-
-function showStage() {
-  $("stage").hidden = false;
-  $("drop").classList.add("compact");
 }
 
 // ---------------------------------------------------------------------------------------- legend
@@ -329,33 +343,12 @@ function downloadJSON() {
   save(blob, `${stem(state.file.name)}.json`);
 }
 
-// ------------------------------------------------------------------------------ pointer read-out
-
-function showTip(ev) {
-  if (!state.result) return;
-  const canvas = $("canvas");
-  const rect = canvas.getBoundingClientRect();
-  const x = Math.floor((ev.clientX - rect.left) * canvas.width / rect.width);
-  const y = Math.floor((ev.clientY - rect.top) * canvas.height / rect.height);
-  const tip = $("tip");
-  if (x < 0 || y < 0 || x >= canvas.width || y >= canvas.height) {
-    tip.hidden = true;
-    return;
-  }
-  const c = state.result.classes[state.labels[y * canvas.width + x]];
-  tip.textContent = `${c.name} · ${pct(c.fraction)}`;
-  tip.hidden = false;
-  const stageRect = $("stage").getBoundingClientRect();
-  tip.style.left = Math.min(ev.clientX - stageRect.left + 12, stageRect.width - tip.offsetWidth - 4) + "px";
-  tip.style.top = (ev.clientY - stageRect.top + 12) + "px";
-}
-
 // ---------------------------------------------------------------------------------------- wiring
 
 function wire() {
   const drop = $("drop");
   $("file").addEventListener("change", (ev) => {
-    segment(ev.target.files[0]);
+    segmentFiles(ev.target.files);
     ev.target.value = "";  // picking the same file again should segment it again
   });
   // dropping anywhere on the page works; the drop zone only shows where
@@ -369,33 +362,24 @@ function wire() {
   window.addEventListener("drop", (ev) => {
     ev.preventDefault();
     drop.classList.remove("over");
-    const file = ev.dataTransfer && ev.dataTransfer.files[0];
-    if (file) segment(file);
+    if (ev.dataTransfer) segmentFiles(ev.dataTransfer.files);
   });
   window.addEventListener("paste", (ev) => {
-    const file = ev.clipboardData && ev.clipboardData.files[0];
-    if (file) segment(file);
-  });
-  $("opacity").addEventListener("input", () => {
-    $("opacity-out").textContent = $("opacity").value + "%";
-    if (state.result) draw();
+    if (ev.clipboardData) segmentFiles(ev.clipboardData.files);
   });
   $("show-all").addEventListener("click", () => setAll(true));
   $("show-none").addEventListener("click", () => setAll(false));
   $("dl-label").addEventListener("click", downloadLabel);
   $("dl-overlay").addEventListener("click", downloadOverlay);
   $("dl-json").addEventListener("click", downloadJSON);
-  $("canvas").addEventListener("pointermove", showTip);
-  $("canvas").addEventListener("pointerleave", () => { $("tip").hidden = true; });
   $("key-box").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.key = $("key").value.trim();
     sessionStorage.setItem("pixelseg-api-key", state.key);
     loadModel();
   });
-  new ResizeObserver(fitCanvas).observe($("stage"));
-  window.addEventListener("resize", fitCanvas);
 }
 
+wireView();
 wire();
 loadModel();
