@@ -83,11 +83,15 @@ def _handler(hub: FakeHub):
             self.send_response(status)
             headers = {"Content-Type": "application/json", **(headers or {})}
             headers.setdefault("Content-Length", str(len(body)))
+            headers["Connection"] = "close"
             for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
             if not head:
                 self.wfile.write(body)
+            # no keep-alive: a client's pooled connection must not outlive the server (a stopped fake
+            # would otherwise go on answering through it)
+            self.close_connection = True
 
         def _json(self, status: int, obj, headers: dict | None = None):
             self._send(status, json.dumps(obj).encode(), headers)
