@@ -129,8 +129,10 @@ def test_model_card_metadata_and_body(run_dir):
 def test_model_card_lists_exports_present(run_dir):
     (run_dir / "export").mkdir()
     (run_dir / "export" / "model.onnx").write_bytes(b"onnx")
+    (run_dir / "export" / "model.int8.xml").write_bytes(b"ir")
     card = hub.model_card(RunFolder(run_dir), "me/road-seg")
-    assert "## Exported formats" in card and "model.onnx" in card
+    assert "## Exported formats" in card
+    assert "onnx (model.onnx), openvino int8 (model.int8.xml)." in card
 
 
 def test_resolve_source(run_dir, tmp_path, monkeypatch):

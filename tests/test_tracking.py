@@ -34,6 +34,8 @@ def run_dir(tmp_path):
 
 
 def _log_all(tracker, run_dir):
+    for step in (5, 10):
+        tracker.log_step(step, 1.0 / step, 0.01)
     for row in ROWS:
         tracker.log_epoch(row["step"], row)
     tracker.log_images({"curves": run_dir / "report" / "curves.png"})
@@ -68,6 +70,7 @@ def test_mlflow_local_store_read_back(run_dir, monkeypatch):
     assert [(m.step, m.value) for m in hist] == [(10, 0.4), (20, 0.55)]
     assert [m.value for m in client.get_metric_history(run.info.run_id, "iou/traffic light")] == [0.3, 0.4]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mean_dice")] == [20]
+    assert client.get_metric_history(run.info.run_id, "train/step_loss") == []     # per step: TensorBoard only
     assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == ["report/curves.png"]
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
     assert arts == {"run/model.json", "run/model.safetensors", "run/report"}
@@ -158,6 +161,7 @@ def test_tensorboard_scalars_and_image(run_dir):
     assert [(e.step, round(e.value, 5)) for e in acc.Scalars("val/mIoU")] == [(10, 0.4), (20, 0.55)]
     assert [round(e.value, 5) for e in acc.Scalars("iou/road")] == [0.5, 0.7]
     assert [e.step for e in acc.Scalars("train/loss")] == [10, 20]
+    assert [(e.step, round(e.value, 5)) for e in acc.Scalars("train/step_loss")] == [(5, 0.2), (10, 0.1)]
     (img,) = acc.Images("report/curves")
     assert (img.width, img.height, img.step) == (16, 12, 20)
     assert "config/text_summary" in acc.Tags()["tensors"]

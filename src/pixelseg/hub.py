@@ -149,7 +149,7 @@ def _card_body(rf, info, metrics, repo_id, data_name, data) -> list[str]:
              f"pixelseg predict {repo_id} image.png --out labels/", "```", "", "```python", "import pixelseg",
              f'predictor = pixelseg.load("hf://{repo_id}")', 'labels = predictor.predict("image.png")  # HxW class indices',
              "```", "", "## Classes", "", f"Pixels labelled {classes.ignore_index} are ignored in training and scoring.",
-             "", "| index | name | color | val IoU |", "|---:|---|---|---:|"]
+             "", "| index | name | color | val IoU (%) |", "|---:|---|---|---:|"]
     for i, (name, color) in enumerate(zip(classes.names, classes.colors)):
         iou = "absent" if name in absent else _fmt((per_class.get(name) or {}).get("iou"), pct=True)
         lines.append(f"| {i} | {name} | `#{''.join(f'{c:02x}' for c in color)}` | {iou} |")
@@ -170,12 +170,23 @@ def _card_body(rf, info, metrics, repo_id, data_name, data) -> list[str]:
               "", "## Recipe", "", "| | |", "|---|---|"]
     for k, v in _recipe_rows(rf, info, metrics, pre, h, w):
         lines.append(f"| {k} | {v} |")
-    exports = sorted(p.name for p in (rf.path / "export").glob("*") if p.suffix in (".onnx", ".xml", ".pt")) \
-        if (rf.path / "export").is_dir() else []
+    exports = _exports(rf)
     if exports:
         lines += ["", "## Exported formats", "", "Made from this run with `pixelseg export` (not uploaded; the same "
                   f"command re-creates them from the weights): {', '.join(exports)}."]
     return lines
+
+
+def _exports(rf) -> list[str]:
+    """The `pixelseg export` outputs found at their default places, e.g. 'onnx int8 (model.int8.onnx)'."""
+    from pixelseg.export import SUFFIX, default_out
+    found = []
+    for fmt in SUFFIX:
+        for int8 in (False, True):
+            p = default_out(rf.path, fmt, int8)
+            if p.is_file():
+                found.append(f"{fmt}{' int8' if int8 else ''} ({p.name})")
+    return found
 
 
 def _recipe_rows(rf, info, metrics, pre, h, w):

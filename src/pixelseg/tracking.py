@@ -88,10 +88,12 @@ class Tracker:
     """The 'csv' tracker and the base of the others: every method is a no-op."""
 
     kind = "csv"
-    per_step = False        # whether the trainer should also log train/loss and lr every step
 
     def log_params(self, params: dict) -> None:
         pass
+
+    def log_step(self, step: int, loss: float, lr: float) -> None:
+        """Every optimizer step (only TensorBoard keeps these: a file-store write per step would cost)."""
 
     def log_epoch(self, step: int, row: dict) -> None:
         pass
@@ -133,17 +135,22 @@ def _artifact_files(path: Path):
 
 class TensorBoardTracker(Tracker):
     kind = "tensorboard"
-    per_step = True
 
     def __init__(self, run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        from pixelseg.run import RunFolder
+        self.writer = SummaryWriter(str(RunFolder(run_dir).tensorboard_dir))
         self.step = 0
 
     def log_params(self, params: dict) -> None:
         # add_hparams opens a run folder of its own per call; a text table shows in the same run
         rows = "\n".join(f"| {k} | {v} |" for k, v in params.items())
         self.writer.add_text("config", f"| key | value |\n|---|---|\n{rows}", self.step)
+
+    def log_step(self, step: int, loss: float, lr: float) -> None:
+        # train/loss is the epoch mean (as in metrics.csv): the per-step value gets its own name
+        self.writer.add_scalar("train/step_loss", loss, step)
+        self.writer.add_scalar("lr", lr, step)
 
     def log_epoch(self, step: int, row: dict) -> None:
         self.step = step
@@ -185,7 +192,7 @@ class MlflowTracker(Tracker):
             exp_id = exp.experiment_id if exp else self.client.create_experiment("pixelseg")
             tag = str(run_dir.resolve())
             found = self.client.search_runs([exp_id], filter_string=f"tags.`pixelseg.run_dir` = '{tag}'",
-                                            max_results=1)
+                                            max_results=1) if "'" not in tag else []
             if found:       # a resumed training continues its MLflow run
                 self.run_id = found[0].info.run_id
                 self.client.update_run(self.run_id, status="RUNNING")
