@@ -32,6 +32,7 @@ def _git_blob_oid(data: bytes) -> str:
 @dataclass
 class Repo:
     private: bool
+    gated: bool = False      # reads answer 403 GatedRepo, as for a user who has not accepted the conditions
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[str] = field(default_factory=list)
 
@@ -121,6 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self.hub.repos.get(repo_id)
         if repo is None or (repo.private and not self._authorized()):
             self._error(404 if self._authorized() else 401, "RepoNotFound", "Repository not found", head)
+            return None
+        if repo.gated:
+            self._error(403, "GatedRepo", "Access to this model is restricted", head)
             return None
         return repo
 

@@ -34,7 +34,10 @@ def _hub_env(monkeypatch, tmp_path):
     # the fake has no Xet storage: the client falls back to the plain LFS protocol
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))     # no token or cache of the user's is read
+    # no token or cache of the user's is read (the paths are fixed when huggingface_hub is imported)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
@@ -170,6 +173,9 @@ def test_errors_are_one_line(run_dir, tmp_path):
         fake.commit(fake.repos["me/other"], {"pytorch_model.bin": b"x", "README.md": b"hi"})
         with pytest.raises(PixelsegError, match="no model.json, so it is not a pixelseg model"):
             hub.pull("me/other", **opts)
+        fake.repos["me/road-seg"].gated = True
+        with pytest.raises(PixelsegError, match="me/road-seg: a gated repository; accept its conditions"):
+            hub.pull("me/road-seg", **opts)
     with socket.socket() as s:       # a port nobody listens on: the Hub is unreachable
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"

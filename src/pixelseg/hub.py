@@ -282,6 +282,8 @@ class _hub_errors:
         repo, where = self.repo_id, self.endpoint
         login = "pass --token (a write token from https://huggingface.co/settings/tokens) or run `hf auth login`"
         status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(exc, E.GatedRepoError):
+            return f"{repo}: a gated repository; accept its conditions at {where}/{repo}, then {login.replace('a write', 'a read')}"
         if isinstance(exc, E.RevisionNotFoundError):
             return f"{repo}@{self.revision}: no such revision on {where}; give a branch, tag or commit of the repo"
         if isinstance(exc, E.RepositoryNotFoundError) or (status == 404 and not self.writing):
