@@ -85,6 +85,29 @@ def test_mlflow_local_store_read_back(run_dir, monkeypatch):
     assert [m.value for m in client.get_metric_history(run.info.run_id, "val/mIoU")] == [0.4, 0.55, 0.6]
 
 
+def test_finish_run_adds_the_report_to_the_training_run(run_dir, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from pixelseg.run import RunFolder
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    RunFolder(run_dir).write_history(ROWS)
+    t = tracking.open_tracker("mlflow", run_dir, CONFIG)
+    t.log_epoch(20, ROWS[1])
+    t.close()
+    tracking.finish_run("mlflow", run_dir)          # as api.train would, after build_report
+    client = MlflowClient((run_dir.parent / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("pixelseg").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == ["report/curves.png"]
+    assert "run/metrics.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "run")}
+
+    tracking.finish_run("tensorboard", run_dir)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    assert [i.step for i in acc.Images("report/curves")] == [20]       # the last step of metrics.csv
+
+
 def test_mlflow_honours_tracking_uri(run_dir, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     elsewhere = tmp_path / "team_store"

@@ -1,16 +1,17 @@
 """Experiment trackers: one small interface the trainer calls, whatever the user picked with --logger.
 
     tracker = open_tracker(cfg.train.logger, run_dir, config_dict)   # logs the config as params
+    tracker.log_step(step, loss, lr)                                 # every step (TensorBoard keeps it)
     tracker.log_epoch(step, {**row, **per_class_iou(summary)})       # metrics.csv's row + iou/<class>
-    tracker.log_images({"curves": run_dir / "report/curves.png"})    # the report's images
-    tracker.log_run_folder(run_dir)                                  # the run folder as an artifact
     tracker.close()
+    finish_run(cfg.train.logger, run_dir)     # after the report: its images + the run folder as an artifact
 
 kinds:
   csv          nothing more: metrics.csv is written anyway
   tensorboard  RUN/tensorboard: scalars, the report images, the config as text
-  mlflow       MLFLOW_TRACKING_URI when set, else a local file store beside the run (RUN/../mlruns,
-               `mlflow ui --backend-store-uri RUN/../mlruns`); experiment "pixelseg", one MLflow run per
+  mlflow       MLFLOW_TRACKING_URI when set, else a local file store beside the run (RUN/../mlruns; view it
+               with `MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri RUN/../mlruns`, or move it
+               to MLflow's database store with `mlflow migrate-filestore`); experiment "pixelseg", one MLflow run per
                run folder (a resumed run continues its MLflow run). Offline: nothing leaves the machine.
   wandb        offline (WANDB_MODE overrides) under RUN/wandb; `wandb sync RUN/wandb/offline-run-*` uploads it
 
@@ -98,8 +99,8 @@ class Tracker:
     def log_epoch(self, step: int, row: dict) -> None:
         pass
 
-    def log_images(self, images: dict) -> None:
-        pass
+    def log_images(self, images: dict, step: int | None = None) -> None:
+        """name -> PNG path; step: the training step they belong to (default: the last one logged)."""
 
     def log_run_folder(self, path: str | Path) -> None:
         pass
@@ -114,15 +115,33 @@ class Tracker:
         self.close()
 
 
-def open_tracker(kind: str, run_dir: str | Path, config: dict) -> Tracker:
-    """The tracker for `kind`, started and holding `config` (nested, as config.yaml) as its params."""
+def open_tracker(kind: str, run_dir: str | Path, config: dict | None) -> Tracker:
+    """The tracker for `kind`, started and holding `config` (nested, as config.yaml) as its params.
+    Opening it again for the same run folder continues the same tracked run (MLflow, W&B)."""
     require(kind)
     run_dir = Path(run_dir)
     makers = {"csv": lambda _: Tracker(), "tensorboard": TensorBoardTracker, "mlflow": MlflowTracker,
               "wandb": WandbTracker}
     tracker = makers[kind](run_dir)
-    tracker.log_params(flatten(config))
+    if config is not None:
+        tracker.log_params(flatten(config))
     return tracker
+
+
+def finish_run(kind: str, run_dir: str | Path) -> None:
+    """After training (and the report, when there is one): the report's images at the last step and the
+    run folder as an artifact, in the run the training logged to."""
+    if kind == "csv":
+        return
+    from pixelseg.run import RunFolder
+    rf = RunFolder(run_dir)
+    history = rf.history()
+    step = int(float(history[-1]["step"])) if history and history[-1].get("step") else 0
+    images = {p.stem: p for p in sorted(rf.report_dir.glob("*.png"))}
+    with open_tracker(kind, run_dir, None) as tracker:
+        if images:
+            tracker.log_images(images, step)
+        tracker.log_run_folder(run_dir)
 
 
 def _artifact_files(path: Path):
@@ -158,12 +177,13 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(k, v, step)
         self.writer.flush()
 
-    def log_images(self, images: dict) -> None:
+    def log_images(self, images: dict, step: int | None = None) -> None:
         import numpy as np
         from PIL import Image
         for name, path in images.items():
             with Image.open(path) as im:
-                self.writer.add_image(f"report/{name}", np.asarray(im.convert("RGB")), self.step, dataformats="HWC")
+                self.writer.add_image(f"report/{name}", np.asarray(im.convert("RGB")),
+                                      self.step if step is None else step, dataformats="HWC")
         self.writer.flush()
 
     def close(self) -> None:
@@ -225,7 +245,7 @@ class MlflowTracker(Tracker):
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
-    def log_images(self, images: dict) -> None:
+    def log_images(self, images: dict, step: int | None = None) -> None:
         for name, path in images.items():
             self.client.log_artifact(self.run_id, str(path), "report")
 
@@ -264,7 +284,8 @@ class WandbTracker(Tracker):
         self.step = max(self.step, int(step))
         self.run.log(numeric(row), step=self.step)
 
-    def log_images(self, images: dict) -> None:
+    def log_images(self, images: dict, step: int | None = None) -> None:
+        self.step = max(self.step, int(step or 0))
         self.run.log({f"report/{k}": self.wandb.Image(str(p)) for k, p in images.items()}, step=self.step)
 
     def log_run_folder(self, path: str | Path) -> None:
