@@ -13,8 +13,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "pixelseg"
 # Arrows still to be removed in files other sessions own; each entry names the edge and why it is here.
 # Remove an entry when its import goes: the test then keeps it gone.
 PENDING = {
-    # run.py saves weights/state with engine/checkpoint's writers (run.py to own or move them)
-    ("pixelseg.run", "pixelseg.engine.checkpoint"),
     # export/quantize.py takes preprocess/list_inputs from inference.predictor (now in data/preprocess.py)
     ("pixelseg.export.quantize", "pixelseg.inference.predictor"),
 }

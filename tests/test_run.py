@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pixelseg.data.classes import ClassTable
-from pixelseg.engine.checkpoint import save_weights
+from pixelseg.run import save_weights
 from pixelseg.errors import PixelsegError
 from pixelseg.models import build_model
 from pixelseg.run import RUN_FORMAT, Preprocessing, RunInfo, is_run, load_model, read_run, write_run_info

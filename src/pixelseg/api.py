@@ -87,10 +87,12 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     from pixelseg.data.formats import open_dataset
     from pixelseg.metrics import ConfusionMatrix, summarize
 
-    if data is None:
-        raise PixelsegError("evaluate needs the ground truth: pass --data ROOT")
     if (run is None) == (pred_dir is None):
         raise PixelsegError("evaluate takes either a RUN folder or --pred-dir PRED (label maps), not both or neither")
+    if data is None:
+        if run is None:
+            raise PixelsegError("evaluate --pred-dir needs the ground truth: pass --data ROOT")
+        data = RunFolder(run).require_data_root()     # the run's own data, as report and tune-threshold do
     index = open_dataset(data) if run is None else open_like_run(run, data)
     classes = index.classes
     samples = index.split(split)
@@ -172,11 +174,7 @@ def tune_threshold(run: str | Path, data: str | Path | None = None, split: str =
         raise PixelsegError(f"{run}: not a binary_sigmoid run (its model has one channel per class); there is no "
                             "threshold to tune")
     if data is None:
-        data = folder.data_root()
-        if data is None:
-            named = folder.data_settings().get("root")
-            raise PixelsegError(f"{run}: the dataset it was trained on ({named or f'not named in {folder.config_path}'}) is not "
-                                "there; pass --data ROOT")
+        data = folder.require_data_root()
     index = open_like_run(run, data)
     if index.classes.names != info.classes.names:
         raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "

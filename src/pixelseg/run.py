@@ -327,6 +327,15 @@ class RunFolder:
                 return cand.resolve()
         return None
 
+    def require_data_root(self) -> Path:
+        """data_root() for commands given no --data: a one-line error with the fix when it is gone."""
+        root = self.data_root()
+        if root is None:
+            named = self.data_settings().get("root")
+            raise PixelsegError(f"{self.path}: the dataset it was trained on ({named or f'not named in {self.config_path}'}) "
+                                "is not there; pass --data ROOT")
+        return root
+
     # -- classes.json, recipe.json, environment.json -------------------------------------------------------
     def write_classes(self, classes: ClassTable) -> None:
         write_json(self.path / self.CLASSES, classes.to_dict())

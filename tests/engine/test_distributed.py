@@ -18,8 +18,7 @@ from safetensors.torch import load_file
 
 import pixelseg
 from pixelseg.data.synth import generate
-from pixelseg.engine.checkpoint import load_state
-from pixelseg.engine.distributed import shard_inputs
+from pixelseg.run import load_state
 
 import engine_tinynet
 
@@ -118,24 +117,6 @@ def test_killed_rank_ends_the_job_with_a_message(data, tmp_path):
     # what rank 0 left is complete: a loadable state and no half-written file
     assert load_state(out / "last.pt")["state"]["step"] >= 1
     assert not list(out.glob(".*.tmp*"))
-
-
-def test_predict_shards_by_stem(monkeypatch, tmp_path):
-    paths = [tmp_path / d / f"{s}.png" for d in ("a", "b") for s in ("x", "y", "z", "w", "v")][:-2]
-    shares = []
-    for rank in range(3):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "3")
-        mine, r, w = shard_inputs(paths)
-        assert (r, w) == (rank, 3)
-        shares.append(mine)
-    assert sorted(map(str, sum(shares, []))) == sorted(map(str, paths))     # every input once
-    for mine in shares:   # images with the same stem (a/x.png, b/x.png) stay on one rank: output names agree
-        for other in shares:
-            if other is not mine:
-                assert not {p.stem for p in mine} & {p.stem for p in other}
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    assert shard_inputs(paths)[0] == paths
 
 
 def test_predict_ranks_split_the_images(data, tmp_path, monkeypatch, capsys):

@@ -19,7 +19,7 @@ import pixelseg
 from pixelseg.data.synth import generate
 import pixelseg.run
 from pixelseg.engine import setup
-from pixelseg.engine.checkpoint import load_state, save_state
+from pixelseg.run import load_state, save_state
 from pixelseg.errors import PixelsegError
 
 import engine_tinynet

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 import pixelseg
-from pixelseg.data.formats import Sample
+from pixelseg.data.index import Sample
 from pixelseg.data.sampling import class_stats, epoch_order, median_frequency_weights, repeat_factors
 from pixelseg.data.synth import generate
 from pixelseg.engine.setup import EpochSampler

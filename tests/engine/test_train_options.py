@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import pixelseg
 from pixelseg.data.synth import generate
-from pixelseg.engine.checkpoint import load_state
+from pixelseg.run import load_state
 
 import engine_tinynet
 

@@ -63,7 +63,7 @@ def trained_run(tmp_path_factory) -> Path:
     from pixelseg.data.dataset import normalize
     from pixelseg.data.formats import open_dataset
     from pixelseg.data.io import read_image, read_mask
-    from pixelseg.engine.checkpoint import save_weights
+    from pixelseg.run import save_weights
     from pixelseg.models import build_model, default_mean_std
     from pixelseg.run import Preprocessing, RunInfo, write_run_info
 

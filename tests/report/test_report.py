@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from pixelseg import cli
-from pixelseg.data.formats import Sample
+from pixelseg.data.index import Sample
 from pixelseg.data.io import read_mask
 from pixelseg.metrics import mean_iou
 from pixelseg.report import analyze_predictions, build_report

@@ -57,11 +57,7 @@ def run_data(run: str) -> Path:
     from pixelseg.run import RunFolder
     folder = RunFolder(run)
     folder.info(need_weights=False)          # not a run folder: the usual one-line error
-    root = folder.data_root()
-    if root is None:
-        named = folder.data_settings().get("root")
-        raise PixelsegError(f"{run}: the dataset it was trained on ({named or 'not named in config.yaml'}) is not "
-                            "there; pass --data ROOT")
+    root = folder.require_data_root()
     print(f"data: {root} (the run's own, from {folder.config_path})")
     return root
 

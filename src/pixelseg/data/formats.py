@@ -17,9 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pixelseg.data import ade20k, camvid, cityscapes, coco, colormask, folder, labelme, voc
-# re-exported only for engine/recipe.py and report/analysis.py (and their tests), which import them from here
-# until they switch to pixelseg.data.index; nothing in data/ does
-from pixelseg.data.index import DatasetIndex, Sample  # noqa: F401
+from pixelseg.data.index import DatasetIndex
 from pixelseg.errors import PixelsegError
 from pixelseg.registry import Registry
 

@@ -126,25 +126,3 @@ def lost_peer_message(d: Dist, e: BaseException, run_dir: Path | None, step: int
     resume = (f"; the last saved state is in {RunFolder(run_dir).state_path} — continue with "
               f"`torchrun ... -m pixelseg train --out {run_dir} --resume`") if run_dir else ""
     return f"rank {d.rank} of {d.world}: another rank stopped{where} ({first}){resume}"
-
-
-def shard_inputs(paths: list[Path]) -> tuple[list[Path], int, int]:
-    """This rank's share of a prediction job under torchrun: (paths, rank, world size).
-
-    Images that share a file stem stay on one rank, so the output names (which disambiguate equal stems
-    with their folder's name) are the same whatever the number of ranks. No process group is needed:
-    the split is a pure function of the list, which every rank builds identically."""
-    rank, world, _ = env_world()
-    if world <= 1:
-        return list(paths), 0, 1
-    stems = sorted({p.stem for p in paths})
-    mine = {s for i, s in enumerate(stems) if i % world == rank}
-    return [p for p in paths if p.stem in mine], rank, world
-
-
-def rank_device(device: str) -> str:
-    """Under torchrun, an 'auto'/'cuda' prediction device becomes this rank's own GPU."""
-    _, world, local = env_world()
-    if world > 1 and torch.cuda.is_available() and device in ("auto", "cuda"):
-        return f"cuda:{local}"
-    return device

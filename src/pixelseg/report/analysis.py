@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pixelseg.data.classes import ClassTable
-from pixelseg.data.formats import Sample
+from pixelseg.data.index import Sample
 from pixelseg.errors import PixelsegError
 from pixelseg.metrics import ConfusionMatrix, mean_iou, pixel_accuracy, summarize
 
