@@ -9,8 +9,8 @@ Rows (all count the same pixels; every row's matrix is checked equal to the nump
   pixelseg per-image    ConfusionMatrix(per_image=True), batches of 4: one K x K matrix per image kept
   torchmetrics          MulticlassJaccardIndex(19, ignore_index=255, average=None), one image per call,
                         its defaults (validate_args=True); shown when torchmetrics is importable
-Each pass over the images is timed --repeat times; the table gives the median (and the fastest) in ms per
-image, and the ratios of the medians. The load average is printed before and after: read the numbers
+Each pass over the images is timed --repeat times, the rows taking turns; the table gives the median (and
+the fastest) in ms per image, and the ratios of the medians. The load average is printed before and after: read the numbers
 against it, the machine may be shared.
 """
 from __future__ import annotations
@@ -94,13 +94,20 @@ def torchmetrics_row():
     return run
 
 
-def timed(fn, args, repeat: int) -> tuple[list[float], np.ndarray]:
-    times, out = [], None
+def timed(rows, repeat: int) -> dict[str, list[float]]:
+    """Seconds per pass of every row, the rows taking turns in each round: a burst of load from another
+    process then slows all rows alike instead of whichever ran during it."""
+    times: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+    reference = None
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        times.append(time.perf_counter() - t0)
-    return times, out
+        for name, fn, fn_args in rows:
+            t0 = time.perf_counter()
+            mat = fn(*fn_args)
+            times[name].append(time.perf_counter() - t0)
+            reference = mat if reference is None else reference
+            if not np.array_equal(mat, reference):
+                raise SystemExit(f"{name}: its matrix differs from numpy's")
+    return times
 
 
 def main() -> None:
@@ -123,13 +130,7 @@ def main() -> None:
     tm = torchmetrics_row()
     if tm is not None:
         rows.append(("torchmetrics", tm, (pred64, target_t.long())))
-    results, reference = {}, None
-    for name, fn, fn_args in rows:
-        times, mat = timed(fn, fn_args, args.repeat)
-        reference = mat if reference is None else reference
-        if not np.array_equal(mat, reference):
-            raise SystemExit(f"{name}: its matrix differs from numpy's")
-        results[name] = (statistics.median(times) * 1000 / n, min(times) * 1000 / n)
+    results = {name: (statistics.median(t) * 1000 / n, min(t) * 1000 / n) for name, t in timed(rows, args.repeat).items()}
     base = results["numpy bincount"][0]
     tm_ms = results.get("torchmetrics", (None,))[0]
     print(f"{n} label maps of {args.height}x{args.width}, {K} classes + ignore {IGNORE}, "

@@ -1,9 +1,8 @@
 """Segmentation metrics: a streaming confusion matrix and pure functions over it.
 
-The confusion matrix is the only state. It is a K x K int64 matrix, rows = ground truth, columns =
-prediction, filled with one ``torch.bincount`` per batch on the batch's own device (as in
-torchvision's references) and summed across ranks with one all-reduce. Every metric is a pure
-function of that matrix, so a metric can be recomputed from a saved matrix without the model.
+The confusion matrix is the only state: K x K int64, rows = ground truth, columns = prediction, filled with
+``torch.bincount`` on the batch's own device as in torchvision's references (one matrix per image too, on request)
+and summed across ranks with one all-reduce. Every metric is a pure function of it, recomputable without the model.
 
 Conventions (quoted in the README):
 
@@ -14,12 +13,12 @@ Conventions (quoted in the README):
   dice = 2 TP / (ground-truth pixels + predicted pixels), per class.
 - A class absent from BOTH the ground truth and the prediction has IoU, dice and accuracy
   undefined (NaN, ``None`` in JSON); it is left out of every mean and listed in ``classes_absent``.
-- A class present in the prediction only has IoU 0 and dice 0, and these zeros count in the
-  means (a false alarm is a mistake). Its accuracy (recall) is undefined, because it has no
-  ground-truth pixel, and it is left out of the mean accuracy.
-- Means (mIoU, mean accuracy, mean dice) are unweighted means over the classes where the metric
-  is defined. Pixel accuracy is over all non-ignored pixels. Frequency-weighted IoU weights each
-  class's IoU by its share of the ground-truth pixels.
+- A class present in the prediction only has IoU 0 and dice 0, and these zeros count in the means (a false
+  alarm is a mistake). Its accuracy (recall) is undefined, because it has no ground-truth pixel, and it is
+  left out of the mean accuracy.
+- Means (mIoU, mean accuracy, mean dice) are unweighted means over the classes where the metric is defined.
+  Pixel accuracy is over all non-ignored pixels. Frequency-weighted IoU weights each class's IoU by its share
+  of the ground-truth pixels.
 - An empty matrix (no counted pixel) gives NaN for every metric, without a warning.
 """
 from __future__ import annotations
@@ -64,23 +63,20 @@ def _checked_counts(p: torch.Tensor, t: torch.Tensor, k: int, ignore: int) -> to
     fast one cannot prove the input valid (an error to name, a prediction out of range at ignored pixels)."""
     keep = t != ignore
     t, p = t[keep].long(), p[keep].long()
-    bad_t = (t < 0) | (t >= k)
-    bad_p = (p < 0) | (p >= k)
-    if bool((bad_t | bad_p).any()):
-        if bool(bad_t.any()):
-            raise PixelsegError(f"target value(s) {_show(t[bad_t])} are not class indices 0..{k - 1} nor the "
-                                f"ignore index {ignore}; fix the masks or the class table")
+    bad_t, bad_p = (t < 0) | (t >= k), (p < 0) | (p >= k)
+    if bool(bad_t.any()):
+        raise PixelsegError(f"target value(s) {_show(t[bad_t])} are not class indices 0..{k - 1} nor the "
+                            f"ignore index {ignore}; fix the masks or the class table")
+    if bool(bad_p.any()):
         raise PixelsegError(f"prediction value(s) {_show(p[bad_p])} are outside the class indices 0..{k - 1}; "
                             "the model's number of outputs does not match the class table")
     return torch.bincount(k * t + p, minlength=k * k).reshape(k, k)
 
 
 def _counts(pred, target, k: int, ignore: int, per_image: bool) -> torch.Tensor:
-    """Counts of a batch: K x K, or N x K x K with one matrix per image (dim 0 of an N x ... batch).
-
-    Fast path: the min and max of both maps (one host sync) prove every prediction is a class and every
-    target is a class or at most the ignore index; then target * K + pred, in int16 when it fits, is
-    counted with one bincount whose rows K.. collect the ignored pixels: no mask, no int64 copy."""
+    """Counts of a batch: K x K, or N x K x K, one per image (dim 0 of an N x ... batch). Fast path: the min and
+    max of both maps (one host sync) show each prediction is a class and each target a class or <= the ignore
+    index; then target * K + pred (int16 when it fits) is bincounted, ignored pixels in rows K..: no mask."""
     device = next((x.device for x in (pred, target) if isinstance(x, torch.Tensor)), None)
     p, t = _as_label_tensor(pred, "pred", device), _as_label_tensor(target, "target", device)
     if tuple(p.shape) != tuple(t.shape):
@@ -92,14 +88,18 @@ def _counts(pred, target, k: int, ignore: int, per_image: bool) -> torch.Tensor:
     p_lo, p_hi, t_lo, t_hi = torch.stack([*torch.aminmax(p), *torch.aminmax(t)]).tolist()
     rows = max(t_hi + 1, k)
     if p_lo >= 0 and p_hi < k and t_lo >= 0 and (t_hi < k or t_hi == ignore) and rows * k <= 1 << 24:
-        dt = torch.int16 if rows * k <= 1 << 15 else torch.int32
-        idx = t.to(dt, copy=True).mul_(k).add_(p if torch.promote_types(p.dtype, dt) == dt else p.to(dt))
-        if n > 1 and (idx.device.type == "cpu" or n * rows * k >= 1 << 31):
-            c = torch.stack([torch.bincount(i, minlength=rows * k) for i in idx]).reshape(n, rows, k)
+        dt, span = (torch.int16 if rows * k <= 1 << 15 else torch.int32), rows * k
+
+        def index(a, b):            # target * K + pred, in dt
+            return a.to(dt, copy=True).mul_(k).add_(b if torch.promote_types(b.dtype, dt) == dt else b.to(dt))
+        if p.device.type == "cpu":  # 2M pixels at a time: the temporaries stay in the cache (2x faster)
+            c = torch.stack([sum(torch.bincount(index(a, b), minlength=span) for a, b in
+                                 zip(ti.split(1 << 21), pi.split(1 << 21))) for ti, pi in zip(t, p)])
         else:  # one call for all images: a CUDA bincount waits for the host to learn its min and max
-            if n > 1:
-                idx = idx.int() + torch.arange(n, device=idx.device, dtype=torch.int32)[:, None] * (rows * k)
-            c = torch.bincount(idx.reshape(-1), minlength=n * rows * k).reshape(n, rows, k)
+            idx = index(t, p).to(torch.int64 if n * span >= 1 << 31 else torch.int32)
+            idx += torch.arange(n, device=idx.device, dtype=idx.dtype)[:, None] * span
+            c = torch.bincount(idx.reshape(-1), minlength=n * span)
+        c = c.reshape(n, rows, k)
         # a row between K and the ignore index is a target value that is neither: let the slow path name it
         if rows <= k + 1 or not bool(c[:, k:-1].any()):
             return c[:, :k] if per_image else c[0, :k]
@@ -125,11 +125,10 @@ class ConfusionMatrix:
     def __init__(self, num_classes: int, ignore_index: int = 255, per_image: bool = False):
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
             raise PixelsegError(f"num_classes must be a positive integer, got {num_classes!r}")
-        num_classes = int(num_classes)
         if 0 <= ignore_index < num_classes:
             raise PixelsegError(f"ignore_index {ignore_index} is also a class index (0..{num_classes - 1}); "
                                 "choose an ignore_index outside the class range (255 is the convention)")
-        self.num_classes, self.ignore_index, self.keep_per_image = num_classes, int(ignore_index), bool(per_image)
+        self.num_classes, self.ignore_index, self.keep_per_image = int(num_classes), int(ignore_index), bool(per_image)
         self._mat: torch.Tensor | None = None
         self._images: list[torch.Tensor] = []
 
