@@ -10,8 +10,8 @@ Rows (all count the same pixels; every row's matrix is checked equal to the nump
   torchmetrics          MulticlassJaccardIndex(19, ignore_index=255, average=None), one image per call,
                         its defaults (validate_args=True); shown when torchmetrics is importable
 Each pass over the images is timed --repeat times, the rows taking turns; the table gives the median (and
-the fastest) in ms per image, and the ratios of the medians. The load average is printed before and after: read the numbers
-against it, the machine may be shared.
+the fastest) in ms per image, and the ratios of the medians. The load average is printed before and after:
+read the numbers against it, the machine may be shared.
 """
 from __future__ import annotations
 
@@ -130,7 +130,8 @@ def main() -> None:
     tm = torchmetrics_row()
     if tm is not None:
         rows.append(("torchmetrics", tm, (pred64, target_t.long())))
-    results = {name: (statistics.median(t) * 1000 / n, min(t) * 1000 / n) for name, t in timed(rows, args.repeat).items()}
+    results = {name: (statistics.median(t) * 1000 / n, min(t) * 1000 / n)
+               for name, t in timed(rows, args.repeat).items()}
     base = results["numpy bincount"][0]
     tm_ms = results.get("torchmetrics", (None,))[0]
     print(f"{n} label maps of {args.height}x{args.width}, {K} classes + ignore {IGNORE}, "
