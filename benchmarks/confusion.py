@@ -1,6 +1,6 @@
 """How fast is the confusion matrix? 20 label maps of 1024 x 2048 (Cityscapes-size), 19 classes + ignore 255.
 
-    python benchmarks/confusion.py [--images 20] [--repeat 5]
+    python benchmarks/confusion.py [--images 20] [--repeat 5] [--threads N]
 
 Rows (all count the same pixels; every row's matrix is checked equal to the numpy one):
   numpy bincount        the classic masked bincount: mask, t[m] * K + p[m] as int64, np.bincount
@@ -11,7 +11,9 @@ Rows (all count the same pixels; every row's matrix is checked equal to the nump
                         its defaults (validate_args=True); shown when torchmetrics is importable
 Each pass over the images is timed --repeat times, the rows taking turns; the table gives the median (and
 the fastest) in ms per image, and the ratios of the medians. The load average is printed before and after:
-read the numbers against it, the machine may be shared.
+read the numbers against it, the machine may be shared. On an oversubscribed machine torch's multi-threaded
+ops stall waiting for a descheduled thread (2 cores, load 5: 67 ms/image at 2 threads, 0.5 at 1 thread);
+--threads 1 measures the single-threaded cost, like numpy's.
 """
 from __future__ import annotations
 
@@ -116,7 +118,10 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=2048)
     ap.add_argument("--repeat", type=int, default=5, help="passes over the images per row (median reported)")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n = args.images
     print(f"machine: {machine()}")
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
