@@ -84,22 +84,26 @@ def test_temperature_fixes_an_over_confident_model():
         fit_temperature(z, bad)
 
 
-def test_reliability_data_matches_the_report_accumulator():
-    from pixelseg.report.analysis import _Calibration
+def test_reliability_data_by_hand():
     z, labels = calibrated_data(seed=1, n=2)
     probs = torch.softmax(z * 3, 1)
     data = reliability_diagram_data(probs, labels)
     keep = labels != 255
     conf, pred = probs.max(1)
-    ref = _Calibration()
-    ref.update(conf[keep], (pred == labels)[keep])
-    expect = ref.to_dict()
-    assert data["count"] == expect["count"] and data["pixels"] == int(keep.sum())
-    assert data["ece"] == pytest.approx(expect["ece"], rel=1e-6)
-    for key in ("confidence", "accuracy"):
-        np.testing.assert_allclose([np.nan if v is None else v for v in data[key]],
-                                   [np.nan if v is None else v for v in expect[key]], rtol=1e-6)
-    assert data["edges"] == expect["edges"] and len(data["count"]) == 15
+    conf, right = conf[keep].double().numpy(), (pred == labels)[keep].numpy()
+    ece = 0.0
+    for b in range(15):                                   # bin b holds b/15 <= confidence < (b+1)/15
+        lo, hi = b / 15, (b + 1) / 15
+        inside = (conf >= lo) & ((conf < hi) if b < 14 else (conf <= 1.0))
+        assert data["count"][b] == inside.sum()
+        if inside.any():
+            assert data["confidence"][b] == pytest.approx(conf[inside].mean())
+            assert data["accuracy"][b] == pytest.approx(right[inside].mean())
+            ece += inside.sum() / len(conf) * abs(conf[inside].mean() - right[inside].mean())
+        else:
+            assert data["confidence"][b] is None and data["accuracy"][b] is None
+    assert data["ece"] == pytest.approx(ece) and data["pixels"] == int(keep.sum())
+    assert data["edges"][0] == 0.0 and data["edges"][-1] == 1.0 and len(data["edges"]) == 16
     assert math.isnan(expected_calibration_error(probs, torch.full_like(labels, 255)))
 
 
