@@ -79,7 +79,7 @@ def test_run_against_itself_is_no_difference():
     assert (r["mIoU"]["difference"], r["mIoU"]["low"], r["mIoU"]["high"]) == (0.0, 0.0, 0.0)
     assert r["mIoU"]["prob_a_better"] == 0.5                 # convention: a tie counts one half
     assert all(c["prob_a_better"] == 0.5 and c["low"] == c["high"] == 0.0 for c in r["per_class_iou"])
-    assert r["verdict"].startswith("no clear difference")
+    assert r["verdict"].startswith("no clear difference") and "+0.00 [+0.00, +0.00] mIoU points" in r["verdict"]
     json.dumps(r, allow_nan=False)
 
 
@@ -90,7 +90,7 @@ def test_clearly_better_model_is_found():
     r = paired_bootstrap(a, b, a_name="baseline", b_name="new")
     assert r["mIoU"]["prob_a_better"] < 0.01 and r["mIoU"]["high"] < 0
     assert re.match(r"new is better than baseline with (over 99\.9|9\d\.\d)% probability; the difference "
-                    r"baseline - new is -\d+\.\d \[-\d+\.\d, -\d+\.\d\] mIoU points", r["verdict"]), r["verdict"]
+                    r"baseline - new is -\d+\.\d\d \[-\d+\.\d\d, -\d+\.\d\d\] mIoU points", r["verdict"]), r["verdict"]
     flipped = paired_bootstrap(b, a)
     assert flipped["mIoU"]["prob_a_better"] > 0.99 and flipped["verdict"].startswith("A is better than B")
     assert flipped["mIoU"]["difference"] == pytest.approx(-r["mIoU"]["difference"])

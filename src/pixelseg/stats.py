@@ -127,7 +127,7 @@ def verdict(result: dict, a_name: str = "A", b_name: str = "B") -> str:
     c, level = result["mIoU"], result["level"]
     if c["difference"] is None or c["low"] is None:
         return "no comparison: no class is defined in these images"
-    pts = "{:+.1f} [{:+.1f}, {:+.1f}] mIoU points".format(*(100 * c[k] for k in ("difference", "low", "high")))
+    pts = "{:+.2f} [{:+.2f}, {:+.2f}] mIoU points".format(*(100 * c[k] + 0.0 for k in ("difference", "low", "high")))
     detail = (f"the difference {a_name} - {b_name} is {pts} ({100 * level:g}% interval, "
               f"{result['n_boot']} resamples of {result['images']} images)")
     p, n = c["prob_a_better"], result["n_boot"]
