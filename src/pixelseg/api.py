@@ -85,7 +85,8 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps."""
     from pixelseg.data.checks import require_clean
     from pixelseg.data.formats import open_dataset
-    from pixelseg.metrics import ConfusionMatrix, summarize
+    from pixelseg.evaluation import summarize_with_ci
+    from pixelseg.metrics import ConfusionMatrix
 
     if (run is None) == (pred_dir is None):
         raise PixelsegError("evaluate takes either a RUN folder or --pred-dir PRED (label maps), not both or neither")
@@ -112,13 +113,13 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         return result
     if pred_dir is not None:
         from pixelseg.evaluation import label_maps
-        cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
+        cm = ConfusionMatrix(classes.num_classes, classes.ignore_index, per_image=True)
         for _, _, pred, gt in label_maps(pred_dir, index, samples, split):
             cm.update(pred, gt)
         source = pred_dir
     else:
         cm, source = _run_confusion(run, index, samples, device), run
-    result = summarize(cm.matrix, classes.names)
+    result = summarize_with_ci(cm, classes.names)
     result.update(split=split, images=len(samples), source=str(source))
     return result
 
@@ -135,7 +136,8 @@ def _run_confusion(run, index, samples, device: str):
                             "evaluate on data with the run's class table")
     dev = pick_device(device)
     loader = split_loader(samples, classes, info.preprocessing, index.mask_color_channel, batch_size=1)
-    return confusion_matrix(RunFolder(run).load_model(dev), loader, classes.num_classes, classes.ignore_index, dev)
+    return confusion_matrix(RunFolder(run).load_model(dev), loader, classes.num_classes, classes.ignore_index, dev,
+                            per_image=True)
 
 
 def open_like_run(run: str | Path, data: str | Path):

@@ -70,13 +70,47 @@ def cmd_evaluate(a) -> int:
         data = run_data(a.run)
     report = not a.no_report       # RUN/report/ for a run, PRED_DIR/report/ for label maps
     m = evaluate(a.run, data, a.split, a.pred_dir, a.device, report=report)
-    print_metrics(m, f"{a.split} split of {data}: {m['images']} images, {m['source']}")
+    print_metrics_ci(m, f"{a.split} split of {data}: {m['images']} images, {m['source']}")
     if report:
         print(f"report: {m['report']}")
     if a.json:
         write_json(a.json, m)
         print(f"metrics written to {a.json}")
     return 0
+
+
+def _with_ci(v, ci) -> str:
+    if v is None:
+        return "—"
+    return f"{100 * v:.1f}" + ("" if not ci else f" \\[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]")   # \\[: not markup
+
+
+def print_metrics_ci(m: dict, title: str) -> None:
+    """The metrics table; with intervals (evaluation.add_intervals) IoU, mIoU and pixel accuracy read
+    "90.7 [89.9, 91.4]": the value on these images and its bootstrap interval."""
+    if "ci" not in m:
+        print_metrics(m, title)
+        return
+    from rich.markup import escape
+    from rich.table import Table
+    ci = m["ci"]
+    absent = set(m.get("classes_absent", []))
+    t = Table(title=escape(title), caption=escape(f"values in %; [low, high] = {100 * ci['level']:g}% interval, {ci['method']} "
+                                   f"({ci['n_boot']} resamples); — = undefined; absent classes are left out of the "
+                                   "means"), caption_justify="left")
+    for col, just in (("class", "left"), ("IoU", "right"), ("accuracy", "right"), ("dice", "right")):
+        t.add_column(col, justify=just)
+    for name, c in m["per_class"].items():
+        if name in absent:
+            t.add_row(f"{name} (absent)", "—", "—", "—", style="dim")
+            continue
+        t.add_row(name if c["gt_pixels"] else f"{name} (not in GT)", _with_ci(c["iou"], c.get("iou_ci")),
+                  _with_ci(c["accuracy"], None), _with_ci(c["dice"], None))
+    t.add_section()
+    t.add_row("mean", _with_ci(m["mIoU"], m.get("mIoU_ci")), _with_ci(m["mean_accuracy"], None),
+              _with_ci(m["mean_dice"], None), style="bold")
+    t.add_row("pixel accuracy", "", _with_ci(m["pixel_accuracy"], m.get("pixel_accuracy_ci")), "")
+    console().print(t)
 
 
 def cmd_report(a) -> int:
