@@ -194,3 +194,49 @@ def tune_threshold(run: str | Path, data: str | Path | None = None, split: str =
     folder.write_info(dataclasses.replace(info, sigmoid_threshold=best))
     return {"threshold": best, "mIoU": best_miou, "threshold_before": info.sigmoid_threshold, "mIoU_before": before,
             "images": len(samples), "data": str(index.root)}
+
+
+def calibrate(run: str | Path, data: str | Path | None = None, split: str = "val", device: str = "auto",
+              max_pixels: int = 200_000, seed: int = 0) -> dict:
+    """Fit the temperature T that makes the run's probabilities honest (softmax(logits / T), Guo et al. 2017)
+    on a labelled split of `data` (default: the run's own data), and write it into RUN/model.json (atomically):
+    predict's probabilities and --uncertainty, serve's confidence and the report's calibration use it after;
+    label maps and metrics do not change. Fitted from the raw logits (whatever T was stored) on at most
+    `max_pixels` labelled pixels spread evenly over the images. ECE (uncertainty.expected_calibration_error)
+    is measured on those pixels. Returns {"temperature", "temperature_before", "ece_raw" (T = 1),
+    "ece_before" (the stored T), "ece" (the new T), "pixels", "images", "data", "split"}."""
+    import dataclasses
+    import math
+
+    import torch
+
+    from pixelseg.data.checks import require_clean
+    from pixelseg.evaluation import PixelSample, evaluate_split, split_loader
+    from pixelseg.inference.predictor import pick_device
+    from pixelseg.run import RunFolder
+    from pixelseg.uncertainty import expected_calibration_error, fit_temperature
+
+    folder = RunFolder(run)
+    info = folder.info()
+    index = open_like_run(run, data if data is not None else folder.require_data_root())
+    if index.classes.names != info.classes.names:
+        raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
+                            f"{list(info.classes.names)}; calibrate on data with the run's class table")
+    samples = index.split(split)
+    if not samples or not all(s.mask is not None for s in samples):
+        raise PixelsegError(f"{index.root}: split '{split}' has no masks to calibrate on; give a labelled split")
+    require_clean(index, (split,))
+    dev = pick_device(device)
+    sample = PixelSample(index.classes.ignore_index, math.ceil(max_pixels / len(samples)), seed)
+    loader = split_loader(samples, index.classes, info.preprocessing, index.mask_color_channel, batch_size=1)
+    evaluate_split(folder.load_model(dev), loader, dev, [sample])
+    logits, labels = sample.arrays()
+    t = fit_temperature(logits, labels, index.classes.ignore_index, max_pixels=max_pixels, seed=seed)
+
+    def ece(temp: float) -> float:
+        return expected_calibration_error(torch.softmax(logits / temp, 0), labels, ignore_index=index.classes.ignore_index)
+    result = {"temperature": t, "temperature_before": info.temperature, "ece_raw": ece(1.0),
+              "ece_before": ece(info.temperature), "ece": ece(t), "pixels": int(labels.numel()),
+              "images": len(samples), "data": str(index.root), "split": split}
+    folder.write_info(dataclasses.replace(info, temperature=t))
+    return result

@@ -90,6 +90,32 @@ def confusion_matrix(model, loader, num_classes: int, ignore_index: int, device,
     return cm
 
 
+class PixelSample:
+    """A collector keeping the logits and labels of up to `per_image` labelled pixels of each image, drawn with
+    `seed`: what a temperature is fitted on (uncertainty.fit_temperature) without holding a split's logits."""
+
+    def __init__(self, ignore_index: int, per_image: int, seed: int = 0):
+        self.ignore_index, self.per_image = ignore_index, max(1, int(per_image))
+        self.gen = torch.Generator().manual_seed(seed)
+        self.logits: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def __call__(self, p: Prediction) -> None:
+        mask = p.mask.reshape(-1).cpu()
+        keep = (mask != self.ignore_index).nonzero()[:, 0]
+        if len(keep) > self.per_image:
+            keep = keep[torch.randperm(len(keep), generator=self.gen)[:self.per_image]]
+        self.logits.append(p.logits[0].flatten(1).cpu()[:, keep])
+        self.labels.append(mask[keep].long())
+
+    def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K x P x 1 logits, P x 1 labels): the sampled pixels as one 'image' for uncertainty's functions."""
+        k = self.logits[0].shape[0] if self.logits else 1
+        x = torch.cat(self.logits, 1) if self.logits else torch.zeros(k, 0)
+        y = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.long)
+        return x[:, :, None], y[:, None]
+
+
 CI_LEVEL, CI_BOOT, CI_SEED = 0.95, 1000, 0
 
 

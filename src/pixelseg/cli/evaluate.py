@@ -44,6 +44,9 @@ def add_parsers(sub) -> None:
     tt.add_argument("--json", help="also write the result to this JSON file")
     tt.set_defaults(handler=cmd_tune_threshold)
 
+    from pixelseg.cli import calibrate        # measuring too: listed right after tune-threshold in --help
+    calibrate.add_parser(sub)
+
 
 def _run_and_split(p, run_help: str, split_help: str) -> None:
     p.add_argument("run", help=run_help)
