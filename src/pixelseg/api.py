@@ -124,6 +124,51 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     return result
 
 
+def compare(run_a: str | Path, run_b: str | Path, data: str | Path | None = None, split: str = "val",
+            device: str = "auto", n_boot: int = 1000, seed: int = 0) -> dict:
+    """How sure is it that run A beats run B? Both are evaluated on the same images (a split of `data`, default
+    the data both runs were trained on) and a paired bootstrap over those images (stats.paired_bootstrap)
+    resamples their per-image confusion matrices together. Returns paired_bootstrap's dict with "per_class_iou"
+    keyed by class name, plus "a"/"b" (each run's metrics with intervals), "data", "split" and "verdict"."""
+    from pixelseg.data.checks import require_clean
+    from pixelseg.evaluation import add_intervals
+    from pixelseg.metrics import summarize
+    from pixelseg.run import RunFolder
+    from pixelseg.stats import paired_bootstrap
+
+    a_name, b_name = _pair_names(run_a, run_b)
+    if data is None:
+        roots = {RunFolder(r).require_data_root() for r in (run_a, run_b)}
+        if len(roots) > 1:
+            raise PixelsegError(f"{run_a} and {run_b} were trained on different data ({', '.join(map(str, sorted(roots)))}); "
+                                "pass --data ROOT to compare them on the same images")
+        data = roots.pop()
+    index = open_like_run(run_a, data)         # A's split decides the images; B is scored on the very same ones
+    samples = index.split(split)
+    if not samples or not all(s.mask is not None for s in samples):
+        raise PixelsegError(f"{index.root}: split '{split}' has no masks to compare on; give a labelled split")
+    require_clean(index, (split,))
+    mats, runs = [], {}
+    for key, run in (("a", run_a), ("b", run_b)):
+        cm = _run_confusion(run, index, samples, device)
+        mats.append(cm.per_image)
+        runs[key] = add_intervals(summarize(cm.matrix, index.classes.names), cm.per_image)
+        runs[key]["source"] = str(run)
+    result = paired_bootstrap(mats[0], mats[1], n_boot=n_boot, seed=seed, a_name=a_name, b_name=b_name)
+    result["per_class_iou"] = dict(zip(index.classes.names, result["per_class_iou"]))
+    result.update(runs, names=[a_name, b_name], data=str(index.root), split=split)
+    return result
+
+
+def _pair_names(run_a, run_b) -> tuple[str, str]:
+    a, b = Path(run_a), Path(run_b)
+    if a.name != b.name:
+        return a.name, b.name
+    if a.parent.name != b.parent.name:
+        return f"{a.parent.name}/{a.name}", f"{b.parent.name}/{b.name}"
+    return f"{a.name} (A)", f"{b.name} (B)"
+
+
 def _run_confusion(run, index, samples, device: str):
     from pixelseg.evaluation import confusion_matrix, split_loader
     from pixelseg.inference.predictor import pick_device

@@ -32,10 +32,19 @@ def add_parsers(sub) -> None:
     r.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="default %(default)s")
     r.set_defaults(handler=cmd_report)
 
-    c = sub.add_parser("compare", help="per-class IoU of runs side by side: a table, a bar chart, an HTML page")
+    c = sub.add_parser("compare", help="per-class IoU of runs side by side (a table, a bar chart, an HTML page); "
+                                       "with --data or --paired: how sure it is that run A beats run B")
     c.add_argument("runs", nargs="+", metavar="RUN", help="run folders or metrics JSON files (evaluate --json)")
     c.add_argument("--out", help="also write an HTML page with the table and the chart")
     c.add_argument("--png", help="bar chart PNG (default: beside --out)")
+    c.add_argument("--data", help="evaluate two runs on the same images of this dataset and compare them with a "
+                                  "paired bootstrap (interval of the mIoU difference, probability A > B)")
+    c.add_argument("--paired", action="store_true", help="the paired comparison on the data both runs were "
+                                                         "trained on (no --data needed)")
+    c.add_argument("--split", default="val", help="with --data/--paired: the labelled split (default %(default)s)")
+    c.add_argument("--device", default="auto", help="with --data/--paired: auto | cpu | cuda | cuda:N")
+    c.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap resamples (default %(default)s)")
+    c.add_argument("--json", help="with --data/--paired: also write the comparison to this JSON file")
     c.set_defaults(handler=cmd_compare)
 
     tt = sub.add_parser("tune-threshold", help="binary_sigmoid runs: the foreground threshold with the best mIoU on a "
@@ -133,6 +142,8 @@ def cmd_report(a) -> int:
 
 
 def cmd_compare(a) -> int:
+    if a.data is not None or a.paired:
+        return _compare_paired(a)
     from rich.table import Table
 
     from pixelseg.report import compare_runs
@@ -161,6 +172,41 @@ def cmd_compare(a) -> int:
     for key in ("png", "html"):
         if key in res:
             print(f"{key}: {res[key]}")
+    return 0
+
+
+def _compare_paired(a) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pixelseg.api import compare
+    from pixelseg.fileio import write_json
+    if len(a.runs) != 2:
+        raise PixelsegError(f"compare --data/--paired takes two run folders (A and B), got {len(a.runs)}")
+    r = compare(a.runs[0], a.runs[1], a.data, a.split, a.device, a.n_boot)
+    na, nb = r["names"]
+    t = Table(title=escape(f"{na} (A) vs {nb} (B): {a.split} split of {r['data']}, {r['images']} images"),
+              caption=escape(f"IoU in %; A - B in points with its {100 * r['level']:g}% interval (paired bootstrap "
+                             f"over images, {r['n_boot']} resamples); P(A > B) = share of resamples where A is "
+                             "higher"), caption_justify="left")
+    for col in ("class", "A", "B", "A - B [interval]", "P(A > B)"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+
+    def row(name, va, vb, c, **kw):
+        diff = "—" if c["difference"] is None else (f"{100 * c['difference']:+.1f}" + (
+            "" if c["low"] is None else f" \\[{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]"))
+        p = "—" if c["prob_a_better"] is None else f"{100 * c['prob_a_better']:.1f}%"
+        t.add_row(escape(name), _with_ci(va, None), _with_ci(vb, None), diff, p, **kw)
+    for name, c in r["per_class_iou"].items():
+        row(name, r["a"]["per_class"][name]["iou"], r["b"]["per_class"][name]["iou"], c)
+    t.add_section()
+    row("mIoU", r["a"]["mIoU"], r["b"]["mIoU"], r["mIoU"], style="bold")
+    row("pixel accuracy", r["a"]["pixel_accuracy"], r["b"]["pixel_accuracy"], r["pixel_accuracy"])
+    console().print(t)
+    print(f"verdict: {r['verdict']}")
+    if a.json:
+        write_json(a.json, r)
+        print(f"comparison written to {a.json}")
     return 0
 
 
