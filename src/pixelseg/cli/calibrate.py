@@ -28,6 +28,11 @@ def cmd_calibrate(a) -> int:
     print(f"temperature {r['temperature_before']:.3g} -> {r['temperature']:.3g}")
     print(f"ECE         {100 * r['ece_before']:.2f}% -> {100 * r['ece']:.2f}%  (expected calibration error: "
           "|accuracy - confidence| over 15 confidence bins)")
+    if r["ece"] > r["ece_raw"]:
+        # the temperature minimizes the likelihood loss, not the binned ECE; a model that is over-confident in
+        # some bins and under-confident in others cannot be fixed by one scalar
+        print("note: the ECE did not drop: this model is not simply over- or under-confident, which one temperature "
+              "cannot fix")
     print(f"written to {RunFolder(a.run).model_json}: predict --uncertainty, serve's confidence and the report use "
           "it; labels unchanged")
     if a.json:

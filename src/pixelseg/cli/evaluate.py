@@ -185,7 +185,7 @@ def _compare_paired(a) -> int:
         raise PixelsegError(f"compare --data/--paired takes two run folders (A and B), got {len(a.runs)}")
     r = compare(a.runs[0], a.runs[1], a.data, a.split, a.device, a.n_boot)
     na, nb = r["names"]
-    t = Table(title=escape(f"{na} (A) vs {nb} (B): {a.split} split of {r['data']}, {r['images']} images"),
+    t = Table(title=escape(f"A = {na}, B = {nb}: {a.split} split of {r['data']}, {r['images']} images"),
               caption=escape(f"IoU in %; A - B in points with its {100 * r['level']:g}% interval (paired bootstrap "
                              f"over images, {r['n_boot']} resamples); P(A > B) = share of resamples where A is "
                              "higher"), caption_justify="left")
