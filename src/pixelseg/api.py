@@ -2,7 +2,10 @@
 
     run = pixelseg.train(data="data/", max_minutes=5)          # -> Path of the run folder
     predictor = pixelseg.load(run); label = predictor.predict("img.png")
-    metrics = pixelseg.evaluate(run, data="data/")             # -> dict (see metrics.summarize)
+    probs = predictor.predict_probs(["img.png"])[0]           # K x H x W, the run's temperature applied
+    metrics = pixelseg.evaluate(run, data="data/")             # -> dict (metrics.summarize + 95% intervals)
+    pixelseg.api.compare(run_a, run_b)                         # paired bootstrap: is A better than B?
+    pixelseg.api.calibrate(run)                                # temperature into model.json
 """
 from __future__ import annotations
 
@@ -82,7 +85,9 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
              report: bool | str | Path = False) -> dict:
     """Metrics of a run (or of label maps in pred_dir written by any model) on a split of `data`.
     With `report` (True, or the HTML path) the evaluation also writes its report, in the same pass:
-    RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps."""
+    RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps.
+    The result carries 95% bootstrap intervals over images (evaluation.add_intervals): "mIoU_ci",
+    "pixel_accuracy_ci", per class "iou_ci", and "ci" saying how they were made."""
     from pixelseg.data.checks import require_clean
     from pixelseg.data.formats import open_dataset
     from pixelseg.evaluation import summarize_with_ci
@@ -140,7 +145,8 @@ def compare(run_a: str | Path, run_b: str | Path, data: str | Path | None = None
     if data is None:
         roots = {RunFolder(r).require_data_root() for r in (run_a, run_b)}
         if len(roots) > 1:
-            raise PixelsegError(f"{run_a} and {run_b} were trained on different data ({', '.join(map(str, sorted(roots)))}); "
+            shown = ", ".join(map(str, sorted(roots)))
+            raise PixelsegError(f"{run_a} and {run_b} were trained on different data ({shown}); "
                                 "pass --data ROOT to compare them on the same images")
         data = roots.pop()
     index = open_like_run(run_a, data)         # A's split decides the images; B is scored on the very same ones
@@ -279,7 +285,8 @@ def calibrate(run: str | Path, data: str | Path | None = None, split: str = "val
     t = fit_temperature(logits, labels, index.classes.ignore_index, max_pixels=max_pixels, seed=seed)
 
     def ece(temp: float) -> float:
-        return expected_calibration_error(torch.softmax(logits / temp, 0), labels, ignore_index=index.classes.ignore_index)
+        probs = torch.softmax(logits / temp, 0)
+        return expected_calibration_error(probs, labels, ignore_index=index.classes.ignore_index)
     result = {"temperature": t, "temperature_before": info.temperature, "ece_raw": ece(1.0),
               "ece_before": ece(info.temperature), "ece": ece(t), "pixels": int(labels.numel()),
               "images": len(samples), "data": str(index.root), "split": split}

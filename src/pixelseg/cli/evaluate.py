@@ -107,7 +107,8 @@ def print_metrics_ci(m: dict, title: str) -> None:
     from rich.table import Table
     ci = m["ci"]
     absent = set(m.get("classes_absent", []))
-    t = Table(title=escape(title), caption=escape(f"values in %; [low, high] = {100 * ci['level']:g}% interval, {ci['method']} "
+    t = Table(title=escape(title), caption=escape(f"values in %; [low, high] = {100 * ci['level']:g}% interval, "
+                                                  f"{ci['method']} "
                                    f"({ci['n_boot']} resamples); — = undefined; absent classes are left out of the "
                                    "means"), caption_justify="left")
     for col, just in (("class", "left"), ("IoU", "right"), ("accuracy", "right"), ("dice", "right")):

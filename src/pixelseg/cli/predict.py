@@ -69,7 +69,8 @@ def cmd_predict(a) -> int:
         return _predict_video(a, videos[0])
     if a.uncertainty_npy and not a.uncertainty:
         raise PixelsegError("--uncertainty-npy adds .npy files to --uncertainty's maps: pass --uncertainty too")
-    plan = jobs.plan(a.inputs, a.out, a.overlay, a.uncertainty)        # checked before the model is loaded: nothing written yet
+    # checked before the model is loaded: nothing written yet
+    plan = jobs.plan(a.inputs, a.out, a.overlay, a.uncertainty)
     pred = predictor_from_args(a, a.run, jobs.rank_device(a.device))
     with progress(len(plan.paths), "predicting") as advance:
         r = jobs.run(pred, plan, overlay=a.overlay, alpha=a.alpha, batch_size=a.batch_size, progress=advance,

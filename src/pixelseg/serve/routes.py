@@ -238,8 +238,9 @@ async def _confidence(s: Served, image: np.ndarray, where: str, t0: float, t_dec
     body = await run_in_threadpool(_taking(encode.confidence_png), [conf])
     response = Response(body, media_type="image/png")
     t_end = time.perf_counter()
-    response.headers["Server-Timing"] = (f"decode;dur={(t_decode - t0) * 1000:.1f}, model;dur="
-                                         f"{(t_model - t_decode) * 1000:.1f}, encode;dur={(t_end - t_model) * 1000:.1f}")
+    response.headers["Server-Timing"] = (f"decode;dur={(t_decode - t0) * 1000:.1f}, "
+                                         f"model;dur={(t_model - t_decode) * 1000:.1f}, "
+                                         f"encode;dur={(t_end - t_model) * 1000:.1f}")
     response.headers["X-Temperature"] = f"{float(getattr(s.info, 'temperature', 1.0)):g}"
     return response
 
