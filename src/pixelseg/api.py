@@ -2,7 +2,10 @@
 
     run = pixelseg.train(data="data/", max_minutes=5)          # -> Path of the run folder
     predictor = pixelseg.load(run); label = predictor.predict("img.png")
-    metrics = pixelseg.evaluate(run, data="data/")             # -> dict (see metrics.summarize)
+    probs = predictor.predict_probs(["img.png"])[0]           # K x H x W, the run's temperature applied
+    metrics = pixelseg.evaluate(run, data="data/")             # -> dict (metrics.summarize + 95% intervals)
+    pixelseg.api.compare(run_a, run_b)                         # paired bootstrap: is A better than B?
+    pixelseg.api.calibrate(run)                                # temperature into model.json
 """
 from __future__ import annotations
 
@@ -82,10 +85,13 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
              report: bool | str | Path = False) -> dict:
     """Metrics of a run (or of label maps in pred_dir written by any model) on a split of `data`.
     With `report` (True, or the HTML path) the evaluation also writes its report, in the same pass:
-    RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps."""
+    RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps.
+    The result carries 95% bootstrap intervals over images (evaluation.add_intervals): "mIoU_ci",
+    "pixel_accuracy_ci", per class "iou_ci", and "ci" saying how they were made."""
     from pixelseg.data.checks import require_clean
     from pixelseg.data.formats import open_dataset
-    from pixelseg.metrics import ConfusionMatrix, summarize
+    from pixelseg.evaluation import summarize_with_ci
+    from pixelseg.metrics import ConfusionMatrix
 
     if (run is None) == (pred_dir is None):
         raise PixelsegError("evaluate takes either a RUN folder or --pred-dir PRED (label maps), not both or neither")
@@ -112,15 +118,61 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         return result
     if pred_dir is not None:
         from pixelseg.evaluation import label_maps
-        cm = ConfusionMatrix(classes.num_classes, classes.ignore_index)
+        cm = ConfusionMatrix(classes.num_classes, classes.ignore_index, per_image=True)
         for _, _, pred, gt in label_maps(pred_dir, index, samples, split):
             cm.update(pred, gt)
         source = pred_dir
     else:
         cm, source = _run_confusion(run, index, samples, device), run
-    result = summarize(cm.matrix, classes.names)
+    result = summarize_with_ci(cm, classes.names)
     result.update(split=split, images=len(samples), source=str(source))
     return result
+
+
+def compare(run_a: str | Path, run_b: str | Path, data: str | Path | None = None, split: str = "val",
+            device: str = "auto", n_boot: int = 1000, seed: int = 0) -> dict:
+    """How sure is it that run A beats run B? Both are evaluated on the same images (a split of `data`, default
+    the data both runs were trained on) and a paired bootstrap over those images (stats.paired_bootstrap)
+    resamples their per-image confusion matrices together. Returns paired_bootstrap's dict with "per_class_iou"
+    keyed by class name, plus "a"/"b" (each run's metrics with intervals), "data", "split" and "verdict"."""
+    from pixelseg.data.checks import require_clean
+    from pixelseg.evaluation import add_intervals
+    from pixelseg.metrics import summarize
+    from pixelseg.run import RunFolder
+    from pixelseg.stats import paired_bootstrap
+
+    a_name, b_name = _pair_names(run_a, run_b)
+    if data is None:
+        roots = {RunFolder(r).require_data_root() for r in (run_a, run_b)}
+        if len(roots) > 1:
+            shown = ", ".join(map(str, sorted(roots)))
+            raise PixelsegError(f"{run_a} and {run_b} were trained on different data ({shown}); "
+                                "pass --data ROOT to compare them on the same images")
+        data = roots.pop()
+    index = open_like_run(run_a, data)         # A's split decides the images; B is scored on the very same ones
+    samples = index.split(split)
+    if not samples or not all(s.mask is not None for s in samples):
+        raise PixelsegError(f"{index.root}: split '{split}' has no masks to compare on; give a labelled split")
+    require_clean(index, (split,))
+    mats, runs = [], {}
+    for key, run in (("a", run_a), ("b", run_b)):
+        cm = _run_confusion(run, index, samples, device)
+        mats.append(cm.per_image)
+        runs[key] = add_intervals(summarize(cm.matrix, index.classes.names), cm.per_image)
+        runs[key]["source"] = str(run)
+    result = paired_bootstrap(mats[0], mats[1], n_boot=n_boot, seed=seed, a_name=a_name, b_name=b_name)
+    result["per_class_iou"] = dict(zip(index.classes.names, result["per_class_iou"]))
+    result.update(runs, names=[a_name, b_name], data=str(index.root), split=split)
+    return result
+
+
+def _pair_names(run_a, run_b) -> tuple[str, str]:
+    a, b = Path(run_a), Path(run_b)
+    if a.name != b.name:
+        return a.name, b.name
+    if a.parent.name != b.parent.name:
+        return f"{a.parent.name}/{a.name}", f"{b.parent.name}/{b.name}"
+    return f"{a.name} (A)", f"{b.name} (B)"
 
 
 def _run_confusion(run, index, samples, device: str):
@@ -135,7 +187,8 @@ def _run_confusion(run, index, samples, device: str):
                             "evaluate on data with the run's class table")
     dev = pick_device(device)
     loader = split_loader(samples, classes, info.preprocessing, index.mask_color_channel, batch_size=1)
-    return confusion_matrix(RunFolder(run).load_model(dev), loader, classes.num_classes, classes.ignore_index, dev)
+    return confusion_matrix(RunFolder(run).load_model(dev), loader, classes.num_classes, classes.ignore_index, dev,
+                            per_image=True)
 
 
 def open_like_run(run: str | Path, data: str | Path):
@@ -192,3 +245,50 @@ def tune_threshold(run: str | Path, data: str | Path | None = None, split: str =
     folder.write_info(dataclasses.replace(info, sigmoid_threshold=best))
     return {"threshold": best, "mIoU": best_miou, "threshold_before": info.sigmoid_threshold, "mIoU_before": before,
             "images": len(samples), "data": str(index.root)}
+
+
+def calibrate(run: str | Path, data: str | Path | None = None, split: str = "val", device: str = "auto",
+              max_pixels: int = 200_000, seed: int = 0) -> dict:
+    """Fit the temperature T that makes the run's probabilities honest (softmax(logits / T), Guo et al. 2017)
+    on a labelled split of `data` (default: the run's own data), and write it into RUN/model.json (atomically):
+    predict's probabilities and --uncertainty, serve's confidence and the report's calibration use it after;
+    label maps and metrics do not change. Fitted from the raw logits (whatever T was stored) on at most
+    `max_pixels` labelled pixels spread evenly over the images. ECE (uncertainty.expected_calibration_error)
+    is measured on those pixels. Returns {"temperature", "temperature_before", "ece_raw" (T = 1),
+    "ece_before" (the stored T), "ece" (the new T), "pixels", "images", "data", "split"}."""
+    import dataclasses
+    import math
+
+    import torch
+
+    from pixelseg.data.checks import require_clean
+    from pixelseg.evaluation import PixelSample, evaluate_split, split_loader
+    from pixelseg.inference.predictor import pick_device
+    from pixelseg.run import RunFolder
+    from pixelseg.uncertainty import expected_calibration_error, fit_temperature
+
+    folder = RunFolder(run)
+    info = folder.info()
+    index = open_like_run(run, data if data is not None else folder.require_data_root())
+    if index.classes.names != info.classes.names:
+        raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
+                            f"{list(info.classes.names)}; calibrate on data with the run's class table")
+    samples = index.split(split)
+    if not samples or not all(s.mask is not None for s in samples):
+        raise PixelsegError(f"{index.root}: split '{split}' has no masks to calibrate on; give a labelled split")
+    require_clean(index, (split,))
+    dev = pick_device(device)
+    sample = PixelSample(index.classes.ignore_index, math.ceil(max_pixels / len(samples)), seed)
+    loader = split_loader(samples, index.classes, info.preprocessing, index.mask_color_channel, batch_size=1)
+    evaluate_split(folder.load_model(dev), loader, dev, [sample])
+    logits, labels = sample.arrays()
+    t = fit_temperature(logits, labels, index.classes.ignore_index, max_pixels=max_pixels, seed=seed)
+
+    def ece(temp: float) -> float:
+        probs = torch.softmax(logits / temp, 0)
+        return expected_calibration_error(probs, labels, ignore_index=index.classes.ignore_index)
+    result = {"temperature": t, "temperature_before": info.temperature, "ece_raw": ece(1.0),
+              "ece_before": ece(info.temperature), "ece": ece(t), "pixels": int(labels.numel()),
+              "images": len(samples), "data": str(index.root), "split": split}
+    folder.write_info(dataclasses.replace(info, temperature=t))
+    return result

@@ -20,7 +20,7 @@ import torch
 
 from pixelseg.data.prefetch import prefetched
 from pixelseg.errors import PixelsegError
-from pixelseg.metrics import ConfusionMatrix, labels_from_logits
+from pixelseg.metrics import ConfusionMatrix, labels_from_logits, summarize
 from pixelseg.models.outputs import resize_logits
 
 
@@ -82,10 +82,75 @@ def evaluate_split(model, loader, device, collectors: list[Collector], amp_dtype
                 model.to(memory_format=torch.channels_last)
 
 
-def confusion_matrix(model, loader, num_classes: int, ignore_index: int, device, amp_dtype=None) -> ConfusionMatrix:
-    cm = ConfusionMatrix(num_classes, ignore_index)
+def confusion_matrix(model, loader, num_classes: int, ignore_index: int, device, amp_dtype=None,
+                     per_image: bool = False) -> ConfusionMatrix:
+    """The split's confusion matrix; with `per_image` it also keeps one matrix per image (for intervals)."""
+    cm = ConfusionMatrix(num_classes, ignore_index, per_image=per_image)
     evaluate_split(model, loader, device, [confusion_collector(cm)], amp_dtype)
     return cm
+
+
+class PixelSample:
+    """A collector keeping the logits and labels of up to `per_image` labelled pixels of each image, drawn with
+    `seed`: what a temperature is fitted on (uncertainty.fit_temperature) without holding a split's logits."""
+
+    def __init__(self, ignore_index: int, per_image: int, seed: int = 0):
+        self.ignore_index, self.per_image = ignore_index, max(1, int(per_image))
+        self.gen = torch.Generator().manual_seed(seed)
+        self.logits: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def __call__(self, p: Prediction) -> None:
+        mask = p.mask.reshape(-1).cpu()
+        keep = (mask != self.ignore_index).nonzero()[:, 0]
+        if len(keep) > self.per_image:
+            keep = keep[torch.randperm(len(keep), generator=self.gen)[:self.per_image]]
+        self.logits.append(p.logits[0].flatten(1).cpu()[:, keep])
+        self.labels.append(mask[keep].long())
+
+    def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K x P x 1 logits, P x 1 labels): the sampled pixels as one 'image' for uncertainty's functions."""
+        k = self.logits[0].shape[0] if self.logits else 1
+        x = torch.cat(self.logits, 1) if self.logits else torch.zeros(k, 0)
+        y = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.long)
+        return x[:, :, None], y[:, None]
+
+
+CI_LEVEL, CI_BOOT, CI_SEED = 0.95, 1000, 0
+
+
+def add_intervals(summary: dict, per_image_mats, level: float = CI_LEVEL, n_boot: int = CI_BOOT,
+                  seed: int = CI_SEED) -> dict:
+    """`summary` (metrics.summarize) with bootstrap intervals over images added beside the values it already
+    has: "mIoU_ci", "pixel_accuracy_ci" and per class "iou_ci" as [low, high] (None where undefined), and
+    "ci" saying how they were made. Existing keys are left as they are. Deterministic for `seed`."""
+    from pixelseg.stats import bootstrap_ci
+
+    mats = np.asarray(per_image_mats)
+    if mats.ndim != 3 or len(mats) == 0:
+        return summary
+    b = bootstrap_ci(mats, n_boot=n_boot, level=level, seed=seed)
+
+    def pair(e: dict):
+        return None if e["low"] is None else [e["low"], e["high"]]
+    summary["mIoU_ci"] = pair(b["mIoU"])
+    summary["pixel_accuracy_ci"] = pair(b["pixel_accuracy"])
+    for c, e in zip(summary["per_class"].values(), b["per_class_iou"]):
+        c["iou_ci"] = pair(e)
+    summary["ci"] = {"level": level, "method": "bootstrap over images", "n_boot": int(n_boot), "seed": seed}
+    return summary
+
+
+def summarize_with_ci(cm: ConfusionMatrix, class_names) -> dict:
+    """metrics.summarize of `cm`, plus intervals when it kept per-image matrices that add up to its total
+    (under torchrun each rank keeps only its own images: then the summary goes without intervals)."""
+    total = cm.matrix
+    s = summarize(total, class_names)
+    if cm.keep_per_image:
+        mats = cm.per_image
+        if len(mats) and np.array_equal(mats.sum(0), total):
+            add_intervals(s, mats)
+    return s
 
 
 def split_loader(samples, classes, preprocessing, mask_color_channel=None, batch_size: int = 1,

@@ -60,6 +60,8 @@ class RunInfo:
     # a binary model with one sigmoid channel (data.binary_sigmoid): the probability above which a pixel is
     # foreground; None for the usual one-channel-per-class model
     sigmoid_threshold: float | None = None
+    # `pixelseg calibrate`: every probability consumer divides the logits by it (labels unchanged); 1 = none
+    temperature: float = 1.0
 
     @property
     def weights(self) -> Path:
@@ -70,6 +72,8 @@ class RunInfo:
                  "in_channels": self.preprocessing.in_channels}
         if self.sigmoid_threshold is not None:
             model["sigmoid_threshold"] = self.sigmoid_threshold
+        if self.temperature != 1.0:
+            model["temperature"] = self.temperature
         return {"format": RUN_FORMAT, "model": model,
                 "preprocessing": self.preprocessing.to_dict(), "classes": self.classes.to_dict(), "best": self.best}
 
@@ -98,7 +102,10 @@ def read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
             raise PixelsegError(f"{mj}: run format {d.get('format')!r} is not {RUN_FORMAT!r}; retrain or upgrade pixelseg")
         info = RunInfo(path, d["model"]["name"], d["model"].get("encoder"),
                        ClassTable.from_dict(d["classes"], str(mj)), Preprocessing.from_dict(d["preprocessing"]),
-                       d.get("best") or {}, d["model"].get("sigmoid_threshold"))
+                       d.get("best") or {}, d["model"].get("sigmoid_threshold"),
+                       float(d["model"].get("temperature", 1.0)))
+        if not info.temperature > 0:
+            raise ValueError(f"temperature {info.temperature} is not positive")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise PixelsegError(f"{mj}: damaged run description ({type(e).__name__}: {e}); retrain or restore the file") from None
     if need_weights and not info.weights.is_file():

@@ -132,3 +132,55 @@ def test_cli_bench_errors(capsys):
     assert "neither a run folder" in capsys.readouterr().err
     assert main(["bench", "unet", "--backend", "tensorrt"]) == 2
     assert "unknown bench path" in capsys.readouterr().err
+
+
+def test_cli_predict_uncertainty_maps_are_the_softmax_max_and_entropy(random_run, folder, tmp_path, capsys):
+    out = tmp_path / "u"
+    assert main(["predict", str(random_run), str(folder), "--out", str(out), "--backend", "torch", "--batch-size", "2",
+                 "--uncertainty", "--uncertainty-npy"]) == 0
+    assert "5 image(s)" in capsys.readouterr().out
+    pred = Predictor(random_run, "cpu")
+    for i in (0, 4):
+        probs = pred.predict_probs([folder / f"im{i}.png"])[0]
+        k = pred.classes.num_classes
+        assert probs.shape == (k, 64, 64) and probs.dtype == np.float32
+        assert np.allclose(probs.sum(0), 1, atol=1e-5)
+        assert np.array_equal(read_label_png(out / f"im{i}.png"), pred.predict(folder / f"im{i}.png"))
+        conf = np.load(out / f"im{i}_confidence.npy")
+        ent = np.load(out / f"im{i}_entropy.npy")
+        assert np.allclose(conf, probs.max(0), atol=1e-6) and conf.min() >= 1 / k - 1e-6 and conf.max() <= 1
+        want_ent = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(0) / np.log(k)
+        assert np.allclose(ent, want_ent, atol=1e-5) and 0 <= ent.min() and ent.max() <= 1
+        for name, values in (("confidence", conf), ("entropy", ent)):
+            png = np.asarray(Image.open(out / f"im{i}_{name}.png"))
+            assert png.dtype == np.uint8 and png.shape == (64, 64)
+            assert np.abs(png / 255.0 - values).max() <= 1 / 510 + 1e-6
+        assert conf.std() > 0          # a real map, not a constant
+
+
+def test_predict_uncertainty_npy_needs_uncertainty(random_run, folder, tmp_path, capsys):
+    assert main(["predict", str(random_run), str(folder), "--out", str(tmp_path / "o"), "--uncertainty-npy"]) == 2
+    assert "pass --uncertainty too" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_temperature_changes_probabilities_not_labels(random_run, folder, tmp_path):
+    import dataclasses
+    import shutil
+
+    import torch
+
+    from pixelseg.run import RunFolder
+    run = tmp_path / "hot"
+    shutil.copytree(random_run, run)
+    folder_ = RunFolder(run)
+    assert folder_.info().temperature == 1.0                   # a model.json without the key: T = 1
+    folder_.write_info(dataclasses.replace(folder_.info(), temperature=2.5))
+    assert json.loads((run / "model.json").read_text())["model"]["temperature"] == 2.5
+    assert folder_.info().temperature == 2.5
+    cold, hot = Predictor(random_run, "cpu"), Predictor(run, "cpu")
+    image = folder / "im1.png"
+    logits = cold.predict_logits([image])[0]
+    p_hot = hot.predict_probs([image])[0]
+    assert np.allclose(p_hot, torch.softmax(logits / 2.5, 0).numpy(), atol=1e-6)
+    assert np.array_equal(hot.predict(image), cold.predict(image))
+    assert p_hot.max(0).mean() < cold.predict_probs([image])[0].max(0).mean()

@@ -107,6 +107,41 @@ def test_overlay_is_viz_overlay_at_the_original_size(client, serve_predictor):
     assert h >= 40 and w > 52                       # the legend panel is added beside the image
 
 
+def test_confidence_png_is_the_top_probability(client, serve_predictor):
+    img = sample_image(37, 50, seed=3)
+    r = client.post("/v1/segment?format=confidence", files={"image": ("c.png", png_bytes(img), "image/png")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.headers["x-temperature"] == "1" and "model;dur=" in r.headers["server-timing"]
+    with Image.open(io.BytesIO(r.content)) as im:
+        assert im.mode == "L" and im.size == (50, 37)
+        got = np.asarray(im)
+    top = serve_predictor.predict_probs([img])[0].max(0)
+    assert np.abs(got / 255.0 - top).max() <= 1 / 510 + 1e-6
+    assert got.min() >= 255 // serve_predictor.classes.num_classes and got.std() > 0
+
+
+def test_confidence_uses_the_runs_temperature(serve_run, serve_predictor, tmp_path):
+    import dataclasses
+    import shutil
+
+    from pixelseg.run import RunFolder
+    from pixelseg.serve.app import make_predictor
+    run = tmp_path / "calibrated"
+    shutil.copytree(serve_run, run)
+    folder = RunFolder(run)
+    folder.write_info(dataclasses.replace(folder.info(), temperature=3.0))
+    pred = make_predictor(run, "cpu", "torch")
+    img = sample_image(30, 30, seed=4)
+    with TestClient(create_app(run, device="cpu", backend="torch", predictor=pred)) as c:
+        r = c.post("/v1/segment?format=confidence", content=png_bytes(img), headers={"content-type": "image/png"})
+        label = c.post("/v1/segment?format=label", content=png_bytes(img), headers={"content-type": "image/png"})
+    assert r.status_code == 200 and r.headers["x-temperature"] == "3"
+    hot = np.asarray(Image.open(io.BytesIO(r.content))) / 255.0
+    cold = serve_predictor.predict_probs([img])[0].max(0)
+    assert hot.mean() < cold.mean() - 0.01                       # softened ...
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(label.content))), serve_predictor.predict(img))
+
+
 def test_other_formats_modes_and_exif_orientation(client, serve_predictor):
     img = sample_image(30, 50, seed=3)
     gray, rgba = img[:, :, 0], np.dstack([img, np.full(img.shape[:2], 200, np.uint8)])

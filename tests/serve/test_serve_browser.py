@@ -140,6 +140,29 @@ def test_upload_shows_the_overlay_and_legend_the_api_gives(browser, live_server,
     page.close()
 
 
+def test_confidence_toggle_draws_the_apis_confidence_map(browser, live_server, tmp_path):
+    img = sample_image(40, 52, seed=12)
+    path = tmp_path / "field.png"
+    path.write_bytes(png_bytes(img))
+    conf = httpx.post(f"{live_server.url}/v1/segment?format=confidence", content=path.read_bytes(),
+                      headers={"content-type": "image/png"}).content
+    gray = np.asarray(Image.open(io.BytesIO(conf)), np.int16)
+    page, outside, errors = open_page(browser, live_server.url, 1280, 800)
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#legend li[data-fraction]")
+    set_opacity(page, 100)
+    classes_only = canvas_pixels(page)
+    page.check("#show-confidence")
+    page.wait_for_selector("#confidence-out:has-text('on')")
+    drawn = canvas_pixels(page)
+    assert np.abs(drawn - gray[:, :, None]).max() <= 1           # the map itself, gray = probability x 255
+    page.uncheck("#show-confidence")
+    page.wait_for_selector("#confidence-out:has-text('off')")
+    assert np.abs(canvas_pixels(page) - classes_only).max() <= 1
+    assert not outside and not errors
+    page.close()
+
+
 def test_usable_at_phone_width_with_drag_and_drop(browser, live_server):
     page, outside, errors = open_page(browser, live_server.url, 390, 844)
     # a file dropped on the page (a real DataTransfer, as a drag from the desktop delivers it)

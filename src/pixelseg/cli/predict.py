@@ -20,6 +20,11 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="images per network call (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
     add_inference_args(p)
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write <stem>_confidence.png (max class probability) and <stem>_entropy.png (entropy / "
+                        "log K), 8-bit grayscale: value = pixel / 255; the run's temperature applies (calibrate)")
+    p.add_argument("--uncertainty-npy", action="store_true",
+                   help="with --uncertainty: also <stem>_confidence.npy and <stem>_entropy.npy (float32)")
     p.add_argument("--max-frames", type=POSITIVE_INT, help="video/camera: stop after this many frames")
     p.set_defaults(handler=cmd_predict)
 
@@ -59,11 +64,17 @@ def cmd_predict(a) -> int:
     if videos:
         if len(a.inputs) != 1:
             raise PixelsegError("give one video (or camera:N) per call; images and folders go in another call")
+        if a.uncertainty or a.uncertainty_npy:
+            raise PixelsegError("--uncertainty writes maps beside image label maps; it does not apply to a video")
         return _predict_video(a, videos[0])
-    plan = jobs.plan(a.inputs, a.out, a.overlay)        # checked before the model is loaded: nothing written yet
+    if a.uncertainty_npy and not a.uncertainty:
+        raise PixelsegError("--uncertainty-npy adds .npy files to --uncertainty's maps: pass --uncertainty too")
+    # checked before the model is loaded: nothing written yet
+    plan = jobs.plan(a.inputs, a.out, a.overlay, a.uncertainty)
     pred = predictor_from_args(a, a.run, jobs.rank_device(a.device))
     with progress(len(plan.paths), "predicting") as advance:
-        r = jobs.run(pred, plan, overlay=a.overlay, alpha=a.alpha, batch_size=a.batch_size, progress=advance)
+        r = jobs.run(pred, plan, overlay=a.overlay, alpha=a.alpha, batch_size=a.batch_size, progress=advance,
+                     uncertainty=a.uncertainty, uncertainty_npy=a.uncertainty_npy)
     rank = f"rank {r.rank}/{r.world}: " if r.world > 1 else ""
     print(f"{rank}{r.images} image(s) -> {a.out} ({len(r.written)} files, {r.seconds:.1f}s, "
           f"{r.images_per_second:.1f} img/s, backend {r.backend})")

@@ -77,12 +77,16 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
     return [f"{p.parent.name}_{p.stem}" if count[p.stem] > 1 else p.stem for p in paths]
 
 
-def planned_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool) -> list[Path]:
-    suffixes = ("", "_overlay") if overlay else ("",)
+UNCERTAINTY_SUFFIXES = ("_confidence", "_entropy")
+
+
+def planned_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool, uncertainty: bool = False) -> list[Path]:
+    suffixes = ("",) + (("_overlay",) if overlay else ()) + (UNCERTAINTY_SUFFIXES if uncertainty else ())
     return [out_dir / f"{stem}{s}.png" for stem in output_stems(paths) for s in suffixes]
 
 
-def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = False) -> Plan:
+def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = False,
+         uncertainty: bool = False) -> Plan:
     """List the inputs, take this rank's share, and refuse an out folder that would replace any input."""
     from pixelseg.inference.predictor import list_inputs
     out_dir = Path(out_dir)
@@ -95,7 +99,7 @@ def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = Fals
             raise PixelsegError(f"{out_dir}: is the input folder; label maps would be written among (and over) your "
                                 "images: give another output folder")
     sources = {p.resolve() for p in every}
-    outputs = planned_outputs(every, out_dir, overlay)
+    outputs = planned_outputs(every, out_dir, overlay, uncertainty)
     for q in outputs:
         if q.resolve() in sources:
             raise PixelsegError(f"{q}: is an input image and would be replaced by a label map; give another "
@@ -109,13 +113,66 @@ def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = Fals
 
 
 def run(predictor, job: Plan, *, overlay: bool = False, alpha: float = 0.5, batch_size: int = 4,
-        progress: Callable[[int], None] | None = None) -> JobResult:
-    """Write <stem>.png (and <stem>_overlay.png) for every image of the plan with `predictor`."""
+        progress: Callable[[int], None] | None = None, uncertainty: bool = False,
+        uncertainty_npy: bool = False) -> JobResult:
+    """Write <stem>.png (and <stem>_overlay.png) for every image of the plan with `predictor`; with
+    `uncertainty` also <stem>_confidence.png and <stem>_entropy.png (and with `uncertainty_npy` their float32
+    .npy), see write_uncertain."""
     if batch_size < 1:
         raise PixelsegError(f"batch size {batch_size}: give 1 or more images per batch")
     if not 0 <= alpha <= 1:
         raise PixelsegError(f"overlay alpha {alpha} is outside 0..1")
     t0 = time.time()
-    written = predictor.predict_paths(job.paths, job.out_dir, overlay=overlay, alpha=alpha, batch_size=batch_size,
-                                      progress=progress) if job.paths else []
+    if uncertainty or uncertainty_npy:
+        written = write_uncertain(predictor, job.paths, job.out_dir, overlay, alpha, batch_size, uncertainty_npy,
+                                  progress)
+    else:
+        written = predictor.predict_paths(job.paths, job.out_dir, overlay=overlay, alpha=alpha,
+                                          batch_size=batch_size, progress=progress) if job.paths else []
     return JobResult(len(job.paths), written, time.time() - t0, predictor.backend_name, job.rank, job.world)
+
+
+def write_uncertain(predictor, paths: Sequence[Path], out_dir: Path, overlay: bool, alpha: float, batch_size: int,
+                    npy: bool, progress: Callable[[int], None] | None = None) -> list[Path]:
+    """Label maps plus per-pixel uncertainty, from one pass of Predictor.predict_probs (which applies the run's
+    temperature): <stem>_confidence.png = max class probability, <stem>_entropy.png = entropy / log K, both
+    8-bit grayscale (value = byte / 255, uncertainty.to_png8); with `npy` also <stem>_confidence.npy and
+    <stem>_entropy.npy in float32. The label map is the argmax of the same probabilities."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pixelseg import viz
+    from pixelseg.data.io import read_image
+    from pixelseg.fileio import atomic_path
+    from pixelseg.metrics import argmax
+    from pixelseg.uncertainty import confidence_maps, to_png8
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = predictor.classes
+    dtype = np.uint8 if classes.num_classes <= 256 else np.uint16
+    stems = output_stems(paths)
+    written: list[Path] = []
+    for i in range(0, len(paths), batch_size):
+        images = [read_image(p, predictor.info.preprocessing.in_channels) for p in paths[i:i + batch_size]]
+        for stem, image, probs in zip(stems[i:i + batch_size], images, predictor.predict_probs(images)):
+            label = argmax(torch.from_numpy(probs), 0).numpy().astype(dtype)
+            target = out_dir / f"{stem}.png"
+            viz.save_label_png(target, label, classes.colors, classes.ignore_index)
+            written.append(target)
+            if overlay:
+                shown = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, 0]
+                written.append(out_dir / f"{stem}_overlay.png")
+                viz.save_overlay(written[-1], shown, label, classes, alpha=alpha)
+            for suffix, values in zip(UNCERTAINTY_SUFFIXES, confidence_maps(probs, probs=True)):
+                written.append(out_dir / f"{stem}{suffix}.png")
+                with atomic_path(written[-1]) as tmp:
+                    Image.fromarray(to_png8(values)).save(tmp, format="PNG")
+                if npy:
+                    written.append(out_dir / f"{stem}{suffix}.npy")
+                    with atomic_path(written[-1]) as tmp:
+                        np.save(tmp, values.astype(np.float32), allow_pickle=False)
+        if progress is not None:
+            progress(len(images))
+    return written

@@ -226,3 +226,12 @@ class Predictor:
             viz.save_overlay(ov, shown, label, self.classes, alpha=alpha)
             out.append(ov)
         return out
+
+    @torch.inference_mode()
+    def predict_probs(self, images) -> list[np.ndarray]:
+        """K x H x W float32 class probabilities for each image (path, PIL image or uint8 array) at its original
+        size: the softmax of the scores the labels come from (predict_logits: whole image, tiles or TTA), the
+        logits divided first by the run's temperature (`pixelseg calibrate`; 1 when none is stored), so the
+        argmax is predict_batch's label map and only the confidence changes."""
+        t = float(getattr(self.info, "temperature", 1.0) or 1.0)
+        return [torch.softmax(s / t, 0).numpy() for s in self.predict_logits(list(images))]

@@ -55,16 +55,26 @@ class Analysis:
     calibration: dict | None   # None when only label maps were given (no probabilities)
     seconds: float
     mask_color_channel: int | None = None
+    per_image_mats: np.ndarray | None = None   # N x K x K, one confusion matrix per image: the intervals
+    # with a stored temperature: the reliability data of the raw (T = 1) probabilities, `calibration` being
+    # those the run now reports (logits / T)
+    calibration_before: dict | None = None
+    temperature: float = 1.0
 
     @property
     def summary(self) -> dict:
-        return summarize(self.confusion, self.classes.names)
+        s = summarize(self.confusion, self.classes.names)
+        if self.per_image_mats is not None:
+            from pixelseg.evaluation import add_intervals
+            add_intervals(s, self.per_image_mats)
+        return s
 
     def to_json(self) -> dict:
         """What RUN/report/analysis.json holds: enough to redraw every plot without the model."""
         return {"split": self.split, "data": self.data_root, "source": self.source, "images": len(self.per_image),
                 "classes": self.classes.to_dict(), "summary": self.summary,
                 "confusion_matrix": self.confusion.tolist(), "calibration": self.calibration,
+                "calibration_before": self.calibration_before, "temperature": self.temperature,
                 "per_image": self.per_image,
                 "worst": [g.sample.stem for g in self.worst], "best": [g.sample.stem for g in self.best],
                 "seconds": round(self.seconds, 3)}
@@ -139,15 +149,19 @@ class Collector:
         self._worst: list = []
         self._best: list = []
         self.calib = _Calibration()
+        self.calib_before = _Calibration()
+        self.mats: list[np.ndarray] = []
         self.t0 = time.perf_counter()
 
     def add(self, index: int, sample: Sample, pred: torch.Tensor, gt: torch.Tensor,
-            confidence: torch.Tensor | None = None) -> None:
-        """pred, gt: HxW integer tensors at the mask's size; confidence: HxW max softmax probability."""
+            confidence: torch.Tensor | None = None, raw_confidence: torch.Tensor | None = None) -> None:
+        """pred, gt: HxW integer tensors at the mask's size; confidence: HxW max softmax probability;
+        raw_confidence: the same before a stored temperature (given only when the run has one)."""
         self.cm.update(pred, gt)
         keep = gt != self.classes.ignore_index
         t, p = gt[keep].long(), pred[keep].long()
         one = torch.bincount(self.k * t + p, minlength=self.k * self.k).reshape(self.k, self.k).cpu().numpy()
+        self.mats.append(one)
         miou, acc = mean_iou(one), pixel_accuracy(one)
         row = {"stem": sample.stem, "mIoU": None if math.isnan(miou) else round(miou, 6),
                "pixel_accuracy": None if math.isnan(acc) else round(acc, 6), "pixels": int(t.numel())}
@@ -155,6 +169,8 @@ class Collector:
             c = confidence[keep]
             self.calib.update(c, t == p)
             row["unsure"] = round(float((c < self.calib.threshold).float().mean()), 6) if c.numel() else None
+        if raw_confidence is not None:
+            self.calib_before.update(raw_confidence[keep], t == p)
         self.per_image.append(row)
         if math.isnan(miou) or self.gallery == 0:
             return                      # an all-ignore image says nothing about the model
@@ -174,7 +190,8 @@ class Collector:
                 item = item or make()
                 heapq.heapreplace(heap, (key, index, item))
 
-    def finish(self, split: str, data_root, source, mask_color_channel: int | None = None) -> Analysis:
+    def finish(self, split: str, data_root, source, mask_color_channel: int | None = None,
+               temperature: float = 1.0) -> Analysis:
         cands = {i: it for _, i, it in self._worst + self._best}
         # worst and best never share an image: with a small split each side gets half of it
         n = min(self.gallery, len(cands) // 2)
@@ -182,18 +199,21 @@ class Collector:
         shown = {g.index for g in worst}
         best = [g for g in sorted(cands.values(), key=lambda g: (-g.miou, -g.pixel_accuracy, g.index))
                 if g.index not in shown][:n]
+        mats = np.stack(self.mats) if self.mats else None
         return Analysis(self.classes, split, str(data_root), str(source), self.cm.matrix, self.per_image,
-                        worst, best, self.calib.to_dict(), time.perf_counter() - self.t0, mask_color_channel)
+                        worst, best, self.calib.to_dict(), time.perf_counter() - self.t0, mask_color_channel,
+                        mats, self.calib_before.to_dict(), temperature)
 
 
-def logits_to_prediction(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """K x H x W logits -> (argmax label map, max softmax probability), with one exp pass.
+def logits_to_prediction(logits: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """K x H x W logits -> (argmax label map, max softmax probability of logits / temperature), with one
+    exp pass.
 
     max(softmax) = 1 / sum(exp(l - max l)); torch.max returns the first maximal index, as argmax
-    does, so the label map is the one `evaluate` scores.
+    does, so the label map is the one `evaluate` scores (a positive temperature does not move it).
     """
     top, pred = logits.max(0)
-    conf = torch.exp(logits - top.unsqueeze(0)).sum(0).reciprocal_()
+    conf = torch.exp((logits - top.unsqueeze(0)) / float(temperature)).sum(0).reciprocal_()
     return pred, conf
 
 
@@ -244,14 +264,17 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
     model = load_model(info, dev)
     col = Collector(info.classes, gallery)
 
+    t = info.temperature
+
     def collect(p) -> None:
-        pred, conf = logits_to_prediction(p.logits[0])
-        col.add(p.index, samples[p.index], pred, p.mask, conf)
+        pred, conf = logits_to_prediction(p.logits[0], t)
+        raw = None if t == 1.0 else logits_to_prediction(p.logits[0])[1]
+        col.add(p.index, samples[p.index], pred, p.mask, conf, raw)
 
     loader = split_loader(samples, info.classes, info.preprocessing, index.mask_color_channel, batch_size, num_workers)
     evaluate_split(model, loader, dev, [collect],
                    progress=None if progress is None else (lambda done: progress(done, len(samples))))
-    return col.finish(split, index.root, info.path, index.mask_color_channel)
+    return col.finish(split, index.root, info.path, index.mask_color_channel, t)
 
 
 def analyze_predictions(pred_dir, data, split: str = "val", gallery: int = GALLERY_SIZE, index=None) -> Analysis:

@@ -84,6 +84,11 @@ def pct_or(v) -> str:
     return "—" if v is None else f"{100 * v:.2f}%"
 
 
+def pct_ci(v, ci) -> str:
+    """A value with its interval, e.g. "90.70% [89.90, 91.40]"; the value alone when there is none."""
+    return pct_or(v) if v is None or not ci else f"{100 * v:.2f}% [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+
+
 def _clear(folder: Path, pattern: str) -> None:
     """Remove this report's own earlier files (e.g. gallery panels of images no longer among the worst)."""
     if folder.is_dir():
@@ -159,12 +164,18 @@ def build_report(run=None, data=None, split: str = "val", out=None, device: str 
 def _summary_section(run, info, config, metrics, recipe, analysis, summary, notes, names) -> tuple:
     head = []
     if summary is not None:
-        head = [("mIoU", pct_or(summary.get("mIoU"))), ("pixel accuracy", pct_or(summary.get("pixel_accuracy"))),
+        head = [("mIoU", pct_ci(summary.get("mIoU"), summary.get("mIoU_ci"))),
+                ("pixel accuracy", pct_ci(summary.get("pixel_accuracy"), summary.get("pixel_accuracy_ci"))),
                 ("mean accuracy", pct_or(summary.get("mean_accuracy"))), ("mean dice", pct_or(summary.get("mean_dice"))),
                 ("freq.-weighted IoU", pct_or(summary.get("fw_iou")))]
         if analysis is not None and analysis.calibration:
             head.append(("unsure pixels", pct_or(analysis.calibration.get("unsure_share"))))
     inner = H.cards(head) + "".join(f'<p class="note">{H.escape(n)}</p>' for n in notes)
+    ci = (summary or {}).get("ci")
+    if ci:
+        inner += (f'<p class="sub" id="ci-note">[low, high]: {100 * ci["level"]:g}% interval, {ci["method"]} '
+                  f'({ci["n_boot"]} resamples): where the metric would fall on another test set drawn like this '
+                  "one.</p>")
     if run is not None:
         rows = _summary_rows(run, info, config, metrics, recipe, analysis)
     else:
@@ -222,12 +233,23 @@ def _calibration_section(analysis: Analysis, rdir: Path) -> tuple:
     if not c:
         return ("calibration", "Calibration",
                 "<p class=note>Label maps carry no probabilities: no calibration for a prediction folder.</p>")
-    png = plots.save_figure(plots.reliability(c), rdir / "calibration.png")
+    raw = analysis.calibration_before
+    title = f"after calibration (T = {analysis.temperature:.3g})" if raw else ""
+    png = plots.save_figure(plots.reliability(c, title), rdir / "calibration.png")
+    imgs = H.img_tag(png, "reliability diagram")
     rows = [("expected calibration error", pct_or(c["ece"])),
             ("mean confidence", pct_or(c["mean_confidence"])), ("pixel accuracy", pct_or(c["accuracy_all"])),
             (f"unsure pixels (confidence < {c['unsure_threshold']:g})", pct_or(c["unsure_share"])),
             ("accuracy on unsure pixels", pct_or(c["unsure_accuracy"])),
             ("accuracy on the other pixels", pct_or(c["sure_accuracy"]))]
+    if raw:      # a stored temperature: show the raw model beside the calibrated one
+        before = plots.save_figure(plots.reliability(raw, "before calibration (T = 1)"),
+                                   rdir / "calibration_before.png")
+        imgs = H.img_tag(before, "reliability diagram before calibration") + imgs
+        rows += [("temperature (pixelseg calibrate)", f"{analysis.temperature:.4g}"),
+                 ("expected calibration error before calibration", pct_or(raw["ece"]))]
+    else:
+        _clear(rdir, "calibration_before.png")
     verdict = ""
     if c["mean_confidence"] is not None and c["accuracy_all"] is not None:
         d = c["mean_confidence"] - c["accuracy_all"]
@@ -236,7 +258,7 @@ def _calibration_section(analysis: Analysis, rdir: Path) -> tuple:
                    "<p class=sub>The model is under-confident: its accuracy exceeds its confidence by "
                    f"{-100 * d:.1f} points.</p>" if d < -0.02 else
                    "<p class=sub>Confidence and accuracy agree within 2 points.</p>")
-    return "calibration", "Calibration", H.img_tag(png, "reliability diagram") + verdict + H.kv_table(rows, "calibration-table")
+    return "calibration", "Calibration", imgs + verdict + H.kv_table(rows, "calibration-table")
 
 
 def _gallery_section(analysis: Analysis, classes, rdir: Path) -> tuple:

@@ -66,7 +66,15 @@ def cards(items: list[tuple[str, str]]) -> str:
         f'<div class="card">{escape(label)}<b>{escape(value)}</b></div>' for label, value in items) + "</div>"
 
 
+def _ci_cell(ci) -> str:
+    if not ci:
+        return '<td data-key="iou_ci" data-value="">—</td>'
+    return f'<td data-key="iou_ci" data-value="{ci[0]!r},{ci[1]!r}">{pct(ci[0])} – {pct(ci[1])}</td>'
+
+
 def per_class_table(summary: dict, colors) -> str:
+    """One row per class; with intervals in the summary (evaluation.add_intervals) an IoU interval column."""
+    with_ci = "ci" in summary
     total = summary.get("num_pixels") or 0
     pred_total = sum(c["pred_pixels"] for c in summary["per_class"].values()) or 0
     absent = set(summary.get("classes_absent", []))
@@ -79,9 +87,12 @@ def per_class_table(summary: dict, colors) -> str:
         cells = "".join(f'<td data-key="{k}" data-value="{num_attr(v)}">{pct(v)}</td>' for k, v in
                         (("iou", c["iou"]), ("accuracy", c["accuracy"]), ("dice", c["dice"]),
                          ("gt_share", gt_share), ("pred_share", pred_share)))
+        if with_ci:
+            cells = cells.replace("</td>", "</td>" + _ci_cell(c.get("iou_ci")), 1)
         rows.append(f'<tr data-class="{escape(name)}"><td class="l">{swatch(color)}{escape(name)}{note}</td>{cells}'
                     f'<td data-key="gt_pixels" data-value="{c["gt_pixels"]}">{c["gt_pixels"]:,}</td></tr>')
-    head = ("<tr><th class=l>class</th><th>IoU %</th><th>accuracy %</th><th>dice %</th><th>GT pixels %</th>"
+    ci_head = f"<th>IoU {100 * summary['ci']['level']:g}% interval</th>" if with_ci else ""
+    head = (f"<tr><th class=l>class</th><th>IoU %</th>{ci_head}<th>accuracy %</th><th>dice %</th><th>GT pixels %</th>"
             "<th>predicted %</th><th>GT pixels</th></tr>")
     return f'<table id="per-class"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 

@@ -216,9 +216,10 @@ def confusion(cm: np.ndarray, names, shown: list[int] | None = None) -> Figure:
 
 # ------------------------------------------------------------------------------------ calibration
 
-def reliability(calib: dict) -> Figure:
+def reliability(calib: dict, title: str = "") -> Figure:
     """Reliability diagram (accuracy per confidence bin against the diagonal) and how the pixels
-    spread over the confidence bins, with the 'unsure' threshold marked."""
+    spread over the confidence bins, with the 'unsure' threshold marked; `title` names the variant
+    (e.g. before / after calibration)."""
     edges = np.asarray(calib["edges"], dtype=float)
     centers = (edges[:-1] + edges[1:]) / 2
     width = edges[1] - edges[0]
@@ -237,7 +238,8 @@ def reliability(calib: dict) -> Figure:
     a1.set_xlabel("confidence (max softmax probability)")
     a1.set_ylabel("share of correct pixels")
     ece = calib.get("ece")
-    a1.set_title("reliability" + (f" — ECE {100 * ece:.2f}%" if ece is not None else ""))
+    a1.set_title(f"reliability {title}".strip() + (f" — ECE {100 * ece:.2f}%" if ece is not None else ""),
+                 fontsize=10)
     a1.legend(fontsize=8, loc="upper left")
     a1.grid(alpha=0.3)
     a2.bar(centers, share, width=width * 0.95, color="0.55")

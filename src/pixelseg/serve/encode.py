@@ -45,6 +45,13 @@ def overlay_png(image: np.ndarray, label: np.ndarray, classes: ClassTable, alpha
     return _png(Image.fromarray(out))
 
 
+def confidence_png(confidence: np.ndarray) -> bytes:
+    """Each pixel's top class probability (H x W in [0, 1]) as an 8-bit grayscale PNG: byte = round(255 p),
+    the encoding of `predict --uncertainty` (uncertainty.to_png8)."""
+    from pixelseg.uncertainty import to_png8
+    return _png(Image.fromarray(to_png8(confidence)))
+
+
 def class_counts(label: np.ndarray, num_classes: int) -> np.ndarray:
     """Pixels per class (predictions are always class indices, never the ignore index)."""
     return np.bincount(label.ravel().astype(np.intp, copy=False), minlength=num_classes)[:num_classes]

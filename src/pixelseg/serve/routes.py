@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +54,9 @@ class Served:
     budget: PixelBudget
     class_infos: list[ClassInfo]
     model_info: ModelInfo
+    # format=confidence runs the model outside the batcher (probabilities, not labels): one at a time, so
+    # such requests cannot crowd the batched label path off the CPU
+    probs_slot: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     @property
     def info(self):
@@ -139,7 +142,9 @@ def add_segment_route(app: FastAPI, s: Served, dependencies: list) -> None:
               openapi_extra={"requestBody": SEGMENT_REQUEST_BODY}, responses={200: SEGMENT_OK, **SEGMENT_ERRORS})
     async def segment(
         request: Request,
-        format: Literal["json", "label", "overlay"] = Query("json", description="what to answer"),
+        format: Literal["json", "label", "overlay", "confidence"] = Query(
+            "json", description="what to answer; confidence: an 8-bit grayscale PNG of each pixel's top class "
+                                "probability (value / 255), with the run's calibrated temperature"),
         rle: bool = Query(False, description="json: include the label map, run-length encoded"),
         alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay: opacity of the class colors"),
         boundaries: bool = Query(True, description="overlay: draw class edges at full strength"),
@@ -177,6 +182,8 @@ async def _decode_label_encode(s: Served, data: bytes, content_type: str | None,
     async with s.decode_slots:
         image = await run_in_threadpool(_taking(decode_image), [data], content_type, s.settings.limits, where)
     t_decode = time.perf_counter()
+    if wanted.format == "confidence":
+        return await _confidence(s, image, where, t0, t_decode)
     label, done = await _label(s, image, hashlib.sha256(data).hexdigest(), where)
     cached = done is None
     t_model = time.perf_counter()
@@ -212,18 +219,42 @@ def _taking(fn):
     return call
 
 
+def _model_input(s: Served, image: np.ndarray, where: str) -> np.ndarray:
+    in_channels = s.info.preprocessing.in_channels
+    try:
+        return to_channels(image, in_channels)
+    except ValueError:
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        raise ApiError(422, "wrong_channels", f"{where} has {channels} channel(s) and cannot be "
+                       f"converted to the {in_channels} the model takes") from None
+
+
+async def _confidence(s: Served, image: np.ndarray, where: str, t0: float, t_decode: float) -> Response:
+    """format=confidence: Predictor.predict_probs (the run's temperature applied), its max as 8-bit PNG."""
+    model_input = _model_input(s, image, where)
+    async with s.probs_slot:
+        conf = await run_in_threadpool(_taking(_top_probability), [model_input], s.predictor)
+    t_model = time.perf_counter()
+    body = await run_in_threadpool(_taking(encode.confidence_png), [conf])
+    response = Response(body, media_type="image/png")
+    t_end = time.perf_counter()
+    response.headers["Server-Timing"] = (f"decode;dur={(t_decode - t0) * 1000:.1f}, "
+                                         f"model;dur={(t_model - t_decode) * 1000:.1f}, "
+                                         f"encode;dur={(t_end - t_model) * 1000:.1f}")
+    response.headers["X-Temperature"] = f"{float(getattr(s.info, 'temperature', 1.0)):g}"
+    return response
+
+
+def _top_probability(model_input: np.ndarray, predictor) -> np.ndarray:
+    return predictor.predict_probs([model_input])[0].max(0)
+
+
 async def _label(s: Served, image: np.ndarray, key: str, where: str) -> tuple[np.ndarray, Done | None]:
     """(label map, how the model made it; None when it came from the cache)."""
     label = s.cache.get(key)
     if label is not None:
         return label, None
-    in_channels = s.info.preprocessing.in_channels
-    try:
-        model_input = to_channels(image, in_channels)
-    except ValueError:
-        channels = 1 if image.ndim == 2 else image.shape[2]
-        raise ApiError(422, "wrong_channels", f"{where} has {channels} channel(s) and cannot be "
-                       f"converted to the {in_channels} the model takes") from None
+    model_input = _model_input(s, image, where)
     done = await s.batcher.run(model_input)
     s.cache.put(key, done.label)
     return done.label, done

@@ -80,6 +80,7 @@ SEGMENT_OK = {"model": SegmentResult,
               "description": "format=json: the class table with each class's share (and the RLE "
                              "label map with rle=true); format=label: a palette PNG whose pixel "
                              "values are class indices; format=overlay: the image with the classes "
-                             "blended over it. PNGs have the uploaded image's size (overlay with "
-                             "legend=true adds a legend panel).",
+                             "blended over it; format=confidence: 8-bit grayscale, each pixel's top class "
+                             "probability x 255 (temperature from `pixelseg calibrate`, in X-Temperature). "
+                             "PNGs have the uploaded image's size (overlay with legend=true adds a legend panel).",
               "content": {"image/png": {"schema": IMAGE_SCHEMA}}}

@@ -110,6 +110,7 @@ function addItem(file) {
   while (state.items.length > MAX_ITEMS) {
     const old = state.items.shift();
     if (old.base && old !== state.current) old.base.close();
+    if (old.confidence && old !== state.current) old.confidence.close();
   }
   renderGallery();
   return item;
@@ -157,6 +158,7 @@ function select(item) {
   state.result = item.result;
   state.labels = item.labels;
   state.base = item.base;
+  state.confidence = null;
   state.hidden.clear();
   renderGallery();
   setDownloads(item.status === "ok");
@@ -165,12 +167,50 @@ function select(item) {
     showStage(true);
     draw();
     setStatus(`${item.name} · ${item.result.width} × ${item.result.height} px · ${item.timing}`, "ok");
+    if ($("show-confidence").checked) showConfidence();
   } else {
     showStage(false);
     if (item.status === "error") setStatus(item.message, "error");
     else setStatus(`Segmenting ${item.name}…`, "busy");
   }
   renderLegend();
+}
+
+// ------------------------------------------------------------------------------------ confidence
+
+// The confidence map (format=confidence: gray = top class probability x 255) is fetched once per image,
+// when the toggle first asks for it, and drawn in place of the class colors.
+async function confidenceOf(item) {
+  if (!item.confidence) {
+    const form = new FormData();
+    form.append("image", item.file, item.name);
+    const res = await fetch("/v1/segment?format=confidence", { method: "POST", body: form, headers: headers() });
+    if (!res.ok) throw new Error(await errorText(res));
+    item.temperature = res.headers.get("x-temperature");
+    item.confidence = await createImageBitmap(await res.blob());
+  }
+  return item.confidence;
+}
+
+async function showConfidence() {
+  const on = $("show-confidence").checked;
+  const item = state.current;
+  const out = $("confidence-out");
+  state.confidence = null;
+  out.textContent = on ? "loading…" : "off";
+  if (on && item && item.status === "ok") {
+    try {
+      const bitmap = await confidenceOf(item);
+      if (item !== state.current || !$("show-confidence").checked) return;   // moved on meanwhile
+      state.confidence = bitmap;
+    } catch (e) {
+      setStatus(e.message, "error");
+    }
+  }
+  if (state.result) draw();
+  // said after drawing, so what the output reads is what the canvas shows
+  if (state.confidence) out.textContent = item.temperature && item.temperature !== "1" ? `on (T = ${item.temperature})` : "on";
+  else if (on) out.textContent = item && item.status === "error" ? "no image" : "on";
 }
 
 function renderGallery() {
@@ -372,6 +412,7 @@ function wire() {
   $("dl-label").addEventListener("click", downloadLabel);
   $("dl-overlay").addEventListener("click", downloadOverlay);
   $("dl-json").addEventListener("click", downloadJSON);
+  $("show-confidence").addEventListener("change", showConfidence);
   $("key-box").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.key = $("key").value.trim();

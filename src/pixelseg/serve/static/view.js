@@ -14,6 +14,7 @@ const state = {
   labels: null,       // Uint8Array/Uint16Array, row-major class indices
   base: null,         // ImageBitmap of the upright image
   layer: null,        // canvas with the class colors (hidden classes transparent)
+  confidence: null,   // ImageBitmap of the shown item's confidence map, when the toggle is on
   hidden: new Set(),  // class indices not drawn
   zoom: 1,            // on top of the fit-to-room scale
   key: sessionStorage.getItem("pixelseg-api-key") || "",
@@ -58,7 +59,7 @@ function draw() {
   ctx.rect(split, 0, width - split, height);
   ctx.clip();
   ctx.globalAlpha = Number($("opacity").value) / 100;
-  ctx.drawImage(state.layer, 0, 0);
+  ctx.drawImage(state.confidence || state.layer, 0, 0);
   ctx.restore();
   fitCanvas();
 }
