@@ -42,9 +42,13 @@ def train(data: str | Path | None = None, model: str | None = None, *, config: s
         cfg = make_config(config, data=str(data) if data is not None else None, model=model, **kwargs)
     run = _train(cfg, resume=resume, quiet=quiet, on_step=on_step)
     # under torchrun every rank returns here; one report, from rank 0, is enough
-    if report and os.environ.get("RANK", "0") == "0":
-        from pixelseg.report import build_report
-        build_report(run)
+    if os.environ.get("RANK", "0") == "0":
+        if report:
+            from pixelseg.report import build_report
+            build_report(run)
+        from pixelseg.tracking import finish_run
+        # after the report, so that the tracked run gets its images, and the run folder as an artifact
+        finish_run(cfg.train.logger, run)
     return run
 
 
