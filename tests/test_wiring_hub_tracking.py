@@ -110,3 +110,102 @@ def test_unknown_logger_is_one_line(tmp_path, data):
                        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_env())
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "--logger: invalid choice: 'neptune'" in p.stderr and "mlflow" in p.stderr
+
+
+# -- the Hub ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def hub_run(tmp_path, one_thread) -> Path:
+    """A small run folder of a registered model (lraspp): a `pixelseg` subprocess can load it."""
+    import torch
+
+    from pixelseg.data.classes import ClassTable
+    from pixelseg.models import build_model
+    from pixelseg.run import Preprocessing, RunInfo
+    pytest.importorskip("huggingface_hub")
+    run = tmp_path / "runs" / "exp1"
+    run.mkdir(parents=True)
+    torch.manual_seed(0)
+    classes = ClassTable(("background", "road", "car"), ((0, 0, 0), (128, 64, 128), (0, 0, 142)))
+    rf = RunFolder(run)
+    rf.write_info(RunInfo(run, "lraspp", None, classes, Preprocessing((64, 64), (123.7, 116.3, 103.5),
+                                                                     (58.4, 57.1, 57.4), 3), {"epoch": 1, "mIoU": 0.5}))
+    rf.save_weights(build_model("lraspp", 3, 3, None).eval())
+    rf.write_classes(classes)
+    rf.write_metrics({"mIoU": 0.5, "pixel_accuracy": 0.8, "split": "val", "images": 4, "per_class": {}})
+    (run / "last.pt").write_bytes(b"never uploaded")
+    return run
+
+
+def _hub_env(tmp_path, fake, **extra) -> dict:
+    # HF_HOME: no token or cache of the user's; no Xet storage in the fake (the client uses plain LFS)
+    return _env(HF_ENDPOINT=fake.endpoint, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_XET="1",
+                HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1", **extra)
+
+
+def _cli(*args, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pixelseg", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def _image(tmp_path) -> Path:
+    path = tmp_path / "img" / "street.png"
+    path.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_push_pull_and_load_from_the_hub_in_subprocesses(hub_run, tmp_path):
+    from hub_fake import FakeHub
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    image = _image(tmp_path)
+    with FakeHub(token="hf_write") as fake:
+        env = _hub_env(tmp_path, fake)
+        p = _cli("push", hub_run, "me/road-seg", "--token", "hf_write", "--private", cwd=elsewhere, env=env)
+        assert p.returncode == 0, p.stderr
+        assert fake.repos["me/road-seg"].private
+        assert f"-> {fake.endpoint}/me/road-seg" in p.stdout
+        assert sorted(fake.repos["me/road-seg"].files) == sorted(
+            ["model.safetensors", "model.json", "classes.json", "metrics.json", "README.md"])
+
+        # without the token a private repo is not found (401): one line: one line naming the fix
+        p = _cli("pull", "me/road-seg", cwd=elsewhere, env=env)
+        assert p.returncode == 2 and "Traceback" not in p.stderr and "--token" in p.stderr, p.stderr
+
+        env["HF_TOKEN"] = "hf_write"
+        p = _cli("pull", "hf://me/road-seg", "--out", "pulled", cwd=elsewhere, env=env)
+        assert p.returncode == 0, p.stderr
+        pulled = elsewhere / "pulled"
+        assert sorted(f.name for f in pulled.iterdir()) == sorted(fake.repos["me/road-seg"].files)
+        assert not any(f.is_symlink() for f in pulled.iterdir())     # plain files, not links into the cache
+        p = _cli("pull", "me/road-seg", "--out", "pulled", cwd=elsewhere, env=env)
+        assert p.returncode == 2 and "not empty" in p.stderr
+
+        # pixelseg.load("hf://...") in a fresh interpreter: the same labels as the local run
+        code = ("import sys, numpy as np, pixelseg; from PIL import Image; im = np.asarray(Image.open(sys.argv[2]));"
+                "np.save(sys.argv[3], pixelseg.load(sys.argv[1], device='cpu', backend='torch').predict(im))")
+        p = subprocess.run([sys.executable, "-c", code, "hf://me/road-seg", str(image), str(tmp_path / "remote.npy")],
+                           capture_output=True, text=True, timeout=300, cwd=elsewhere, env=env)
+        assert p.returncode == 0, p.stderr
+    local = pixelseg.load(hub_run, device="cpu", backend="torch").predict(str(image))
+    np.testing.assert_array_equal(np.load(tmp_path / "remote.npy"), local)
+    np.testing.assert_array_equal(pixelseg.load(pulled, device="cpu", backend="torch").predict(str(image)), local)
+
+
+@pytest.mark.xfail(strict=True, reason="cli/predict.py's predictor_from_args builds Predictor(source) without "
+                   "hub.resolve_source (not this branch's file); remove this mark once it calls it")
+def test_predict_cli_from_the_hub_equals_local(hub_run, tmp_path):
+    from hub_fake import FakeHub
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    image = _image(tmp_path)
+    with FakeHub() as fake:
+        env = _hub_env(tmp_path, fake)
+        assert _cli("push", hub_run, "me/road-seg", cwd=elsewhere, env=env).returncode == 0
+        for source, out in ((hub_run, "local"), ("hf://me/road-seg", "remote"), ("me/road-seg", "bare")):
+            p = _cli("predict", source, image, "--out", out, "--backend", "torch", "--device", "cpu",
+                     cwd=elsewhere, env=env)
+            assert p.returncode == 0, p.stderr
+    local = np.asarray(Image.open(elsewhere / "local" / "street.png"))
+    for out in ("remote", "bare"):
+        np.testing.assert_array_equal(np.asarray(Image.open(elsewhere / out / "street.png")), local)

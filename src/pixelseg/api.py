@@ -75,10 +75,21 @@ def _resume_config(data, model, config, kwargs: dict) -> Config:
 
 
 def load(run: str | Path, device: str = "auto", **options):
-    """A Predictor for a run folder (or an exported .onnx/.xml): .predict(image) -> HxW class indices at the
-    image's size. options: backend=, precision=, threads=, tile=, overlap=, tta= (see inference.Predictor)."""
+    """A Predictor for a run folder, an exported .onnx/.xml, or a run shared on the Hub ("hf://user/name[@rev]",
+    or "user/name" when no such local folder exists; pulled into the Hub cache): .predict(image) -> HxW class
+    indices at the image's size. options: backend=, precision=, threads=, tile=, overlap=, tta= (see
+    inference.Predictor). Hub access follows huggingface_hub (HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE)."""
     from pixelseg.inference import Predictor
-    return Predictor(run, device, **options)
+    return Predictor(hub_source(run), device, **options)
+
+
+def hub_source(run):
+    """`run` as a local path: a Hub reference is pulled (hub.resolve_source), anything else passes through."""
+    from pixelseg import hub
+    if not isinstance(run, Path) and hub.parse_source(str(run)) is not None:
+        # hub.pull reads huggingface_hub.constants, a submodule `import huggingface_hub` does not load itself
+        import huggingface_hub.constants  # noqa: F401
+    return hub.resolve_source(run)
 
 
 def evaluate(run: str | Path | None = None, data: str | Path | None = None, split: str = "val",
