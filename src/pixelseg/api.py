@@ -2,6 +2,7 @@
 
     run = pixelseg.train(data="data/", max_minutes=5)          # -> Path of the run folder
     predictor = pixelseg.load(run); label = predictor.predict("img.png")
+    results = pixelseg.predict(run, ["a.png", "b.png"])         # -> [Result] (pixelseg/results.py)
     metrics = pixelseg.evaluate(run, data="data/")             # -> dict (see metrics.summarize)
 """
 from __future__ import annotations
@@ -81,6 +82,17 @@ def load(run: str | Path, device: str = "auto", **options):
     inference.Predictor). Hub access follows huggingface_hub (HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE)."""
     from pixelseg.inference import Predictor
     return Predictor(hub_source(run), device, **options)
+
+
+def predict(model, source, *, batch_size: int = 4, device: str = "auto", **options) -> list:
+    """One pixelseg.results.Result per image: .labels, .probs, .overlay(), .save(dir), .plot(), .to_json(),
+    and a picture in Jupyter. `model`: what load takes (a run folder, an export, "hf://user/name"), or a
+    Predictor from load (device and options then go unused). `source`: an image path, a folder, a list of paths,
+    or HxWxC / CxHxW uint8 arrays (a list, or an NxHxWxC batch)."""
+    from pixelseg.inference import Predictor
+    from pixelseg.results import predict as _predict
+    predictor = model if isinstance(model, Predictor) else load(model, device, **options)
+    return _predict(predictor, source, batch_size)
 
 
 def hub_source(run):
