@@ -116,6 +116,7 @@ def prediction_folder(pred_dir) -> Path:
 
 
 def _label_maps(pred_dir: Path, index, samples, split: str):
+    from pixelseg.data.io import open_image
     from pixelseg.data.labels import load_mask
     from pixelseg.viz import read_label_png
 
@@ -124,6 +125,7 @@ def _label_maps(pred_dir: Path, index, samples, split: str):
         p = pred_dir / f"{s.stem}.png"
         if not p.is_file():
             raise PixelsegError(f"{p}: no prediction for {s.image.name}; predict every image of split '{split}'")
+        open_image(p, "label map").close()      # the decode gate: a map that claims 10^10 pixels is refused first
         pred = read_label_png(p).astype(np.int64)
         gt = load_mask(s, index.mask_color_channel).astype(np.int64)
         if pred.shape != gt.shape:

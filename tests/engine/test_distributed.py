@@ -70,6 +70,18 @@ def test_two_processes_train_like_one(data, tmp_path):
     assert load_state(two / "last.pt")["state"]["step"] == load_state(one / "last.pt")["state"]["step"] == 12
 
 
+def test_one_process_under_torchrun_joins_the_group(data, tmp_path):
+    """torchrun with one process still runs the distributed path (process group, DDP), so a one-GPU machine
+    can check NCCL and SyncBN; on the CPU that is gloo, and the run is an ordinary run otherwise."""
+    r = subprocess.run(_torchrun(1, "train", "--data", str(data), "--out", str(tmp_path / "one"), "--epochs", "1", *ARGS),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = json.loads((tmp_path / "one" / "environment.json").read_text())["sessions"][-1]
+    assert env["distributed"] == {"world_size": 1, "backend": "gloo", "nodes": 1}
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text())["processes"] == 1
+    assert "1 processes (gloo)" in r.stdout + r.stderr      # the plan table says so
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -35,10 +35,11 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     backend: str | None = None
+    group: bool = False       # a process group was joined (torchrun, even with one process)
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.group
 
     @property
     def is_main(self) -> bool:
@@ -53,11 +54,19 @@ def env_world() -> tuple[int, int, int]:
         raise PixelsegError("RANK/WORLD_SIZE/LOCAL_RANK are not integers; launch with torchrun") from None
 
 
+def launched_by_torchrun() -> bool:
+    """torchrun (torch.distributed.run) sets these for every process it starts, one process included."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ)
+
+
 def setup(device: str) -> tuple[Dist, str]:
     """Join the process group torchrun prepared. `device` is the resolved training device ("cpu",
-    "cuda:N"); under torchrun each rank takes cuda:LOCAL_RANK instead. Returns (Dist, device)."""
+    "cuda:N"); under torchrun each rank takes cuda:LOCAL_RANK instead. Returns (Dist, device).
+
+    A one-process torchrun joins its group too (DDP, SyncBN and the NCCL/gloo collectives all run), so
+    the distributed path can be checked on a machine with a single GPU."""
     rank, world, local = env_world()
-    if world <= 1:
+    if world <= 1 and not launched_by_torchrun():
         return Dist(), device
     cuda = device.startswith("cuda")
     if cuda:
@@ -70,7 +79,7 @@ def setup(device: str) -> tuple[Dist, str]:
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=TIMEOUT,
                                 device_id=torch.device(device) if cuda else None)
-    return Dist(rank, world, local, backend), device
+    return Dist(rank, world, local, backend, group=True), device
 
 
 def teardown(d: Dist) -> None:

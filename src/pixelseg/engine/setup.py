@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from pixelseg.config import Config
-from pixelseg.data.checks import require_clean
+from pixelseg.data.checks import all_ignore, require_clean
 from pixelseg.data.classes import output_channels
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
 from pixelseg.data.sampling import class_stats, median_frequency_weights, repeat_factors
@@ -42,13 +42,9 @@ def check_data(index, cfg: Config) -> dict:
     if not index.splits.get("val"):
         raise PixelsegError(f"{index.root}: no validation images, and the best checkpoint is chosen on them; give a "
                             "val split (a val/ folder) or more images so that --val-fraction can hold some out")
-    reports = require_clean(index)
-    for split in ("train", "val"):
-        counts = reports[split].counts if split in reports else None
-        if counts is not None and counts[:-1].sum() == 0:     # the last count is the ignore index's
-            raise PixelsegError(f"{index.root}: every {split} mask pixel is the ignore index "
-                                f"{index.classes.ignore_index}, so there is nothing to learn or score; label pixels "
-                                "with class indices (or check classes.json's ignore_index)")
+    reports = require_clean(index)          # refuses an all-ignore train split (data/checks.all_ignore)
+    if "val" in reports and (msg := all_ignore(index, reports["val"].counts, "val")):
+        raise PixelsegError(msg.replace("nothing to learn", "nothing to score the checkpoints on"))
     out = {"class_pixels": {s: r.counts.tolist() for s, r in reports.items()}, "class_weights": None, "factors": None}
     if cfg.loss.class_weights == "auto" or cfg.train.sampling == "repeat":
         stats = class_stats(index.splits["train"], index.classes.num_classes, index.mask_color_channel)
