@@ -7,8 +7,10 @@ import io
 import json
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pixelseg.report import plots
@@ -80,3 +82,24 @@ def test_confidence_panel_has_a_colour_bar():
 class _Classes:
     colors = ((0, 0, 0), (200, 0, 0))
     ignore_index = 255
+
+
+def test_phone_width_shows_the_stacked_curves_in_chromium(tiny_run):
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.is_file():
+        pytest.skip("Debian's chromium is not installed")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        try:
+            shown = {}
+            for width in (390, 1280):
+                page = browser.new_page(viewport={"width": width, "height": 800})
+                page.goto((tiny_run / "report" / "report.html").as_uri(), wait_until="load")
+                shown[width] = page.evaluate("""() => { const i = document.querySelector('picture img');
+                    return {w: i.naturalWidth, shown: i.getBoundingClientRect().width}; }""")
+                page.close()
+        finally:
+            browser.close()
+    assert shown[390]["w"] == 480 and shown[390]["shown"] <= 390          # the stacked figure, fitted to the screen
+    assert shown[1280]["w"] > 480                                         # the wide one on a desktop
