@@ -1,13 +1,28 @@
-"""pixelseg: semantic segmentation from a folder of images and masks to a trained, measured, fast model."""
+"""pixelseg: semantic segmentation from a folder of images and masks to a trained, measured, fast model.
+
+    run = pixelseg.train("data/", max_minutes=5)        # -> the run folder
+    results = pixelseg.predict(run, "photos/")          # -> [Result]: .labels .probs .overlay() .save() .plot()
+    pixelseg.evaluate(run); pixelseg.push(run, "me/road-seg"); pixelseg.load("hf://me/road-seg")
+"""
 from pixelseg.errors import PixelsegError
 
 __version__ = "0.1.0"
-__all__ = ["PixelsegError", "__version__", "train", "load", "evaluate"]
+
+# name -> module: imported on first use, so that `import pixelseg` (and the CLI's start-up) stays light while
+# dir() and tab completion show the whole API
+_LAZY = {"train": "pixelseg.api", "load": "pixelseg.api", "predict": "pixelseg.api", "evaluate": "pixelseg.api",
+         "compare": "pixelseg.api", "calibrate": "pixelseg.api", "tune_threshold": "pixelseg.api", "push": "pixelseg.hub", "pull": "pixelseg.hub",
+         "Result": "pixelseg.results", "Predictor": "pixelseg.inference"}
+__all__ = ["PixelsegError", "__version__", *_LAZY]
 
 
 def __getattr__(name):
-    # The API functions import torch; keep `import pixelseg` (and the CLI's start-up) light.
-    if name in ("train", "load", "evaluate"):
-        from pixelseg import api
-        return getattr(api, name)
-    raise AttributeError(name)
+    if name in _LAZY:
+        import importlib
+        module = importlib.import_module(_LAZY[name])
+        return getattr(module, name)
+    raise AttributeError(f"module 'pixelseg' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -2,10 +2,11 @@
 
     run = pixelseg.train(data="data/", max_minutes=5)          # -> Path of the run folder
     predictor = pixelseg.load(run); label = predictor.predict("img.png")
+    results = pixelseg.predict(run, ["a.png", "b.png"])         # -> [Result] (pixelseg/results.py)
     probs = predictor.predict_probs(["img.png"])[0]           # K x H x W, the run's temperature applied
     metrics = pixelseg.evaluate(run, data="data/")             # -> dict (metrics.summarize + 95% intervals)
-    pixelseg.api.compare(run_a, run_b)                         # paired bootstrap: is A better than B?
-    pixelseg.api.calibrate(run)                                # temperature into model.json
+    pixelseg.compare(run_a, run_b)                             # paired bootstrap: is A better than B?
+    pixelseg.calibrate(run)                                    # temperature into model.json
 """
 from __future__ import annotations
 
@@ -45,9 +46,13 @@ def train(data: str | Path | None = None, model: str | None = None, *, config: s
         cfg = make_config(config, data=str(data) if data is not None else None, model=model, **kwargs)
     run = _train(cfg, resume=resume, quiet=quiet, on_step=on_step)
     # under torchrun every rank returns here; one report, from rank 0, is enough
-    if report and os.environ.get("RANK", "0") == "0":
-        from pixelseg.report import build_report
-        build_report(run)
+    if os.environ.get("RANK", "0") == "0":
+        if report:
+            from pixelseg.report import build_report
+            build_report(run)
+        from pixelseg.tracking import finish_run
+        # after the report, so that the tracked run gets its images, and the run folder as an artifact
+        finish_run(cfg.train.logger, run)
     return run
 
 
@@ -74,10 +79,32 @@ def _resume_config(data, model, config, kwargs: dict) -> Config:
 
 
 def load(run: str | Path, device: str = "auto", **options):
-    """A Predictor for a run folder (or an exported .onnx/.xml): .predict(image) -> HxW class indices at the
-    image's size. options: backend=, precision=, threads=, tile=, overlap=, tta= (see inference.Predictor)."""
+    """A Predictor for a run folder, an exported .onnx/.xml, or a run shared on the Hub ("hf://user/name[@rev]",
+    or "user/name" when no such local folder exists; pulled into the Hub cache): .predict(image) -> HxW class
+    indices at the image's size. options: backend=, precision=, threads=, tile=, overlap=, tta= (see
+    inference.Predictor). Hub access follows huggingface_hub (HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE)."""
     from pixelseg.inference import Predictor
-    return Predictor(run, device, **options)
+    return Predictor(hub_source(run), device, **options)
+
+
+def predict(model, source, *, batch_size: int = 4, device: str = "auto", **options) -> list:
+    """One pixelseg.results.Result per image: .labels, .probs, .overlay(), .save(dir), .plot(), .to_json(),
+    and a picture in Jupyter. `model`: what load takes (a run folder, an export, "hf://user/name"), or a
+    Predictor from load (device and options then go unused). `source`: an image path, a folder, a list of paths,
+    or HxWxC / CxHxW uint8 arrays (a list, or an NxHxWxC batch)."""
+    from pixelseg.inference import Predictor
+    from pixelseg.results import predict as _predict
+    predictor = model if isinstance(model, Predictor) else load(model, device, **options)
+    return _predict(predictor, source, batch_size)
+
+
+def hub_source(run):
+    """`run` as a local path: a Hub reference is pulled (hub.resolve_source), anything else passes through."""
+    from pixelseg import hub
+    if not isinstance(run, Path) and hub.parse_source(str(run)) is not None:
+        # hub.pull reads huggingface_hub.constants, a submodule `import huggingface_hub` does not load itself
+        import huggingface_hub.constants  # noqa: F401
+    return hub.resolve_source(run)
 
 
 def evaluate(run: str | Path | None = None, data: str | Path | None = None, split: str = "val",

@@ -115,7 +115,9 @@ class TrainConfig:
     repeat_threshold: float = opt(0.1, "repeat sampling: classes in fewer than this share of images are rare",
                                   gt=0, le=1)
     checkpoint_minutes: float = opt(10.0, "also save the resumable state mid-epoch this often (0 = every step)", ge=0)
-    logger: str = opt("csv", "CSV is always written; tensorboard adds RUN/tensorboard", choices=("csv", "tensorboard"))
+    logger: str = opt("csv", "experiment tracker; RUN/metrics.csv is always written. tensorboard: RUN/tensorboard; "
+                      "mlflow: MLFLOW_TRACKING_URI or a local store RUN/../mlruns; wandb: offline under RUN/wandb "
+                      "(see pixelseg/tracking.py)", choices=("csv", "tensorboard", "mlflow", "wandb"))
 
 
 @dataclass(frozen=True)

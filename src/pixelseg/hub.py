@@ -32,6 +32,7 @@ _LOCAL_SUFFIXES = (".onnx", ".xml", ".pt", ".safetensors", ".json", ".yaml")
 def _hf():
     try:
         import huggingface_hub
+        import huggingface_hub.constants  # noqa: F401  (hf.constants is read below; not imported by the package itself)
     except ImportError:
         raise PixelsegError("Hub sharing needs the huggingface_hub package: pip install 'pixelseg[hub]'") from None
     return huggingface_hub

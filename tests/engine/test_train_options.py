@@ -91,7 +91,7 @@ def test_tensorboard_logs_and_environment_record(data, tmp_path, monkeypatch):
     run = pixelseg.train(data, out=str(tmp_path / "tb"), epochs=2, batch_size=4, logger="tensorboard", seed=3, **TINY)
     acc = EventAccumulator(str(run / "tensorboard"))
     acc.Reload()
-    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 9))
+    assert [e.step for e in acc.Scalars("train/step_loss")] == list(range(1, 9))
     assert len(acc.Scalars("val/mIoU")) == 2
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "data_wait" in rows[0]                       # CSV is written as well

@@ -53,7 +53,8 @@ def predictor_from_args(a, source, device: str | None = None):
             raise PixelsegError("--tile takes H W, one value for a square, or nothing for the training size")
         tile = True if not a.tile else (a.tile[0], a.tile[-1])
     tta = TTA(True, tuple(a.tta) if a.tta else (1.0,)) if a.tta is not None else None
-    return Predictor(source, device or a.device, backend=a.backend, precision=a.precision, threads=a.threads,
+    from pixelseg.api import hub_source      # hf://user/name (or user/name): the pulled run folder
+    return Predictor(hub_source(source), device or a.device, backend=a.backend, precision=a.precision, threads=a.threads,
                      tile=tile, overlap=a.overlap, tta=tta)
 
 

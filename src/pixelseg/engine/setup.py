@@ -2,7 +2,6 @@
 optimizer and objective, the run folder's first files. Plain functions, called in order by trainer.train."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +14,7 @@ from pixelseg.data.classes import output_channels
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
 from pixelseg.data.sampling import class_stats, median_frequency_weights, repeat_factors
 from pixelseg.data.transforms import check_augment, eval_transform, train_transform
+from pixelseg import tracking
 from pixelseg.engine import finetune
 from pixelseg.engine.objective import build_objective
 from pixelseg.engine.schedule import param_groups
@@ -33,11 +33,7 @@ def check_names(cfg: Config) -> None:
         MODELS.get(cfg.model.name)
     parse_loss_spec(cfg.loss.name)
     check_augment(cfg.data.augment)   # a bad preset or pipeline file too (the ignore index is re-checked later)
-    if cfg.train.logger == "tensorboard":
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (fail now, not after the first epoch)
-        except ImportError:
-            raise PixelsegError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None
+    tracking.require(cfg.train.logger)    # a missing mlflow/wandb/tensorboard fails now, not after the first epoch
 
 
 def check_data(index, cfg: Config) -> dict:
@@ -193,10 +189,3 @@ def wrap_for_training(t: Trainee, cfg: Config, d, device: torch.device) -> None:
         t.wrapped = torch.nn.parallel.DistributedDataParallel(
             t.model, device_ids=[device.index] if device.type == "cuda" else None)
     t.forward = torch.compile(t.wrapped) if cfg.train.compile else t.wrapped
-
-
-def tensorboard(run, cfg: Config):
-    if cfg.train.logger != "tensorboard":
-        return contextlib.nullcontext()
-    from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(str(run.tensorboard_dir))

@@ -41,6 +41,7 @@ from pixelseg.evaluation import confusion_matrix, summarize_with_ci
 from pixelseg.metrics import ConfusionMatrix, summarize
 from pixelseg.models import model_mean_std
 from pixelseg.run import Preprocessing, RunFolder, RunInfo
+from pixelseg.tracking import Tracker, open_tracker, per_class_iou
 
 VAL_SHARE = 0.10                  # validation may take at most this share of a time-budgeted run
 
@@ -143,8 +144,9 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
     steps_per_epoch = max(1, math.ceil((int(expected_epoch) // cfg.train.batch_size) / cfg.train.accumulate))
     schedule = Schedule(cfg.train.lr, cfg.train.schedule, cfg.train.epochs * steps_per_epoch if cfg.train.epochs else None,
                         budget, cfg.train.warmup_steps)
-    with (setup.tensorboard(run, cfg) if d.is_main else contextlib.nullcontext()) as writer:
-        stop, info = _loop(cfg, d, data, t, state, schedule, ckpt, info, console, on_step, writer)
+    # rank 0 logs; a resumed run continues its tracked run (tracking.py); the config is logged as params
+    with (open_tracker(cfg.train.logger, run.path, cfg.to_dict()) if d.is_main else Tracker()) as tracker:
+        stop, info = _loop(cfg, d, data, t, state, schedule, ckpt, info, console, on_step, tracker)
     if stop is not None:
         console.print(f"[yellow]{stop.reason}[/]: state saved; continue with `pixelseg train --out {run.path} --resume`"
                       if stop.signalled else stop.reason)
@@ -206,7 +208,7 @@ def _spent(cfg: Config, state: State) -> str:
 # ---------------------------------------------------------------- the loop
 
 def _loop(cfg: Config, d, data: setup.Data, t: setup.Trainee, state: State, schedule: Schedule, ckpt: Checkpointer,
-          info: RunInfo, console: Console, on_step, writer) -> tuple[Stop | None, RunInfo]:
+          info: RunInfo, console: Console, on_step, tracker: Tracker) -> tuple[Stop | None, RunInfo]:
     tc, classes = cfg.train, info.classes
     val_every, val_seconds, stop = 1, None, None
     between_steps = lambda: (state.offset // tc.batch_size) % tc.accumulate == 0    # noqa: E731 (no half-accumulated gradient)
@@ -217,22 +219,25 @@ def _loop(cfg: Config, d, data: setup.Data, t: setup.Trainee, state: State, sche
             loader = data.train_loader(order, state.offset, d, tc.seed, state.epoch, cfg.data.num_workers)
             reserve = val_seconds or 0.0          # room left for the validation that ends a time-budgeted run
             stop, loss, lr = train_one_epoch(t, loader, state, schedule, tc, d, len(order) // tc.batch_size, reserve,
-                                             flag, ckpt, bar, on_step, writer)
+                                             flag, ckpt, bar, on_step, tracker)
             if stop is None:
                 state.epoch, state.offset = state.epoch + 1, 0
             last_epoch = tc.epochs is not None and state.epoch >= tc.epochs
             row = {"epoch": round(state.epoch + state.offset / max(1, len(order)), 3), "step": state.step,
                    "elapsed_s": round(state.elapsed, 1), "lr": f"{lr:.3g}", "train_loss": round(loss, 5),
                    "val_mIoU": "", "val_pixel_accuracy": "", "val_mean_dice": "", "data_wait": round(state.share_waiting(), 4)}
+            per_class = {}       # iou/<class> for the trackers (metrics.csv keeps its fixed columns)
             if stop or last_epoch or state.epoch % val_every == 0:
-                cm, info, val_seconds = validate_and_keep_best(t.eval_model, data.val_loader, classes, t.amp_dtype,
-                                                               state, ckpt.run, info, d, row)
+                cm, info, val_seconds, summary = validate_and_keep_best(t.eval_model, data.val_loader, classes,
+                                                                        t.amp_dtype, state, ckpt.run, info, d, row)
+                per_class = per_class_iou(summary)
                 ckpt.best_cm = cm or ckpt.best_cm
                 epoch_s = time.time() - t_epoch - val_seconds
                 if schedule.budget < math.inf and epoch_s > 0:   # keep validation to a small share of the budget
                     val_every = max(1, math.ceil(val_seconds / (VAL_SHARE * epoch_s)))
                 val_every = int(ddp.agree(d, [val_every])[0])   # rank 0's clock is not the others'
-                _log_validation(console, bar, writer, row, state, cm is not None, lr)
+                _log_validation(console, bar, row, state, cm is not None, lr)
+            tracker.log_epoch(state.step, {**row, **per_class})
             state.history.append(row)
             if d.is_main:
                 ckpt.run.write_history(state.history)
@@ -244,7 +249,7 @@ def _loop(cfg: Config, d, data: setup.Data, t: setup.Trainee, state: State, sche
 
 def train_one_epoch(t: setup.Trainee, loader, state: State, schedule: Schedule, tc, d, epoch_batches: int,
                     reserve: float, flag: guards.StopFlag, ckpt: Checkpointer, bar: RunProgress, on_step,
-                    writer) -> tuple[Stop | None, float, float]:
+                    tracker: Tracker) -> tuple[Stop | None, float, float]:
     """Steps over this epoch's (remaining) batches until it ends or a stop is agreed on by every rank: a
     signal, or the time budget (`reserve` seconds kept for the final validation). Returns (stop, mean loss, lr)."""
     t.wrapped.train()
@@ -273,9 +278,7 @@ def train_one_epoch(t: setup.Trainee, loader, state: State, schedule: Schedule, 
             bar.update(schedule.progress(state.updates, state.elapsed), state.epoch + 1, loss_sum / loss_n, lr,
                        now - tick, bs)
             tick = now
-            if writer is not None:
-                writer.add_scalar("train/loss", loss_value, state.step)
-                writer.add_scalar("train/lr", lr, state.step)
+            tracker.log_step(state.step, loss_value, lr)
             if on_step is not None:
                 on_step(state)
             stop = stop or _agree_on_stop(d, flag, state, reserve, schedule.budget, tc.max_minutes)
@@ -334,10 +337,10 @@ def _agree_on_stop(d, flag: guards.StopFlag, state: State, reserve: float, budge
 
 
 def validate_and_keep_best(model, loader, classes, amp_dtype, state: State, run: RunFolder, info: RunInfo, d,
-                           row: dict) -> tuple[ConfusionMatrix | None, RunInfo, float]:
+                           row: dict) -> tuple[ConfusionMatrix | None, RunInfo, float, dict]:
     """The val split scored at each mask's original resolution (each rank its share, the matrices summed);
     a new best mIoU keeps its weights in model.safetensors and model.json. Fills `row`'s val columns.
-    Returns (the matrix when it is the new best else None, the run info, seconds taken)."""
+    Returns (the matrix when it is the new best else None, the run info, seconds taken, metrics.summarize's dict)."""
     t0 = time.time()
     device = next(model.parameters()).device
     cm = confusion_matrix(model, loader, classes.num_classes, classes.ignore_index, device, amp_dtype, per_image=True)
@@ -350,21 +353,18 @@ def validate_and_keep_best(model, loader, classes, amp_dtype, state: State, run:
     row.update(val_mIoU=round(miou, 5), val_pixel_accuracy=round(s["pixel_accuracy"] or 0, 5),
                val_mean_dice=round(s["mean_dice"] or 0, 5))
     if not miou > state.best_miou:       # the same on every rank: the matrix is global
-        return None, info, seconds
+        return None, info, seconds, s
     state.best_miou, state.best_epoch = miou, state.epoch
     if d.is_main:
         guards.check_finite_weights(model, run.state_path, state.step)
         run.save_weights(model)
         info = replace(info, best={"epoch": row["epoch"], "step": state.step, "mIoU": round(miou, 5)})
         run.write_info(info)
-    return cm, info, seconds
+    return cm, info, seconds, s
 
 
-def _log_validation(console: Console, bar: RunProgress, writer, row: dict, state: State, improved: bool, lr: float):
+def _log_validation(console: Console, bar: RunProgress, row: dict, state: State, improved: bool, lr: float):
     bar.validated(row["val_mIoU"])
-    if writer is not None:
-        for key in ("val_mIoU", "val_pixel_accuracy", "val_mean_dice"):
-            writer.add_scalar(key.replace("_", "/", 1), row[key], state.step)
     console.print(f"epoch {row['epoch']:g}  loss {row['train_loss']:.4f}  val mIoU {row['val_mIoU']:.4f}"
                   f"{'  [green]best[/]' if improved else ''}  lr {lr:.2g}  {state.elapsed / 60:.1f} min")
 

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import base64
 import math
 import time
 from datetime import datetime, timezone
@@ -153,12 +154,23 @@ def build_report(run=None, data=None, split: str = "val", out=None, device: str 
     if analysis is not None:
         write_json(rdir / "analysis.json", analysis.to_json())
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    title = f"pixelseg report — {base.name}"
+    title = _title(base, folder, info)
     from pixelseg import __version__
     what = info.model if info is not None else "label maps"
     sub = f"{what}, {len(names)} classes · made {when} by pixelseg {__version__} in {time.perf_counter() - t0:.1f} s"
     write_text(out, H.page(title, sub, sections))
     return out
+
+
+def _title(base: Path, folder: RunFolder | None, info) -> str:
+    """The run itself, not only its folder: 'unet / resnet34 on roads, trained 2026-11-29 (exp1)'."""
+    if folder is None or info is None:
+        return f"pixelseg report — {base.name}"
+    root = folder.data_settings().get("root")
+    ended = next((p for p in (folder.metrics_path, folder.path / folder.MODEL) if p.is_file()), None)
+    when = datetime.fromtimestamp(ended.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d") if ended else None
+    return (f"pixelseg report — {info.model}{f' / {info.encoder}' if info.encoder else ''}"
+            f"{f' on {Path(str(root)).name}' if root else ''}{f', trained {when}' if when else ''} ({base.name})")
 
 
 def _summary_section(run, info, config, metrics, recipe, analysis, summary, notes, names) -> tuple:
@@ -189,11 +201,16 @@ def _curves_section(folder: RunFolder, info, rdir: Path) -> tuple:
     from pixelseg.report import plots
     history = folder.history()
     best_epoch = info.best.get("epoch")
-    fig = plots.curves(history, float(best_epoch) if best_epoch is not None else None)
+    best = float(best_epoch) if best_epoch is not None else None
+    fig = plots.curves(history, best)
     if fig is None:
         return "curves", "Training curves", "<p class=note>No metrics.csv in the run folder: nothing to plot.</p>"
     png = plots.save_figure(fig, rdir / "curves.png")
-    return ("curves", "Training curves", H.img_tag(png, "training curves: loss, validation metrics, lr")
+    # a phone gets the panels stacked with larger type: the wide figure scaled to 360 px is unreadable
+    narrow = base64.b64encode(plots.figure_png(plots.curves(history, best, narrow=True))).decode("ascii")
+    picture = (f'<picture><source media="(max-width: 700px)" srcset="data:image/png;base64,{narrow}">'
+               f'{H.img_tag(png, "training curves: loss, validation metrics, lr")}</picture>')
+    return ("curves", "Training curves", picture
             + f"<p class=sub>{len(history)} rows of {folder.history_path}; dashed line: the kept (best) checkpoint.</p>")
 
 

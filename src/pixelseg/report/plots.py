@@ -6,6 +6,7 @@ read its artists back); save_figure writes it atomically as a PNG and closes it.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -26,6 +27,7 @@ WRONG_COLOR = (230, 25, 25)
 IGNORE_SHOWN = (60, 60, 60)
 PANEL_HEIGHT = (160, 256)    # gallery panels are scaled into this height range (pixels) ...
 PANEL_MAX_WIDTH = 400        # ... and no wider than this: 12 rows of 5 panels stay a few MB of HTML
+NARROW_FONT = 13             # points in the phone-width curves: ~11 px on a 360 px screen
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -50,12 +52,26 @@ def _number(v) -> float:
     return x
 
 
-def curves(history: list[dict], best_epoch: float | None = None) -> Figure | None:
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (closed after), for a picture the page embeds but the run folder need not keep."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def curves(history: list[dict], best_epoch: float | None = None, narrow: bool = False) -> Figure | None:
     """Loss, validation metrics and learning rate against the epoch, from RUN/metrics.csv rows.
 
     Columns are found by name (any '*loss*', any 'val_*', 'lr'), so new columns the trainer adds show up
-    without a change here. None when there is nothing to plot.
+    without a change here. None when there is nothing to plot. `narrow`: the panels stacked, 480 px wide with
+    larger type, for a phone's width (the page offers it below 700 px).
     """
+    with plt.rc_context({"font.size": NARROW_FONT if narrow else 10}):
+        return _curves(history, best_epoch, narrow)
+
+
+def _curves(history: list[dict], best_epoch: float | None, narrow: bool) -> Figure | None:
     if not history:
         return None
     cols = list(history[0])
@@ -67,8 +83,9 @@ def curves(history: list[dict], best_epoch: float | None = None) -> Figure | Non
     panels = [p for p in panels if p[1]]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), layout="constrained", squeeze=False)
-    for ax, (title, names, logy) in zip(axes[0], panels):
+    shape, size = ((len(panels), 1), (4.8, 2.9 * len(panels))) if narrow else ((1, len(panels)), (4.4 * len(panels), 3.4))
+    fig, axes = plt.subplots(*shape, figsize=size, layout="constrained", squeeze=False)
+    for ax, (title, names, logy) in zip(axes.ravel(), panels):
         for c in names:
             y = np.array([_number(r.get(c)) for r in history])
             ok = ~np.isnan(y)
@@ -77,7 +94,8 @@ def curves(history: list[dict], best_epoch: float | None = None) -> Figure | Non
             style = "o-" if ok.sum() < 30 else "-"
             ax.plot(x[ok], y[ok], style, ms=3, lw=1.4, label=c.removeprefix("val_"))
         if best_epoch is not None and title == "validation":
-            ax.axvline(best_epoch, color="0.5", ls="--", lw=1, label=f"best ({best_epoch:g})")
+            # a time budget ends mid-epoch (21.98): the label names the epoch it was reached in (22)
+            ax.axvline(best_epoch, color="0.5", ls="--", lw=1, label=f"best ({math.ceil(best_epoch - 1e-9)})")
         if logy and ax.lines and all(np.nanmin(line.get_ydata()) > 0 for line in ax.lines):
             ax.set_yscale("log")
         ax.set_title(title)
@@ -86,7 +104,7 @@ def curves(history: list[dict], best_epoch: float | None = None) -> Figure | Non
         if title == "validation":
             ax.set_ylim(0, 1)
         if ax.lines:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=NARROW_FONT - 2 if narrow else 8)
     return fig
 
 
@@ -306,9 +324,26 @@ def gallery_panel(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, classes, 
               _fit_height(error_map(rgb, gt, pred, ign), True)]
     titles = ["image", "ground truth", "prediction", "errors (red)"]
     if confidence is not None:
-        panels.append(_fit_height(confidence_map(confidence), True))
+        panels.append(with_colorbar(_fit_height(confidence_map(confidence), True)))
         titles.append("confidence")
     return side_by_side(panels, titles)
+
+
+def with_colorbar(panel: np.ndarray) -> np.ndarray:
+    """A confidence picture with its scale at the right: the viridis ramp from 1 (top) to 0 (bottom),
+    labelled 1, 0.5 and 0, so dark reads as 'unsure' without a legend elsewhere."""
+    from PIL import Image, ImageDraw, ImageFont
+    h = panel.shape[0]
+    bar_w, gap, fs = max(6, h // 16), max(2, h // 60), max(9, h // 12)
+    ramp = confidence_map(np.repeat(np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None], bar_w, axis=1))
+    font = ImageFont.load_default(size=fs)
+    label_w = int(max(font.getlength(t) for t in ("1", "0.5", "0"))) + 4
+    labels = Image.new("RGB", (label_w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(labels)
+    for text, y, anchor in (("1", 0, "lt"), ("0.5", h / 2, "lm"), ("0", h - 1, "lb")):
+        draw.text((2, y), text, fill=(40, 40, 40), font=font, anchor=anchor)
+    white = np.full((h, gap, 3), 255, np.uint8)
+    return np.hstack([panel, white, ramp, np.asarray(labels)])
 
 
 def save_png(path, rgb: np.ndarray) -> Path:
