@@ -20,6 +20,12 @@ def add_parser(sub) -> None:
     s.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload (default %(default)s MB)")
     s.add_argument("--max-pixels", type=int, default=4096 * 4096,
                    help="largest image, width x height, checked before decoding (default %(default)s)")
+    s.add_argument("--max-pixels-in-flight", type=int,
+                   help="decoded pixels across all requests at once; more wait their turn, then get 503 "
+                        "(default: 2 x --max-pixels)")
+    s.add_argument("--idle-timeout", type=float, default=10.0,
+                   help="seconds a connection may stay silent (headers, body, keep-alive) before it is closed "
+                        "(default %(default)s)")
     s.add_argument("--timeout", type=float, default=30.0, help="seconds per request, upload to answer (default %(default)s)")
     s.add_argument("--max-queue", type=int, default=64, help="images waiting for the model before 429 (default %(default)s)")
     s.add_argument("--max-batch", type=int, default=4, help="images per model call under load (default %(default)s)")
@@ -37,7 +43,8 @@ def cmd_serve(a) -> int:
     settings = ServeSettings(
         a.run, backend=a.backend, device=a.device, api_key=a.api_key or os.environ.get(API_KEY_ENV) or None,
         threads=a.threads, limits=Limits(max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_pixels=a.max_pixels,
-                                         timeout_s=a.timeout, max_queue=a.max_queue),
+                                         timeout_s=a.timeout, max_queue=a.max_queue,
+                                         idle_timeout_s=a.idle_timeout, max_pixels_in_flight=a.max_pixels_in_flight),
         batching=Batching(max_batch=a.max_batch, max_wait_ms=a.batch_wait_ms),
         **({"cache_pixels": 0} if a.no_cache else {}))
     run_server(settings, a.host, a.port, a.workers, access_log=not a.no_access_log)
