@@ -195,3 +195,88 @@ def test_fast_argmax_matches_torch_argmax_ties_included():
         assert torch.equal(argmax(x, dim), x.argmax(dim))
         y = torch.randn(shape, generator=g)
         assert torch.equal(argmax(y, dim), y.argmax(dim))
+
+
+def reference_matrix(pred, target, k, ignore=255):
+    """The plain masked bincount the fast path must reproduce exactly."""
+    t, p = np.asarray(target).astype(np.int64).ravel(), np.asarray(pred).astype(np.int64).ravel()
+    keep = t != ignore
+    return np.bincount(k * t[keep] + p[keep], minlength=k * k).reshape(k, k)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint16, np.int32, np.int64])
+def test_fast_path_equals_masked_bincount_for_every_dtype(dtype):
+    rng = np.random.default_rng(1)
+    k = 19
+    target = rng.integers(0, k, size=(3, 33, 47)).astype(dtype)
+    target[rng.random(target.shape) < 0.2] = 255
+    pred = rng.integers(0, k, size=target.shape).astype(dtype)
+    cm = ConfusionMatrix(k, per_image=True).update(pred, target)
+    np.testing.assert_array_equal(cm.matrix, reference_matrix(pred, target, k))
+    np.testing.assert_array_equal(cm.per_image, [reference_matrix(pred[i], target[i], k) for i in range(3)])
+    # torch inputs, and an int64 prediction with a uint8 mask (argmax output against a stored mask)
+    mixed = ConfusionMatrix(k).update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(target))
+    np.testing.assert_array_equal(mixed.matrix, cm.matrix)
+
+
+def test_per_image_matrices():
+    from pixelseg.metrics import per_image_confusion
+    rng = np.random.default_rng(2)
+    target = rng.integers(0, 4, size=(5, 6, 7))
+    target[0] = 255                       # an all-ignore image still has its (empty) matrix
+    pred = rng.integers(0, 4, size=target.shape)
+    mats = per_image_confusion(pred, target, 4)
+    assert mats.shape == (5, 4, 4) and mats.dtype == np.int64
+    assert mats[0].sum() == 0 and mats[1].sum() == 42
+    for i in range(5):
+        np.testing.assert_array_equal(mats[i], filled(pred[i], target[i], k=4).matrix)
+    # streamed in batches of 2, 2 and 1 the list is the same, and the total is their sum
+    cm = ConfusionMatrix(4, per_image=True)
+    for i in range(0, 5, 2):
+        cm.update(torch.from_numpy(pred[i:i + 2]), torch.from_numpy(target[i:i + 2]))
+    np.testing.assert_array_equal(cm.per_image, mats)
+    np.testing.assert_array_equal(cm.matrix, mats.sum(0))
+    assert per_image_confusion(pred[1], target[1], 4).shape == (1, 4, 4)      # a 2-D map is one image
+    assert per_image_confusion(pred[:0], target[:0], 4).shape == (0, 4, 4)
+    other = ConfusionMatrix(4, per_image=True).update(pred[:1], target[:1])
+    cm += other
+    assert len(cm.per_image) == 6
+    with pytest.raises(ValueError, match="per_image=True"):
+        _ = ConfusionMatrix(4).per_image
+    with pytest.raises(ValueError, match="per-image"):
+        cm += ConfusionMatrix(4)
+    cm.reset()
+    assert cm.per_image.shape == (0, 4, 4)
+
+
+def test_per_image_errors_name_the_values():
+    target = np.zeros((2, 3, 3), np.uint8)
+    target[1, 0, 0] = 200                  # between the classes and the ignore index: the fast path must not count it
+    with pytest.raises(PixelsegError, match="200"):
+        ConfusionMatrix(3, per_image=True).update(np.zeros_like(target), target)
+    with pytest.raises(PixelsegError, match="200"):
+        ConfusionMatrix(3).update(np.zeros_like(target), target)
+
+
+def test_negative_and_large_ignore_index():
+    rng = np.random.default_rng(3)
+    for ignore, dtype in ((-1, np.int64), (1000, np.int32), (65535, np.uint16)):
+        target = rng.integers(0, 3, size=(4, 5)).astype(dtype)
+        target[0, :3] = ignore
+        pred = rng.integers(0, 3, size=(4, 5))
+        pred[0, 0] = 7                        # out of range but at an ignored pixel: not counted, not checked
+        cm = ConfusionMatrix(3, ignore_index=ignore).update(pred, target)
+        np.testing.assert_array_equal(cm.matrix, reference_matrix(pred, target, 3, ignore))
+        assert cm.matrix.sum() == 17
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_per_image_counts_equal_cpu():
+    rng = np.random.default_rng(4)
+    target = rng.integers(0, 19, size=(4, 64, 96)).astype(np.uint8)
+    target[rng.random(target.shape) < 0.1] = 255
+    pred = torch.from_numpy(rng.integers(0, 19, size=target.shape))
+    cpu = ConfusionMatrix(19, per_image=True).update(pred, target)
+    gpu = ConfusionMatrix(19, per_image=True).update(pred.cuda(), torch.from_numpy(target).cuda())
+    np.testing.assert_array_equal(gpu.per_image, cpu.per_image)
+    np.testing.assert_array_equal(gpu.matrix, cpu.matrix)

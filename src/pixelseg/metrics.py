@@ -34,7 +34,7 @@ import torch
 from pixelseg.errors import PixelsegError
 
 __all__ = [
-    "ConfusionMatrix", "iou", "class_accuracy", "dice", "pixel_accuracy", "mean_iou",
+    "ConfusionMatrix", "per_image_confusion", "iou", "class_accuracy", "dice", "pixel_accuracy", "mean_iou",
     "mean_accuracy", "fw_iou", "mean_dice", "summarize", "format_table", "labels_from_logits", "ThresholdSweep",
 ]
 
@@ -47,9 +47,10 @@ def _as_label_tensor(x, what: str, device=None) -> torch.Tensor:
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
         raise PixelsegError(f"{what} must hold integer class indices, got dtype {x.dtype} "
                             "(for logits take .argmax(1) first)")
-    if device is not None:
-        x = x.to(device, non_blocking=True)
-    return x.reshape(-1).long()
+    if x.dtype in (torch.uint16, torch.uint32, torch.uint64):    # few torch kernels take them (aminmax does not)
+        x = x.to(torch.int32 if x.dtype == torch.uint16 else torch.int64)
+    # otherwise its own dtype: converting a uint8 mask to int64 would cost more than the counting
+    return x if device is None else x.to(device, non_blocking=True)
 
 
 def _show(values: torch.Tensor, limit: int = 10) -> str:
@@ -58,50 +59,89 @@ def _show(values: torch.Tensor, limit: int = 10) -> str:
     return ", ".join(str(v) for v in vals[:limit]) + more
 
 
+def _checked_counts(p: torch.Tensor, t: torch.Tensor, k: int, ignore: int) -> torch.Tensor:
+    """K x K counts of one flat image, checking every counted pixel: the slow path, taken only when the
+    fast one cannot prove the input valid (an error to name, a prediction out of range at ignored pixels)."""
+    keep = t != ignore
+    t, p = t[keep].long(), p[keep].long()
+    bad_t = (t < 0) | (t >= k)
+    bad_p = (p < 0) | (p >= k)
+    if bool((bad_t | bad_p).any()):
+        if bool(bad_t.any()):
+            raise PixelsegError(f"target value(s) {_show(t[bad_t])} are not class indices 0..{k - 1} nor the "
+                                f"ignore index {ignore}; fix the masks or the class table")
+        raise PixelsegError(f"prediction value(s) {_show(p[bad_p])} are outside the class indices 0..{k - 1}; "
+                            "the model's number of outputs does not match the class table")
+    return torch.bincount(k * t + p, minlength=k * k).reshape(k, k)
+
+
+def _counts(pred, target, k: int, ignore: int, per_image: bool) -> torch.Tensor:
+    """Counts of a batch: K x K, or N x K x K with one matrix per image (dim 0 of an N x ... batch).
+
+    Fast path: the min and max of both maps (one host sync) prove every prediction is a class and every
+    target is a class or at most the ignore index; then target * K + pred, in int16 when it fits, is
+    counted with one bincount whose rows K.. collect the ignored pixels: no mask, no int64 copy."""
+    device = next((x.device for x in (pred, target) if isinstance(x, torch.Tensor)), None)
+    p, t = _as_label_tensor(pred, "pred", device), _as_label_tensor(target, "target", device)
+    if tuple(p.shape) != tuple(t.shape):
+        raise PixelsegError(f"pred and target must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
+    n = p.shape[0] if per_image and p.dim() >= 3 else 1
+    if p.numel() == 0:
+        return torch.zeros((n, k, k) if per_image else (k, k), dtype=torch.int64, device=p.device)
+    p, t = p.reshape(n, -1), t.reshape(n, -1)
+    p_lo, p_hi, t_lo, t_hi = torch.stack([*torch.aminmax(p), *torch.aminmax(t)]).tolist()
+    rows = max(t_hi + 1, k)
+    if p_lo >= 0 and p_hi < k and t_lo >= 0 and (t_hi < k or t_hi == ignore) and rows * k <= 1 << 24:
+        dt = torch.int16 if rows * k <= 1 << 15 else torch.int32
+        idx = t.to(dt, copy=True).mul_(k).add_(p if torch.promote_types(p.dtype, dt) == dt else p.to(dt))
+        if n > 1 and (idx.device.type == "cpu" or n * rows * k >= 1 << 31):
+            c = torch.stack([torch.bincount(i, minlength=rows * k) for i in idx]).reshape(n, rows, k)
+        else:  # one call for all images: a CUDA bincount waits for the host to learn its min and max
+            if n > 1:
+                idx = idx.int() + torch.arange(n, device=idx.device, dtype=torch.int32)[:, None] * (rows * k)
+            c = torch.bincount(idx.reshape(-1), minlength=n * rows * k).reshape(n, rows, k)
+        # a row between K and the ignore index is a target value that is neither: let the slow path name it
+        if rows <= k + 1 or not bool(c[:, k:-1].any()):
+            return c[:, :k] if per_image else c[0, :k]
+    mats = [_checked_counts(p[i], t[i], k, ignore) for i in range(n)]
+    return torch.stack(mats) if per_image else mats[0]
+
+
+def per_image_confusion(pred, target, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """One K x K matrix per image of an N x H x W batch (a 2-D map is one image): N x K x K int64, with
+    the checks and conventions of ConfusionMatrix.update. The input of stats.bootstrap_ci."""
+    return ConfusionMatrix(num_classes, ignore_index, per_image=True).update(pred, target).per_image
+
+
 class ConfusionMatrix:
     """Streaming K x K confusion matrix (rows = ground truth, columns = prediction).
 
     ``update`` may be called with batches on any device; the running matrix stays on the device
-    of the first batch so a GPU evaluation loop does not copy every batch to the host.
+    of the first batch so a GPU evaluation loop does not copy every batch to the host. With
+    ``per_image=True`` it also keeps one matrix per image (dim 0 of each N x H x W batch; a 2-D map is
+    one image) for a bootstrap over images; ``all_reduce`` sums the total only, not those.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255):
+    def __init__(self, num_classes: int, ignore_index: int = 255, per_image: bool = False):
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
             raise PixelsegError(f"num_classes must be a positive integer, got {num_classes!r}")
         num_classes = int(num_classes)
         if 0 <= ignore_index < num_classes:
             raise PixelsegError(f"ignore_index {ignore_index} is also a class index (0..{num_classes - 1}); "
                                 "choose an ignore_index outside the class range (255 is the convention)")
-        self.num_classes = num_classes
-        self.ignore_index = int(ignore_index)
+        self.num_classes, self.ignore_index, self.keep_per_image = num_classes, int(ignore_index), bool(per_image)
         self._mat: torch.Tensor | None = None
+        self._images: list[torch.Tensor] = []
 
-    def update(self, pred, target) -> None:
+    def update(self, pred, target) -> "ConfusionMatrix":
         """Count one batch. ``pred`` and ``target`` are same-shape integer label maps (torch tensors on
         any device, or numpy arrays). Pixels whose target is the ignore index are skipped."""
-        device = pred.device if isinstance(pred, torch.Tensor) else (
-            target.device if isinstance(target, torch.Tensor) else None)
-        p = _as_label_tensor(pred, "pred", device)
-        t = _as_label_tensor(target, "target", device)
-        if tuple(pred.shape) != tuple(target.shape):
-            raise PixelsegError(f"pred and target must have the same shape, got {tuple(pred.shape)} "
-                                f"and {tuple(target.shape)}")
-        k = self.num_classes
-        keep = t != self.ignore_index
-        t, p = t[keep], p[keep]
-        bad_t = (t < 0) | (t >= k)
-        bad_p = (p < 0) | (p >= k)
-        if bool((bad_t | bad_p).any()):  # the one host sync per batch; errors are found where they happen
-            if bool(bad_t.any()):
-                raise PixelsegError(f"target value(s) {_show(t[bad_t])} are not class indices 0..{k - 1} nor the "
-                                    f"ignore index {self.ignore_index}; fix the masks or the class table")
-            raise PixelsegError(f"prediction value(s) {_show(p[bad_p])} are outside the class indices 0..{k - 1}; "
-                                "the model's number of outputs does not match the class table")
-        counts = torch.bincount(k * t + p, minlength=k * k).reshape(k, k)
-        if self._mat is None:
-            self._mat = counts
-        else:
-            self._mat += counts.to(self._mat.device)
+        c = _counts(pred, target, self.num_classes, self.ignore_index, self.keep_per_image)
+        if self.keep_per_image:
+            self._images.append(c)
+            c = c.sum(0)
+        self._mat = c if self._mat is None else self._mat + c.to(self._mat.device)
+        return self
 
     @property
     def matrix(self) -> np.ndarray:
@@ -110,8 +150,16 @@ class ConfusionMatrix:
             return np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
         return self._mat.detach().cpu().numpy().astype(np.int64, copy=True)
 
+    @property
+    def per_image(self) -> np.ndarray:
+        """N x K x K int64, one matrix per image counted so far (needs ``per_image=True``)."""
+        if not self.keep_per_image:
+            raise ValueError("this ConfusionMatrix keeps no per-image matrices; create it with per_image=True")
+        mats = [m.cpu() for m in self._images] or [torch.zeros(0, self.num_classes, self.num_classes)]
+        return torch.cat(mats).numpy().astype(np.int64, copy=False)
+
     def reset(self) -> None:
-        self._mat = None
+        self._mat, self._images = None, []
 
     def __iadd__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
         if not isinstance(other, ConfusionMatrix):
@@ -119,11 +167,11 @@ class ConfusionMatrix:
         if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
             raise ValueError(f"cannot merge a {other.num_classes}-class matrix (ignore {other.ignore_index}) into a "
                              f"{self.num_classes}-class one (ignore {self.ignore_index})")
+        if self.keep_per_image and not other.keep_per_image:
+            raise ValueError("cannot merge a matrix without per-image matrices into one that keeps them")
+        self._images += other._images if self.keep_per_image else []
         if other._mat is not None:
-            if self._mat is None:
-                self._mat = other._mat.clone()
-            else:
-                self._mat += other._mat.to(self._mat.device)
+            self._mat = other._mat.clone() if self._mat is None else self._mat + other._mat.to(self._mat.device)
         return self
 
     def all_reduce(self) -> "ConfusionMatrix":
