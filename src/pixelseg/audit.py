@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +33,8 @@ import numpy as np
 
 from pixelseg.errors import PixelsegError
 
-__all__ = ["AuditSettings", "score_image", "shift_test", "image_kappa", "Finding", "rank_findings"]
+__all__ = ["AuditSettings", "Finding", "score_image", "shift_test", "rank_findings", "plant_error", "audit_samples",
+           "write_audit", "audit_run", "write_view", "fold_of"]
 
 KINDS = ("swap", "missing", "extra", "shifted", "wrong_image")
 
@@ -114,8 +116,8 @@ def regions(weight: np.ndarray, pred: np.ndarray, mask: np.ndarray, min_region: 
 
 
 def _kappa(cm: np.ndarray) -> float:
-    """Cohen's kappa of a confusion matrix: agreement beyond what the two label maps' class shares give
-    by chance (0 = chance, 1 = identical). An image of one class in both maps counts as full agreement."""
+    """Cohen's kappa of a confusion matrix: agreement beyond chance (0 = chance, 1 = identical); one class
+    filling both maps counts as full agreement."""
     total = cm.sum()
     if total == 0:
         return math.nan
@@ -150,22 +152,17 @@ def shift_test(pred: np.ndarray, conf: np.ndarray, mask: np.ndarray, k: int, ign
     r = max(1, round(settings.max_shift * min(h, w)))
     sure = c > settings.threshold
     labelled = m != ignore_index
-    best = (-math.inf, 0, 0)
-    k0 = math.nan
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            # the overlap of the mask moved by (dy, dx) with the prediction
-            ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-            xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-            mm = m[ys, xs]
-            kap = image_kappa(p[yd, xd], mm, sure[yd, xd] & labelled[ys, xs], k)
-            if math.isnan(kap):
-                continue
-            if dy == 0 and dx == 0:
-                k0 = kap
-            # a tie goes to the smaller offset: an unshifted mask is never called shifted by noise
-            if kap > best[0] + 1e-9 or (abs(kap - best[0]) <= 1e-9 and abs(dy) + abs(dx) < abs(best[1]) + abs(best[2])):
-                best = (kap, dy, dx)
+    best, k0 = (-math.inf, 0, 0), math.nan
+    # nearest offsets first and only a strictly better kappa moves on: noise never calls a mask shifted
+    for dy, dx in sorted(itertools.product(range(-r, r + 1), repeat=2), key=lambda d: abs(d[0]) + abs(d[1])):
+        # the overlap of the mask moved by (dy, dx) with the prediction
+        ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+        xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+        kap = image_kappa(p[yd, xd], m[ys, xs], sure[yd, xd] & labelled[ys, xs], k)
+        if (dy, dx) == (0, 0):
+            k0 = kap
+        if kap > best[0] + 1e-9:
+            best = (kap, dy, dx)
     if math.isinf(best[0]):
         return math.nan, [0, 0], math.nan
     return k0, [round(best[1] * scale), round(best[2] * scale)], best[0]
@@ -197,7 +194,7 @@ def score_image(probs: np.ndarray, mask: np.ndarray, ignore_index: int = 255,
 
 
 def _num(v: float) -> float | None:
-    return None if v is None or math.isnan(v) else round(float(v), 4)
+    return None if math.isnan(v) else round(float(v), 4)
 
 
 def rank_findings(findings: list[Finding]) -> list[Finding]:
@@ -319,6 +316,9 @@ def train_fold_models(run, index, split: str, folds: int, minutes: float, epochs
         log(f"fold {k + 1}/{folds}: training on {len(rest)} images, {minutes:g} min, to audit {len(held)}")
         runs.append(train(root, config=RunFolder(run).config_path, out=str(out), format="folder",
                           max_minutes=minutes, epochs=epochs, quiet=True))
+        # a model that learned little is unsure everywhere and flags nothing: say so rather than imply clean masks
+        log(f"fold {k + 1}/{folds}: val mIoU {(RunFolder(runs[-1]).metrics() or {}).get('mIoU', float('nan')):.3f} "
+            f"(a weak fold model finds few errors; raise --fold-minutes if it is far below the run's)")
     return runs, fold
 
 
