@@ -47,7 +47,7 @@ class AuditSettings:
     shift_side: int = 96            # the shift test runs on label maps scaled to this long side (speed)
     shift_gain: float = 0.15        # kappa gain of the best offset that makes an image "shifted"
     shift_kappa: float = 0.5        # ... and the kappa it must reach there
-    wrong_kappa: float = 0.25       # below this kappa at every offset: "wrong_image"
+    wrong_kappa: float = 0.35       # below this kappa at every offset: "wrong_image" (one-class masks excepted)
     background: int = 0
 
 
@@ -186,7 +186,9 @@ def score_image(probs: np.ndarray, mask: np.ndarray, ignore_index: int = 255,
         kind = "shifted"
         # what re-aligning would fix: the lost agreement, on top of the regions it explains
         score += float(kappa_best - kappa0) * 0.5
-    elif not math.isnan(kappa_best) and kappa_best < settings.wrong_kappa and found:
+    elif found and kappa_best < settings.wrong_kappa and len(np.unique(mask[mask != ignore_index])) > 1:
+        # a mask of one class (an erased only object) has kappa 0 by construction: that is "missing", not
+        # another image's mask
         kind = "wrong_image"
         score += float(settings.wrong_kappa - kappa_best)
     return {"score": score, "kind": kind, "regions": found, "kappa": _num(kappa0),
