@@ -25,6 +25,7 @@ __all__ = ["suggest", "uncertain_boxes"]
 
 UNSURE = 0.5         # normalized entropy above which a pixel is drawn as an uncertain region
 GRID = 4
+BATCH = 16
 
 
 def uncertain_boxes(entropy: np.ndarray, min_share: float = 0.002, limit: int = 8) -> list[list[int]]:
@@ -36,16 +37,22 @@ def uncertain_boxes(entropy: np.ndarray, min_share: float = 0.002, limit: int = 
             for i in keep[:limit]]
 
 
-def _describe(predictor, path: Path):
-    """(confidence map, entropy map, descriptor, probabilities) of one image."""
+def _describe(predictor, paths: list[Path]):
+    """(confidence map, entropy map, descriptor, probabilities) of each image, the network run on the
+    whole chunk at once (per-call overhead dominates small images)."""
+    import torch
+
     from pixelseg.data.io import read_image
-    image = read_image(path, predictor.info.preprocessing.in_channels)
-    probs = predictor.predict_proba(image)
-    conf, ent = confidence_maps(probs, probs=True)
-    img = image if image.ndim == 3 else image[:, :, None]
-    feats = np.concatenate([pooled_features(probs, GRID),
-                            pooled_features(np.moveaxis(img, 2, 0).astype(np.float32) / 255.0, GRID)])
-    return conf, ent, feats, probs
+    images = [read_image(p, predictor.info.preprocessing.in_channels) for p in paths]
+    out = []
+    for image, scores in zip(images, predictor.predict_logits(images)):
+        probs = torch.softmax(scores.float(), 0).numpy()
+        conf, ent = confidence_maps(probs, probs=True)
+        img = image if image.ndim == 3 else image[:, :, None]
+        feats = np.concatenate([pooled_features(probs, GRID),
+                                pooled_features(np.moveaxis(img, 2, 0).astype(np.float32) / 255.0, GRID)])
+        out.append((conf, ent, feats, probs))
+    return out
 
 
 def suggest(run, unlabeled, n: int = 10, seed: int = 0, out=None, *, kind: str = "entropy", device: str = "auto",
@@ -65,12 +72,12 @@ def suggest(run, unlabeled, n: int = 10, seed: int = 0, out=None, *, kind: str =
     paths = sorted(list_inputs(pool), key=str)
     predictor = Predictor(run, device)
     scores, feats = [], []
-    for i, p in enumerate(paths):           # only a score and a short vector are kept: the pool may be big
-        conf, ent, f, _ = _describe(predictor, p)
-        scores.append(float(image_uncertainty_scores([(conf, ent)], kind)[0]))
-        feats.append(f)
+    for i in range(0, len(paths), BATCH):     # only a score and a short vector are kept: the pool may be big
+        for conf, ent, f, _ in _describe(predictor, paths[i:i + BATCH]):
+            scores.append(float(image_uncertainty_scores([(conf, ent)], kind)[0]))
+            feats.append(f)
         if progress is not None:
-            progress(i + 1, len(paths))
+            progress(len(scores), len(paths))
     picks = select_diverse(scores, np.stack(feats), k=int(n), seed=seed)
     result = {"run": str(folder.path), "pool": pool[0] if len(pool) == 1 else pool, "pool_size": len(paths), "n": int(n), "seed": int(seed), "kind": kind,
               "picked": [{"rank": r + 1, "image": str(paths[i]), "score": scores[i]} for r, i in enumerate(picks)]}
@@ -87,7 +94,7 @@ def suggest(run, unlabeled, n: int = 10, seed: int = 0, out=None, *, kind: str =
 def _gallery_entry(predictor, path: Path, shown: int = 320) -> dict:
     """The picked image's maps again (the first pass kept none), at most ``shown`` pixels on the long side."""
     from pixelseg.data.io import read_image
-    _, ent, _, probs = _describe(predictor, path)
+    _, ent, _, probs = _describe(predictor, [path])[0]
     image = read_image(path, 3)
     s = min(1.0, shown / max(ent.shape))
     size = (max(1, round(ent.shape[1] * s)), max(1, round(ent.shape[0] * s)))
