@@ -34,7 +34,7 @@ from pixelseg.suggest import suggest  # noqa: E402
 
 def train_on(index, labelled: list, val: list, out: Path, a) -> tuple[Path, float]:
     view = write_view(out.with_name(out.name + "-data"), index, labelled, val)
-    run = pixelseg.train(view, a.model, out=str(out), format="folder", max_minutes=a.minutes,
+    run = pixelseg.train(view, a.model, out=str(out), format="folder", max_minutes=a.minutes, epochs=a.epochs,
                          image_size=(a.size, a.size), seed=a.seed, quiet=True)
     return run, float(RunFolder(run).metrics()["mIoU"])
 
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=20, help="images labelled per round and arm")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--minutes", type=float, default=1.0, help="training budget of every run")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="also cap every training at this many epochs (equal steps per arm on a loaded machine)")
     ap.add_argument("--model", default=None, help="model name (default: the recipe's choice)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results here")
