@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import sys
 
-from pixelseg.cli import data, evaluate, export, hub, models, predict, quickstart, serve, train
+from pixelseg.cli import audit, data, evaluate, export, hub, models, predict, quickstart, serve, train
 from pixelseg.cli.common import Parser
 from pixelseg.errors import PixelsegError
 
 # quickstart first (the whole flow), then the flow itself: look at the data, pick a model, train, measure,
 # use, ship, share. `--help` lists the commands in this order.
 COMMANDS = (quickstart.add_parser, data.add_parsers, models.add_parser, train.add_parser, evaluate.add_parsers,
-            predict.add_parser, export.add_parsers, serve.add_parser, hub.add_parsers)
+            audit.add_parsers, predict.add_parser, export.add_parsers, serve.add_parser, hub.add_parsers)
 
 
 def build_parser() -> Parser:

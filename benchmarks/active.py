@@ -1,0 +1,96 @@
+"""Active-learning benchmark: label K images picked by `pixelseg suggest` vs K random ones, round by round.
+
+    python benchmarks/active.py [--work DIR] [--pool 400] [--val 100] [--size 64] [--seed-set 20] [--k 20]
+                                [--rounds 2] [--minutes 1] [--model NAME]
+
+A synthetic pool (`pixelseg data synth`) stands for the unlabelled images (their masks are read only once
+picked). Both arms start from the same seed set and its run. Each round, arm "suggested" adds the K images
+suggest ranks first (uncertainty + diversity, the arm's latest run), arm "random" K drawn at random from
+its own unlabelled rest; each arm then trains a new run from scratch on its labels with the same budget
+(--minutes, the recipe's choices otherwise) and is scored on the val split. Printed: val mIoU per round,
+both arms, with the number of labelled images. Trainings stop at a wall-clock budget, so a loaded machine
+gives fewer steps (and noisier numbers) than an idle one: compare arms within one run of this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import pixelseg  # noqa: E402
+from pixelseg.audit import write_view  # noqa: E402
+from pixelseg.data.formats import open_dataset  # noqa: E402
+from pixelseg.data.synth import generate  # noqa: E402
+from pixelseg.run import RunFolder  # noqa: E402
+from pixelseg.suggest import suggest  # noqa: E402
+
+
+def train_on(index, labelled: list, val: list, out: Path, a) -> tuple[Path, float]:
+    view = write_view(out.with_name(out.name + "-data"), index, labelled, val)
+    run = pixelseg.train(view, a.model, out=str(out), format="folder", max_minutes=a.minutes, epochs=a.epochs,
+                         image_size=(a.size, a.size), seed=a.seed, quiet=True)
+    return run, float(RunFolder(run).metrics()["mIoU"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", help="folder for the data and runs (default: a temporary one)")
+    ap.add_argument("--pool", type=int, default=400)
+    ap.add_argument("--val", type=int, default=100)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--seed-set", type=int, default=20, help="images labelled before the first round")
+    ap.add_argument("--k", type=int, default=20, help="images labelled per round and arm")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--minutes", type=float, default=1.0, help="training budget of every run")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="also cap every training at this many epochs (equal steps per arm on a loaded machine)")
+    ap.add_argument("--model", default=None, help="model name (default: the recipe's choice)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args(argv)
+    work = Path(a.work or tempfile.mkdtemp(prefix="pixelseg-active-bench-"))
+    t0 = time.time()
+    generate(work / "data", a.pool, a.val, (a.size, a.size), seed=a.seed)
+    index = open_dataset(work / "data", "folder")
+    pool, val = index.split("train"), index.split("val")
+    rng = np.random.default_rng(a.seed)
+    seed_ids = [int(i) for i in rng.choice(len(pool), a.seed_set, replace=False)]
+    run, miou = train_on(index, [pool[i] for i in seed_ids], val, work / "seed", a)
+    rows = [{"round": 0, "labelled": a.seed_set, "suggested": miou, "random": miou}]
+    print(f"round 0: {a.seed_set} labelled, val mIoU {miou:.4f} ({time.time() - t0:.0f}s)", flush=True)
+    arms = {"suggested": {"ids": list(seed_ids), "run": run}, "random": {"ids": list(seed_ids), "run": run}}
+    for r in range(1, a.rounds + 1):
+        row = {"round": r, "labelled": a.seed_set + r * a.k}
+        for name, arm in arms.items():
+            rest = [i for i in range(len(pool)) if i not in set(arm["ids"])]
+            if name == "suggested":
+                res = suggest(arm["run"], [str(pool[i].image) for i in rest], a.k, a.seed, work / f"suggest{r}",
+                              gallery=4)
+                by_path = {str(pool[i].image): i for i in rest}
+                new = [by_path[e["image"]] for e in res["picked"]]
+            else:
+                new = [rest[int(i)] for i in rng.choice(len(rest), a.k, replace=False)]
+            arm["ids"] += new
+            arm["run"], row[name] = train_on(index, [pool[i] for i in arm["ids"]], val, work / f"{name}{r}", a)
+        rows.append(row)
+        print(f"round {r}: {row['labelled']} labelled, val mIoU suggested {row['suggested']:.4f} "
+              f"random {row['random']:.4f} ({time.time() - t0:.0f}s)", flush=True)
+    print("| round | labelled | suggested mIoU | random mIoU | Δ (points) |\n|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['round']} | {row['labelled']} | {100 * row['suggested']:.1f} | {100 * row['random']:.1f} | "
+              f"{100 * (row['suggested'] - row['random']):+.1f} |")
+    print(f"total {time.time() - t0:.0f}s, {a.minutes:g} min per training")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
