@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from pixelseg.errors import PixelsegError
 # names only so that loading a config does not import the data stack; tests/data check they agree)
 DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "camvid", "camvid11", "coco", "labelme")
 AUGMENT_PRESETS = ("none", "light", "default", "strong", "aerial", "medical")
+IMAGE_SIDE_MAX = 16384   # a network input side: past it one image is a decompression bomb of its own (issue 16)
 _SEED_MAX = 2**32 - 1     # numpy's seeding takes 0..2^32-1 in every version; torch and random take more
 
 
@@ -261,6 +264,8 @@ def bounds_problem(meta, value) -> str | None:
     if choices and value not in choices:
         return f"must be {', '.join(map(str, choices[:-1]))} or {choices[-1]}"
     gt, ge, lt, le = (meta.get(k) for k in ("gt", "ge", "lt", "le"))
+    if isinstance(value, float) and any(b is not None for b in (gt, ge, lt, le)) and math.isinf(value):
+        return "must be a finite number"
     if value is None or (gt is None or value > gt) and (ge is None or value >= ge) and \
             (lt is None or value < lt) and (le is None or value <= le):
         return None
@@ -276,9 +281,12 @@ def _check_values(cfg: Config, where: str) -> None:
         problem = bounds_problem(f.metadata, getattr(getattr(cfg, section), name))
         if problem:
             raise PixelsegError(f"{where}: {key} {problem}")
+    size = cfg.data.image_size
+    if size is not None and not (len(size) == 2 and all(isinstance(v, numbers.Integral) and 0 < v <= IMAGE_SIDE_MAX for v in size)):
+        raise PixelsegError(f"{where}: data.image_size {list(size)} must be H W, each in 1..{IMAGE_SIDE_MAX}")
     augment = cfg.data.augment
     if not (augment is None or augment in AUGMENT_PRESETS or augment.lower().endswith((".yaml", ".yml", ".json"))):
-        raise PixelsegError(f"{where}: data.augment must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations "
+        raise PixelsegError(f"{where}: data.augment {augment!r} must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations "
                             "pipeline file (.yaml/.json)")
 
 
