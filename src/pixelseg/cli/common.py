@@ -88,3 +88,19 @@ def check_out_folder(path: str | Path, flag: str = "--out") -> Path:
             break
     return path
 
+
+
+DATASET_FILES = ("classes.json", "class_dict.csv", "labels.txt", "label_colors.txt", "codes.txt")
+
+
+def check_not_dataset_file(path: str | Path | None, root: str | Path, flag: str) -> None:
+    """An output aimed at an image, a mask or a class table of the dataset being read is refused before
+    anything is written: it would replace the user's data (issue 16: outputs never replace an input)."""
+    from pixelseg.data.io import IMAGE_EXTS
+    if path is None:
+        return
+    path, root = Path(path), Path(root)
+    if path.is_file() and root.is_dir() and path.resolve().is_relative_to(root.resolve()) and \
+            (path.suffix.lower() in IMAGE_EXTS or path.name in DATASET_FILES):
+        raise PixelsegError(f"{flag} {path}: is a file of the dataset {root}; writing it would replace your data — "
+                            "give a path outside the dataset")
