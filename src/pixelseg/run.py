@@ -25,10 +25,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixelseg.config import IMAGE_SIDE_MAX
 from pixelseg.data.classes import ClassTable
 from pixelseg.errors import PixelsegError
 from pixelseg.fileio import atomic_path, write_json, write_text
+from pixelseg.runcheck import description_problem
 
 RUN_FORMAT = "pixelseg-run/1"
 
@@ -47,27 +47,7 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
-        pre = cls(tuple(d["image_size"]), tuple(d["mean"]), tuple(d["std"]), int(d["in_channels"]), d.get("resize", "stretch"))
-        problem = pre.problem()
-        if problem:
-            raise ValueError(problem)
-        return pre
-
-    def problem(self) -> str | None:
-        """What makes these settings unusable (None when nothing): a hand-edited "160" or [0, 0] must not
-        predict garbage or fail deep inside a resize (issue 16)."""
-        def numbers(v):
-            return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-        size, c = self.image_size, self.in_channels
-        if len(size) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= IMAGE_SIDE_MAX for x in size):
-            return f"image_size {list(size)} is not two whole numbers in 1..{IMAGE_SIDE_MAX}"
-        if c < 1 or len(self.mean) != c or len(self.std) != c or not numbers(self.mean) or not numbers(self.std):
-            return f"mean and std need {c} number(s) each, one per input channel"
-        if not all(x > 0 for x in self.std):
-            return "std values must be positive"
-        if self.resize != "stretch":
-            return f"resize {self.resize!r} is not 'stretch'"
-        return None
+        return cls(tuple(d["image_size"]), tuple(d["mean"]), tuple(d["std"]), int(d["in_channels"]), d.get("resize", "stretch"))
 
 
 @dataclass(frozen=True)
@@ -120,10 +100,9 @@ def read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
         info = RunInfo(path, d["model"]["name"], d["model"].get("encoder"),
                        ClassTable.from_dict(d["classes"], str(mj)), Preprocessing.from_dict(d["preprocessing"]),
                        d.get("best") or {}, d["model"].get("sigmoid_threshold"))
-        if d["model"].get("num_classes", info.classes.num_classes) != info.classes.num_classes:
-            raise ValueError(f"num_classes {d['model']['num_classes']} but {info.classes.num_classes} classes")
-        if info.sigmoid_threshold is not None and not 0 < info.sigmoid_threshold < 1:
-            raise ValueError(f"sigmoid_threshold {info.sigmoid_threshold} is not in (0, 1)")
+        problem = description_problem(info.preprocessing, d["model"], info.classes.num_classes)
+        if problem:
+            raise ValueError(problem)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise PixelsegError(f"{mj}: damaged run description ({type(e).__name__}: {e}); retrain or restore the file") from None
     if need_weights and not info.weights.is_file():
@@ -140,8 +119,7 @@ def load_model(info: RunInfo, device="cpu"):
 
     binary = info.sigmoid_threshold is not None
     try:
-        model = build_model(info.model, 1 if binary else info.classes.num_classes, info.preprocessing.in_channels,
-                            info.encoder)
+        model = build_model(info.model, 1 if binary else info.classes.num_classes, info.preprocessing.in_channels, info.encoder)
     except PixelsegError as e:     # an unknown name read from the file: say which file
         raise PixelsegError(f"{info.path / 'model.json'}: {e}") from None
     try:
