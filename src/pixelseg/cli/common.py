@@ -104,3 +104,14 @@ def check_not_dataset_file(path: str | Path | None, root: str | Path, flag: str)
             (path.suffix.lower() in IMAGE_EXTS or path.name in DATASET_FILES):
         raise PixelsegError(f"{flag} {path}: is a file of the dataset {root}; writing it would replace your data — "
                             "give a path outside the dataset")
+
+
+def check_not_run_file(path: str | Path | None, run: str | Path | None, flag: str) -> None:
+    """An output aimed at a file of the run folder being read (model.json, the weights, config.yaml, ...) is
+    refused before any work: it would replace the run's own description or weights."""
+    if path is None or run is None:
+        return
+    path, run = Path(path), Path(run)
+    if path.is_file() and (run / "model.json").is_file() and path.resolve().parent == run.resolve():
+        raise PixelsegError(f"{flag} {path}: is a file of the run {run}; writing it would damage the run — "
+                            "give a path outside the run folder")
