@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,8 +214,9 @@ def _coerce(key: str, value, annotation, where: str):
     if base == "tuple[int,int]":
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value, value]
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
-            raise bad("two positive integers [H, W] (or one for a square)")
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and
+                all(isinstance(v, int) and 0 < v <= IMAGE_SIDE_MAX for v in value)):
+            raise bad(f"two positive integers [H, W] up to {IMAGE_SIDE_MAX} (or one for a square)")
         return tuple(value)
     if base == "list[float]":
         if not (isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
@@ -281,9 +281,6 @@ def _check_values(cfg: Config, where: str) -> None:
         problem = bounds_problem(f.metadata, getattr(getattr(cfg, section), name))
         if problem:
             raise PixelsegError(f"{where}: {key} {problem}")
-    size = cfg.data.image_size
-    if size is not None and not (len(size) == 2 and all(isinstance(v, numbers.Integral) and 0 < v <= IMAGE_SIDE_MAX for v in size)):
-        raise PixelsegError(f"{where}: data.image_size {list(size)} must be H W, each in 1..{IMAGE_SIDE_MAX}")
     augment = cfg.data.augment
     if not (augment is None or augment in AUGMENT_PRESETS or augment.lower().endswith((".yaml", ".yml", ".json"))):
         raise PixelsegError(f"{where}: data.augment {augment!r} must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations "
