@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pixelseg.errors import PixelsegError
 # names only so that loading a config does not import the data stack; tests/data check they agree)
 DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "camvid", "camvid11", "coco", "labelme")
 AUGMENT_PRESETS = ("none", "light", "default", "strong", "aerial", "medical")
+IMAGE_SIDE_MAX = 16384   # a network input side: past it one image is a decompression bomb of its own (issue 16)
 _SEED_MAX = 2**32 - 1     # numpy's seeding takes 0..2^32-1 in every version; torch and random take more
 
 
@@ -214,8 +216,9 @@ def _coerce(key: str, value, annotation, where: str):
     if base == "tuple[int,int]":
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value, value]
-        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
-            raise bad("two positive integers [H, W] (or one for a square)")
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and
+                all(isinstance(v, int) and 0 < v <= IMAGE_SIDE_MAX for v in value)):
+            raise bad(f"two positive integers [H, W] up to {IMAGE_SIDE_MAX} (or one for a square)")
         return tuple(value)
     if base == "list[float]":
         if not (isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
@@ -263,6 +266,8 @@ def bounds_problem(meta, value) -> str | None:
     if choices and value not in choices:
         return f"must be {', '.join(map(str, choices[:-1]))} or {choices[-1]}"
     gt, ge, lt, le = (meta.get(k) for k in ("gt", "ge", "lt", "le"))
+    if isinstance(value, float) and any(b is not None for b in (gt, ge, lt, le)) and math.isinf(value):
+        return "must be a finite number"
     if value is None or (gt is None or value > gt) and (ge is None or value >= ge) and \
             (lt is None or value < lt) and (le is None or value <= le):
         return None
@@ -280,7 +285,7 @@ def _check_values(cfg: Config, where: str) -> None:
             raise PixelsegError(f"{where}: {key} {problem}")
     augment = cfg.data.augment
     if not (augment is None or augment in AUGMENT_PRESETS or augment.lower().endswith((".yaml", ".yml", ".json"))):
-        raise PixelsegError(f"{where}: data.augment must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations "
+        raise PixelsegError(f"{where}: data.augment {augment!r} must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations "
                             "pipeline file (.yaml/.json)")
 
 

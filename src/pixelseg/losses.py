@@ -258,7 +258,7 @@ def _class_weights(class_weights, num_classes: int) -> torch.Tensor | None:
     except (TypeError, ValueError, RuntimeError):
         raise PixelsegError(f"class_weights must be a list of {num_classes} numbers, got {class_weights!r}") from None
     if w.numel() != num_classes:
-        raise PixelsegError(f"class_weights has {w.numel()} value(s) but there are {num_classes} classes; "
+        raise PixelsegError(f"class_weights (--class-weights) has {w.numel()} value(s) but there are {num_classes} classes; "
                             "give one weight per class")
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not bool((w > 0).any()):
         raise PixelsegError(f"class_weights must be finite, non-negative and not all zero, got {w.tolist()}")

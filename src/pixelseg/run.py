@@ -27,7 +27,9 @@ from pathlib import Path
 
 from pixelseg.data.classes import ClassTable
 from pixelseg.errors import PixelsegError
-from pixelseg.fileio import atomic_path, write_json, write_text
+from pixelseg.checkpoints import load_state, save_state, save_weights  # noqa: F401  (part of this module's API)
+from pixelseg.fileio import write_json, write_text
+from pixelseg.runcheck import description_problem
 
 RUN_FORMAT = "pixelseg-run/1"
 
@@ -106,6 +108,9 @@ def read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
                        float(d["model"].get("temperature", 1.0)))
         if not info.temperature > 0:
             raise ValueError(f"temperature {info.temperature} is not positive")
+        problem = description_problem(info.preprocessing, d["model"], info.classes.num_classes)
+        if problem:
+            raise ValueError(problem)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise PixelsegError(f"{mj}: damaged run description ({type(e).__name__}: {e}); retrain or restore the file") from None
     if need_weights and not info.weights.is_file():
@@ -121,7 +126,10 @@ def load_model(info: RunInfo, device="cpu"):
     from pixelseg.models import build_model
 
     binary = info.sigmoid_threshold is not None
-    model = build_model(info.model, 1 if binary else info.classes.num_classes, info.preprocessing.in_channels, info.encoder)
+    try:
+        model = build_model(info.model, 1 if binary else info.classes.num_classes, info.preprocessing.in_channels, info.encoder)
+    except PixelsegError as e:     # an unknown name read from the file: say which file
+        raise PixelsegError(f"{info.path / 'model.json'}: {e}") from None
     try:
         state = load_file(str(info.weights), device=str(device))
     except Exception as e:
@@ -138,43 +146,6 @@ def load_model(info: RunInfo, device="cpu"):
         from pixelseg.models.outputs import TwoClassLogits
         model = TwoClassLogits(model, info.sigmoid_threshold)
     return model.to(device).eval()
-
-
-# ---------------------------------------------------------------- checkpoints, written atomically
-# A kill at any moment leaves the previous complete file in place. Weights for users are safetensors; the
-# resumable state (optimizer moments, counters) is a torch file holding only tensors and plain Python values,
-# read back with weights_only=True (no pickle code runs).
-
-def save_weights(path: str | Path, model) -> None:
-    from safetensors.torch import save_file
-    state, seen = {}, set()
-    for k, v in model.state_dict().items():
-        v = v.detach().contiguous().cpu()
-        # a module registered under two names (tied weights) gives two keys over one storage; safetensors
-        # refuses aliased tensors, and every key must load back under strict loading: store a copy
-        if v.numel() and v.untyped_storage().data_ptr() in seen:
-            v = v.clone()
-        seen.add(v.untyped_storage().data_ptr())
-        state[k] = v
-    with atomic_path(path, durable=True) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-
-
-def save_state(path: str | Path, state: dict) -> None:
-    import torch
-    with atomic_path(path, durable=True) as tmp:
-        torch.save(state, tmp)
-
-
-def load_state(path: str | Path) -> dict:
-    import torch
-    path = Path(path)
-    if not path.is_file():
-        raise PixelsegError(f"{path}: no resumable state; the run never finished a step — start it again without --resume")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise PixelsegError(f"{path}: resumable state is damaged ({type(e).__name__}); start a new run") from None
 
 
 class RunFolder:

@@ -88,3 +88,30 @@ def check_out_folder(path: str | Path, flag: str = "--out") -> Path:
             break
     return path
 
+
+
+DATASET_FILES = ("classes.json", "class_dict.csv", "labels.txt", "label_colors.txt", "codes.txt")
+
+
+def check_not_dataset_file(path: str | Path | None, root: str | Path, flag: str) -> None:
+    """An output aimed at an image, a mask or a class table of the dataset being read is refused before
+    anything is written: it would replace the user's data (issue 16: outputs never replace an input)."""
+    from pixelseg.data.io import IMAGE_EXTS
+    if path is None:
+        return
+    path, root = Path(path), Path(root)
+    if path.is_file() and root.is_dir() and path.resolve().is_relative_to(root.resolve()) and \
+            (path.suffix.lower() in IMAGE_EXTS or path.name in DATASET_FILES):
+        raise PixelsegError(f"{flag} {path}: is a file of the dataset {root}; writing it would replace your data — "
+                            "give a path outside the dataset")
+
+
+def check_not_run_file(path: str | Path | None, run: str | Path | None, flag: str) -> None:
+    """An output aimed at a file of the run folder being read (model.json, the weights, config.yaml, ...) is
+    refused before any work: it would replace the run's own description or weights."""
+    if path is None or run is None:
+        return
+    path, run = Path(path), Path(run)
+    if path.is_file() and (run / "model.json").is_file() and path.resolve().parent == run.resolve():
+        raise PixelsegError(f"{flag} {path}: is a file of the run {run}; writing it would damage the run — "
+                            "give a path outside the run folder")

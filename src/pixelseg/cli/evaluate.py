@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE_INT, console, print_metrics
+from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE_INT, check_not_run_file, console, print_metrics
 from pixelseg.errors import PixelsegError
 
 DATA_HELP = "dataset root (default: the one the run was trained on, from RUN/config.yaml)"
@@ -81,6 +81,7 @@ def cmd_evaluate(a) -> int:
     if data is None and a.run is not None and a.pred_dir is None:
         data = run_data(a.run)
     report = not a.no_report       # RUN/report/ for a run, PRED_DIR/report/ for label maps
+    check_not_run_file(a.json, a.run, "--json")
     m = evaluate(a.run, data, a.split, a.pred_dir, a.device, report=report)
     print_metrics_ci(m, f"{a.split} split of {data}: {m['images']} images, {m['source']}")
     if report:
@@ -215,6 +216,7 @@ def cmd_tune_threshold(a) -> int:
     from pixelseg.api import tune_threshold
     from pixelseg.fileio import write_json
     from pixelseg.run import RunFolder
+    check_not_run_file(a.json, a.run, "--json")
     r = tune_threshold(a.run, a.data, a.split, a.device)
     print(f"{a.split} split of {r['data']} ({r['images']} images)")
     print(f"threshold {r['threshold_before']:.2f} -> {r['threshold']:.2f}")

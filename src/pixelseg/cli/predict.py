@@ -59,6 +59,9 @@ def predictor_from_args(a, source, device: str | None = None):
 
 
 def cmd_predict(a) -> int:
+    from pixelseg.run import is_run, read_run
+    if is_run(a.run):        # a damaged model.json is one line before torch loads (seconds on a busy machine)
+        read_run(a.run)
     from pixelseg.inference import jobs
     from pixelseg.inference.video import is_video
     videos = [i for i in a.inputs if is_video(i)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelseg.cli.common import POSITIVE_INT, bounded, check_out_folder, print_metrics, size
+from pixelseg.cli.common import bounded, check_out_folder, print_metrics, size
 from pixelseg.errors import PixelsegError
 
 SECTION_TITLES = {"data": "data", "model": "model, fine-tuning and distillation", "loss": "loss",
@@ -56,7 +56,8 @@ def _argument(key: str, f) -> dict:
         kind = int if ann.startswith("int") else float
         spec.update(type=bounded(kind, **bounds), metavar="N" if kind is int else "X")
     elif ann == "tuple[int,int]|None":
-        spec.update(type=POSITIVE_INT, nargs="+", metavar=("H", "W"))
+        from pixelseg.config import IMAGE_SIDE_MAX
+        spec.update(type=bounded(int, "integer in 1..16384", gt=0, le=IMAGE_SIDE_MAX), nargs="+", metavar=("H", "W"))
     elif ann == "list[float]|str|None":
         spec.update(nargs="+", metavar="W")
     elif meta.get("choices"):
@@ -65,9 +66,8 @@ def _argument(key: str, f) -> dict:
 
 
 def run(a) -> int:
-    from pixelseg.api import train
+    from pixelseg.api import make_config, train
     from pixelseg.config import option_keys
-    from pixelseg.engine.distributed import env_world
     from pixelseg.run import RunFolder
 
     opts = {short: getattr(a, short) for short in option_keys()}
@@ -76,6 +76,9 @@ def run(a) -> int:
     if opts["out"] is not None:
         check_out_folder(opts["out"])
     data, model = opts.pop("data"), opts.pop("model")
+    if not a.resume:     # a bad config is one line before torch loads (that alone takes seconds on a busy machine)
+        make_config(a.config, data=str(data) if data is not None else None, model=model, **opts)
+    from pixelseg.engine.distributed import env_world
     if env_world()[0] != 0:   # under torchrun, rank 0 reports; the others only train
         train(data, model, config=a.config, resume=a.resume, **opts)
         return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE_INT, check_not_dataset_file
 from pixelseg.config import AUGMENT_PRESETS, DATA_FORMATS
 from pixelseg.errors import PixelsegError
 
@@ -36,7 +37,7 @@ def add_verify_args(v: argparse.ArgumentParser) -> None:
     v.epilog = layouts_help()
     v.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="dataset layout (default: detected)")
     v.add_argument("--json", help="also write the full report to this JSON file")
-    v.add_argument("--workers", type=int, default=4, help="decoding threads (default %(default)s)")
+    v.add_argument("--workers", type=POSITIVE_INT, default=4, help="decoding threads (default %(default)s)")
     add_max_pixels(v)
 
 
@@ -47,7 +48,7 @@ def add_data_commands(dsub) -> None:
     c.add_argument("--out", required=True)
     c.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="layout of SRC (default: detected)")
     c.add_argument("--link", action="store_true", help="hard-link the images instead of copying them")
-    c.add_argument("--workers", type=int, default=4)
+    c.add_argument("--workers", type=POSITIVE_INT, default=4)
     add_max_pixels(c)
 
     s = dsub.add_parser("show", help="grid of images with their masks overlaid (optionally as training augments them)")
@@ -55,14 +56,14 @@ def add_data_commands(dsub) -> None:
     s.add_argument("--out", required=True, help="grid image (.png or .jpg)")
     s.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     s.add_argument("--split", default="train")
-    s.add_argument("--n", type=int, default=16, help="images in the grid (default %(default)s)")
-    s.add_argument("--cols", type=int, default=4)
+    s.add_argument("--n", type=POSITIVE_INT, default=16, help="images in the grid (default %(default)s)")
+    s.add_argument("--cols", type=POSITIVE_INT, default=4)
     s.add_argument("--augmented", action="store_true", help="show the images after the training augmentation")
     s.add_argument("--augment", default="default",
                    help=f"preset ({', '.join(AUGMENT_PRESETS)}) or pipeline file for --augmented (default %(default)s)")
-    s.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"), help="network size for --augmented")
+    s.add_argument("--image-size", type=POSITIVE_INT, nargs="+", metavar=("H", "W"), help="network size for --augmented")
     s.add_argument("--alpha", type=float, default=0.5)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     add_max_pixels(s)
 
     d = dsub.add_parser("download", help="download and unpack voc | ade20k | camvid, or print cityscapes-instructions")
@@ -84,6 +85,7 @@ def run_verify(a) -> int:
     from pixelseg.fileio import write_json
 
     apply_max_pixels(a)
+    check_not_dataset_file(a.json, a.root, "--json")
     con = _console()
     rep = diagnose(a.root, a.format, getattr(a, "workers", 4))
     idx, c = rep.index, rep.index.classes
@@ -151,6 +153,7 @@ def run_data_command(a) -> int:
             size = (a.image_size[0], a.image_size[-1])
         if not 0 <= a.alpha <= 1:
             raise PixelsegError(f"--alpha {a.alpha} is outside 0..1")
+        check_not_dataset_file(a.out, a.root, "--out")
         out = show(a.root, a.out, a.format, a.split, a.n, a.augment if a.augmented else None, size, a.cols,
                    a.alpha, a.seed)
         print(f"grid written to {out}")

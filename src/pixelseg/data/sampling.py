@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from pixelseg.data.index import Sample
 from pixelseg.data.io import read_mask
@@ -74,6 +73,7 @@ def repeat_factors(stats: ClassStats, threshold: float) -> np.ndarray:
 def epoch_order(n: int, seed: int, epoch: int, factors: np.ndarray | None = None) -> list[int]:
     """The global sample order of one epoch. Uniform: a seeded permutation of range(n). With repeat
     factors: each image i appears floor(r_i) times plus once more with probability frac(r_i)."""
+    import torch      # here: the doctor uses this module's statistics and should not load torch for them
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     if factors is None:
         return torch.randperm(n, generator=g).tolist()
