@@ -60,10 +60,63 @@ def _open(source: str) -> cv2.VideoCapture:
     return cap
 
 
+def _read_frames(cap, frames_in: queue.Queue, stop: threading.Event, max_frames: int | None) -> None:
+    """Reader thread: decoded RGB frames into `frames_in`, then _END."""
+    n = 0
+    try:
+        while not stop.is_set() and (max_frames is None or n < max_frames):
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frames_in.put(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            n += 1
+    finally:
+        frames_in.put(_END)
+
+
+def _encode_frames(writer, frames_out: queue.Queue, stop: threading.Event, errors: list, classes, alpha: float) -> None:
+    """Encoder thread: (frame, labels) from `frames_out` drawn as overlays into the video writer."""
+    from pixelseg import viz
+    try:
+        while (item := frames_out.get()) is not _END:
+            rgb, label = item
+            shown = viz.overlay(rgb, label, classes.colors, alpha, classes.ignore_index)
+            writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+    except BaseException as e:   # surfaced in the caller's thread
+        errors.append(e)
+        stop.set()
+        while frames_out.get() is not _END:   # keep draining so the producer never blocks forever
+            pass
+
+
+def _label_frames(predictor, frames_in: queue.Queue, frames_out: queue.Queue, stop: threading.Event,
+                  batch_size: int, progress, tally: dict) -> None:
+    """The main thread's part: batches of frames through the network, counted in `tally` (frames, network
+    seconds) as they go, so a Ctrl-C that ends a camera stream keeps the count of what was recorded."""
+    done = False
+    while not done and not stop.is_set():
+        batch = []
+        while len(batch) < batch_size:
+            item = frames_in.get()
+            if item is _END:
+                done = True
+                break
+            batch.append(item)
+        if not batch:
+            break
+        t = time.perf_counter()
+        labels = predictor.predict_batch(batch)
+        tally["t_net"] += time.perf_counter() - t
+        for rgb, label in zip(batch, labels):
+            frames_out.put((rgb, label))
+        tally["frames"] += len(batch)
+        if progress is not None:
+            progress(len(batch))
+
+
 def predict_video(predictor, source, out, alpha: float = 0.5, max_frames: int | None = None,
                   batch_size: int = 1, progress=None) -> VideoReport:
-    from pixelseg import viz
-
+    """Decode, label and encode in three threads, so the network is never waiting for a codec."""
     source, out = str(source), Path(out)
     fourcc = FOURCC.get(out.suffix.lower())
     if fourcc is None:
@@ -76,62 +129,20 @@ def predict_video(predictor, source, out, alpha: float = 0.5, max_frames: int | 
     frames_out: queue.Queue = queue.Queue(maxsize=8)
     stop = threading.Event()
     errors: list[BaseException] = []
-
-    def read():
-        n = 0
-        try:
-            while not stop.is_set() and (max_frames is None or n < max_frames):
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                frames_in.put(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                n += 1
-        finally:
-            frames_in.put(_END)
-
-    def write(writer):
-        try:
-            while (item := frames_out.get()) is not _END:
-                rgb, label = item
-                shown = viz.overlay(rgb, label, predictor.classes.colors, alpha, predictor.classes.ignore_index)
-                writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
-        except BaseException as e:   # surfaced in the caller's thread below
-            errors.append(e)
-            stop.set()
-            while frames_out.get() is not _END:   # keep draining so the producer never blocks forever
-                pass
-
-    frames, t_net = 0, 0.0
+    tally = {"frames": 0, "t_net": 0.0}
     with atomic_path(out) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps_in, (w, h))
         if not writer.isOpened():
             cap.release()
             raise PixelsegError(f"--out {out}: OpenCV cannot write {out.suffix} video here; try .avi")
-        reader = threading.Thread(target=read, daemon=True)
-        encoder = threading.Thread(target=write, args=(writer,), daemon=True)
+        reader = threading.Thread(target=_read_frames, args=(cap, frames_in, stop, max_frames), daemon=True)
+        encoder = threading.Thread(target=_encode_frames, daemon=True,
+                                   args=(writer, frames_out, stop, errors, predictor.classes, alpha))
         t0 = time.perf_counter()
         reader.start()
         encoder.start()
-        done = False
         try:
-            while not done and not stop.is_set():
-                batch = []
-                while len(batch) < batch_size:
-                    item = frames_in.get()
-                    if item is _END:
-                        done = True
-                        break
-                    batch.append(item)
-                if not batch:
-                    break
-                t = time.perf_counter()
-                labels = predictor.predict_batch(batch)
-                t_net += time.perf_counter() - t
-                for rgb, label in zip(batch, labels):
-                    frames_out.put((rgb, label))
-                frames += len(batch)
-                if progress is not None:
-                    progress(len(batch))
+            _label_frames(predictor, frames_in, frames_out, stop, batch_size, progress, tally)
         except KeyboardInterrupt:   # a camera stream ends with Ctrl-C: keep what was recorded
             pass
         finally:
@@ -148,6 +159,7 @@ def predict_video(predictor, source, out, alpha: float = 0.5, max_frames: int | 
         seconds = time.perf_counter() - t0
         if errors:
             raise errors[0]
+        frames, t_net = tally["frames"], tally["t_net"]
         if frames == 0:
             raise PixelsegError(f"{source}: no frame could be decoded")
     return VideoReport(source, str(out), frames, w, h, seconds, frames / max(seconds, 1e-9),
