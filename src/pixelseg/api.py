@@ -101,9 +101,6 @@ def predict(model, source, *, batch_size: int = 4, device: str = "auto", **optio
 def hub_source(run):
     """`run` as a local path: a Hub reference is pulled (hub.resolve_source), anything else passes through."""
     from pixelseg import hub
-    if not isinstance(run, Path) and hub.parse_source(str(run)) is not None:
-        # hub.pull reads huggingface_hub.constants, a submodule `import huggingface_hub` does not load itself
-        import huggingface_hub.constants  # noqa: F401
     return hub.resolve_source(run)
 
 
@@ -119,6 +116,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     from pixelseg.data.formats import open_dataset
     from pixelseg.evaluation import summarize_with_ci
     from pixelseg.metrics import ConfusionMatrix
+    from pixelseg.run import RunFolder
 
     if (run is None) == (pred_dir is None):
         raise PixelsegError("evaluate takes either a RUN folder or --pred-dir PRED (label maps), not both or neither")

@@ -1,11 +1,10 @@
 """`pixelseg calibrate`: the temperature that makes a run's probabilities honest, stored in the run."""
 from __future__ import annotations
 
-from pixelseg.cli.common import POSITIVE_INT
+from pixelseg.cli.common import DATA_HELP, POSITIVE_INT
 
 
 def add_parser(sub) -> None:
-    from pixelseg.cli.evaluate import DATA_HELP
     c = sub.add_parser("calibrate", help="fit a temperature so that confidence matches accuracy (probabilities "
                                          "only: label maps and metrics do not change); stored in the run")
     c.add_argument("run", help="run folder")

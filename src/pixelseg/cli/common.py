@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pixelseg.errors import PixelsegError
 
+DATA_HELP = "dataset root (default: the one the run was trained on, from RUN/config.yaml)"
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error: the usage block of `train` is forty lines, and a user who typed a bad

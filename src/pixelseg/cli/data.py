@@ -1,12 +1,12 @@
 """Dataset commands: `verify-dataset` (the doctor) and `data` (synth here; convert, show, download in
-data/commands.py, beside the code they call)."""
+cli/data_commands.py)."""
 from __future__ import annotations
 
 from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE_INT, size
 
 
 def add_parsers(sub) -> None:
-    from pixelseg.data.commands import add_data_commands, add_verify_args
+    from pixelseg.cli.data_commands import add_data_commands, add_verify_args
     v = sub.add_parser("verify-dataset", help="dataset doctor: pairing, decoding, sizes, values, duplicates across "
                        "splits, class frequencies and weights, suggested --image-size; exit 1 on problems")
     v.add_argument("root")
@@ -28,13 +28,13 @@ def add_parsers(sub) -> None:
 
 
 def cmd_verify(a) -> int:
-    from pixelseg.data.commands import run_verify
+    from pixelseg.cli.data_commands import run_verify
     return run_verify(a)
 
 
 def cmd_data(a) -> int:
     if a.data_command != "synth":
-        from pixelseg.data.commands import run_data_command
+        from pixelseg.cli.data_commands import run_data_command
         return run_data_command(a)
     from pixelseg.data.synth import generate
     hw = size(a.size, "--size")

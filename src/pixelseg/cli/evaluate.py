@@ -5,11 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE_INT, check_not_run_file, console, print_metrics
+from pixelseg.cli.common import DATA_HELP, NON_NEGATIVE_INT, POSITIVE_INT, check_not_run_file, console, print_metrics
 from pixelseg.errors import PixelsegError
-
-DATA_HELP = "dataset root (default: the one the run was trained on, from RUN/config.yaml)"
-
 
 def add_parsers(sub) -> None:
     e = sub.add_parser("evaluate", help="metrics of a run (or of label maps from any model) on a split")

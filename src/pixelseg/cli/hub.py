@@ -52,7 +52,6 @@ def cmd_pull(a) -> int:
         out = check_out_folder(a.out)
         if out.exists() and any(out.iterdir()):
             raise PixelsegError(f"--out {out}: not empty; give a new folder (a pulled run is never merged into another)")
-    import huggingface_hub.constants  # noqa: F401  (hub.pull reads it; `import huggingface_hub` does not load it)
     path = hub.pull(repo, revision=a.revision or revision, token=a.token, endpoint=a.endpoint)
     if a.out is not None:
         path = _copy_run(path, Path(a.out))

@@ -153,8 +153,3 @@ class OpenVinoBackend:
 def _first_line(e: Exception) -> str:
     s = str(e).strip().splitlines()
     return (s[0] if s else type(e).__name__)[:200]
-
-
-def _first_line(e: Exception) -> str:
-    s = str(e).strip().splitlines()
-    return (s[0] if s else type(e).__name__)[:200]

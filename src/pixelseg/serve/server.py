@@ -28,9 +28,9 @@ def is_loopback(host: str) -> bool:
 
 
 def _guard_pillow(settings: ServeSettings) -> None:
-    # pixelseg.data.io switches Pillow's decompression-bomb guard off for the library (users' aerial
-    # tiles are legitimately huge); a server process takes uploads from strangers, so it turns the
-    # guard back on at its own limit, behind serve.decode's header check.
+    # Pillow's own decompression-bomb guard stays on in the library at Pillow's default (behind data.io's
+    # decode gate); a server process takes uploads from strangers, so it tightens the guard to its own
+    # limit, behind serve's header check.
     from PIL import Image
 
     import pixelseg.data.io  # noqa: F401  (its import-time setting must not undo ours)
