@@ -207,3 +207,14 @@ def test_cli_train_no_report(tiny_data, tmp_path, capsys):
                      "--no-report"]) == 0
     assert (out / "metrics.json").is_file() and not (out / "report").exists()
     assert "report:" not in capsys.readouterr().out
+
+
+def test_api_evaluate_uses_the_runs_own_data(tiny_run, tiny_data, monkeypatch, tmp_path):
+    """pixelseg.evaluate(run) without data scores the dataset the run was trained on (stored resolved), from
+    any working directory, and gives what an explicit data= gives."""
+    import pixelseg
+    monkeypatch.chdir(tmp_path)
+    implicit = pixelseg.evaluate(tiny_run)
+    explicit = pixelseg.evaluate(tiny_run, data=tiny_data)
+    assert implicit["mIoU"] == explicit["mIoU"] and implicit["num_pixels"] == explicit["num_pixels"]
+    assert implicit["images"] == explicit["images"] > 0
