@@ -88,7 +88,11 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware, world: int = 1, stam
     model = _resolve_model(cfg.model, hw, chosen)
     data = _resolve_size(data, model, probe, hw, chosen, index)
     data, train = _resolve_training(data, model, cfg.train, hw, chosen)
-    train = _resolve_scale(train, len(samples), hw, world, chosen)
+    items = len(samples)
+    if data.scale is not None and samples:   # an epoch of crops: as many as cover each image (data/dataset.py)
+        (h, w), (ch, cw) = image_size(samples[0].image), data.crop
+        items *= int(min(64, max(1, round(h * w * data.scale ** 2 / (ch * cw)))))
+    train = _resolve_scale(train, items, hw, world, chosen)
     loss = cfg.loss
     if class_weights is not None and loss.class_weights == "auto":
         loss = replace(loss, class_weights=[float(w) for w in class_weights])
