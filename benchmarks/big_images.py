@@ -128,6 +128,7 @@ def plans() -> None:
                     cv2.imwrite(str(root / split / "images" / f"{i}.png"), np.zeros((h, w, 3), np.uint8))
                     cv2.imwrite(str(root / split / "masks" / f"{i}.png"), mask)
             index = open_dataset(str(root), "auto", 0.1)
+            index.splits["train"] = index.splits["train"] * 500     # the batch as for a real dataset's 1000 frames
             for hw in hws:
                 cfg, chosen = resolve(Config().replace(**{"data.root": str(root), "train.out": "x"}), index, hw)
                 why = {k: w for k, _, w in chosen}

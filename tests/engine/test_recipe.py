@@ -131,3 +131,11 @@ def test_given_scale_or_image_size_wins(tmp_path):
     old, _ = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x", "data.image_size": [256, 256]}),
                      index, CPU2)
     assert old.data.scale is None and old.data.crop is None and old.data.image_size == (256, 256)
+
+
+def test_tiny_objects_keep_native_resolution_on_a_cpu_and_grow_on_a_gpu(tmp_path):
+    index = _big_set(tmp_path, radius=5)     # objects 11 px across: 24/11 would be x2.25
+    cpu, chosen = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x"}), index, CPU2)
+    assert cpu.data.scale == 1.0 and "capped at native resolution" in dict((k, w) for k, _, w in chosen)["data.scale"]
+    gpu, _ = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x"}), index, GPU)
+    assert gpu.data.scale == 2.0

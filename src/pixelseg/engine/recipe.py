@@ -149,7 +149,7 @@ def _resolve_size(data, model, probe, hw: Hardware, chosen: list, index):
     from pixelseg.engine.scale import choose_crop, choose_scale
     scale = data.scale
     if scale is None:
-        scale, why = choose_scale(probe, index.classes.num_classes, index.mask_color_channel)
+        scale, why = choose_scale(probe, index.classes.num_classes, index.mask_color_channel, hw.is_cuda)
         chosen.append(("data.scale", f"{scale:g}", why))
     crop = data.crop
     if crop is None:

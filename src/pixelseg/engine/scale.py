@@ -2,8 +2,8 @@
 
 Scale: the small common objects (the median over foreground classes of their 10th percentile extent,
 data/objects.py, measured on a few masks) should span at least CELLS output cells of LR-ASPP's 1/8
-output, i.e. CELLS x 8 pixels after scaling: scale = clip(CELLS x 8 / extent, 1/8, 2), in eighths.
-Shrinking further loses them; growing costs compute without a gain.
+output, i.e. CELLS x 8 pixels after scaling: scale = clip(CELLS x 8 / extent, 1/8, top), in eighths, where
+top is 1 on a CPU (native resolution: growing a big image costs its square) and 2 on a GPU.
 Crop: one step's pixels, as much as the device trains fast (~262k on a CPU, today's 16 x 128^2; ~4.2M on a
 GPU, 16 x 512^2), split over a batch of 4 (CPU) / 8 (GPU) crops, shaped like the scaled image (up to 2:1,
 so 2048x1024 driving frames get wide crops) and never larger than it.
@@ -22,19 +22,21 @@ STEP_PIXELS = {"cpu": 16 * 128 * 128, "cuda": 16 * 512 * 512}
 CROP_BATCH = {"cpu": 4, "cuda": 8}
 
 
-def choose_scale(samples, num_classes: int, color_channel=None) -> tuple[float, str]:
+def choose_scale(samples, num_classes: int, color_channel=None, gpu: bool = False) -> tuple[float, str]:
     picked = samples[:: max(1, len(samples) // MASKS_MEASURED)][:MASKS_MEASURED]
     sizes = object_sizes((load_mask(s, color_channel) for s in picked if s.mask is not None), num_classes)
     small = sizes.small_common()
     if small is None:
         return 1.0, f"no objects found in {len(picked)} masks: native resolution"
     target = CELLS * STRIDE
-    scale = min(2.0, max(0.125, round(target / small * 8) / 8))
+    top = 2.0 if gpu else 1.0       # growing a big image costs its square; a CPU keeps native resolution
+    scale = min(top, max(0.125, round(target / small * 8) / 8))
     fg = [c for c in range(num_classes) if c != sizes.background and sizes.counts[c]]
     meds = [sizes.median[c] for c in fg]
     why = (f"objects in {len(picked)} masks: {sum(sizes.counts[c] for c in fg)} of {len(fg)} foreground classes, "
            f"extent p10 {small:.0f} px (median {statistics.median(meds):.0f} px); scale {scale:g} keeps the small "
-           f"ones >= {target} px, {CELLS} cells of the model's 1/{STRIDE} output")
+           f"ones >= {target} px, {CELLS} cells of the model's 1/{STRIDE} output"
+           + (" (capped at native resolution on the CPU)" if scale == top < target / small else ""))
     return scale, why
 
 
