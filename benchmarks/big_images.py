@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=24)
     ap.add_argument("--val", type=int, default=6)
     ap.add_argument("--only", choices=("resize", "crop"))
+    ap.add_argument("--extra", default="", help="flags added to both runs, e.g. '--threads 1' on a loaded machine")
     ap.add_argument("--plans", action="store_true", help="only print the recipe's choices for big frames")
     a = ap.parse_args()
     if a.plans:
@@ -152,12 +153,13 @@ def main() -> None:
     out = Path(a.out)
     data = generate(out / "data", a.size, a.train, a.val)
     recipes = {"resize": ["--image-size", "256", "256"], "crop": []}
-    print(f"{a.size}^2 scenes, {a.train} train / {a.val} val, {a.minutes:g} min each, load {os.getloadavg()[0]:.2f}")
+    print(f"{a.size}^2 scenes, {a.train} train / {a.val} val, {a.minutes:g} min each, load {os.getloadavg()[0]:.2f}"
+          + (f", extra flags: {a.extra}" if a.extra else ""))
     print(f"{'recipe':8} {'val mIoU':>8} {'steps/min':>9} {'data wait':>9}  scale / crop")
     for name, extra in recipes.items():
         if a.only and name != a.only:
             continue
-        r = run(data, out / f"run-{name}", a.minutes, extra)
+        r = run(data, out / f"run-{name}", a.minutes, extra + a.extra.split())
         print(f"{name:8} {r['mIoU']:8.4f} {r['steps_per_min']:9.1f} {r['data_wait']:9.1%}  {r['scale']} / {r['crop']}",
               flush=True)
 

@@ -76,3 +76,14 @@ def test_a_run_of_the_old_kind_predicts_exactly_as_before(random_run, scene):
     with torch.inference_mode():
         ref = resize_logits(load_model(info)(preprocess(big, info.preprocessing)[None]), big.shape[:2])[0]
     assert np.array_equal(Predictor(random_run, device="cpu").predict(big), ref.argmax(0).numpy())
+
+
+def test_an_exported_scale_run_predicts_at_the_scale_too(scale_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from pixelseg.export import export_run
+    from pixelseg.export.metadata import read_exported
+    out = export_run(scale_run, "onnx", tmp_path / "m.onnx", log=lambda *a, **k: None).path
+    assert read_exported(out).preprocessing == read_run(scale_run).preprocessing
+    image = _scene(200, 120)
+    exported = Predictor(out, device="cpu", backend="onnxruntime").predict(image)
+    assert (exported == Predictor(scale_run, device="cpu").predict(image)).mean() > 0.99
