@@ -49,8 +49,6 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         resize = d.get("resize", "stretch")
-        if resize not in ("stretch", "scale"):
-            raise ValueError(f"unknown preprocessing resize {resize!r}")
         scale = float(d["scale"]) if resize == "scale" else None
         return cls(tuple(d["crop" if scale else "image_size"]), tuple(d["mean"]), tuple(d["std"]),
                    int(d["in_channels"]), resize, scale)
