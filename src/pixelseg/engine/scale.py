@@ -33,10 +33,12 @@ def choose_scale(samples, num_classes: int, color_channel=None, gpu: bool = Fals
     scale = min(top, max(0.125, round(target / small * 8) / 8))
     fg = [c for c in range(num_classes) if c != sizes.background and sizes.counts[c]]
     meds = [sizes.median[c] for c in fg]
+    capped = scale == top < target / small
     why = (f"objects in {len(picked)} masks: {sum(sizes.counts[c] for c in fg)} of {len(fg)} foreground classes, "
-           f"extent p10 {small:.0f} px (median {statistics.median(meds):.0f} px); scale {scale:g} keeps the small "
-           f"ones >= {target} px, {CELLS} cells of the model's 1/{STRIDE} output"
-           + (" (capped at native resolution on the CPU)" if scale == top < target / small else ""))
+           f"extent p10 {small:.0f} px (median {statistics.median(meds):.0f} px); "
+           + (f"x{target / small:.2g} would make the small ones {target} px ({CELLS} cells of the model's 1/{STRIDE} "
+              "output), capped at native resolution on the CPU" if capped else
+              f"scale {scale:g} keeps the small ones >= {target} px, {CELLS} cells of the model's 1/{STRIDE} output"))
     return scale, why
 
 
