@@ -44,3 +44,18 @@ def test_label_map_keeps_the_inputs_georeference(tmp_path):
         assert np.array_equal(r.read(1), labels)
     plain = write_label_geotiff(tmp_path / "plain.tif", labels)      # no reference given: none written
     assert georeference(plain) is None
+
+
+def test_predicting_a_geotiff_writes_a_georeferenced_label_map(tmp_path):
+    from pixelseg.inference.bench import model_run
+    from pixelseg.inference.predictor import Predictor
+    run = model_run("lraspp", (64, 64), 3, tmp_path / "run")
+    (tmp_path / "in").mkdir()
+    src = _write(tmp_path / "in" / "tile.tif", np.random.default_rng(0).integers(0, 255, (80, 96, 3), dtype=np.uint8))
+    p = Predictor(run, device="cpu")
+    written = p.predict_paths([src], tmp_path / "out")
+    assert tmp_path / "out" / "tile.tif" in written and tmp_path / "out" / "tile.png" in written
+    crs, transform = georeference(tmp_path / "out" / "tile.tif")
+    assert crs.to_epsg() == 32633 and transform == TRANSFORM
+    with rasterio.open(tmp_path / "out" / "tile.tif") as r:
+        assert np.array_equal(r.read(1), p.predict(src))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixelseg.data.geotiff import georeference, write_label_geotiff
 from pixelseg.data.io import read_image
 # preprocess / as_channels / list_inputs live with the data (export and calibration use them too); they
 # stay importable from here as part of the predictor's API
@@ -215,6 +216,8 @@ class Predictor:
             for p, image, label in zip(chunk, images, labels):
                 stem = f"{p.parent.name}_{p.stem}" if p.stem in dup else p.stem
                 done.append(self._write_outputs(out_dir, stem, image, label, overlay, alpha))
+                if georeference(p) is not None:     # a GeoTIFF input: also a label map a GIS overlays on it
+                    done.append([write_label_geotiff(out_dir / f"{stem}.tif", label, like=p, colors=self.classes.colors)])
             return [q for pair in done for q in pair]
 
         written: list[Path] = []
