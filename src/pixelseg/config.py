@@ -48,6 +48,14 @@ class DataConfig:
                       choices=("auto", *DATA_FORMATS))
     image_size: tuple[int, int] | None = opt(None, "network input size H W (one value = square)",
                                              auto="from the data and the hardware")
+    scale: float | None = opt(None, "resize factor the model sees images at (big images: trained on crops at this "
+                              "scale, predicted whole or by sliding window at it)",
+                              auto="from the object sizes in the masks; small images are resized whole to image_size",
+                              gt=0, le=4)
+    crop: tuple[int, int] | None = opt(None, "training crop H W at data.scale (one value = square)",
+                                       auto="fills the step's pixel budget for the device")
+    crop_focus: float = opt(0.5, "share of training crops centred on a pixel of a class drawn uniformly among the "
+                            "image's non-dominant classes (keeps small rare classes in the crops)", ge=0, le=1)
     augment: str | None = opt(None, f"{' | '.join(AUGMENT_PRESETS)}, or an albumentations pipeline file "
                               "(.yaml/.yml/.json, A.save format)", auto="by budget and hardware")
     in_channels: int | None = opt(None, "channels the network takes", auto="from the images (1 gray, 3 RGB, 4 RGBA)",
@@ -131,8 +139,9 @@ class Config:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["data"]["image_size"] is not None:
-            d["data"]["image_size"] = list(d["data"]["image_size"])
+        for key in ("image_size", "crop"):
+            if d["data"][key] is not None:
+                d["data"][key] = list(d["data"][key])
         return d
 
     def replace(self, **overrides) -> "Config":

@@ -36,19 +36,24 @@ RUN_FORMAT = "pixelseg-run/1"
 
 @dataclass(frozen=True)
 class Preprocessing:
-    image_size: tuple[int, int]          # (H, W) the network sees; inputs are resized to it and logits back
+    image_size: tuple[int, int]          # (H, W) the network sees ("stretch"); the training crop ("scale")
     mean: tuple[float, ...]              # per channel, 0..255 scale
     std: tuple[float, ...]
     in_channels: int
-    resize: str = "stretch"              # how an input is brought to image_size
+    resize: str = "stretch"              # "stretch" to image_size, or "scale": by `scale`, whole or by windows
+    scale: float | None = None           # of image_size (data/preprocess.py); old runs stay "stretch"
 
     def to_dict(self) -> dict:
-        return {"image_size": list(self.image_size), "mean": list(self.mean), "std": list(self.std),
-                "in_channels": self.in_channels, "resize": self.resize}
+        d = {"image_size": list(self.image_size), "mean": list(self.mean), "std": list(self.std),
+             "in_channels": self.in_channels, "resize": self.resize}
+        return d | ({"scale": self.scale, "crop": list(self.image_size)} if self.resize == "scale" else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(tuple(d["image_size"]), tuple(d["mean"]), tuple(d["std"]), int(d["in_channels"]), d.get("resize", "stretch"))
+        resize = d.get("resize", "stretch")
+        scale = float(d["scale"]) if resize == "scale" else None
+        return cls(tuple(d["crop" if scale else "image_size"]), tuple(d["mean"]), tuple(d["std"]),
+                   int(d["in_channels"]), resize, scale)
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,10 @@ def test_doctor_statistics(tmp_path):
     d = rep.to_dict()
     json.dumps(d)
     assert d["splits"]["val"]["images_with"]["dog"] == 1 and d["format"] == "folder"
+    # object sizes on the train masks: a's cat is one 8x8 object; b is all cat (one 16x32 object)
+    cat = d["objects"]["per_class"]["cat"]
+    assert d["objects"]["masks"] == 2 and cat["objects"] == 2 and cat["median_extent_px"] == 20.0
+    assert d["objects"]["background"] == "cat" and d["objects"]["per_class"]["dog"]["objects"] == 0
 
 
 def test_suggested_size_is_the_median_capped_and_divisible():

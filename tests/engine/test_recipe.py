@@ -79,3 +79,63 @@ def test_lr_schedule_shapes():
     vals = [lr_factor(p / 100, 0.05, "poly") for p in range(5, 101)]
     assert all(a >= b for a, b in zip(vals, vals[1:]))               # monotone decay after warm-up
     assert not any(math.isnan(v) for v in vals)
+
+
+# ---------------------------------------------------------------- big images: scale and crop
+def _big_set(root, side=1600, radius=16, n=3):
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n), ("val", 1)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(count):
+            mask = np.zeros((side, side), np.uint8)
+            for _ in range(40):
+                cv2.circle(mask, tuple(int(v) for v in rng.integers(40, side - 40, 2)), radius, int(rng.integers(1, 4)), -1)
+            cv2.imwrite(str(root / split / "images" / f"{i}.png"), np.zeros((side, side, 3), np.uint8))
+            cv2.imwrite(str(root / split / "masks" / f"{i}.png"), mask)
+    return open_dataset(root)
+
+
+def test_the_built_in_data_keeps_todays_whole_image_recipe(tmp_path):
+    """The quickstart's data resolves to exactly the config it got before big-image support."""
+    generate(tmp_path, n_train=40, n_val=8, seed=0)
+    index = open_dataset(tmp_path)
+    cfg, chosen = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x", "train.max_minutes": 5}),
+                          index, CPU2)
+    d = cfg.to_dict()
+    d["data"].pop("root")
+    assert d["data"] == {"format": "auto", "image_size": [160, 160], "scale": None, "crop": None, "crop_focus": 0.5,
+                         "augment": "light", "in_channels": 3, "num_workers": 0, "val_fraction": 0.1,
+                         "binary_sigmoid": False}
+    assert (cfg.model.name, cfg.train.batch_size, cfg.train.lr, cfg.train.threads) == ("lraspp", 10, 0.01, 2)
+    assert not {"data.scale", "data.crop"} & {k for k, _, _ in chosen}
+
+
+def test_big_images_get_a_scale_from_their_objects_and_a_crop_from_the_budget(tmp_path):
+    index = _big_set(tmp_path)              # objects 33 px across: scale 24/33 -> 0.75
+    cfg, chosen = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x"}), index, CPU2)
+    why = {k: w for k, _, w in chosen}
+    assert cfg.data.scale == 0.75 and cfg.data.crop == (256, 256) and cfg.data.image_size == (256, 256)
+    assert cfg.train.batch_size == 4                               # 4 x 256^2 = the CPU's ~262k px a step
+    assert "p10 33 px" in why["data.scale"] and "262,144" in why["data.crop"]
+    gpu, _ = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x"}), index, GPU)
+    assert gpu.data.scale == 0.75 and gpu.data.crop == (704, 704) and gpu.train.batch_size == 8
+
+
+def test_given_scale_or_image_size_wins(tmp_path):
+    index = _big_set(tmp_path)
+    cfg, _ = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x", "data.scale": 0.5}), index, CPU2)
+    assert cfg.data.scale == 0.5 and cfg.data.crop == (256, 256)
+    old, _ = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x", "data.image_size": [256, 256]}),
+                     index, CPU2)
+    assert old.data.scale is None and old.data.crop is None and old.data.image_size == (256, 256)
+
+
+def test_tiny_objects_keep_native_resolution_on_a_cpu_and_grow_on_a_gpu(tmp_path):
+    index = _big_set(tmp_path, radius=5)     # objects 11 px across: 24/11 would be x2.25
+    cpu, chosen = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x"}), index, CPU2)
+    assert cpu.data.scale == 1.0 and "capped at native resolution" in dict((k, w) for k, _, w in chosen)["data.scale"]
+    gpu, _ = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x"}), index, GPU)
+    assert gpu.data.scale == 2.0

@@ -7,9 +7,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pixelseg.data.cache import cached
 from pixelseg.data.checks import check_mask
+from pixelseg.data.crops import CropTransform
 from pixelseg.data.index import Sample
-from pixelseg.data.io import read_image
+from pixelseg.data.io import image_size, read_image
 from pixelseg.data.labels import load_mask
 
 
@@ -41,15 +43,22 @@ class SegDataset(Dataset):
         self.in_channels, self.mean, self.std = in_channels, mean, std
         self.transform, self.color_channel = transform, color_channel
         self.seed, self.epoch = 0, 0
+        self.crops_per_image = crops_per_image(samples, transform) if isinstance(transform, CropTransform) else 1
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         self.seed, self.epoch = seed, epoch
 
     def __len__(self):
-        return len(self.samples)
+        return len(self.samples) * self.crops_per_image
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        s = self.samples[i]
+        s = self.samples[i % len(self.samples)]
+        if isinstance(self.transform, CropTransform):   # crops read a window: decode big files once (cache.py)
+            image = cached(s.image, f"image{self.in_channels}", lambda: read_image(s.image, self.in_channels))
+            # a decoded format (COCO, LabelMe) may share one file between samples: its masks are not cached
+            mask = load_mask(s, self.color_channel) if s.decode is not None else \
+                cached(s.mask, f"mask{self.color_channel}", lambda: load_mask(s, self.color_channel))
+            return image, mask                      # masks were checked by the data check before training
         image = read_image(s.image, self.in_channels)
         mask = load_mask(s, self.color_channel)
         check_mask(mask, image.shape[:2], self.num_classes, self.ignore_index, s)
@@ -61,6 +70,16 @@ class SegDataset(Dataset):
             self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]))
         out = self.transform(image=image, mask=mask)
         return normalize(out["image"], self.mean, self.std), torch.from_numpy(out["mask"].astype(np.int64))
+
+
+def crops_per_image(samples: list[Sample], transform: CropTransform) -> int:
+    """Crops of an image in one epoch: as many as cover its area at the training scale (1..64), so an epoch
+    of crops sees about as many pixels as an epoch of whole images would."""
+    if not samples:
+        return 1
+    h, w = image_size(samples[0].image)
+    ch, cw = transform.crop
+    return int(min(64, max(1, round(h * w * transform.scale ** 2 / (ch * cw)))))
 
 
 class EvalDataset(SegDataset):

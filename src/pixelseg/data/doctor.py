@@ -23,6 +23,7 @@ from pixelseg.data.formats import open_dataset
 from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import read_image
 from pixelseg.data.labels import UnknownColorsError, load_mask
+from pixelseg.data.objects import object_sizes
 from pixelseg.errors import PixelsegError
 
 DUPLICATE_BITS = 6          # perceptual hashes this close (of 64 bits) are the same picture
@@ -71,6 +72,7 @@ class DoctorReport:
     class_weights: list[float]
     sizes: dict
     suggested_image_size: tuple[int, int]
+    objects: dict = field(default_factory=dict)   # object extents per class (data/objects.py) on a train sample
 
     def to_dict(self) -> dict:
         c = self.index.classes
@@ -86,7 +88,7 @@ class DoctorReport:
             "duplicates": [{"a": a, "split_a": sa, "b": b, "split_b": sb, "distance": d}
                            for sa, a, sb, b, d in self.duplicates],
             "class_weights": dict(zip(c.names, self.class_weights)),
-            "sizes": self.sizes, "suggested_image_size": list(self.suggested_image_size),
+            "sizes": self.sizes, "suggested_image_size": list(self.suggested_image_size), "objects": self.objects,
         }
 
 
@@ -244,7 +246,23 @@ def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> Doctor
         if aspect.max() / aspect.min() > 1.5:
             warnings.append(f"aspect ratios range from {aspect.min():.2f} to {aspect.max():.2f} (W/H): resizing all "
                             "to one size distorts some images; consider tiling or padding")
-    return DoctorReport(index, splits, problems, warnings, dups, weights, sizes, suggest_image_size(hws))
+    return DoctorReport(index, splits, problems, warnings, dups, weights, sizes, suggest_image_size(hws),
+                        _objects(index, facts))
+
+
+def _objects(index: DatasetIndex, facts: list[Facts], most: int = 8) -> dict:
+    """Object sizes per class on a cheap, even sample of the clean train masks: the figures the recipe's
+    scale for big images comes from (engine/scale.py measures the same way)."""
+    clean = [f.sample for f in facts if f.split == "train" and f.counts is not None and not f.problem]
+    picked = clean[:: max(1, len(clean) // most)][:most]
+    if not picked:
+        return {}
+    names = index.classes.names
+    sizes = object_sizes((load_mask(s, index.mask_color_channel) for s in picked), index.classes.num_classes)
+    return {"masks": len(picked), "background": None if sizes.background is None else names[sizes.background],
+            "small_common_extent_px": sizes.small_common(),
+            "per_class": {n: {"objects": sizes.counts[i], "median_extent_px": sizes.median[i],
+                              "p10_extent_px": sizes.p10[i]} for i, n in enumerate(names)}}
 
 
 def _spread(v: np.ndarray) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pixelseg.data import geotiff
 from pixelseg.errors import PixelsegError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -164,6 +165,8 @@ def load(path: str | Path, what: str = "image", fix: str = "check the path") -> 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) as read_image returns it (EXIF orientation applied), from the header only."""
     path = Path(path)
+    if geotiff.is_raster(path) and path.is_file():
+        return geotiff.raster_shape(path)[:2]
     with _open_path(path, "image", "check the path") as im:
         w, h = im.size
         turned = orientation(im) in (5, 6, 7, 8)
@@ -178,6 +181,8 @@ def stored_size(path: str | Path) -> tuple[tuple[int, int], bool]:
 
 
 def image_channels(path: str | Path) -> int:
+    if geotiff.is_raster(path) and Path(path).is_file():
+        return geotiff.raster_shape(path)[2]
     with _open_path(Path(path), "image", "check the path") as im:
         return MODE_CHANNELS.get(im.mode, 3)
 
@@ -224,7 +229,9 @@ def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
 def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     """HxWxC uint8. With `channels`, converted to that many channels."""
     path = Path(path)
-    arr = pil_to_array(load(path, "image", "check the path"))
+    # GeoTIFF / COG (any band count) through rasterio when installed; other TIFFs and images through PIL
+    arr = geotiff.read_raster_image(path) if geotiff.is_raster(path) and path.is_file() else \
+        pil_to_array(load(path, "image", "check the path"))
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if channels is not None:
@@ -255,6 +262,8 @@ def read_mask(path: str | Path, color_channel: int | None = None) -> np.ndarray:
     equal (a gray mask saved as RGB), or when `color_channel` says which channel holds the index
     (the keras_segmentation convention). Anything else is a color-coded mask, which is not an index."""
     path = Path(path)
+    if geotiff.is_raster(path) and path.is_file():
+        return geotiff.read_raster_mask(path)
     im = load(path, "mask", "add the mask or remove its image")
     if im.mode == "P":
         return np.asarray(im)  # palette PNG: the stored values are the indices

@@ -21,6 +21,7 @@ import cv2
 import albumentations as A
 
 from pixelseg.config import AUGMENT_PRESETS
+from pixelseg.data.crops import CropTransform, ScaleImage
 from pixelseg.errors import PixelsegError
 
 PRESETS = AUGMENT_PRESETS
@@ -48,7 +49,11 @@ def scale_crop(size: tuple[int, int], scale: tuple[float, float], ignore_index: 
 
 
 def train_transform(size: tuple[int, int], preset: str = "default", ignore_index: int = 255,
-                    channels: int = 3) -> A.Compose:
+                    channels: int = 3, scale: float | None = None, focus: float = 0.5):
+    """The paired training transform. With `scale` (big images): random crops of `size` at that scale with
+    scale jitter (data/crops.py), then the preset's flips / colour; without: the whole image resized to size."""
+    if scale is not None:
+        return crop_transform(size, preset, ignore_index, channels, scale, focus)
     h, w = size
     # cv2's INTER_NEAREST samples floor(x * scale), not pixel centres like INTER_LINEAR: it shifts mask
     # edges by up to a pixel against the image. NEAREST_EXACT uses the same centres as the image.
@@ -168,6 +173,33 @@ def _flatten(t) -> list:
     return [x for c in inner for x in _flatten(c)]
 
 
-def eval_transform(size: tuple[int, int]) -> A.Compose:
-    """Image only: resize to the network size. Masks stay at their original resolution for metrics."""
+def eval_transform(size: tuple[int, int], scale: float | None = None):
+    """Image only: resize to the network size (with `scale`: by that factor, data/crops.py). Masks stay at
+    their original resolution for metrics."""
+    if scale is not None:
+        return ScaleImage(scale)
     return A.Compose([A.Resize(size[0], size[1], interpolation=cv2.INTER_LINEAR)])
+
+
+# scale jitter around data.scale per preset, and what follows the crop (the geometric ops that keep pixel size)
+JITTER = {"none": (1.0, 1.0), "light": (0.75, 1.5), "default": (0.75, 1.5), "strong": (0.5, 2.0),
+          "aerial": (0.75, 1.5), "medical": (0.85, 1.2)}
+
+
+def crop_transform(crop, preset: str, ignore_index: int, channels: int, scale: float, focus: float) -> CropTransform:
+    h, w = crop
+    if preset.lower().endswith((".yaml", ".yml", ".json")):
+        user = load_pipeline(Path(preset), ignore_index)
+        after = A.Compose([*user.transforms, A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT,
+                                                           fill=0, fill_mask=ignore_index), A.CenterCrop(h, w)])
+        return CropTransform(crop, scale, (1.0, 1.0), ignore_index, after, focus)
+    if preset not in JITTER:
+        train_transform((32, 32), preset)     # the unknown-preset message
+    ops = {"none": [], "light": [A.HorizontalFlip(p=0.5)],
+           "aerial": [A.D4(p=1.0) if h == w else A.OneOf([A.HorizontalFlip(p=1.0), A.VerticalFlip(p=1.0)], p=0.75),
+                      *_photometric(channels, 0.8)],
+           "medical": [A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+                       A.RandomGamma(gamma_limit=(80, 120), p=0.3)]}.get(preset)
+    if ops is None:   # default, strong
+        ops = [A.HorizontalFlip(p=0.5), *_photometric(channels, 1.0 if preset == "default" else 1.6)]
+    return CropTransform(crop, scale, JITTER[preset], ignore_index, A.Compose(ops), focus)

@@ -86,9 +86,13 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware, world: int = 1, stam
     probe = samples[:: max(1, len(samples) // 200)][:200]   # headers only: cheap on any dataset size
     data = _resolve_inputs(cfg.data, probe, hw, chosen)
     model = _resolve_model(cfg.model, hw, chosen)
-    data = _resolve_size(data, model, probe, hw, chosen)
+    data = _resolve_size(data, model, probe, hw, chosen, index)
     data, train = _resolve_training(data, model, cfg.train, hw, chosen)
-    train = _resolve_scale(train, len(samples), hw, world, chosen)
+    items = len(samples)
+    if data.scale is not None and samples:   # an epoch of crops: as many as cover each image (data/dataset.py)
+        (h, w), (ch, cw) = image_size(samples[0].image), data.crop
+        items *= int(min(64, max(1, round(h * w * data.scale ** 2 / (ch * cw)))))
+    train = _resolve_scale(train, items, hw, world, chosen)
     loss = cfg.loss
     if class_weights is not None and loss.class_weights == "auto":
         loss = replace(loss, class_weights=[float(w) for w in class_weights])
@@ -132,13 +136,44 @@ def _resolve_model(model, hw: Hardware, chosen: list):
     return model
 
 
-def _resolve_size(data, model, probe, hw: Hardware, chosen: list):
-    if data.image_size is None:
+def _resolve_size(data, model, probe, hw: Hardware, chosen: list, index):
+    if data.image_size is not None and data.scale is None and data.crop is None:
+        return data                                   # the whole-image resize the user asked for
+    sizes = [image_size(s.image) for s in probe]
+    if data.scale is None and data.crop is None and not is_big(sizes, hw):
         min_side = MODELS.get(model.name).info.get("min_input", 0)
-        size, why = choose_image_size([image_size(s.image) for s in probe], hw, min_side)
+        size, why = choose_image_size(sizes, hw, min_side)
         data = replace(data, image_size=size)
         chosen.append(("data.image_size", f"{size[0]}x{size[1]} (HxW)", why))
-    return data
+        return data
+    from pixelseg.engine.scale import choose_crop, choose_scale
+    scale = data.scale
+    if scale is None:
+        scale, why = choose_scale(probe, index.classes.num_classes, index.mask_color_channel, hw.is_cuda)
+        chosen.append(("data.scale", f"{scale:g}", why))
+    crop = data.crop
+    if crop is None:
+        crop, why = choose_crop(sizes, scale, hw)
+        chosen.append(("data.crop", f"{crop[0]}x{crop[1]} (HxW)", why))
+    h, w = statistics.median(s[0] for s in sizes), statistics.median(s[1] for s in sizes)
+    chosen.append(("data.image_size", f"{crop[0]}x{crop[1]} (HxW)", f"the crop: images (median {int(w)}x{int(h)}) "
+                   f"are trained on random crops at scale {scale:g} and predicted whole or by windows at it"))
+    return replace(data, scale=float(scale), crop=tuple(crop), image_size=tuple(crop))
+
+
+def is_big(sizes: list[tuple[int, int]], hw: Hardware) -> bool:
+    """Images whose median long side is over twice what the device trains whole (256 px CPU, 512 px GPU) are
+    trained on crops at their own scale; smaller ones keep the whole-image resize."""
+    long = statistics.median(max(s) for s in sizes)
+    return long > 2 * (512 if hw.is_cuda else 256)
+
+
+def preprocessing(data, mean, std):
+    """The run's Preprocessing for a resolved DataConfig: scale mode when data.scale is set."""
+    from pixelseg.run import Preprocessing
+    if data.scale is not None:
+        return Preprocessing(tuple(data.crop), tuple(mean), tuple(std), data.in_channels, "scale", float(data.scale))
+    return Preprocessing(tuple(data.image_size), tuple(mean), tuple(std), data.in_channels)
 
 
 def _resolve_training(data, model, train, hw: Hardware, chosen: list):

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixelseg.data.geotiff import georeference, write_label_geotiff
 from pixelseg.data.io import read_image
 # preprocess / as_channels / list_inputs live with the data (export and calibration use them too); they
 # stay importable from here as part of the predictor's API
 from pixelseg.data.preprocess import as_channels, list_inputs, preprocess  # noqa: F401
 from pixelseg.errors import PixelsegError
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
-from pixelseg.inference.tiling import sliding_window_bands
+from pixelseg.inference.tiling import scaled_bands, scaled_input, sliding_window_bands, too_big
 from pixelseg.inference.tta import TTA, tta_probs
 from pixelseg.metrics import argmax
 from pixelseg.models.outputs import resize_logits  # noqa: F401  (part of this module's API)
@@ -69,7 +70,7 @@ class Predictor:
             self.model = load_model(self.info, self.device)
             self.backend = make_backend(name, self.device, model=self.model, info=self.info, threads=threads,
                                         precision=precision)
-        if tile is True:
+        if tile is True:     # the training size; at the training scale, the training crop
             tile = self.info.preprocessing.image_size
         elif isinstance(tile, int):
             tile = (tile, tile)
@@ -101,14 +102,30 @@ class Predictor:
         return self.backend(x).float()
 
     def _whole(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
-        x = torch.stack([preprocess(im, self.info.preprocessing) for im in arrays])
+        pre = self.info.preprocessing
+        if pre.resize == "scale":    # each image at the training scale; same-size images share a batch
+            if len({a.shape for a in arrays}) > 1:
+                return [t for a in arrays for t in self._whole([a])]
+            x = torch.stack([scaled_input(as_channels(im, pre.in_channels), pre) for im in arrays])
+        else:
+            x = torch.stack([preprocess(im, pre) for im in arrays])
         scores = self._scores(x)
         return [resize_logits(scores[i:i + 1], im.shape[:2])[0].cpu() for i, im in enumerate(arrays)]
 
+    def _windowed(self, image: np.ndarray) -> bool:
+        """Sliding windows: asked for (tile), or at the training scale an image over the memory budget."""
+        pre = self.info.preprocessing
+        return self.tile is not None or (pre.resize == "scale" and too_big(image.shape, pre, self.device))
+
     def _bands(self, image: np.ndarray) -> Iterator[tuple[int, int, torch.Tensor]]:
-        as_channels(image[:1, :1], self.info.preprocessing.in_channels)   # a wrong channel count fails before any work
-        return sliding_window_bands(image, self._probs, self.info.preprocessing, self.classes.num_classes,
-                                    self.tile, self.overlap, self.window_batch)
+        pre = self.info.preprocessing
+        as_channels(image[:1, :1], pre.in_channels)   # a wrong channel count fails before any work
+        window = self.tile or tuple(pre.image_size)
+        if pre.resize == "scale":
+            return scaled_bands(image, self._probs, pre, self.classes.num_classes, window, self.overlap,
+                                self.window_batch)
+        return sliding_window_bands(image, self._probs, pre, self.classes.num_classes, window, self.overlap,
+                                    self.window_batch)
 
     def _tiled_probs(self, image: np.ndarray) -> torch.Tensor:
         return torch.cat([p for _, _, p in self._bands(image)], dim=1)
@@ -119,9 +136,8 @@ class Predictor:
         """K x H x W scores (float32, CPU) for each image at its own size: logits, or with TTA / tiling the log
         of the averaged probabilities."""
         arrays = [self._as_array(im) for im in images]
-        if self.tile is not None:
-            return [self._tiled_probs(a).clamp_min(1e-12).log() for a in arrays]
-        return self._whole(arrays)
+        return [self._tiled_probs(a).clamp_min(1e-12).log() if self._windowed(a) else self._whole([a])[0]
+                for a in arrays] if any(map(self._windowed, arrays)) else self._whole(arrays)
 
     def predict(self, image) -> np.ndarray:
         """image: path, PIL image or HxW(xC) uint8 array -> HxW class indices at the original size."""
@@ -134,10 +150,13 @@ class Predictor:
         fast = self._labels_in_graph(arrays)
         if fast is not None:
             return list(fast.astype(dtype, copy=False))
-        if self.tile is None:
+        if not any(map(self._windowed, arrays)):
             return [argmax(lg, 0).numpy().astype(dtype) for lg in self._whole(arrays)]
         out = []
         for a in arrays:   # band by band: the probabilities of the whole image never exist at once
+            if not self._windowed(a):
+                out.append(argmax(self._whole([a])[0], 0).numpy().astype(dtype))
+                continue
             label = np.empty(a.shape[:2], dtype)
             for y0, y1, p in self._bands(a):
                 label[y0:y1] = argmax(p, 0).numpy()
@@ -149,7 +168,8 @@ class Predictor:
         normalize and take the argmax inside its graph (OpenVINO) -> labels straight from the runtime.
         None when that does not apply; the general path gives the same labels (tested)."""
         pre = self.info.preprocessing
-        if not arrays or self.tile is not None or self.tta is not None or not hasattr(self.backend, "labels"):
+        if not arrays or self.tile is not None or self.tta is not None or not hasattr(self.backend, "labels") \
+                or pre.resize != "stretch":
             return None
         if any(tuple(a.shape[:2]) != tuple(pre.image_size) for a in arrays):
             return None
@@ -159,7 +179,7 @@ class Predictor:
     @torch.inference_mode()
     def predict_proba(self, image) -> np.ndarray:
         arr = self._as_array(image)
-        if self.tile is not None:
+        if self._windowed(arr):
             return self._tiled_probs(arr).numpy()
         return torch.softmax(self._whole([arr])[0], 0).numpy()
 
@@ -199,6 +219,8 @@ class Predictor:
             for p, image, label in zip(chunk, images, labels):
                 stem = f"{p.parent.name}_{p.stem}" if p.stem in dup else p.stem
                 done.append(self._write_outputs(out_dir, stem, image, label, overlay, alpha))
+                if georeference(p) is not None:     # a GeoTIFF input: also a label map a GIS overlays on it
+                    done.append([write_label_geotiff(out_dir / f"{stem}.tif", label, like=p, colors=self.classes.colors)])
             return [q for pair in done for q in pair]
 
         written: list[Path] = []

@@ -5,6 +5,10 @@ weights (nnU-Net's sigma = 1/8 of the window), which down-weights the window bor
 sees the least context, so there are no seams. Windows are visited row by row and a row band is
 finished (divided by its weights, arg-maxed) as soon as no later window touches it: memory is
 O(K x window height x image width) plus the input and the label map, never K x H x W.
+
+A run trained at a scale (Preprocessing.resize "scale") predicts at it: the image is resized by the scale,
+predicted whole when it fits WHOLE_PIXELS, else by windows of the training crop (`scaled_bands`), and each
+band is resized back to the original rows.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from pixelseg.data.crops import resize_image, scaled_size
 from pixelseg.data.dataset import normalize
 from pixelseg.data.io import to_channels
 from pixelseg.errors import PixelsegError
@@ -77,3 +82,33 @@ def sliding_window_bands(image: np.ndarray, probs_fn: Callable[[torch.Tensor], t
         acc[:, keep:] = 0
         wsum[keep:] = 0
         base = nxt
+
+
+# the largest scaled image predicted in one piece (activations of LR-ASPP at 2048^2 stay ~2 GB on a CPU)
+WHOLE_PIXELS = {"cpu": 2048 * 2048, "cuda": 4096 * 4096}
+
+
+def too_big(shape, pre, device) -> bool:
+    h, w = scaled_size(shape[:2], pre.scale)
+    return h * w > WHOLE_PIXELS["cuda" if torch.device(device).type == "cuda" else "cpu"]
+
+
+def scaled_input(image: np.ndarray, pre) -> torch.Tensor:
+    """C x h x w normalized input: `image` (already at the model's channels) resized by pre.scale."""
+    x = resize_image(image, scaled_size(image.shape, pre.scale))
+    return normalize(x if x.ndim == 3 else x[:, :, None], pre.mean, pre.std)
+
+
+def scaled_bands(image: np.ndarray, probs_fn, pre, num_classes: int, window: tuple[int, int], overlap: float = 0.25,
+                 batch_size: int = 4) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """sliding_window_bands at the training scale, bands given back in the ORIGINAL image's rows and width."""
+    H, W = image.shape[:2]
+    size = scaled_size((H, W), pre.scale)
+    small = resize_image(to_channels(image, pre.in_channels), size)
+    fy, done = H / size[0], 0
+    for y0, y1, p in sliding_window_bands(small, probs_fn, pre, num_classes, window, overlap, batch_size):
+        o1 = H if y1 >= size[0] else round(y1 * fy)
+        if o1 > done:
+            yield done, o1, torch.nn.functional.interpolate(p[None], size=(o1 - done, W), mode="bilinear",
+                                                            align_corners=False)[0]
+            done = o1

@@ -1,0 +1,89 @@
+"""Inference at the training scale: whole or by windows, labels at the original size; old runs unchanged."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pixelseg.data.preprocess import preprocess
+from pixelseg.export.metadata import description, info_from_meta
+from pixelseg.inference import tiling
+from pixelseg.inference.bench import model_run
+from pixelseg.inference.predictor import Predictor
+from pixelseg.models.outputs import resize_logits
+from pixelseg.run import Preprocessing, RunFolder, load_model, read_run
+
+
+@pytest.fixture(scope="module")
+def scale_run(tmp_path_factory):
+    folder = model_run("unet", (64, 64), 3, tmp_path_factory.mktemp("scale") / "run", encoder="resnet18")
+    info = read_run(folder)
+    pre = info.preprocessing
+    RunFolder(folder).write_info(replace(info, preprocessing=Preprocessing((64, 64), pre.mean, pre.std, 3, "scale", 0.5)))
+    return folder
+
+
+def _scene(h=256, w=192):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 50, (h, w, 3), dtype=np.uint8)
+    image[20:120, 10:90] = (230, 30, 30)
+    image[140:240, 100:180] = (30, 210, 60)
+    return image
+
+
+def test_model_json_and_exported_metadata_round_trip_scale_and_crop(scale_run):
+    d = json.loads((scale_run / "model.json").read_text())["preprocessing"]
+    assert d["resize"] == "scale" and d["scale"] == 0.5 and d["crop"] == [64, 64]
+    info = read_run(scale_run)
+    assert info.preprocessing.scale == 0.5 and info.preprocessing.image_size == (64, 64)
+    back = info_from_meta(json.loads(json.dumps(description(info, format="onnx"))), scale_run / "m.onnx")
+    assert back.preprocessing == info.preprocessing
+
+
+def test_labels_come_back_at_the_original_size_and_whole_and_tiled_agree(scale_run, monkeypatch):
+    image = _scene()
+    whole = Predictor(scale_run, device="cpu").predict(image)
+    tiled = Predictor(scale_run, device="cpu", tile=True, overlap=0.5).predict(image)
+    assert whole.shape == tiled.shape == image.shape[:2]
+    assert (whole == tiled).mean() > 0.9
+    # over the memory budget the predictor slides the training crop by itself, at the training scale
+    monkeypatch.setitem(tiling.WHOLE_PIXELS, "cpu", 32 * 32)
+    auto = Predictor(scale_run, device="cpu", overlap=0.5).predict(image)
+    assert np.array_equal(auto, tiled)
+
+
+def test_scale_mode_sees_the_image_at_the_scale(scale_run):
+    """The whole-image path equals the model run on the image resized by the scale, logits resized back."""
+    p = Predictor(scale_run, device="cpu")
+    image = _scene(200, 120)
+    info = read_run(scale_run)
+    x = tiling.scaled_input(image, info.preprocessing)
+    assert tuple(x.shape[1:]) == (96, 64)          # 100x60 at scale 0.5, sides to multiples of 32
+    with torch.inference_mode():
+        ref = resize_logits(load_model(info)(x[None]), (200, 120))[0].argmax(0).numpy()
+    assert np.array_equal(p.predict(image), ref)
+
+
+def test_a_run_of_the_old_kind_predicts_exactly_as_before(random_run, scene):
+    d = json.loads((random_run / "model.json").read_text())["preprocessing"]
+    assert set(d) == {"image_size", "mean", "std", "in_channels", "resize"} and d["resize"] == "stretch"
+    info = read_run(random_run)
+    assert Preprocessing.from_dict(d).to_dict() == d
+    big = np.kron(scene, np.ones((3, 2, 1), np.uint8))                   # 192x128: resized to 64x64 and back
+    with torch.inference_mode():
+        ref = resize_logits(load_model(info)(preprocess(big, info.preprocessing)[None]), big.shape[:2])[0]
+    assert np.array_equal(Predictor(random_run, device="cpu").predict(big), ref.argmax(0).numpy())
+
+
+def test_an_exported_scale_run_predicts_at_the_scale_too(scale_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from pixelseg.export import export_run
+    from pixelseg.export.metadata import read_exported
+    out = export_run(scale_run, "onnx", tmp_path / "m.onnx", log=lambda *a, **k: None).path
+    assert read_exported(out).preprocessing == read_run(scale_run).preprocessing
+    image = _scene(200, 120)
+    exported = Predictor(out, device="cpu", backend="onnxruntime").predict(image)
+    assert (exported == Predictor(scale_run, device="cpu").predict(image)).mean() > 0.99
