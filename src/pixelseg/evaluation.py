@@ -163,7 +163,7 @@ def split_loader(samples, classes, preprocessing, mask_color_channel=None, batch
 
     pre = preprocessing
     ds = EvalDataset(samples, classes.num_classes, classes.ignore_index, pre.in_channels, pre.mean, pre.std,
-                     eval_transform(pre.image_size), mask_color_channel)
+                     eval_transform(pre.image_size, pre.scale), mask_color_channel)
     return DataLoader(ds, batch_size=batch_size, collate_fn=eval_collate, num_workers=num_workers)
 
 

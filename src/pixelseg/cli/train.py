@@ -72,6 +72,7 @@ def run(a) -> int:
 
     opts = {short: getattr(a, short) for short in option_keys()}
     opts["image_size"] = size(opts["image_size"])
+    opts["crop"] = size(opts["crop"], "--crop")
     opts["class_weights"] = class_weights(opts["class_weights"])
     if opts["out"] is not None:
         check_out_folder(opts["out"])

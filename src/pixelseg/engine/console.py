@@ -23,6 +23,9 @@ def print_plan(console: Console, cfg, chosen, hw, model, n_train: int, n_val: in
         ("model.name", f"{cfg.model.name} ({count_parameters(model) / 1e6:.1f}M params)", why("model.name")),
         ("model.encoder", str(cfg.model.encoder), why("model.encoder")),
         ("data.image_size", f"{h}x{w}", why("data.image_size")),
+        *([("data.scale", f"{cfg.data.scale:g}", why("data.scale")),
+           ("data.crop", f"{cfg.data.crop[0]}x{cfg.data.crop[1]}" if cfg.data.crop else "whole image", why("data.crop"))]
+          if cfg.data.scale else []),
         ("train.batch_size", str(bs) + (f" ({bs // d.world} per rank)" if d.enabled else ""), why("train.batch_size")),
         ("train.lr", f"{tr.lr:g} ({tr.schedule}, AdamW)", why("train.lr")),
         ("budget", (f"{tr.max_minutes:g} min" if tr.max_minutes else "") + (" / " if tr.max_minutes and tr.epochs else "")
@@ -42,7 +45,7 @@ def print_plan(console: Console, cfg, chosen, hw, model, n_train: int, n_val: in
     extras = [f"accumulate {tr.accumulate}" if tr.accumulate > 1 else "", f"clip {tr.clip_grad:g}" if tr.clip_grad else "",
               f"EMA {tr.ema:g}" if tr.ema else "", "channels_last" if tr.channels_last else "",
               "torch.compile" if tr.compile else "", "repeat-factor sampling" if tr.sampling == "repeat" else "",
-              "tensorboard" if tr.logger == "tensorboard" else ""]
+              f"logger {tr.logger}" if tr.logger != "csv" else ""]
     if any(extras):
         rows.append(("options", ", ".join(e for e in extras if e), ""))
     for r in rows:

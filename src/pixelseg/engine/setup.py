@@ -127,15 +127,15 @@ class Data:
 def build_data(cfg: Config, index, mean, std, factors, d, device: torch.device) -> Data:
     classes, size, in_ch = index.classes, cfg.data.image_size, cfg.data.in_channels
     ds_train = SegDataset(index.splits["train"], classes.num_classes, classes.ignore_index, in_ch, mean, std,
-                          train_transform(size, cfg.data.augment, classes.ignore_index, in_ch), index.mask_color_channel)
+                          train_transform(size, cfg.data.augment, classes.ignore_index, in_ch, cfg.data.scale, cfg.data.crop_focus), index.mask_color_channel)
     ds_val = EvalDataset(index.splits["val"], classes.num_classes, classes.ignore_index, in_ch, mean, std,
-                         eval_transform(size), index.mask_color_channel)
+                         eval_transform(size, cfg.data.scale), index.mask_color_channel)
     local_bs = cfg.train.batch_size // d.world
     # images are resized to one size, masks stay a list at their own sizes: any val set batches.
     # Each rank validates its own share; the confusion matrices are summed (all-reduce), not averaged.
     # Its own generator too: a validation (mid-epoch when a run is stopped) must not draw from the global RNG.
     val_part = Subset(ds_val, range(d.rank, len(ds_val), d.world)) if d.enabled else ds_val
-    val_loader = DataLoader(val_part, batch_size=local_bs, shuffle=False, num_workers=cfg.data.num_workers,
+    val_loader = DataLoader(val_part, batch_size=1 if cfg.data.scale else local_bs, shuffle=False, num_workers=cfg.data.num_workers,
                             collate_fn=eval_collate, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.train.seed))
     return Data(ds_train, ds_val, val_loader, None if factors is None else np.asarray(factors), local_bs,

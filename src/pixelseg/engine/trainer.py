@@ -33,14 +33,14 @@ from pixelseg.engine import distributed as ddp
 from pixelseg.engine import guards, setup
 from pixelseg.engine.console import RunProgress, print_plan
 from pixelseg.engine.environment import environment
-from pixelseg.engine.recipe import detect_hardware, resolve
+from pixelseg.engine.recipe import detect_hardware, preprocessing, resolve
 from pixelseg.engine.schedule import Schedule
 from pixelseg.engine.state import State, restore, save_last, seed_everything
 from pixelseg.errors import PixelsegError
 from pixelseg.evaluation import confusion_matrix, summarize_with_ci
 from pixelseg.metrics import ConfusionMatrix, summarize
 from pixelseg.models import model_mean_std
-from pixelseg.run import Preprocessing, RunFolder, RunInfo
+from pixelseg.run import RunFolder, RunInfo
 from pixelseg.tracking import Tracker, open_tracker, per_class_iou
 
 VAL_SHARE = 0.10                  # validation may take at most this share of a time-budgeted run
@@ -126,7 +126,7 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
         ckpt.best_cm = _resume(run, t, state, classes, d, device, console)
     setup.wrap_for_training(t, cfg, d, device)
     # the run folder's contract, written before the first step so a killed run is still identifiable
-    pre = Preprocessing(cfg.data.image_size, tuple(mean), tuple(std), cfg.data.in_channels)
+    pre = preprocessing(cfg.data, mean, std)
     before = run.info(need_weights=False) if resume and d.is_main and run.is_run() else None
     threshold = (before.sigmoid_threshold if before else 0.5) if cfg.data.binary_sigmoid else None   # kept if tuned
     info = RunInfo(run.path, cfg.model.name, cfg.model.encoder, classes, pre, before.best if before else {}, threshold)
