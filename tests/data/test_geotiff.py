@@ -59,3 +59,18 @@ def test_predicting_a_geotiff_writes_a_georeferenced_label_map(tmp_path):
     assert crs.to_epsg() == 32633 and transform == TRANSFORM
     with rasterio.open(tmp_path / "out" / "tile.tif") as r:
         assert np.array_equal(r.read(1), p.predict(src))
+
+
+def test_rasters_pass_the_decode_gate(tmp_path, monkeypatch):
+    """A GeoTIFF read through rasterio is refused above the pixel limit like any image, before decoding."""
+    from pixelseg.data.io import TooManyPixelsError, read_image, read_mask
+    path = tmp_path / "big.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=300, height=200, count=3, dtype="uint8") as dst:
+        dst.write(np.zeros((3, 200, 300), np.uint8))
+    monkeypatch.setenv("PIXELSEG_MAX_PIXELS", "50000")
+    with pytest.raises(TooManyPixelsError, match=r"big.tif: declares 300x200 = 60,000 pixels, above the limit of 50,000"):
+        read_image(path)
+    with pytest.raises(TooManyPixelsError, match="300x200"):
+        read_mask(path)
+    monkeypatch.setenv("PIXELSEG_MAX_PIXELS", "60000")
+    assert read_image(path).shape == (200, 300, 3)

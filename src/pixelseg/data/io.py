@@ -226,11 +226,19 @@ def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot convert {c} channels to {channels}")
 
 
+def _raster_gate(path: Path) -> Path:
+    """The decode gate for rasters read through rasterio: the header's size against the same limit."""
+    h, w, _ = geotiff.raster_shape(path)
+    if w * h > max_pixels():
+        raise TooManyPixelsError(str(path), w, h, max_pixels())
+    return path
+
+
 def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     """HxWxC uint8. With `channels`, converted to that many channels."""
     path = Path(path)
     # GeoTIFF / COG (any band count) through rasterio when installed; other TIFFs and images through PIL
-    arr = geotiff.read_raster_image(path) if geotiff.is_raster(path) and path.is_file() else \
+    arr = geotiff.read_raster_image(_raster_gate(path)) if geotiff.is_raster(path) and path.is_file() else \
         pil_to_array(load(path, "image", "check the path"))
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -263,7 +271,7 @@ def read_mask(path: str | Path, color_channel: int | None = None) -> np.ndarray:
     (the keras_segmentation convention). Anything else is a color-coded mask, which is not an index."""
     path = Path(path)
     if geotiff.is_raster(path) and path.is_file():
-        return geotiff.read_raster_mask(path)
+        return geotiff.read_raster_mask(_raster_gate(path))
     im = load(path, "mask", "add the mask or remove its image")
     if im.mode == "P":
         return np.asarray(im)  # palette PNG: the stored values are the indices
