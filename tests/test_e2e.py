@@ -125,14 +125,3 @@ def test_sigterm_saves_and_resume_finishes(data, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_state(out / "last.pt")["state"]["epoch"] == done["epoch"] + 1
     assert json.loads((out / "metrics.json").read_text())["stopped"] is None
-
-
-def test_quickstart_small(tmp_path, monkeypatch):
-    """The README's main job, shrunk: data, training, metrics table, predictions with overlays."""
-    from pixelseg import cli
-    monkeypatch.chdir(tmp_path)
-    rc = cli.main(["quickstart", "--out", "qs", "--max-minutes", "0.1"])
-    assert rc == 0
-    assert (tmp_path / "qs" / "run" / "metrics.json").is_file()
-    overlays = list((tmp_path / "qs" / "predictions").glob("*_overlay.png"))
-    assert len(overlays) == 16
