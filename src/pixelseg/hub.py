@@ -23,7 +23,8 @@ from pixelseg.errors import PixelsegError
 from pixelseg.run import RunFolder
 
 # what a Hub repo of pixelseg holds; pull downloads nothing else
-HUB_FILES = ("model.safetensors", "model.json", "classes.json", "metrics.json", "recipe.json", "config.yaml", "README.md")
+HUB_FILES = (RunFolder.WEIGHTS, RunFolder.MODEL, RunFolder.CLASSES, RunFolder.METRICS, RunFolder.RECIPE, RunFolder.CONFIG,
+             "README.md")
 PREFIX = "hf://"
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _LOCAL_SUFFIXES = (".onnx", ".xml", ".pt", ".safetensors", ".json", ".yaml")

@@ -32,7 +32,7 @@ from pixelseg.errors import PixelsegError
 KINDS = ("csv", "tensorboard", "mlflow", "wandb")
 _PACKAGES = {"tensorboard": ("tensorboard", "logging"), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 # left out of the run-folder artifact: resumable optimizer state (3x the weights) and the trackers' own files
-_ARTIFACT_SKIP = {"last.pt", "tensorboard", "wandb", "mlruns"}
+_ARTIFACT_SKIP = {"last.pt", "tensorboard", "wandb", "mlruns"}   # RunFolder.STATE and the trackers' own folders
 
 
 def require(kind: str) -> None:
