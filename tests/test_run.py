@@ -16,15 +16,16 @@ from pixelseg.run import RUN_FORMAT, Preprocessing, RunInfo, is_run, load_model,
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _info(path, model="unet", encoder="resnet18", num_classes=3, in_channels=3) -> RunInfo:
+def _info(path, model="unet", encoder="resnet18", num_classes=3, in_channels=3, resize="stretch", scale=None) -> RunInfo:
     names = tuple(["background", "road", "car", "sky", "tree"][:num_classes])
     classes = ClassTable(names, tuple((10 * i, 20 * i, 30 * i) for i in range(num_classes)), ignore_index=255)
-    pre = Preprocessing((64, 96), tuple([120.5] * in_channels), tuple([60.25] * in_channels), in_channels, "letterbox")
+    pre = Preprocessing((64, 96), tuple([120.5] * in_channels), tuple([60.25] * in_channels), in_channels, resize, scale)
     return RunInfo(path, model, encoder, classes, pre, {"miou": 0.5, "epoch": 4})
 
 
-def test_write_and_read_round_trip(tmp_path):
-    info = _info(tmp_path / "run")
+@pytest.mark.parametrize("resize, scale", [("stretch", None), ("scale", 0.5)])
+def test_write_and_read_round_trip(tmp_path, resize, scale):
+    info = _info(tmp_path / "run", resize=resize, scale=scale)
     write_run_info(info)
     assert is_run(info.path)
     d = json.loads((info.path / "model.json").read_text(encoding="utf-8"))
@@ -33,7 +34,8 @@ def test_write_and_read_round_trip(tmp_path):
 
     got = read_run(info.path, need_weights=False)
     assert got == info
-    assert got.preprocessing.image_size == (64, 96) and got.preprocessing.resize == "letterbox"
+    assert got.preprocessing.image_size == (64, 96) and got.preprocessing.resize == resize
+    assert got.preprocessing.scale == scale
     assert got.classes.colors == info.classes.colors
     assert got.weights == info.path / "model.safetensors"
 
@@ -143,3 +145,17 @@ def test_load_model_with_damaged_weights(tmp_path):
     with pytest.raises(PixelsegError) as e:
         load_model(read_run(tmp_path))
     assert str(tmp_path / "model.safetensors") in str(e.value)
+
+
+@pytest.mark.parametrize("resize, scale", [("letterbox", None), ("scale", 0.0), ("scale", -1.0)])
+def test_unknown_resize_mode_or_bad_scale_is_a_damaged_description(tmp_path, resize, scale):
+    info = _info(tmp_path / "run", resize="scale", scale=0.5)
+    write_run_info(info)
+    p = info.path / "model.json"
+    d = json.loads(p.read_text(encoding="utf-8"))
+    d["preprocessing"]["resize"] = resize
+    if scale is not None:
+        d["preprocessing"]["scale"] = scale
+    p.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(PixelsegError, match="model.json: damaged run description"):
+        read_run(info.path, need_weights=False)

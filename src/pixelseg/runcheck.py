@@ -12,8 +12,12 @@ def description_problem(pre, model: dict, num_classes: int) -> str | None:
         return f"image_size {list(size)} is not two whole numbers in 1..{IMAGE_SIDE_MAX}"
     if c < 1 or not len(pre.mean) == len(pre.std) == c or not all(type(x) in num for x in pre.mean + pre.std):
         return f"mean and std need {c} number(s) each, one per input channel"
-    if min(pre.std) <= 0 or pre.resize != "stretch":
-        return f"std {list(pre.std)} must be positive and resize {pre.resize!r} 'stretch'"
+    if min(pre.std) <= 0:
+        return f"std {list(pre.std)} must be positive"
+    if pre.resize not in ("stretch", "scale"):
+        return f"resize {pre.resize!r} is not 'stretch' or 'scale'"
+    if pre.resize == "scale" and not (type(pre.scale) in num and 0 < pre.scale <= 16):
+        return f"scale {pre.scale!r} is not a resize factor in (0, 16]"
     if model.get("num_classes", num_classes) != num_classes:
         return f"model.num_classes {model['num_classes']} but the class table has {num_classes} classes"
     t = model.get("sigmoid_threshold")
