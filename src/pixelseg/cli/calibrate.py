@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
     c.add_argument("--split", default="val", help="labelled split to fit on (default %(default)s; not the test "
                                                   "split you report on)")
     c.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
-    c.add_argument("--max-pixels", type=POSITIVE_INT, default=200_000,
+    c.add_argument("--sample-pixels", type=POSITIVE_INT, default=200_000,
                    help="labelled pixels sampled over the split to fit on (default %(default)s)")
     c.add_argument("--json", help="also write the result to this JSON file")
     c.set_defaults(handler=cmd_calibrate)
@@ -22,7 +22,7 @@ def cmd_calibrate(a) -> int:
     from pixelseg.api import calibrate
     from pixelseg.fileio import write_json
     from pixelseg.run import RunFolder
-    r = calibrate(a.run, a.data, a.split, a.device, a.max_pixels)
+    r = calibrate(a.run, a.data, a.split, a.device, a.sample_pixels)
     print(f"{a.split} split of {r['data']} ({r['images']} images, {r['pixels']:,} pixels sampled)")
     print(f"temperature {r['temperature_before']:.3g} -> {r['temperature']:.3g}")
     print(f"ECE         {100 * r['ece_before']:.2f}% -> {100 * r['ece']:.2f}%  (expected calibration error: "

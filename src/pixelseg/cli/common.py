@@ -118,3 +118,17 @@ def check_not_run_file(path: str | Path | None, run: str | Path | None, flag: st
     if path.is_file() and is_run(run) and path.resolve().parent == run.resolve():
         raise PixelsegError(f"{flag} {path}: is a file of the run {run}; writing it would damage the run — "
                             "give a path outside the run folder")
+
+
+def add_max_pixels(p: argparse.ArgumentParser) -> None:
+    """--max-pixels: the decode gate's limit (data/io.py); any command that reads user images can take it."""
+    from pixelseg.data.io import DEFAULT_MAX_PIXELS
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help=f"refuse images whose header declares more than N pixels, before decoding them "
+                        f"(default {DEFAULT_MAX_PIXELS:,}, or $PIXELSEG_MAX_PIXELS)")
+
+
+def apply_max_pixels(a) -> None:
+    if getattr(a, "max_pixels", None) is not None:
+        from pixelseg.data.io import set_max_pixels
+        set_max_pixels(a.max_pixels)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE_INT, check_not_dataset_file
+from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE_INT, add_max_pixels, apply_max_pixels, check_not_dataset_file
 from pixelseg.config import AUGMENT_PRESETS, DATA_FORMATS
 from pixelseg.errors import PixelsegError
 
@@ -16,20 +16,6 @@ FORMAT_CHOICES = ["auto", *DATA_FORMATS]
 def layouts_help() -> str:
     from pixelseg.data.layout import LAYOUTS
     return "dataset layouts (--format):\n" + "\n".join(f"  {name:<11} {text}" for name, text in LAYOUTS.items())
-
-
-def add_max_pixels(p: argparse.ArgumentParser) -> None:
-    """--max-pixels: the decode gate's limit (data/io.py); any command that reads user images can take it."""
-    from pixelseg.data.io import DEFAULT_MAX_PIXELS
-    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help=f"refuse images whose header declares more than N pixels, before decoding them "
-                        f"(default {DEFAULT_MAX_PIXELS:,}, or $PIXELSEG_MAX_PIXELS)")
-
-
-def apply_max_pixels(a) -> None:
-    if getattr(a, "max_pixels", None) is not None:
-        from pixelseg.data.io import set_max_pixels
-        set_max_pixels(a.max_pixels)
 
 
 def add_verify_args(v: argparse.ArgumentParser) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pixelseg.cli.common import DATA_HELP, NON_NEGATIVE_INT, POSITIVE_INT, check_not_run_file, console, print_metrics
+from pixelseg.cli.common import (DATA_HELP, NON_NEGATIVE_INT, POSITIVE_INT, add_max_pixels, check_not_run_file, console,
+                                  print_metrics)
 from pixelseg.errors import PixelsegError
 
 def add_parsers(sub) -> None:
@@ -18,6 +19,7 @@ def add_parsers(sub) -> None:
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
     e.add_argument("--no-report", action="store_true",
                    help="skip the HTML report (RUN/report/report.html, or PRED_DIR/report/ with --pred-dir)")
+    add_max_pixels(e)
     e.set_defaults(handler=cmd_evaluate)
 
     r = sub.add_parser("report", help="HTML report of a run: curves, per-class IoU, confusion, calibration, "
@@ -27,6 +29,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--gallery", type=NON_NEGATIVE_INT, default=6,
                    help="worst and best images shown (default %(default)s each)")
     r.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="default %(default)s")
+    add_max_pixels(r)
     r.set_defaults(handler=cmd_report)
 
     c = sub.add_parser("compare", help="per-class IoU of runs side by side (a table, a bar chart, an HTML page); "

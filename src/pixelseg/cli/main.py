@@ -7,7 +7,7 @@ import os
 import sys
 
 from pixelseg.cli import audit, data, evaluate, export, hub, models, predict, quickstart, serve, train
-from pixelseg.cli.common import Parser
+from pixelseg.cli.common import Parser, apply_max_pixels
 from pixelseg.errors import PixelsegError
 
 # quickstart first (the whole flow), then the flow itself: look at the data, pick a model, train, measure,
@@ -34,6 +34,7 @@ def _version() -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        apply_max_pixels(args)          # the decode gate's limit, for every command that takes --max-pixels
         return args.handler(args)
     except PixelsegError as e:
         print(f"pixelseg: error: {e}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pixelseg.cli.common import POSITIVE_INT, bounded, progress
+from pixelseg.cli.common import POSITIVE_INT, add_max_pixels, bounded, progress
 from pixelseg.errors import PixelsegError
 
 
@@ -12,6 +12,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="label maps (and overlays) for images, folders, videos or a camera")
     p.add_argument("run", help="run folder, or a model file `pixelseg export` wrote (.onnx, .xml)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders, one video file, or camera:N")
+    add_max_pixels(p)
     p.add_argument("--out", required=True, help="folder for label maps (never an input folder: inputs are not "
                    "replaced); for a video or camera an output video (.mp4, .avi)")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelseg.cli.common import bounded, check_out_folder, print_metrics, size
+from pixelseg.cli.common import add_max_pixels, bounded, check_out_folder, print_metrics, size
 from pixelseg.errors import PixelsegError
 
 SECTION_TITLES = {"data": "data", "model": "model, fine-tuning and distillation", "loss": "loss",
@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     t.add_argument("--no-report", action="store_true",
                    help="skip the HTML report written at the end (RUN/report/report.html)")
     add_config_options(t)
+    add_max_pixels(t)
     t.set_defaults(handler=run)
 
 
