@@ -2,12 +2,9 @@
 from its header, with its name, its declared size and the limit, fast and without decoding anything."""
 from __future__ import annotations
 
-import io
 import json
 import resource
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -16,27 +13,7 @@ from PIL import Image
 import dataset_makers as M
 from pixelseg.data import io as dio
 from pixelseg.errors import PixelsegError
-
-
-def bomb_png(w: int = 100_000, h: int = 100_000) -> bytes:
-    """A 1x1 PNG whose IHDR is rewritten to declare w x h (CRC fixed): a few dozen bytes."""
-    buf = io.BytesIO()
-    Image.new("L", (1, 1)).save(buf, format="PNG")
-    b = bytearray(buf.getvalue())
-    assert b[12:16] == b"IHDR"
-    b[16:24] = struct.pack(">II", w, h)
-    b[29:33] = struct.pack(">I", zlib.crc32(bytes(b[12:29])))
-    return bytes(b)
-
-
-def bomb_jpeg(w: int = 65_500, h: int = 65_500) -> bytes:
-    """An 8x8 JPEG whose SOF0 header claims w x h."""
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="JPEG", quality=90)
-    b = bytearray(buf.getvalue())
-    sof = b.index(b"\xff\xc0")
-    b[sof + 5:sof + 9] = struct.pack(">HH", h, w)
-    return bytes(b)
+from pixelseg.testing import bomb_jpeg, bomb_png
 
 
 BOMBS = {"bomb.png": (bomb_png(), "100000x100000"), "bomb.jpg": (bomb_jpeg(), "65500x65500")}

@@ -8,17 +8,16 @@ or 2, no traceback, a last line naming `names`, and nothing that was there befor
 """
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
+
+from pixelseg.testing import bomb_jpeg, bomb_png  # noqa: F401  (used here and by importers)
 
 H, W = 24, 32
 RUN_CLASSES = {"names": ["class0", "class1"]}     # the class table of the session's run (test_corpus.py)
@@ -66,26 +65,6 @@ def add(id: str, argv: list, *names: str, writes=(), run=False, doctor=False) ->
 
 
 # ------------------------------------------------------------------ files
-
-def bomb_png(w: int = 100_000, h: int = 100_000, mode: str = "L") -> bytes:
-    """A 1x1 PNG whose IHDR is rewritten to declare w x h, its CRC fixed: under a hundred bytes."""
-    buf = io.BytesIO()
-    Image.new(mode, (1, 1)).save(buf, format="PNG")
-    b = bytearray(buf.getvalue())
-    b[16:24] = struct.pack(">II", w, h)
-    b[29:33] = struct.pack(">I", zlib.crc32(bytes(b[12:29])))
-    return bytes(b)
-
-
-def bomb_jpeg(w: int = 65_500, h: int = 65_500) -> bytes:
-    """An 8x8 JPEG whose SOF0 header claims w x h."""
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="JPEG", quality=90)
-    b = bytearray(buf.getvalue())
-    sof = b.index(b"\xff\xc0")
-    b[sof + 5:sof + 9] = struct.pack(">HH", h, w)
-    return bytes(b)
-
 
 def image(path: Path, seed: int, size=(H, W)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
