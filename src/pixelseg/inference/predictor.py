@@ -203,11 +203,22 @@ class Predictor:
         (PIL, OpenCV and the runtimes release the GIL), so the network is rarely left waiting on files."""
         from concurrent.futures import ThreadPoolExecutor
 
+        from pixelseg.inference.rasters import predict_raster, too_big_to_read
+
         paths = list_inputs(inputs)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         stems = [p.stem for p in paths]
         dup = {s for s in stems if stems.count(s) > 1}
+        # a GeoTIFF above the decode limit is predicted block by block into <stem>.tif (bounded memory)
+        windowed = [p for p in paths if too_big_to_read(p)]
+        written: list[Path] = []
+        for p in windowed:
+            written.append(out_dir / (f"{p.parent.name}_{p.stem}.tif" if p.stem in dup else f"{p.stem}.tif"))
+            predict_raster(self, p, written[-1])
+            if progress is not None:
+                progress(1)
+        paths = [p for p in paths if p not in windowed]
         channels = self.info.preprocessing.in_channels
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
 
@@ -223,7 +234,6 @@ class Predictor:
                     done.append([write_label_geotiff(out_dir / f"{stem}.tif", label, like=p, colors=self.classes.colors)])
             return [q for pair in done for q in pair]
 
-        written: list[Path] = []
         with ThreadPoolExecutor(max_workers=2) as io:
             pending = io.submit(load, chunks[0]) if chunks else None
             writes = []
