@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,21 +14,15 @@ rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
 from pixelseg.data.geotiff import read_raster_image  # noqa: E402
-from pixelseg.inference.bench import model_run  # noqa: E402
 from pixelseg.inference.predictor import Predictor  # noqa: E402
 from pixelseg.inference.rasters import default_margin, predict_raster  # noqa: E402
-from pixelseg.run import Preprocessing, RunFolder, read_run  # noqa: E402
 
 TRANSFORM = from_origin(500000.0, 4100000.0, 0.3, 0.3)
 
 
 @pytest.fixture(scope="module")
-def scale_run(tmp_path_factory):
-    folder = model_run("unet", (64, 64), 3, tmp_path_factory.mktemp("rasters") / "run", encoder="resnet18")
-    info = read_run(folder)
-    pre = info.preprocessing
-    RunFolder(folder).write_info(replace(info, preprocessing=Preprocessing((64, 64), pre.mean, pre.std, 3, "scale", 1.0)))
-    return folder
+def scale_run(make_scale_run):
+    return make_scale_run("rasters", 1.0)
 
 
 def _scene(h=300, w=260):

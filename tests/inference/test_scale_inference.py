@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,19 +10,14 @@ import torch
 from pixelseg.data.preprocess import preprocess
 from pixelseg.export.metadata import description, info_from_meta
 from pixelseg.inference import tiling
-from pixelseg.inference.bench import model_run
 from pixelseg.inference.predictor import Predictor
 from pixelseg.models.outputs import resize_logits
-from pixelseg.run import Preprocessing, RunFolder, load_model, read_run
+from pixelseg.run import Preprocessing, load_model, read_run
 
 
 @pytest.fixture(scope="module")
-def scale_run(tmp_path_factory):
-    folder = model_run("unet", (64, 64), 3, tmp_path_factory.mktemp("scale") / "run", encoder="resnet18")
-    info = read_run(folder)
-    pre = info.preprocessing
-    RunFolder(folder).write_info(replace(info, preprocessing=Preprocessing((64, 64), pre.mean, pre.std, 3, "scale", 0.5)))
-    return folder
+def scale_run(make_scale_run):
+    return make_scale_run("scale", 0.5)
 
 
 def _scene(h=256, w=192):

@@ -58,3 +58,18 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def wait_healthy(proc, url: str, timeout_s: float = 90, poll_s: float = 0.2) -> None:
+    """Until the server process answers /healthz (failing at once if it died, or after timeout_s)."""
+    import httpx
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not come up"
+        time.sleep(poll_s)

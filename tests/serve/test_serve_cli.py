@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-from serve_helpers import free_port, png_bytes, sample_image
+from serve_helpers import free_port, png_bytes, sample_image, wait_healthy
 
 from pixelseg.cli import main
 from pixelseg.serve.server import SETTINGS_ENV, app_from_env, is_loopback
@@ -26,16 +25,7 @@ def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(serve_run):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.3)
+        wait_healthy(proc, url, poll_s=0.3)
         image = png_bytes(sample_image(30, 40))
         # the key came from the environment
         assert httpx.post(f"{url}/v1/segment", content=image).status_code == 401

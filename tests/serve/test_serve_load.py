@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from serve_helpers import free_port, png_bytes, sample_image
+from serve_helpers import free_port, png_bytes, sample_image, wait_healthy
 from test_serve_api import png_header_only
 from test_serve_hardening import jpeg_declaring
 
@@ -109,16 +109,7 @@ def test_under_a_fault_load_no_5xx_no_drop_health_up_memory_bounded(serve_run):
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(serve_run), str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.2)
+        wait_healthy(proc, url, poll_s=0.2)
         for name, kwargs, expected in uploads():          # warm-up: lazy initialisation is not growth
             assert httpx.post(f"{url}/v1/segment?format=label", timeout=30, **kwargs).status_code == expected, name
         before = rss_mb(proc.pid)
