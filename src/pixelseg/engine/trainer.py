@@ -129,7 +129,8 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
     pre = preprocessing(cfg.data, mean, std)
     before = run.info(need_weights=False) if resume and d.is_main and run.is_run() else None
     threshold = (before.sigmoid_threshold if before else 0.5) if cfg.data.binary_sigmoid else None   # kept if tuned
-    info = RunInfo(run.path, cfg.model.name, cfg.model.encoder, classes, pre, before.best if before else {}, threshold)
+    info = RunInfo(run.path, cfg.model.name, cfg.model.encoder, classes, pre, before.best if before else {}, threshold,
+                   temperature=before.temperature if before else 1.0)       # a calibrated temperature is kept too
     if d.is_main:
         _write_run_files(run, cfg, chosen, hw, d, classes, data_info, resume)
         run.write_info(info)
