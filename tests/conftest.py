@@ -29,3 +29,16 @@ def evil_payload(tmp_path):
     """(object whose unpickling creates a marker file, marker path): put it in a file a test loads."""
     marker = tmp_path / "pwned"
     return _Evil(marker), marker
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_run(tmp_path_factory):
+    """(root, run): a 1-epoch U-Net/ResNet18 run on 8 built-in images of 32x32 (root/data), trained once for the
+    tests that need a real run folder without caring how good it is (audit, suggest)."""
+    import pixelseg
+    from pixelseg.data.synth import generate
+    root = tmp_path_factory.mktemp("tinyunet")
+    generate(root / "data", 8, 2, (32, 32), seed=0)
+    run = pixelseg.train(root / "data", "unet", out=str(root / "run"), epochs=1, image_size=(32, 32), batch_size=4,
+                         num_workers=0, threads=1, augment="none", encoder="resnet18", quiet=True)
+    return root, run

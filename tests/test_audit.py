@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pixelseg
 from pixelseg.audit import (AuditSettings, TopImages, audit_samples, fold_of, plant_error, score_image,
                             write_audit, write_view)
 from pixelseg.cli import main
 from pixelseg.data.formats import open_dataset
-from pixelseg.data.synth import class_table, generate, make_scene
+from pixelseg.data.synth import class_table, make_scene
 
 PLANTED = {1: "swap", 3: "missing", 5: "shifted", 7: "wrong_image"}
 
@@ -103,12 +102,8 @@ def test_folds_cover_every_image_once_and_the_view_reads_back(planted, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("auditrun")
-    generate(root / "data", 8, 2, (32, 32), seed=0)
-    run = pixelseg.train(root / "data", "unet", out=str(root / "run"), epochs=1, image_size=(32, 32), batch_size=4,
-                         num_workers=0, threads=1, augment="none", encoder="resnet18", quiet=True)
-    return root, run
+def tiny_run(tiny_unet_run):
+    return tiny_unet_run
 
 
 def test_cli_audit_end_to_end_with_the_run_as_is(tiny_run, tmp_path, capsys):

@@ -8,20 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pixelseg
 from pixelseg.cli import main
-from pixelseg.data.synth import generate, make_scene
+from pixelseg.data.synth import make_scene
 from pixelseg.suggest import suggest, uncertain_boxes
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("suggestrun")
-    generate(root / "data", 8, 2, (32, 32), seed=0)
-    run = pixelseg.train(root / "data", "unet", out=str(root / "run"), epochs=1, image_size=(32, 32), batch_size=4,
-                         num_workers=0, threads=1, augment="none", encoder="resnet18", quiet=True)
-    pool = root / "pool"
-    pool.mkdir()
+def tiny_run(tiny_unet_run, tmp_path_factory):
+    root, run = tiny_unet_run
+    pool = tmp_path_factory.mktemp("suggestpool")
     for i in range(8):
         Image.fromarray(make_scene(np.random.default_rng(50 + i), (32, 32))[0]).save(pool / f"u{i}.png")
     return root, run, pool
