@@ -161,6 +161,33 @@ def test_all_reduce_noop_and_single_rank_group(tmp_path):
         dist.destroy_process_group()
 
 
+def _rank_gathers(rank: int, world: int, store: str, maps: list, out: str) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        cm = ConfusionMatrix(3, per_image=True)
+        for i in range(rank, len(maps), world):        # the strided split every pixelseg loop uses
+            cm.update(maps[i][0][None], maps[i][1][None])
+        cm.all_reduce()
+        np.save(f"{out}{rank}.npy", cm.per_image)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_reduce_gathers_per_image_matrices_in_split_order(tmp_path):
+    """3 ranks, 5 images (shares 2, 2, 1): every rank ends with all 5 per-image matrices in the order one
+    process counts them, so bootstrap intervals under torchrun equal a single process's."""
+    import torch.multiprocessing as mp
+    rng = np.random.default_rng(3)
+    maps = [(rng.integers(0, 3, (4, 5)), rng.integers(0, 3, (4, 5))) for _ in range(5)]
+    one = ConfusionMatrix(3, per_image=True)
+    for p, t in maps:
+        one.update(p[None], t[None])
+    mp.spawn(_rank_gathers, args=(3, str(tmp_path / "store"), maps, str(tmp_path / "r")), nprocs=3)
+    for r in range(3):
+        np.testing.assert_array_equal(np.load(tmp_path / f"r{r}.npy"), one.per_image)
+
+
 def test_summarize_is_json_ready():
     s = summarize(filled().matrix, ["road", "car", "tree"])
     text = json.dumps(s, allow_nan=False)

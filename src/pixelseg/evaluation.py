@@ -143,7 +143,7 @@ def add_intervals(summary: dict, per_image_mats, level: float = CI_LEVEL, n_boot
 
 def summarize_with_ci(cm: ConfusionMatrix, class_names) -> dict:
     """metrics.summarize of `cm`, plus intervals when it kept per-image matrices that add up to its total
-    (under torchrun each rank keeps only its own images: then the summary goes without intervals)."""
+    (under torchrun, after ConfusionMatrix.all_reduce has gathered every rank's images)."""
     total = cm.matrix
     s = summarize(total, class_names)
     if cm.keep_per_image:

@@ -119,7 +119,7 @@ class ConfusionMatrix:
     ``update`` may be called with batches on any device; the running matrix stays on the device
     of the first batch so a GPU evaluation loop does not copy every batch to the host. With
     ``per_image=True`` it also keeps one matrix per image (dim 0 of each N x H x W batch; a 2-D map is
-    one image) for a bootstrap over images; ``all_reduce`` sums the total only, not those.
+    one image) for a bootstrap over images; ``all_reduce`` sums the total and gathers those.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, per_image: bool = False):
@@ -175,7 +175,9 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> "ConfusionMatrix":
         """Sum the matrix over all torch.distributed ranks (every rank must call it); no-op when not
-        running distributed. Afterwards every rank holds the global matrix."""
+        running distributed. Afterwards every rank holds the global matrix and, with ``per_image=True``,
+        every image's matrix, in the order of a strided split (image i counted by rank i % world, the way
+        pixelseg shards a split), so intervals match those of one process."""
         import torch.distributed as dist
         if not (dist.is_available() and dist.is_initialized()):
             return self
@@ -186,11 +188,30 @@ class ConfusionMatrix:
         mat = torch.zeros(k, k, dtype=torch.int64, device=dev) if self._mat is None else self._mat.to(dev)
         dist.all_reduce(mat)
         self._mat = mat.to(home)
+        if self.keep_per_image:
+            self._images = _gather_strided(self._images, k, dev, home)
         return self
 
     def __repr__(self) -> str:
         return f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, " \
                f"pixels={int(self.matrix.sum())})"
+
+
+def _gather_strided(images: list[torch.Tensor], k: int, dev: torch.device, home: torch.device) -> list[torch.Tensor]:
+    """Every rank's per-image matrices on every rank, interleaved back into the split's order (rank r holds
+    images r, r + world, ...). all_gather needs equal shapes, so each rank pads to the longest share."""
+    import torch.distributed as dist
+    world = dist.get_world_size()
+    mine = torch.cat([m.to(dev) for m in images]) if images else torch.zeros(0, k, k, dtype=torch.int64, device=dev)
+    counts = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(world)]
+    dist.all_gather(counts, torch.tensor([len(mine)], dtype=torch.int64, device=dev))
+    n = [int(c) for c in counts]
+    padded = torch.zeros(max(n), k, k, dtype=torch.int64, device=dev)
+    padded[:len(mine)] = mine
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    order = [parts[r][j] for j in range(max(n)) for r in range(world) if j < n[r]]
+    return [torch.stack(order).to(home)] if order else []
 
 
 # ---------------------------------------------------------------- pure functions over a K x K matrix

@@ -53,6 +53,8 @@ def test_two_processes_train_like_one(data, tmp_path):
     assert m1["processes"] == 1 and m2["processes"] == 2
     assert m2["mIoU"] == pytest.approx(m1["mIoU"], abs=1e-4)
     assert m2["pixel_accuracy"] == pytest.approx(m1["pixel_accuracy"], abs=1e-4)
+    # every rank's per-image matrices were gathered: the same bootstrap intervals as one process
+    assert m2["ci"] == m1["ci"] and m2["mIoU_ci"] == pytest.approx(m1["mIoU_ci"], abs=1e-4)
     w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], atol=1e-4, rtol=1e-3, msg=k)
