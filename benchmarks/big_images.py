@@ -2,6 +2,11 @@
 
     python benchmarks/big_images.py --out /tmp/bigbench --minutes 8 [--size 1536] [--train 24 --val 6]
     python benchmarks/big_images.py --plans            # scale/crop the recipe picks for 2048x1024 and 6000^2
+    python benchmarks/big_images.py --data DIR --out /tmp/b  # the same two runs on a folder dataset of yours
+
+Big images pixelseg did not make: DigitScenes at 1536^2 (real MNIST digits of 42-84 px on real photos):
+    python3 ../shared/tuning/make_digit_scenes.py --out /tmp/bigdigits --size 1536 --train 24 --val 6 \
+        --min-objects 60 --max-objects 120
 
 Generates (once) a set of SIZE^2 scenes with 60-120 objects of 30-60 px in 10 classes (+ background),
 train and val scenes drawn from disjoint seeds, then runs, one after the other on this machine:
@@ -144,6 +149,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=24)
     ap.add_argument("--val", type=int, default=6)
     ap.add_argument("--only", choices=("resize", "crop"))
+    ap.add_argument("--data", help="a folder dataset to use instead of the generated scenes")
     ap.add_argument("--extra", default="", help="flags added to both runs, e.g. '--threads 1' on a loaded machine")
     ap.add_argument("--plans", action="store_true", help="only print the recipe's choices for big frames")
     a = ap.parse_args()
@@ -151,9 +157,10 @@ def main() -> None:
         plans()
         return
     out = Path(a.out)
-    data = generate(out / "data", a.size, a.train, a.val)
+    data = Path(a.data) if a.data else generate(out / "data", a.size, a.train, a.val)
     recipes = {"resize": ["--image-size", "256", "256"], "crop": []}
-    print(f"{a.size}^2 scenes, {a.train} train / {a.val} val, {a.minutes:g} min each, load {os.getloadavg()[0]:.2f}"
+    what = f"{data}" if a.data else f"{a.size}^2 scenes, {a.train} train / {a.val} val"
+    print(f"{what}, {a.minutes:g} min each, load {os.getloadavg()[0]:.2f}"
           + (f", extra flags: {a.extra}" if a.extra else ""))
     print(f"{'recipe':8} {'val mIoU':>8} {'steps/min':>9} {'data wait':>9}  scale / crop")
     for name, extra in recipes.items():

@@ -201,7 +201,7 @@ def _pair_names(run_a, run_b) -> tuple[str, str]:
 
 
 def _run_confusion(run, index, samples, device: str):
-    from pixelseg.evaluation import confusion_matrix, split_loader
+    from pixelseg.evaluation import confusion_matrix, eval_window, split_loader
     from pixelseg.inference.predictor import pick_device
     from pixelseg.run import RunFolder
 
@@ -213,7 +213,7 @@ def _run_confusion(run, index, samples, device: str):
     dev = pick_device(device)
     loader = split_loader(samples, classes, info.preprocessing, index.mask_color_channel, batch_size=1)
     return confusion_matrix(RunFolder(run).load_model(dev), loader, classes.num_classes, classes.ignore_index, dev,
-                            per_image=True)
+                            per_image=True, window=eval_window(info.preprocessing))
 
 
 def open_like_run(run: str | Path, data: str | Path):
@@ -263,6 +263,7 @@ def tune_threshold(run: str | Path, data: str | Path | None = None, split: str =
     model = load_model(info, dev).model      # the one-channel network inside the 2-class view
     sweep = ThresholdSweep(index.classes.ignore_index)
     loader = split_loader(samples, index.classes, info.preprocessing, index.mask_color_channel, batch_size=1)
+    # no sliding window here: the sweep needs the one raw logit, which blended window probabilities are not
     evaluate_split(model, loader, dev, [lambda p: sweep.update(p.logits, p.mask[None])])
     thresholds, miou = sweep.miou()
     before = float(miou[min(int(round(info.sigmoid_threshold * sweep.bins)), sweep.bins - 1)])
@@ -287,7 +288,7 @@ def calibrate(run: str | Path, data: str | Path | None = None, split: str = "val
     import torch
 
     from pixelseg.data.checks import require_clean
-    from pixelseg.evaluation import PixelSample, evaluate_split, split_loader
+    from pixelseg.evaluation import PixelSample, eval_window, evaluate_split, split_loader
     from pixelseg.inference.predictor import pick_device
     from pixelseg.run import RunFolder
     from pixelseg.uncertainty import expected_calibration_error, fit_temperature
@@ -305,7 +306,7 @@ def calibrate(run: str | Path, data: str | Path | None = None, split: str = "val
     dev = pick_device(device)
     sample = PixelSample(index.classes.ignore_index, math.ceil(max_pixels / len(samples)), seed)
     loader = split_loader(samples, index.classes, info.preprocessing, index.mask_color_channel, batch_size=1)
-    evaluate_split(folder.load_model(dev), loader, dev, [sample])
+    evaluate_split(folder.load_model(dev), loader, dev, [sample], window=eval_window(info.preprocessing))
     logits, labels = sample.arrays()
     t = fit_temperature(logits, labels, index.classes.ignore_index, max_pixels=max_pixels, seed=seed)
 

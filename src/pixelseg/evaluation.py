@@ -22,6 +22,7 @@ from pixelseg.data.prefetch import prefetched
 from pixelseg.errors import PixelsegError
 from pixelseg.metrics import ConfusionMatrix, labels_from_logits, summarize
 from pixelseg.models.outputs import resize_logits
+from pixelseg.windows import whole_fits, windowed_log_probs
 
 
 class Prediction:
@@ -48,9 +49,11 @@ def confusion_collector(cm: ConfusionMatrix) -> Collector:
 
 
 def evaluate_split(model, loader, device, collectors: list[Collector], amp_dtype=None,
-                   progress: Callable[[int], None] | None = None) -> None:
+                   progress: Callable[[int], None] | None = None, window: tuple[int, int] | None = None) -> None:
     """Every image of `loader` (EvalDataset batches: inputs, masks at their own sizes, indices) through `model`,
-    each Prediction handed to every collector; `progress(images done)` after each batch.
+    each Prediction handed to every collector; `progress(images done)` after each batch. `window`
+    (eval_window: the training crop of a run trained at a scale): inputs over the device's whole-image
+    budget are scored by sliding windows of that size, as predict does, instead of in one piece.
 
     A model trained in channels_last is evaluated in the contiguous format that load/predict use: NHWC
     convolutions round differently (~1e-5), which would flip near-tie pixels and make the training metric
@@ -68,7 +71,11 @@ def evaluate_split(model, loader, device, collectors: list[Collector], amp_dtype
         with torch.inference_mode(), prefetched(loader) as batches:   # the next batches decode while one is scored
             for x, masks, idx in batches:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(x.to(device, non_blocking=True))
+                    x = x.to(device, non_blocking=True)
+                    if window is None or whole_fits(x.shape[-2], x.shape[-1], device):
+                        logits = model(x)
+                    else:     # trained at a scale, too big to score whole: the training crop slides over it
+                        logits = windowed_log_probs(model, x, window)
                 for i, (mask, j) in enumerate(zip(masks, idx)):
                     p = Prediction(j, resize_logits(logits[i:i + 1].float(), tuple(mask.shape)), mask.to(device))
                     for collect in collectors:
@@ -83,11 +90,18 @@ def evaluate_split(model, loader, device, collectors: list[Collector], amp_dtype
 
 
 def confusion_matrix(model, loader, num_classes: int, ignore_index: int, device, amp_dtype=None,
-                     per_image: bool = False) -> ConfusionMatrix:
-    """The split's confusion matrix; with `per_image` it also keeps one matrix per image (for intervals)."""
+                     per_image: bool = False, window: tuple[int, int] | None = None) -> ConfusionMatrix:
+    """The split's confusion matrix; with `per_image` it also keeps one matrix per image (for intervals).
+    `window`: evaluate_split's."""
     cm = ConfusionMatrix(num_classes, ignore_index, per_image=per_image)
-    evaluate_split(model, loader, device, [confusion_collector(cm)], amp_dtype)
+    evaluate_split(model, loader, device, [confusion_collector(cm)], amp_dtype, window=window)
     return cm
+
+
+def eval_window(preprocessing) -> tuple[int, int] | None:
+    """The sliding window evaluate_split uses for a run's images too big to score whole: the training crop of
+    a run trained at a scale; None for a whole-image run (its input is always the training size)."""
+    return tuple(preprocessing.image_size) if preprocessing.resize == "scale" else None
 
 
 class PixelSample:
@@ -155,7 +169,8 @@ def summarize_with_ci(cm: ConfusionMatrix, class_names) -> dict:
 
 def split_loader(samples, classes, preprocessing, mask_color_channel=None, batch_size: int = 1,
                  num_workers: int = 0):
-    """A loader over `samples` preprocessed the way a run was trained (RunInfo.preprocessing)."""
+    """A loader over `samples` preprocessed the way a run was trained (RunInfo.preprocessing). A run trained at
+    a scale sees each image at its own scaled size, so its batches hold one image."""
     from torch.utils.data import DataLoader
 
     from pixelseg.data.dataset import EvalDataset, eval_collate
@@ -164,7 +179,8 @@ def split_loader(samples, classes, preprocessing, mask_color_channel=None, batch
     pre = preprocessing
     ds = EvalDataset(samples, classes.num_classes, classes.ignore_index, pre.in_channels, pre.mean, pre.std,
                      eval_transform(pre.image_size, pre.scale), mask_color_channel)
-    return DataLoader(ds, batch_size=batch_size, collate_fn=eval_collate, num_workers=num_workers)
+    return DataLoader(ds, batch_size=1 if pre.resize == "scale" else batch_size, collate_fn=eval_collate,
+                      num_workers=num_workers)
 
 
 def label_maps(pred_dir, index, samples, split: str) -> Iterator[tuple[int, object, np.ndarray, np.ndarray]]:

@@ -81,3 +81,45 @@ def test_an_exported_scale_run_predicts_at_the_scale_too(scale_run, tmp_path):
     image = _scene(200, 120)
     exported = Predictor(out, device="cpu", backend="onnxruntime").predict(image)
     assert (exported == Predictor(scale_run, device="cpu").predict(image)).mean() > 0.99
+
+
+def test_evaluation_slides_the_training_crop_over_images_over_the_budget(scale_run, monkeypatch, tmp_path):
+    """evaluate/report/validation of a run trained at a scale: an image whose scaled size is over the
+    whole-image budget is scored by windows of the training crop (the network never sees more), its labels
+    are predict's, and val images of different sizes go through one loader (a batch holds one image)."""
+    from PIL import Image
+
+    import pixelseg
+    from pixelseg import windows
+    from pixelseg.report.analysis import analyze_run
+    images = {"a": _scene(256, 192), "b": _scene(200, 330)}
+    for split in ("train", "val"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "masks").mkdir(parents=True)
+        for stem, image in images.items():
+            Image.fromarray(image).save(tmp_path / split / "images" / f"{stem}.png")
+            mask = np.zeros(image.shape[:2], np.uint8)
+            mask[20:120, 10:90] = 1
+            Image.fromarray(mask).save(tmp_path / split / "masks" / f"{stem}.png")
+    names = list(read_run(scale_run).classes.names)
+    (tmp_path / "classes.json").write_text(json.dumps({"names": names}))
+    monkeypatch.setitem(windows.WHOLE_PIXELS, "cpu", 48 * 48)
+    model_inputs = []
+    real_load = load_model
+
+    def spying_load(info, device="cpu"):
+        m = real_load(info, device)
+        m.register_forward_pre_hook(lambda mod, args: model_inputs.append(tuple(args[0].shape[-2:])))
+        return m
+    monkeypatch.setattr("pixelseg.run.load_model", spying_load)
+    analysis = analyze_run(scale_run, tmp_path, "val", device="cpu", batch_size=4)
+    assert model_inputs and max(h * w for h, w in model_inputs) <= 64 * 64     # windows of the 64x64 crop only
+    predicted = {stem: Predictor(scale_run, device="cpu").predict(image) for stem, image in images.items()}
+    metrics = pixelseg.evaluate(scale_run, tmp_path, device="cpu")
+    cm = np.zeros((3, 3), np.int64)
+    for stem in ("a", "b"):                 # the evaluate metrics are those of predict's labels
+        gt = np.asarray(Image.open(tmp_path / "val" / "masks" / f"{stem}.png")).astype(np.int64)
+        np.add.at(cm, (gt.ravel(), predicted[stem].astype(np.int64).ravel()), 1)
+    acc = np.trace(cm) / cm.sum()
+    assert metrics["pixel_accuracy"] == pytest.approx(acc, abs=0.01)
+    assert analysis is not None

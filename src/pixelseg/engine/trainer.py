@@ -37,7 +37,7 @@ from pixelseg.engine.recipe import detect_hardware, preprocessing, resolve
 from pixelseg.engine.schedule import Schedule
 from pixelseg.engine.state import State, restore, save_last, seed_everything
 from pixelseg.errors import PixelsegError
-from pixelseg.evaluation import confusion_matrix, summarize_with_ci
+from pixelseg.evaluation import confusion_matrix, eval_window, summarize_with_ci
 from pixelseg.metrics import ConfusionMatrix, summarize
 from pixelseg.models import model_mean_std
 from pixelseg.run import RunFolder, RunInfo
@@ -344,7 +344,8 @@ def validate_and_keep_best(model, loader, classes, amp_dtype, state: State, run:
     Returns (the matrix when it is the new best else None, the run info, seconds taken, metrics.summarize's dict)."""
     t0 = time.time()
     device = next(model.parameters()).device
-    cm = confusion_matrix(model, loader, classes.num_classes, classes.ignore_index, device, amp_dtype, per_image=True)
+    cm = confusion_matrix(model, loader, classes.num_classes, classes.ignore_index, device, amp_dtype, per_image=True,
+                          window=eval_window(info.preprocessing))
     cm.all_reduce()
     seconds = time.time() - t0
     state.elapsed += seconds
@@ -377,7 +378,7 @@ def _finish(run: RunFolder, info: RunInfo, data: setup.Data, best_cm, state: Sta
         from pixelseg.evaluation import split_loader
         loader = split_loader(data.val.samples, classes, info.preprocessing, data.val.color_channel, data.local_batch)
         best_cm = confusion_matrix(run.load_model(device), loader, classes.num_classes, classes.ignore_index, device,
-                                   amp_dtype, per_image=True)
+                                   amp_dtype, per_image=True, window=eval_window(info.preprocessing))
     summary = summarize_with_ci(best_cm, classes.names)   # intervals when best_cm holds every val image's matrix
     train_s = max(state.elapsed - state.val_time, 1e-9)
     summary.update(split="val", images=len(data.val), checkpoint=run.WEIGHTS, epoch=info.best.get("epoch"),

@@ -242,7 +242,7 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
     """Run the best weights of `run` over a split of `data` (default: the data it was trained on).
     `index`: the dataset already opened and checked by the caller (then `data` is not read again).
     `progress(done, total)` is called after every batch."""
-    from pixelseg.evaluation import evaluate_split, split_loader
+    from pixelseg.evaluation import eval_window, evaluate_split, split_loader
     from pixelseg.inference.predictor import pick_device
     from pixelseg.run import RunFolder, load_model
 
@@ -273,7 +273,8 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
 
     loader = split_loader(samples, info.classes, info.preprocessing, index.mask_color_channel, batch_size, num_workers)
     evaluate_split(model, loader, dev, [collect],
-                   progress=None if progress is None else (lambda done: progress(done, len(samples))))
+                   progress=None if progress is None else (lambda done: progress(done, len(samples))),
+                   window=eval_window(info.preprocessing))
     return col.finish(split, index.root, info.path, index.mask_color_channel, t)
 
 
