@@ -42,3 +42,21 @@ def tiny_unet_run(tmp_path_factory):
     run = pixelseg.train(root / "data", "unet", out=str(root / "run"), epochs=1, image_size=(32, 32), batch_size=4,
                          num_workers=0, threads=1, augment="none", encoder="resnet18", quiet=True)
     return root, run
+
+
+@pytest.fixture(scope="session")
+def make_scale_run(tmp_path_factory):
+    """make_scale_run(name, scale): a random-weights U-Net run (64x64 crops) in the big-image 'scale' mode."""
+    from dataclasses import replace
+
+    from pixelseg.inference.bench import model_run
+    from pixelseg.run import Preprocessing, RunFolder, read_run
+
+    def make(name: str, scale: float):
+        folder = model_run("unet", (64, 64), 3, tmp_path_factory.mktemp(name) / "run", encoder="resnet18")
+        info = read_run(folder)
+        pre = info.preprocessing
+        RunFolder(folder).write_info(replace(info, preprocessing=Preprocessing((64, 64), pre.mean, pre.std, 3, "scale",
+                                                                               scale)))
+        return folder
+    return make

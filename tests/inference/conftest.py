@@ -25,20 +25,3 @@ def scene() -> np.ndarray:
     image[10:40, 5:30] = (220, 40, 40)
     image[30:60, 35:62] = (40, 200, 60)
     return image
-
-
-@pytest.fixture(scope="session")
-def make_scale_run(tmp_path_factory):
-    """make_scale_run(name, scale): a random-weights U-Net run (64x64 crops) in the big-image 'scale' mode."""
-    from dataclasses import replace
-
-    from pixelseg.run import Preprocessing, RunFolder, read_run
-
-    def make(name: str, scale: float):
-        folder = model_run("unet", (64, 64), 3, tmp_path_factory.mktemp(name) / "run", encoder="resnet18")
-        info = read_run(folder)
-        pre = info.preprocessing
-        RunFolder(folder).write_info(replace(info, preprocessing=Preprocessing((64, 64), pre.mean, pre.std, 3, "scale",
-                                                                               scale)))
-        return folder
-    return make

@@ -424,3 +424,25 @@ def test_openapi_documents_both_bodies_and_every_refusal(client):
     ok = op["responses"]["200"]["content"]
     assert set(ok) == {"application/json", "image/png"}
     assert {p["name"] for p in op["parameters"]} == {"format", "rle", "alpha", "boundaries", "legend"}
+
+
+def test_a_run_trained_at_a_scale_is_served_at_that_scale(make_scale_run, monkeypatch):
+    """serve answers what predict gives for a run trained at a scale: the upload resized by the scale and
+    predicted whole, or, over the whole-image budget, by windows of the training crop; labels at the upload's
+    own size; /v1/model names the scale and the crop."""
+    from pixelseg import windows
+    from pixelseg.inference.predictor import Predictor
+    run = make_scale_run("serve-scale", 0.5)
+    small, big = sample_image(70, 90, seed=4), sample_image(150, 190, seed=5)
+    with TestClient(create_app(run, device="cpu", backend="torch")) as c:
+        pre = c.get("/v1/model").json()["preprocessing"]
+        assert (pre["resize"], pre["scale"], pre["crop"]) == ("scale", 0.5, [64, 64])
+        monkeypatch.setitem(windows.WHOLE_PIXELS, "cpu", 48 * 48)   # 35x45 scaled fits, 75x95 does not
+        reference = Predictor(run, device="cpu")
+        assert not reference._windowed(small) and reference._windowed(big)
+        for img in (small, big):
+            r = c.post("/v1/segment?format=label", content=png_bytes(img), headers={"content-type": "image/png"})
+            assert r.status_code == 200, r.text
+            with Image.open(io.BytesIO(r.content)) as im:
+                assert im.size == (img.shape[1], img.shape[0])
+                np.testing.assert_array_equal(np.asarray(im), reference.predict(img))
