@@ -75,8 +75,10 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path, model):
     assert done["state"]["epoch"] == 10 and done["state"]["step"] == ref["state"]["step"] == 40
     for k, v in ref["model"].items():
         assert torch.equal(done["model"][k], v), k
-    assert json.loads((out / "metrics.json").read_text())["mIoU"] == \
-        pytest.approx(json.loads((reference / "metrics.json").read_text())["mIoU"], abs=1e-12)
+    m_out, m_ref = (json.loads((p / "metrics.json").read_text()) for p in (out, reference))
+    assert m_out["mIoU"] == pytest.approx(m_ref["mIoU"], abs=1e-12)
+    # the intervals too, whether the best epoch came before the kill (recomputed at the end) or after it
+    assert m_out["mIoU_ci"] == pytest.approx(m_ref["mIoU_ci"], abs=1e-12) and m_out["ci"] == m_ref["ci"]
     # each session is recorded: the first run and its resumes
     assert len(json.loads((out / "environment.json").read_text())["sessions"]) == 2
 
@@ -109,6 +111,8 @@ def test_resume_after_a_signal_is_exact(tmp_path, options, sig):
     assert sb["state"]["epoch"] == 2 and sb["state"]["step"] == sa["state"]["step"] == 8
     for k, v in sa["model"].items():
         assert torch.equal(v, sb["model"][k]), k
+    ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
+    assert mb["mIoU"] == ma["mIoU"] and mb["mIoU_ci"] == ma["mIoU_ci"] and mb["epoch"] == ma["epoch"]
 
 
 def test_nan_loss_stops_naming_the_step_and_saves_nothing_broken(data, tmp_path, monkeypatch):

@@ -374,7 +374,9 @@ def _log_validation(console: Console, bar: RunProgress, row: dict, state: State,
 def _finish(run: RunFolder, info: RunInfo, data: setup.Data, best_cm, state: State, classes, hw, d, device,
             amp_dtype, stop: Stop | None, t_wall: float) -> None:
     """metrics.json (rank 0): the best weights, on the full val split at original resolution."""
-    if best_cm is None:   # resumed from a state without the matrix and no better epoch since
+    # resumed, and no better epoch since: last.pt keeps the best total matrix only (per-image matrices would
+    # weigh N x K x K), so the best weights score the val split once more, for the intervals
+    if best_cm is None or not best_cm.keep_per_image:
         from pixelseg.evaluation import split_loader
         loader = split_loader(data.val.samples, classes, info.preprocessing, data.val.color_channel, data.local_batch)
         best_cm = confusion_matrix(run.load_model(device), loader, classes.num_classes, classes.ignore_index, device,
