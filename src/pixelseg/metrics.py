@@ -176,42 +176,19 @@ class ConfusionMatrix:
     def all_reduce(self) -> "ConfusionMatrix":
         """Sum the matrix over all torch.distributed ranks (every rank must call it); no-op when not
         running distributed. Afterwards every rank holds the global matrix and, with ``per_image=True``,
-        every image's matrix, in the order of a strided split (image i counted by rank i % world, the way
-        pixelseg shards a split), so intervals match those of one process."""
-        import torch.distributed as dist
-        if not (dist.is_available() and dist.is_initialized()):
+        every image's matrix in the split's order (collective.py), so intervals match one process's."""
+        from pixelseg.collective import gather_strided, is_distributed, sum_matrix
+        if not is_distributed():
             return self
-        k = self.num_classes
         home = self._mat.device if self._mat is not None else torch.device("cpu")
-        # NCCL only reduces CUDA tensors; a rank that saw no batch still has to take part.
-        dev = torch.device("cuda", torch.cuda.current_device()) if "nccl" in str(dist.get_backend()) else home
-        mat = torch.zeros(k, k, dtype=torch.int64, device=dev) if self._mat is None else self._mat.to(dev)
-        dist.all_reduce(mat)
-        self._mat = mat.to(home)
+        self._mat = sum_matrix(self._mat, self.num_classes, home)
         if self.keep_per_image:
-            self._images = _gather_strided(self._images, k, dev, home)
+            self._images = gather_strided(self._images, self.num_classes, home)
         return self
 
     def __repr__(self) -> str:
         return f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, " \
                f"pixels={int(self.matrix.sum())})"
-
-
-def _gather_strided(images: list[torch.Tensor], k: int, dev: torch.device, home: torch.device) -> list[torch.Tensor]:
-    """Every rank's per-image matrices on every rank, interleaved back into the split's order (rank r holds
-    images r, r + world, ...). all_gather needs equal shapes, so each rank pads to the longest share."""
-    import torch.distributed as dist
-    world = dist.get_world_size()
-    mine = torch.cat([m.to(dev) for m in images]) if images else torch.zeros(0, k, k, dtype=torch.int64, device=dev)
-    counts = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(world)]
-    dist.all_gather(counts, torch.tensor([len(mine)], dtype=torch.int64, device=dev))
-    n = [int(c) for c in counts]
-    padded = torch.zeros(max(n), k, k, dtype=torch.int64, device=dev)
-    padded[:len(mine)] = mine
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    order = [parts[r][j] for j in range(max(n)) for r in range(world) if j < n[r]]
-    return [torch.stack(order).to(home)] if order else []
 
 
 # ---------------------------------------------------------------- pure functions over a K x K matrix
