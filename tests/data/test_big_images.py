@@ -110,7 +110,13 @@ def test_cache_decodes_once_and_notices_a_changed_file(tmp_path, monkeypatch):
     first = cache.cached(src, "image3", decode)
     again = cache.cached(src, "image3", decode)
     assert len(calls) == 1 and isinstance(again, np.memmap) and np.array_equal(first, again)
+    keyed = []
+    monkeypatch.setattr(cache, "cache_key", lambda *a: keyed.append(a) or "never")
+    assert cache.cached(src, "image3", decode) is again and not keyed    # remembered: one stat, no hash, no header
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1          # no temporary file left behind
+    monkeypatch.undo()
+    monkeypatch.setenv("PIXELSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "MIN_PIXELS", 16)
     Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(src)
     os.utime(src, ns=(1, 10**18))
     assert int(cache.cached(src, "image3", decode)[0, 0, 0]) == 9 and len(calls) == 2
@@ -133,3 +139,28 @@ def test_scale_and_crop_config_keys():
     assert from_dict(cfg.to_dict()) == cfg
     with pytest.raises(PixelsegError, match="data.scale"):
         from_dict({"data": {"scale": 0}})
+
+
+def test_a_memory_mapped_mask_is_scanned_once_and_crops_do_not_depend_on_it(tmp_path):
+    """Crop centring remembers a cached (memory-mapped) mask's class positions by file; a transform that
+    scanned it before and a fresh one (a resumed run) draw the same crops from the same seeds."""
+    image, mask = _square_scene(1200, side=24, at=(700, 300))
+    np.save(tmp_path / "m.npy", mask)
+    mm = np.load(tmp_path / "m.npy", mmap_mode="r")
+    warm = CropTransform((128, 128), 1.0, (1.0, 1.0), 255, A.Compose([]), focus=1.0)
+    for s in range(5):
+        warm.set_random_seed(s)
+        warm(image=image, mask=mm)
+    assert list(warm._scanned) == [mm.filename]
+    fresh = CropTransform((128, 128), 1.0, (1.0, 1.0), 255, A.Compose([]), focus=1.0)
+    plain = CropTransform((128, 128), 1.0, (1.0, 1.0), 255, A.Compose([]), focus=1.0)
+    found = 0
+    for s in range(10, 30):
+        outs = []
+        for t, m in ((warm, mm), (fresh, mm), (plain, mask)):
+            t.set_random_seed(s)
+            outs.append(t(image=image, mask=m)["mask"])
+        assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+        found += bool((outs[0] == 1).any())
+    assert found >= 5                  # centred on the small object (else on the corner class) about half the time
+    assert not plain._scanned                            # an in-memory mask is not remembered

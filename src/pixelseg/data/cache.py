@@ -34,15 +34,20 @@ def cache_key(path: Path, what: str) -> str:
 
 def cached(path: str | Path, what: str, decode: Callable[[], np.ndarray]) -> np.ndarray:
     """The decoded array of `path` (memory-mapped when cached); `what` names the decoding (it is part of
-    the key: the same file read as RGB or as a mask gives different arrays)."""
+    the key: the same file read as RGB or as a mask gives different arrays). A process keeps the entries
+    it opened (up to OPEN_MAX), so a later crop of the same file costs one stat, not a hash and a header."""
     path = Path(path)
     try:
-        target = cache_dir() / f"{cache_key(path, what)}.npy"
+        st = path.stat()
     except OSError:
         return decode()                  # not a plain file (the decoder gives the user's error)
+    memo = (str(path), what)
+    if (hit := _open.get(memo)) is not None and hit[0] == (st.st_mtime_ns, st.st_size):
+        return hit[1]
+    target = cache_dir() / f"{cache_key(path, what)}.npy"
     if target.is_file():
         try:
-            return np.load(target, mmap_mode="r")
+            return _remember(memo, st, np.load(target, mmap_mode="r"))
         except (OSError, ValueError):    # a damaged entry (disk full once): decode again and replace it
             pass
     arr = decode()
@@ -53,4 +58,15 @@ def cached(path: str | Path, what: str, decode: Callable[[], np.ndarray]) -> np.
             np.save(tmp, np.ascontiguousarray(arr))
     except OSError:                      # a read-only or full cache folder costs speed, not the run
         return arr
-    return np.load(target, mmap_mode="r")
+    return _remember(memo, st, np.load(target, mmap_mode="r"))
+
+
+OPEN_MAX = 1024
+_open: dict[tuple[str, str], tuple[tuple[int, int], np.ndarray]] = {}
+
+
+def _remember(memo: tuple[str, str], st: os.stat_result, arr: np.ndarray) -> np.ndarray:
+    if len(_open) >= OPEN_MAX:
+        _open.pop(next(iter(_open)))
+    _open[memo] = ((st.st_mtime_ns, st.st_size), arr)
+    return arr

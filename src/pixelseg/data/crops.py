@@ -18,6 +18,8 @@ import numpy as np
 import albumentations as A
 
 MULTIPLE = 32
+POSITIONS = 1024      # class positions kept a mask for centring crops
+SCANNED = 2048        # masks whose class positions a process remembers
 
 
 def scaled_size(hw: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -55,6 +57,7 @@ class CropTransform:
         self.crop, self.scale, self.jitter = tuple(crop), scale, jitter
         self.ignore_index, self.after, self.focus = ignore_index, after, focus
         self.rng = np.random.default_rng()
+        self._scanned: dict[str, tuple] = {}      # memory-mapped mask file -> _class_positions
 
     def set_random_seed(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -76,18 +79,37 @@ class CropTransform:
         return y0, x0, h, w
 
     def _focus_pixel(self, mask: np.ndarray) -> tuple[int, int] | None:
-        # a strided view finds the classes cheaply on a big (memory-mapped) mask; small objects missed by
-        # the stride are found in the full-resolution pass below only when the class was seen
-        step = max(1, int(np.sqrt(mask.size / 250_000)))
-        view = np.asarray(mask[::step, ::step])
-        classes, counts = np.unique(view[view != self.ignore_index], return_counts=True)
-        if len(classes) < 2:
+        step, width, per_class = self._class_positions(mask)
+        if not per_class:
             return None
-        rest = np.delete(classes, np.argmax(counts))           # the dominant class (background) is left out
-        c = rest[self.rng.integers(len(rest))]
-        ys, xs = np.nonzero(view == c)
-        k = self.rng.integers(len(ys))
-        return int(ys[k]) * step + step // 2, int(xs[k]) * step + step // 2
+        _, where = per_class[self.rng.integers(len(per_class))]
+        y, x = divmod(int(where[self.rng.integers(len(where))]), width)
+        return y * step + step // 2, x * step + step // 2
+
+    def _class_positions(self, mask: np.ndarray) -> tuple[int, int, list]:
+        """(stride, strided width, [(class, flat positions in the strided view)]) of the non-dominant classes.
+        A strided view finds them cheaply on a big mask; a memory-mapped mask (the decode cache: its pixels
+        never change) is scanned once and remembered by file, so later crops of it cost no scan. At most
+        POSITIONS evenly spaced positions a class are kept: a pure function of the mask, so a resumed run
+        draws the same crops whether or not this process had scanned it before."""
+        key = getattr(mask, "filename", None)
+        if key is not None and key in self._scanned:
+            return self._scanned[key]
+        step = max(1, int(np.sqrt(mask.size / 250_000)))
+        flat = np.asarray(mask[::step, ::step])
+        width, flat = flat.shape[1], flat.ravel()
+        classes, counts = np.unique(flat[flat != self.ignore_index], return_counts=True)
+        rest = np.delete(classes, np.argmax(counts)) if len(classes) >= 2 else classes[:0]  # not the dominant one
+        per_class = []
+        for c in rest:
+            where = np.flatnonzero(flat == c)
+            per_class.append((int(c), where[::-(-len(where) // POSITIONS)].astype(np.int32)))
+        entry = (step, width, per_class)
+        if key is not None:
+            if len(self._scanned) >= SCANNED:
+                self._scanned.pop(next(iter(self._scanned)))
+            self._scanned[key] = entry
+        return entry
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict:
         y0, x0, h, w = self.window(mask)
