@@ -4,7 +4,7 @@
                                [--minutes 2] [--folds 3] [--fold-minutes 3] [--model NAME]
 
 A built-in synthetic set (`pixelseg data synth`) gets `share` of its training masks corrupted, in equal
-parts swap / missing / shifted / wrong_image (audit.plant_error; shifts of `--offset` x the side), a run
+parts swap / missing / shifted / wrong_image (testing.plant_error; shifts of `--offset` x the side), a run
 is trained on the corrupted set (--minutes), and `pixelseg audit --folds K` ranks the training images
 with K fold models (--fold-minutes each, the run's config). With k = the number corrupted:
     precision@k   corrupted images among the k top-ranked (overall), and per kind the share of that
@@ -31,7 +31,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pixelseg  # noqa: E402
-from pixelseg.audit import audit_run, plant_error  # noqa: E402
+from pixelseg.audit import audit_run  # noqa: E402
+from pixelseg.testing import plant_error  # noqa: E402
 from pixelseg.data.synth import generate  # noqa: E402
 
 KINDS = ("swap", "missing", "shifted", "wrong_image")

@@ -33,7 +33,7 @@ import numpy as np
 
 from pixelseg.errors import PixelsegError
 
-__all__ = ["AuditSettings", "Finding", "score_image", "shift_test", "rank_findings", "plant_error", "audit_samples",
+__all__ = ["AuditSettings", "Finding", "score_image", "shift_test", "rank_findings", "audit_samples",
            "write_audit", "audit_run", "write_view", "fold_of"]
 
 KINDS = ("swap", "missing", "extra", "shifted", "wrong_image")
@@ -226,43 +226,6 @@ class TopImages:
 
 
 
-def plant_error(mask: np.ndarray, kind: str, rng: np.random.Generator, num_classes: int, other: np.ndarray | None = None,
-                background: int = 0, offset: float = 0.07) -> np.ndarray | None:
-    """A copy of ``mask`` with one label error of ``kind`` (for benchmarks and tests): swap = one object
-    (connected region of a foreground class) given another foreground class; missing = one object erased
-    to background; shifted = the whole mask moved ``offset`` x the short side in a random direction;
-    wrong_image = ``other`` (another image's mask). None when the mask has no object to corrupt."""
-    if kind == "wrong_image":
-        return None if other is None else other.copy()
-    if kind == "shifted":
-        h, w = mask.shape
-        d = offset * min(h, w)
-        a = rng.uniform(0, 2 * np.pi)
-        dy, dx = round(d * np.sin(a)), round(d * np.cos(a))
-        moved = np.full_like(mask, background)
-        moved[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = mask[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
-        return moved
-    if kind not in ("swap", "missing"):
-        raise ValueError(f"unknown error kind {kind!r}; one of swap, missing, shifted, wrong_image")
-    objects = []
-    for c in np.unique(mask):
-        if c == background or c >= num_classes:
-            continue
-        n, lab, stats, _ = cv2.connectedComponentsWithStats((mask == c).astype(np.uint8), connectivity=8)
-        objects += [(int(c), lab == i) for i in range(1, n) if stats[i, 4] >= 0.01 * mask.size]
-    if not objects:
-        return None
-    c, sel = objects[int(rng.integers(len(objects)))]
-    out = mask.copy()
-    if kind == "missing":
-        out[sel] = background
-    else:
-        choices = [k for k in range(num_classes) if k not in (background, c)]
-        if not choices:
-            return None
-        out[sel] = choices[int(rng.integers(len(choices)))]
-    return out
-
 # ------------------------------------------------------------------------------------- the audit of a run
 
 def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
@@ -298,6 +261,18 @@ def write_view(root: Path, index, train: list, val: list) -> Path:
     return root
 
 
+def _fold_line(k: int, folds: int, fold_metrics: dict | None, run_metrics: dict | None) -> str:
+    """The fold's val mIoU; when it is well below the run's (or unknown), the warning that a model that learned
+    little is unsure everywhere and flags nothing, so few findings would not mean clean masks."""
+    mine, theirs = (fold_metrics or {}).get("mIoU"), (run_metrics or {}).get("mIoU")
+    line = f"fold {k + 1}/{folds}: val mIoU " + ("unknown" if mine is None else f"{mine:.3f}")
+    if theirs is not None:
+        line += f" (the run's: {theirs:.3f})"
+    if mine is None or (theirs is not None and mine < 0.8 * theirs):
+        line += "; a weak fold model finds few errors: raise --fold-minutes"
+    return line
+
+
 def train_fold_models(run, index, split: str, folds: int, minutes: float, epochs: int | None, seed: int,
                       work: Path, log=print) -> tuple[list[Path], np.ndarray]:
     """K runs, run k trained (run's config, ``minutes`` each) on every labelled training image outside fold
@@ -318,9 +293,7 @@ def train_fold_models(run, index, split: str, folds: int, minutes: float, epochs
         log(f"fold {k + 1}/{folds}: training on {len(rest)} images, {minutes:g} min, to audit {len(held)}")
         runs.append(train(root, config=RunFolder(run).config_path, out=str(out), format="folder",
                           max_minutes=minutes, epochs=epochs, quiet=True))
-        # a model that learned little is unsure everywhere and flags nothing: say so rather than imply clean masks
-        log(f"fold {k + 1}/{folds}: val mIoU {(RunFolder(runs[-1]).metrics() or {}).get('mIoU', float('nan')):.3f} "
-            f"(a weak fold model finds few errors; raise --fold-minutes if it is far below the run's)")
+        log(_fold_line(k, folds, RunFolder(runs[-1]).metrics(), RunFolder(run).metrics()))
     return runs, fold
 
 

@@ -1,7 +1,9 @@
-"""Crafted files for tests and benchmarks: decompression bombs, tiny files whose headers declare huge images.
+"""Crafted inputs for tests and benchmarks: decompression bombs (tiny files whose headers declare huge
+images) and planted label errors.
 
-They exercise the decode gate (data/io.open_image) and the server's pixel checks without allocating
-anything: each is under a hundred bytes, and nothing in pixelseg may decode them.
+The bombs exercise the decode gate (data/io.open_image) and the server's pixel checks without allocating
+anything: each is under a hundred bytes, and nothing in pixelseg may decode them. plant_error corrupts a
+mask the four ways the label-error audit (audit.py) is benchmarked on.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import io
 import struct
 import zlib
 
+import cv2
+import numpy as np
 from PIL import Image
 
 
@@ -31,3 +35,41 @@ def bomb_jpeg(w: int = 65_500, h: int = 65_500) -> bytes:
     sof = b.index(b"\xff\xc0")
     b[sof + 5:sof + 9] = struct.pack(">HH", h, w)
     return bytes(b)
+
+
+def plant_error(mask: np.ndarray, kind: str, rng: np.random.Generator, num_classes: int, other: np.ndarray | None = None,
+                background: int = 0, offset: float = 0.07) -> np.ndarray | None:
+    """A copy of ``mask`` with one label error of ``kind`` (for benchmarks and tests): swap = one object
+    (connected region of a foreground class) given another foreground class; missing = one object erased
+    to background; shifted = the whole mask moved ``offset`` x the short side in a random direction;
+    wrong_image = ``other`` (another image's mask). None when the mask has no object to corrupt."""
+    if kind == "wrong_image":
+        return None if other is None else other.copy()
+    if kind == "shifted":
+        h, w = mask.shape
+        d = offset * min(h, w)
+        a = rng.uniform(0, 2 * np.pi)
+        dy, dx = round(d * np.sin(a)), round(d * np.cos(a))
+        moved = np.full_like(mask, background)
+        moved[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = mask[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+        return moved
+    if kind not in ("swap", "missing"):
+        raise ValueError(f"unknown error kind {kind!r}; one of swap, missing, shifted, wrong_image")
+    objects = []
+    for c in np.unique(mask):
+        if c == background or c >= num_classes:
+            continue
+        n, lab, stats, _ = cv2.connectedComponentsWithStats((mask == c).astype(np.uint8), connectivity=8)
+        objects += [(int(c), lab == i) for i in range(1, n) if stats[i, 4] >= 0.01 * mask.size]
+    if not objects:
+        return None
+    c, sel = objects[int(rng.integers(len(objects)))]
+    out = mask.copy()
+    if kind == "missing":
+        out[sel] = background
+    else:
+        choices = [k for k in range(num_classes) if k not in (background, c)]
+        if not choices:
+            return None
+        out[sel] = choices[int(rng.integers(len(choices)))]
+    return out

@@ -9,6 +9,7 @@ import torch
 
 from pixelseg.data.preprocess import preprocess
 from pixelseg.export.metadata import description, info_from_meta
+from pixelseg import windows
 from pixelseg.inference import tiling
 from pixelseg.inference.predictor import Predictor
 from pixelseg.models.outputs import resize_logits
@@ -44,7 +45,7 @@ def test_labels_come_back_at_the_original_size_and_whole_and_tiled_agree(scale_r
     assert whole.shape == tiled.shape == image.shape[:2]
     assert (whole == tiled).mean() > 0.9
     # over the memory budget the predictor slides the training crop by itself, at the training scale
-    monkeypatch.setitem(tiling.WHOLE_PIXELS, "cpu", 32 * 32)
+    monkeypatch.setitem(windows.WHOLE_PIXELS, "cpu", 32 * 32)
     auto = Predictor(scale_run, device="cpu", overlap=0.5).predict(image)
     assert np.array_equal(auto, tiled)
 
@@ -90,7 +91,6 @@ def test_evaluation_slides_the_training_crop_over_images_over_the_budget(scale_r
     from PIL import Image
 
     import pixelseg
-    from pixelseg import windows
     from pixelseg.report.analysis import analyze_run
     images = {"a": _scene(256, 192), "b": _scene(200, 330)}
     for split in ("train", "val"):

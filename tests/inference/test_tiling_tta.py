@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pixelseg.inference import TTA, Predictor
-from pixelseg.inference.tiling import gaussian_weights, sliding_window_bands, starts
+from pixelseg.inference.tiling import sliding_window_bands
+from pixelseg.windows import gaussian_weights, starts
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ The window runs at the image's native resolution, blended and banded by windows.
 O(K x window height x image width) plus the input and the label map, never K x H x W.
 
 A run trained at a scale (Preprocessing.resize "scale") predicts at it: the image is resized by the scale,
-predicted whole when it fits WHOLE_PIXELS, else by windows of the training crop (`scaled_bands`), and each
+predicted whole when it fits windows.WHOLE_PIXELS, else by windows of the training crop (`scaled_bands`), and each
 band is resized back to the original rows.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from pixelseg.data.crops import resize_image, scaled_size
 from pixelseg.data.dataset import normalize
 from pixelseg.data.io import to_channels
-from pixelseg.windows import WHOLE_PIXELS, blended_bands, gaussian_weights, starts, whole_fits  # noqa: F401
+from pixelseg.windows import blended_bands, whole_fits
 
 
 def sliding_window_bands(image: np.ndarray, probs_fn: Callable[[torch.Tensor], torch.Tensor], pre, num_classes: int,
