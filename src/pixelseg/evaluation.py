@@ -75,7 +75,7 @@ def evaluate_split(model, loader, device, collectors: list[Collector], amp_dtype
                     if window is None or whole_fits(x.shape[-2], x.shape[-1], device):
                         logits = model(x)
                     else:     # trained at a scale, too big to score whole: the training crop slides over it
-                        logits = windowed_log_probs(model, x, window)
+                        logits = windowed_log_probs(model, x, window).to(device)   # blended on the CPU
                 for i, (mask, j) in enumerate(zip(masks, idx)):
                     p = Prediction(j, resize_logits(logits[i:i + 1].float(), tuple(mask.shape)), mask.to(device))
                     for collect in collectors:

@@ -4,8 +4,8 @@ The window runs at the image's native resolution, blended and banded by windows.
 O(K x window height x image width) plus the input and the label map, never K x H x W.
 
 A run trained at a scale (Preprocessing.resize "scale") predicts at it: the image is resized by the scale,
-predicted whole when it fits windows.WHOLE_PIXELS, else by windows of the training crop (`scaled_bands`), and each
-band is resized back to the original rows.
+predicted whole when it fits windows.WHOLE_PIXELS, else by windows of the training crop (`scaled_bands`),
+and each band is resized back to the original rows.
 """
 from __future__ import annotations
 
