@@ -8,6 +8,7 @@ label map gets the input's CRS and affine transform, so it overlays the source i
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from pathlib import Path
@@ -49,20 +50,23 @@ def raster_shape(path) -> tuple[int, int, int]:
         return src.height, src.width, src.count
 
 
-def _to_uint8(a: np.ndarray) -> np.ndarray:
+def to_uint8(a: np.ndarray, top: float | None = None) -> np.ndarray:
+    """bands x H x W as read -> H x W x bands uint8: 16-bit scaled as for PNG, float by `top` (the whole
+    raster's maximum; default: this array's), so a raster read block by block converts like a whole one."""
+    a = np.moveaxis(a, 0, -1)
     if a.dtype == np.uint8:
-        return a
+        return np.ascontiguousarray(a)
     if a.dtype == np.uint16:
-        return (a.astype(np.float32) / 65535.0 * 255.0 + 0.5).astype(np.uint8)
+        return np.ascontiguousarray((a.astype(np.float32) / 65535.0 * 255.0 + 0.5).astype(np.uint8))
     f = np.nan_to_num(a.astype(np.float32))
-    return np.clip(f / max(float(f.max(initial=0.0)), 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    top = float(f.max(initial=0.0)) if top is None else top
+    return np.ascontiguousarray(np.clip(f / max(top, 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 def read_raster_image(path) -> np.ndarray:
     """H x W x bands uint8."""
     with _open(path) as src:
-        a = src.read()                                   # bands x H x W
-    return np.ascontiguousarray(_to_uint8(np.moveaxis(a, 0, -1)))
+        return to_uint8(src.read())                      # bands x H x W
 
 
 def read_raster_mask(path) -> np.ndarray:
@@ -84,27 +88,33 @@ def georeference(path) -> tuple | None:
         return src.crs, src.transform
 
 
-def write_label_geotiff(path, labels: np.ndarray, like=None, colors=None) -> Path:
-    """A single-band label map (uint8, or uint16 over 256 classes), tiled and compressed, with the CRS and
-    transform of `like` (the input raster) when it has them; `colors` (one RGB per class) become its
-    colour table. Written atomically."""
+@contextlib.contextmanager
+def label_writer(path, height: int, width: int, dtype: str, ref: tuple | None = None, colors=None):
+    """An open single-band label GeoTIFF (`dtype` uint8 or uint16), tiled and compressed, with the (crs,
+    transform) `ref` when given and `colors` (one RGB per class) as its colour table; written to a temporary
+    file beside `path` and renamed into place when the block ends without an error."""
     import rasterio
     import rasterio.errors
-    labels = np.asarray(labels)
-    dtype = "uint8" if labels.max(initial=0) < 256 else "uint16"
-    profile = {"driver": "GTiff", "height": labels.shape[0], "width": labels.shape[1], "count": 1, "dtype": dtype,
-               "compress": "deflate"}
-    if labels.shape[0] >= 256 and labels.shape[1] >= 256:
+    profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": dtype, "compress": "deflate"}
+    if height >= 256 and width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    ref = georeference(like) if like is not None else None
     if ref is not None:
         profile.update(crs=ref[0], transform=ref[1])
-    path = Path(path)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(Path(path)) as tmp, warnings.catch_warnings():
         # a plain (not georeferenced) input gives a plain label map: rasterio's warning says just that
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(str(tmp), "w", **profile) as dst:
-            dst.write(labels.astype(dtype), 1)
             if colors is not None and dtype == "uint8":
                 dst.write_colormap(1, {i: tuple(int(v) for v in c) for i, c in enumerate(colors)})
-    return path
+            yield dst
+
+
+def write_label_geotiff(path, labels: np.ndarray, like=None, colors=None) -> Path:
+    """A label map (uint8, or uint16 over 256 classes) with the CRS and transform of `like` (the input
+    raster) when it has them, through label_writer."""
+    labels = np.asarray(labels)
+    dtype = "uint8" if labels.max(initial=0) < 256 else "uint16"
+    with label_writer(path, labels.shape[0], labels.shape[1], dtype,
+                      georeference(like) if like is not None else None, colors) as dst:
+        dst.write(labels.astype(dtype), 1)
+    return Path(path)

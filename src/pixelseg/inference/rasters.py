@@ -2,10 +2,10 @@
 
 `predict_raster` walks the raster (rasterio) in `block` x `block` windows at source resolution, each read with
 a `margin` on every side so the network sees context across the seams; each block (+ margins) is converted to
-uint8 as geotiff.read_raster_image converts a whole raster, predicted with the Predictor (whole, or by its own
+uint8 as geotiff.read_raster_image converts a whole raster (geotiff.to_uint8), predicted with the Predictor (whole, or by its own
 sliding windows), and only the block's centre is written into the output label map with `write(window=...)`.
-The output is a tiled, compressed single-band GeoTIFF (uint8 with the classes' colour table, uint16 over 256
-classes) with the input's CRS and transform, written to a temporary file beside it and renamed into place.
+The output is geotiff.label_writer's tiled, compressed single-band GeoTIFF (uint8 with the classes' colour table,
+uint16 over 256 classes) with the input's CRS and transform, renamed into place when complete.
 Memory: one block plus its margins, whatever the raster's size.
 
 Predictor.predict_paths sends here a GeoTIFF whose header declares more pixels than the decode limit
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from pixelseg.data import geotiff
 from pixelseg.errors import PixelsegError
-from pixelseg.fileio import atomic_path
 
 MIN_MARGIN = 64
 
@@ -45,7 +43,7 @@ def _windows(height: int, width: int, block: int):
 
 def _float_top(src, block: int) -> float | None:
     """For a non-8/16-bit raster, the maximum over the whole raster (read block by block), so every block is
-    scaled to 8 bits exactly as _to_uint8 scales the whole raster; None for uint8/uint16."""
+    scaled to 8 bits exactly as geotiff.to_uint8 scales the whole raster; None for uint8/uint16."""
     from rasterio.windows import Window
     if all(d in ("uint8", "uint16") for d in src.dtypes):
         return None
@@ -56,20 +54,9 @@ def _float_top(src, block: int) -> float | None:
     return top
 
 
-def _as_uint8(a: np.ndarray, top: float | None) -> np.ndarray:
-    """bands x h x w -> h x w x bands uint8, as geotiff.read_raster_image (float: by the whole raster's max)."""
-    hwc = np.moveaxis(a, 0, -1)
-    if top is None:
-        return np.ascontiguousarray(geotiff._to_uint8(hwc))
-    f = np.nan_to_num(hwc.astype(np.float32))
-    return np.ascontiguousarray(np.clip(f / max(top, 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8))
-
-
 def predict_raster(predictor, src_path, out_path, block: int = 4096, margin: int | None = None) -> dict:
     """Label map of the raster at `src_path` written to the GeoTIFF `out_path`, block by block (see the module
     docstring). Returns {"blocks": n, "height": H, "width": W, "seconds": s}."""
-    import rasterio
-    import rasterio.errors
     from rasterio.windows import Window
 
     t0 = time.time()
@@ -85,25 +72,17 @@ def predict_raster(predictor, src_path, out_path, block: int = 4096, margin: int
     n = 0
     with geotiff._open(src_path) as src:
         H, W = src.height, src.width
-        profile = {"driver": "GTiff", "height": H, "width": W, "count": 1, "dtype": dtype, "compress": "deflate"}
-        if H >= 256 and W >= 256:
-            profile.update(tiled=True, blockxsize=256, blockysize=256)
-        if src.crs is not None:
-            profile.update(crs=src.crs, transform=src.transform)
         top = _float_top(src, block)
-        with atomic_path(out_path) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(str(tmp), "w", **profile) as dst:
-                if classes.colors is not None and dtype == "uint8":
-                    dst.write_colormap(1, {i: tuple(int(v) for v in c) for i, c in enumerate(classes.colors)})
-                for y, x, h, w in _windows(H, W, block):
-                    y0, x0 = max(0, y - margin), max(0, x - margin)
-                    y1, x1 = min(H, y + h + margin), min(W, x + w + margin)
-                    image = _as_uint8(src.read(window=Window(x0, y0, x1 - x0, y1 - y0)), top)
-                    label = predictor.predict(image)
-                    centre = label[y - y0:y - y0 + h, x - x0:x - x0 + w]
-                    dst.write(np.ascontiguousarray(centre).astype(dtype, copy=False), 1, window=Window(x, y, w, h))
-                    n += 1
+        ref = (src.crs, src.transform) if src.crs is not None else None
+        with geotiff.label_writer(out_path, H, W, dtype, ref, classes.colors) as dst:
+            for y, x, h, w in _windows(H, W, block):
+                y0, x0 = max(0, y - margin), max(0, x - margin)
+                y1, x1 = min(H, y + h + margin), min(W, x + w + margin)
+                image = geotiff.to_uint8(src.read(window=Window(x0, y0, x1 - x0, y1 - y0)), top)
+                label = predictor.predict(image)
+                centre = label[y - y0:y - y0 + h, x - x0:x - x0 + w]
+                dst.write(np.ascontiguousarray(centre).astype(dtype, copy=False), 1, window=Window(x, y, w, h))
+                n += 1
     return {"blocks": n, "height": H, "width": W, "seconds": time.time() - t0}
 
 
