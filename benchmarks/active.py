@@ -1,10 +1,13 @@
 """Active-learning benchmark: label K images picked by `pixelseg suggest` vs K random ones, round by round.
 
     python benchmarks/active.py [--work DIR] [--pool 400] [--val 100] [--size 64] [--seed-set 20] [--k 20]
-                                [--rounds 2] [--minutes 1] [--model NAME]
+                                [--rounds 2] [--minutes 1] [--model NAME] [--rare CLASS --rare-share 0.08]
 
 A synthetic pool (`pixelseg data synth`) stands for the unlabelled images (their masks are read only once
-picked). Both arms start from the same seed set and its run. Each round, arm "suggested" adds the K images
+picked). By default every class is as common as every other, in the pool as in val. With --rare, one class
+is made rare in the pool only, as in most real pools (riders and trains in driving frames, a lesion type in
+scans): only --rare-share of the pool's images show it, against about half in val, which scores every class
+alike. Both arms start from the same seed set and its run. Each round, arm "suggested" adds the K images
 suggest ranks first (uncertainty + diversity, the arm's latest run), arm "random" K drawn at random from
 its own unlabelled rest; each arm then trains a new run from scratch on its labels with the same budget
 (--minutes, the recipe's choices otherwise) and is scored on the val split. Printed: val mIoU per round,
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import pixelseg  # noqa: E402
 from pixelseg.audit import write_view  # noqa: E402
 from pixelseg.data.formats import open_dataset  # noqa: E402
+from pixelseg.data.labels import load_mask  # noqa: E402
 from pixelseg.data.synth import generate  # noqa: E402
 from pixelseg.run import RunFolder  # noqa: E402
 from pixelseg.suggest import suggest  # noqa: E402
@@ -37,6 +41,34 @@ def train_on(index, labelled: list, val: list, out: Path, a) -> tuple[Path, floa
     run = pixelseg.train(view, a.model, out=str(out), format="folder", max_minutes=a.minutes, epochs=a.epochs,
                          image_size=(a.size, a.size), seed=a.seed, quiet=True)
     return run, float(RunFolder(run).metrics()["mIoU"])
+
+
+def make_pool(work: Path, a):
+    """(index, pool samples, val samples). With --rare: drawn from 4x as many scenes, so that --rare-share of
+    the pool shows the rare class and the rest does not."""
+    if not a.rare:
+        generate(work / "data", a.pool, a.val, (a.size, a.size), seed=a.seed)
+        index = open_dataset(work / "data", "folder")
+        return index, index.split("train"), index.split("val")
+    generate(work / "raw", 4 * a.pool, a.val, (a.size, a.size), seed=a.seed)
+    raw = open_dataset(work / "raw", "folder")
+    if a.rare not in raw.classes.names:
+        raise SystemExit(f"--rare {a.rare}: not a class; choose one of {', '.join(raw.classes.names[1:])}")
+    c = raw.classes.names.index(a.rare)
+    shows = [bool((load_mask(s, None) == c).any()) for s in raw.split("train")]
+    with_c = [s for s, x in zip(raw.split("train"), shows) if x]
+    without = [s for s, x in zip(raw.split("train"), shows) if not x]
+    n_rare = round(a.rare_share * a.pool)
+    if len(with_c) < n_rare or len(without) < a.pool - n_rare:
+        raise SystemExit(f"--rare-share {a.rare_share}: not enough scenes with/without {a.rare}; try another share")
+    order = np.random.default_rng(a.seed + 1000)
+    chosen = [with_c[i] for i in order.choice(len(with_c), n_rare, replace=False)]
+    chosen += [without[i] for i in order.choice(len(without), a.pool - n_rare, replace=False)]
+    chosen = [chosen[i] for i in order.permutation(len(chosen))]
+    index = open_dataset(write_view(work / "data", raw, chosen, raw.split("val")), "folder")
+    share = np.mean([bool((load_mask(s, None) == c).any()) for s in index.split("val")])
+    print(f"pool: {a.pool} images, {n_rare} show {a.rare}; val: {a.val} images, {100 * share:.0f} % show it", flush=True)
+    return index, index.split("train"), index.split("val")
 
 
 def main(argv=None) -> int:
@@ -52,14 +84,14 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None,
                     help="also cap every training at this many epochs (equal steps per arm on a loaded machine)")
     ap.add_argument("--model", default=None, help="model name (default: the recipe's choice)")
+    ap.add_argument("--rare", help="a class name to make rare in the pool (e.g. star)")
+    ap.add_argument("--rare-share", type=float, default=0.08, help="share of the pool's images that show --rare")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
     work = Path(a.work or tempfile.mkdtemp(prefix="pixelseg-active-bench-"))
     t0 = time.time()
-    generate(work / "data", a.pool, a.val, (a.size, a.size), seed=a.seed)
-    index = open_dataset(work / "data", "folder")
-    pool, val = index.split("train"), index.split("val")
+    index, pool, val = make_pool(work, a)
     rng = np.random.default_rng(a.seed)
     seed_ids = [int(i) for i in rng.choice(len(pool), a.seed_set, replace=False)]
     run, miou = train_on(index, [pool[i] for i in seed_ids], val, work / "seed", a)
@@ -87,6 +119,11 @@ def main(argv=None) -> int:
         print(f"| {row['round']} | {row['labelled']} | {100 * row['suggested']:.1f} | {100 * row['random']:.1f} | "
               f"{100 * (row['suggested'] - row['random']):+.1f} |")
     print(f"total {time.time() - t0:.0f}s, {a.minutes:g} min per training")
+    if a.rare:
+        for name, arm in arms.items():
+            shown = sum(bool((load_mask(pool[i], None) == index.classes.names.index(a.rare)).any()) for i in arm["ids"])
+            iou = RunFolder(arm["run"]).metrics()["per_class"][a.rare]["iou"]
+            print(f"{name}: {shown} of {len(arm['ids'])} labelled images show {a.rare}; its val IoU {iou:.3f}")
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2))
     return 0
