@@ -1,18 +1,21 @@
 """Active-learning benchmark: label K images picked by `pixelseg suggest` vs K random ones, round by round.
 
     python benchmarks/active.py [--work DIR] [--pool 400] [--val 100] [--size 64] [--seed-set 20] [--k 20]
-                                [--rounds 2] [--minutes 1] [--model NAME] [--rare CLASS --rare-share 0.08]
+                                [--rounds 2] [--minutes 1] [--model NAME] [--kinds entropy,balanced]
+                                [--rare CLASS --rare-share 0.08]
 
 A synthetic pool (`pixelseg data synth`) stands for the unlabelled images (their masks are read only once
 picked). By default every class is as common as every other, in the pool as in val. With --rare, one class
 is made rare in the pool only, as in most real pools (riders and trains in driving frames, a lesion type in
 scans): only --rare-share of the pool's images show it, against about half in val, which scores every class
-alike. Both arms start from the same seed set and its run. Each round, arm "suggested" adds the K images
-suggest ranks first (uncertainty + diversity, the arm's latest run), arm "random" K drawn at random from
-its own unlabelled rest; each arm then trains a new run from scratch on its labels with the same budget
-(--minutes, the recipe's choices otherwise) and is scored on the val split. Printed: val mIoU per round,
-both arms, with the number of labelled images. Trainings stop at a wall-clock budget, so a loaded machine
-gives fewer steps (and noisier numbers) than an idle one: compare arms within one run of this script.
+alike.
+
+All arms start from the same seed set and its run. Each round, an arm named by --kinds adds the K images
+`suggest --kind` ranks first (uncertainty + diversity, from the arm's latest run), arm "random" K drawn at
+random from its own unlabelled rest; each arm then trains a new run from scratch on its labels with the
+same budget (--minutes, the recipe's choices otherwise) and is scored on the val split. Printed: val mIoU
+per round and arm, with the number of labelled images. Trainings stop at a wall-clock budget, so a loaded
+machine gives fewer steps (and noisier numbers) than an idle one: compare arms within one run of this script.
 """
 from __future__ import annotations
 
@@ -84,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None,
                     help="also cap every training at this many epochs (equal steps per arm on a loaded machine)")
     ap.add_argument("--model", default=None, help="model name (default: the recipe's choice)")
+    ap.add_argument("--kinds", type=lambda v: v.split(","), default=["entropy"],
+                    help="suggest's scores to compare with random, comma-separated (default entropy)")
     ap.add_argument("--rare", help="a class name to make rare in the pool (e.g. star)")
     ap.add_argument("--rare-share", type=float, default=0.08, help="share of the pool's images that show --rare")
     ap.add_argument("--seed", type=int, default=0)
@@ -95,16 +100,17 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(a.seed)
     seed_ids = [int(i) for i in rng.choice(len(pool), a.seed_set, replace=False)]
     run, miou = train_on(index, [pool[i] for i in seed_ids], val, work / "seed", a)
-    rows = [{"round": 0, "labelled": a.seed_set, "suggested": miou, "random": miou}]
+    names = [*a.kinds, "random"]
+    rows = [{"round": 0, "labelled": a.seed_set, **{name: miou for name in names}}]
     print(f"round 0: {a.seed_set} labelled, val mIoU {miou:.4f} ({time.time() - t0:.0f}s)", flush=True)
-    arms = {"suggested": {"ids": list(seed_ids), "run": run}, "random": {"ids": list(seed_ids), "run": run}}
+    arms = {name: {"ids": list(seed_ids), "run": run} for name in names}
     for r in range(1, a.rounds + 1):
         row = {"round": r, "labelled": a.seed_set + r * a.k}
         for name, arm in arms.items():
             rest = [i for i in range(len(pool)) if i not in set(arm["ids"])]
-            if name == "suggested":
-                res = suggest(arm["run"], [str(pool[i].image) for i in rest], a.k, a.seed, work / f"suggest{r}",
-                              gallery=4)
+            if name != "random":
+                res = suggest(arm["run"], [str(pool[i].image) for i in rest], a.k, a.seed,
+                              work / f"suggest-{name}{r}", kind=name, gallery=4)
                 by_path = {str(pool[i].image): i for i in rest}
                 new = [by_path[e["image"]] for e in res["picked"]]
             else:
@@ -112,16 +118,19 @@ def main(argv=None) -> int:
             arm["ids"] += new
             arm["run"], row[name] = train_on(index, [pool[i] for i in arm["ids"]], val, work / f"{name}{r}", a)
         rows.append(row)
-        print(f"round {r}: {row['labelled']} labelled, val mIoU suggested {row['suggested']:.4f} "
-              f"random {row['random']:.4f} ({time.time() - t0:.0f}s)", flush=True)
-    print("| round | labelled | suggested mIoU | random mIoU | Δ (points) |\n|---:|---:|---:|---:|---:|")
+        print(f"round {r}: {row['labelled']} labelled, val mIoU "
+              + " ".join(f"{name} {row[name]:.4f}" for name in names) + f" ({time.time() - t0:.0f}s)", flush=True)
+    print("| round | labelled | " + " | ".join(f"{n} mIoU" for n in names) + " | "
+          + " | ".join(f"{n} − random" for n in a.kinds) + " |")
+    print("|---:|---:|" + "---:|" * (len(names) + len(a.kinds)))
     for row in rows:
-        print(f"| {row['round']} | {row['labelled']} | {100 * row['suggested']:.1f} | {100 * row['random']:.1f} | "
-              f"{100 * (row['suggested'] - row['random']):+.1f} |")
+        print(f"| {row['round']} | {row['labelled']} | " + " | ".join(f"{100 * row[n]:.1f}" for n in names) + " | "
+              + " | ".join(f"{100 * (row[n] - row['random']):+.1f}" for n in a.kinds) + " |")
     print(f"total {time.time() - t0:.0f}s, {a.minutes:g} min per training")
     if a.rare:
+        c = index.classes.names.index(a.rare)
         for name, arm in arms.items():
-            shown = sum(bool((load_mask(pool[i], None) == index.classes.names.index(a.rare)).any()) for i in arm["ids"])
+            shown = sum(bool((load_mask(pool[i], None) == c).any()) for i in arm["ids"])
             iou = RunFolder(arm["run"]).metrics()["per_class"][a.rare]["iou"]
             print(f"{name}: {shown} of {len(arm['ids'])} labelled images show {a.rare}; its val IoU {iou:.3f}")
     if a.json:

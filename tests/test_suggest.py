@@ -10,6 +10,7 @@ from PIL import Image
 
 from pixelseg.cli import main
 from pixelseg.data.synth import make_scene
+from pixelseg.errors import PixelsegError
 from pixelseg.suggest import suggest, uncertain_boxes
 
 
@@ -52,6 +53,33 @@ def test_near_duplicates_of_the_most_uncertain_image_are_not_all_picked(tiny_run
     assert len(copies) == 1 and copies[0]["rank"] == 1
     scores = json.loads((tmp_path / "s" / "suggest.json").read_text())["picked"]
     assert [e["rank"] for e in scores] == [1, 2, 3]
+
+
+def test_balanced_weighs_by_the_runs_training_labels(tiny_run, tmp_path):
+    import shutil
+
+    from pixelseg.cli.audit import SUGGEST_KINDS
+    from pixelseg.run import RunFolder
+    from pixelseg.suggest import KINDS
+    from pixelseg.uncertainty import rarity_weights
+    assert SUGGEST_KINDS == KINDS
+    _, run, pool = tiny_run
+    a = suggest(run, pool, 8, out=tmp_path / "a", kind="balanced", device="cpu", gallery=0)
+    assert a == {**suggest(run, pool, 8, out=tmp_path / "a", kind="balanced", device="cpu", gallery=0)}
+    counts = RunFolder(run).recipe()["class_pixels"]["train"][:-1]       # the ignored pixels' count is last
+    assert a["class_weights"] == [round(float(w), 4) for w in rarity_weights(counts)]
+    assert len(set(a["class_weights"])) > 1          # the tiny run's classes are not equally common
+    # a run folder without its recipe (e.g. pulled without it) has no counts: balanced is plain entropy
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    (bare / "recipe.json").unlink()
+    b = suggest(bare, pool, 8, out=tmp_path / "b", kind="balanced", device="cpu", gallery=0)
+    e = suggest(bare, pool, 8, out=tmp_path / "e", kind="entropy", device="cpu", gallery=0)
+    assert b["class_weights"] == [1.0] * len(counts) and "class_weights" not in e
+    assert [x["image"] for x in b["picked"]] == [x["image"] for x in e["picked"]]
+    np.testing.assert_allclose([x["score"] for x in b["picked"]], [x["score"] for x in e["picked"]], rtol=1e-6)
+    with pytest.raises(PixelsegError, match="balanced"):
+        suggest(run, pool, 2, out=tmp_path / "c", kind="bald", device="cpu")
 
 
 def test_uncertain_boxes_outline_the_unsure_regions():

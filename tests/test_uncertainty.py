@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from pixelseg.errors import PixelsegError
-from pixelseg.uncertainty import (confidence_maps, expected_calibration_error, fit_temperature,
-                                  image_uncertainty_scores, pooled_features, reliability_diagram_data,
-                                  select_diverse, to_png8)
+from pixelseg.uncertainty import (balanced_entropy, confidence_maps, expected_calibration_error, fit_temperature,
+                                  image_uncertainty_scores, pooled_features, rarity_weights,
+                                  reliability_diagram_data, select_diverse, to_png8)
 
 
 def test_confidence_maps_are_the_softmax_max_and_normalized_entropy():
@@ -117,6 +117,26 @@ def test_uncertainty_scores():
     np.testing.assert_allclose(image_uncertainty_scores([mixed], "low_confidence"), [0.5])
     with pytest.raises(PixelsegError, match="entropy"):
         image_uncertainty_scores([sure], kind="bald")
+
+
+def test_rarity_weights_favour_what_the_labels_hold_little_of():
+    w = rarity_weights([9000, 1000, 1000, 10, 0])
+    assert w[3] > w[1] == w[2] > w[0]             # the rarer a class's pixels, the more it weighs
+    assert w[1] == pytest.approx(1.0)             # the median class weighs 1
+    assert w[4] == 10.0 and w[3] == 10.0          # never labelled, or 100x below the median: the cap
+    np.testing.assert_array_equal(rarity_weights([0, 0, 0]), [1.0, 1.0, 1.0])
+
+
+def test_balanced_entropy_counts_doubt_about_a_rare_class_more():
+    ent = np.full((4, 4), 0.5)
+    common = np.zeros((3, 4, 4))
+    common[[0, 1]] = 0.5                          # unsure between the two common classes
+    rare = np.zeros((3, 4, 4))
+    rare[[0, 2]] = 0.5                            # unsure between a common class and the rare one, as much
+    w = rarity_weights([5000, 5000, 50])
+    assert balanced_entropy(rare, ent, w) > balanced_entropy(common, ent, w)
+    assert balanced_entropy(rare, ent, np.ones(3)) == pytest.approx(ent.mean())   # equal weights: mean entropy
+    assert balanced_entropy(np.zeros((3, 0, 0)), np.zeros((0, 0)), w) == 0.0
 
 
 def near_duplicates_and_distinct(seed=0):

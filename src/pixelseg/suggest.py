@@ -1,13 +1,15 @@
 """What to label next: unlabelled images ranked by how much labelling them should help.
 
 Each image gets an uncertainty score from the run's class probabilities (uncertainty.image_uncertainty_scores:
-mean normalized entropy by default) and a cheap descriptor: the probabilities and the image itself, each
+mean normalized entropy by default; kind "balanced" weighs each pixel's entropy by how little of its likely
+classes the run's training labels held, uncertainty.balanced_entropy) and a cheap descriptor: the probabilities and the image itself, each
 mean-pooled to a 4 x 4 grid (uncertainty.pooled_features). select_diverse then picks, among the most
 uncertain, images that are also unlike the ones already picked, so ten copies of one hard frame are not
 all suggested. Everything is computed in a fixed order and ties are broken by ``seed``: the same run,
 folder and seed give the same list.
 
-    OUT/suggest.json   {"run", "pool", "pool_size", "n", "seed", "kind", "picked": [{"rank", "image", "score"}]}
+    OUT/suggest.json   {"run", "pool", "pool_size", "n", "seed", "kind", ["class_weights",]
+                        "picked": [{"rank", "image", "score"}]}
     OUT/suggest.txt    the picked image paths, one a line, best first (for a labelling tool)
     OUT/suggest.html   image | uncertainty (uncertain regions boxed) | model, for the picked images
 """
@@ -19,9 +21,12 @@ import cv2
 import numpy as np
 
 from pixelseg.errors import PixelsegError
-from pixelseg.uncertainty import confidence_maps, image_uncertainty_scores, pooled_features, select_diverse
+from pixelseg.uncertainty import (balanced_entropy, confidence_maps, image_uncertainty_scores, pooled_features,
+                                  rarity_weights, select_diverse)
 
-__all__ = ["suggest", "uncertain_boxes"]
+__all__ = ["suggest", "uncertain_boxes", "KINDS"]
+
+KINDS = ("entropy", "balanced", "low_confidence", "margin")
 
 UNSURE = 0.5         # normalized entropy above which a pixel is drawn as an uncertain region
 GRID = 4
@@ -66,20 +71,26 @@ def suggest(run, unlabeled, n: int = 10, seed: int = 0, out=None, *, kind: str =
 
     if int(n) < 1:
         raise PixelsegError(f"--n {n}: give how many images to suggest (1 or more)")
+    if kind not in KINDS:
+        raise PixelsegError(f"unknown uncertainty kind {kind!r}; choose {', '.join(KINDS)}")
     folder = RunFolder(run)
     folder.info()                                    # not a run: the usual one-line error, before the pool is read
     pool = [str(u) for u in (unlabeled if isinstance(unlabeled, (list, tuple)) else [unlabeled])]
     paths = sorted(list_inputs(pool), key=str)
     predictor = Predictor(run, device)
+    weights = _weights(folder, len(predictor.classes.names)) if kind == "balanced" else None
     scores, feats = [], []
     for i in range(0, len(paths), BATCH):     # only a score and a short vector are kept: the pool may be big
-        for conf, ent, f, _ in _describe(predictor, paths[i:i + BATCH]):
-            scores.append(float(image_uncertainty_scores([(conf, ent)], kind)[0]))
+        for conf, ent, f, probs in _describe(predictor, paths[i:i + BATCH]):
+            scores.append(balanced_entropy(probs, ent, weights) if weights is not None
+                          else float(image_uncertainty_scores([(conf, ent)], kind)[0]))
             feats.append(f)
         if progress is not None:
             progress(len(scores), len(paths))
     picks = select_diverse(scores, np.stack(feats), k=int(n), seed=seed)
-    result = {"run": str(folder.path), "pool": pool[0] if len(pool) == 1 else pool, "pool_size": len(paths), "n": int(n), "seed": int(seed), "kind": kind,
+    result = {"run": str(folder.path), "pool": pool[0] if len(pool) == 1 else pool, "pool_size": len(paths),
+              "n": int(n), "seed": int(seed), "kind": kind,
+              **({"class_weights": [round(float(w), 4) for w in weights]} if weights is not None else {}),
               "picked": [{"rank": r + 1, "image": str(paths[i]), "score": scores[i]} for r, i in enumerate(picks)]}
     out = Path(out) if out is not None else folder.path / "suggest"
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +100,16 @@ def suggest(run, unlabeled, n: int = 10, seed: int = 0, out=None, *, kind: str =
     suggest_page(out / "suggest.html", {**result, "picked": result["picked"][:gallery]}, shown, predictor.classes)
     result.update(json=str(out / "suggest.json"), txt=str(out / "suggest.txt"), html=str(out / "suggest.html"))
     return result
+
+
+def _weights(folder, n_classes: int) -> np.ndarray:
+    """Rarity weights of the run's training labels (recipe.json's class pixel counts, the ignored pixels' count
+    last); all ones when the run folder does not have them (a run pulled without its recipe), which makes
+    "balanced" plain entropy."""
+    counts = (folder.recipe().get("class_pixels") or {}).get("train")
+    if not counts or len(counts) != n_classes + 1:
+        return np.ones(n_classes)
+    return rarity_weights(counts[:n_classes])
 
 
 def _gallery_entry(predictor, path: Path, shown: int = 320) -> dict:

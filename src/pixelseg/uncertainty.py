@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from pixelseg.errors import PixelsegError
 
 __all__ = ["confidence_maps", "to_png8", "fit_temperature", "expected_calibration_error",
-           "reliability_diagram_data", "image_uncertainty_scores", "pooled_features", "select_diverse"]
+           "reliability_diagram_data", "image_uncertainty_scores", "rarity_weights", "balanced_entropy", "pooled_features",
+           "select_diverse"]
 
 T_MIN, T_MAX = 0.05, 20.0
 CALIBRATION_BINS = 15
@@ -190,6 +191,30 @@ def image_uncertainty_scores(conf_maps: Iterable, kind: str = "entropy", thresho
         else:
             out.append(float(1.0 - c.mean(dtype=np.float64)))
     return np.asarray(out, dtype=np.float64)
+
+
+def rarity_weights(class_pixels, cap: float = 10.0) -> np.ndarray:
+    """One weight per class from the labelled pixels of each (e.g. the run's train split): median frequency
+    over frequency (Eigen & Fergus, 2015), so a class the labels hold little of weighs more, at most ``cap``
+    times the median class; a class never labelled gets ``cap``. All ones when nothing is labelled."""
+    c = np.asarray(class_pixels, dtype=np.float64).reshape(-1)
+    if c.sum() <= 0:
+        return np.ones_like(c)
+    f = c / c.sum()
+    seen = f > 0
+    w = np.full_like(f, cap)
+    w[seen] = np.minimum(np.median(f[seen]) / f[seen], cap)
+    return w
+
+
+def balanced_entropy(probs, entropy, weights) -> float:
+    """Mean over pixels of entropy x the pixel's expected class weight (sum over classes of probability x
+    weight): uncertainty on classes the labels hold little of counts more than uncertainty on common ones."""
+    p = np.asarray(probs, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1, *([1] * (p.ndim - 1)))
+    if p.size == 0:
+        return 0.0
+    return float((np.asarray(entropy, dtype=np.float64) * (p * w).sum(0)).mean())
 
 
 def pooled_features(maps, grid: int = 4) -> np.ndarray:

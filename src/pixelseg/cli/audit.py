@@ -7,6 +7,8 @@ from pathlib import Path
 from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check_out_folder, console
 from pixelseg.errors import PixelsegError
 
+SUGGEST_KINDS = ("entropy", "balanced", "low_confidence", "margin")    # suggest.KINDS, without its imports
+
 
 def add_parsers(sub) -> None:
     a = sub.add_parser("audit", help="rank images (and regions) whose masks the model confidently disagrees with: "
@@ -32,8 +34,9 @@ def add_parsers(sub) -> None:
     s.add_argument("unlabeled", nargs="+", metavar="UNLABELED", help="folders or files of unlabelled images")
     s.add_argument("--n", type=POSITIVE_INT, default=10, help="how many images to suggest (default %(default)s)")
     s.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="tie-break seed (default %(default)s)")
-    s.add_argument("--kind", default="entropy", choices=("entropy", "low_confidence", "margin"),
-                   help="uncertainty score of an image (default %(default)s)")
+    s.add_argument("--kind", default="entropy", choices=SUGGEST_KINDS,
+                   help="uncertainty score of an image; balanced weighs uncertainty on classes the run's training "
+                        "labels held little of higher (default %(default)s)")
     s.add_argument("--gallery", type=NON_NEGATIVE_INT, default=24, help="images shown in the HTML (default %(default)s)")
     s.add_argument("--out", help="folder for suggest.json, suggest.txt and suggest.html (default RUN/suggest)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
