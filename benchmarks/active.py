@@ -2,13 +2,14 @@
 
     python benchmarks/active.py [--work DIR] [--pool 400] [--val 100] [--size 64] [--seed-set 20] [--k 20]
                                 [--rounds 2] [--minutes 1] [--model NAME] [--kinds entropy,balanced]
-                                [--rare CLASS --rare-share 0.08]
+                                [--rare CLASS --rare-share 0.08] [--frames 8]
 
 A synthetic pool (`pixelseg data synth`) stands for the unlabelled images (their masks are read only once
 picked). By default every class is as common as every other, in the pool as in val. With --rare, one class
 is made rare in the pool only, as in most real pools (riders and trains in driving frames, a lesion type in
 scans): only --rare-share of the pool's images show it, against about half in val, which scores every class
-alike.
+alike. With --frames N the pool holds pool / N scenes, each in N frames a few pixels apart, as consecutive
+frames of a video are: labelling two frames of one scene teaches little more than one.
 
 All arms start from the same seed set and its run. Each round, an arm named by --kinds adds the K images
 `suggest --kind` ranks first (uncertainty + diversity, from the arm's latest run), arm "random" K drawn at
@@ -48,30 +49,61 @@ def train_on(index, labelled: list, val: list, out: Path, a) -> tuple[Path, floa
 
 def make_pool(work: Path, a):
     """(index, pool samples, val samples). With --rare: drawn from 4x as many scenes, so that --rare-share of
-    the pool shows the rare class and the rest does not."""
-    if not a.rare:
-        generate(work / "data", a.pool, a.val, (a.size, a.size), seed=a.seed)
-        index = open_dataset(work / "data", "folder")
-        return index, index.split("train"), index.split("val")
-    generate(work / "raw", 4 * a.pool, a.val, (a.size, a.size), seed=a.seed)
+    the pool shows the rare class and the rest does not. With --frames N: pool / N scenes, each seen in N
+    frames (shifted a few pixels, lit a little differently), as consecutive video frames are."""
+    scenes = a.pool // a.frames
+    generate(work / "raw", 4 * scenes if a.rare else scenes, a.val, (a.size, a.size), seed=a.seed)
     raw = open_dataset(work / "raw", "folder")
-    if a.rare not in raw.classes.names:
-        raise SystemExit(f"--rare {a.rare}: not a class; choose one of {', '.join(raw.classes.names[1:])}")
-    c = raw.classes.names.index(a.rare)
-    shows = [bool((load_mask(s, None) == c).any()) for s in raw.split("train")]
-    with_c = [s for s, x in zip(raw.split("train"), shows) if x]
-    without = [s for s, x in zip(raw.split("train"), shows) if not x]
-    n_rare = round(a.rare_share * a.pool)
-    if len(with_c) < n_rare or len(without) < a.pool - n_rare:
-        raise SystemExit(f"--rare-share {a.rare_share}: not enough scenes with/without {a.rare}; try another share")
-    order = np.random.default_rng(a.seed + 1000)
-    chosen = [with_c[i] for i in order.choice(len(with_c), n_rare, replace=False)]
-    chosen += [without[i] for i in order.choice(len(without), a.pool - n_rare, replace=False)]
-    chosen = [chosen[i] for i in order.permutation(len(chosen))]
+    chosen = raw.split("train")
+    if a.rare:
+        if a.rare not in raw.classes.names:
+            raise SystemExit(f"--rare {a.rare}: not a class; choose one of {', '.join(raw.classes.names[1:])}")
+        c = raw.classes.names.index(a.rare)
+        shows = [bool((load_mask(s, None) == c).any()) for s in chosen]
+        with_c = [s for s, x in zip(chosen, shows) if x]
+        without = [s for s, x in zip(chosen, shows) if not x]
+        n_rare = round(a.rare_share * scenes)
+        if len(with_c) < n_rare or len(without) < scenes - n_rare:
+            raise SystemExit(f"--rare-share {a.rare_share}: not enough scenes with/without {a.rare}; try another share")
+        order = np.random.default_rng(a.seed + 1000)
+        chosen = [with_c[i] for i in order.choice(len(with_c), n_rare, replace=False)]
+        chosen += [without[i] for i in order.choice(len(without), scenes - n_rare, replace=False)]
+        chosen = [chosen[i] for i in order.permutation(len(chosen))]
     index = open_dataset(write_view(work / "data", raw, chosen, raw.split("val")), "folder")
-    share = np.mean([bool((load_mask(s, None) == c).any()) for s in index.split("val")])
-    print(f"pool: {a.pool} images, {n_rare} show {a.rare}; val: {a.val} images, {100 * share:.0f} % show it", flush=True)
+    if a.frames > 1:
+        index = open_dataset(write_frames(work / "frames", index, a.frames, a.seed), "folder")
+    if a.rare:
+        c = index.classes.names.index(a.rare)
+        n_pool = sum(bool((load_mask(s, None) == c).any()) for s in index.split("train"))
+        share = np.mean([bool((load_mask(s, None) == c).any()) for s in index.split("val")])
+        print(f"pool: {len(index.split('train'))} images, {n_pool} show {a.rare}; val: {a.val} images, "
+              f"{100 * share:.0f} % show it", flush=True)
     return index, index.split("train"), index.split("val")
+
+
+def write_frames(root: Path, index, frames: int, seed: int) -> Path:
+    """Each train scene of ``index`` as ``frames`` images: shifted by up to 1/10 of its side and lit 0.9-1.1x,
+    mask shifted alike; val as it is."""
+    import shutil
+
+    import cv2
+    rng = np.random.default_rng(seed + 2000)
+    shutil.copytree(index.root / "val", root / "val", dirs_exist_ok=True)
+    shutil.copy(index.root / "classes.json", root / "classes.json")
+    for sub in ("images", "masks"):
+        (root / "train" / sub).mkdir(parents=True, exist_ok=True)
+    for i, s in enumerate(index.split("train")):
+        img, mask = cv2.imread(str(s.image), cv2.IMREAD_COLOR), load_mask(s, None).astype(np.uint8)
+        h, w = mask.shape
+        for f in range(frames):
+            dx, dy = rng.uniform(-0.1, 0.1, 2) * (w, h) if f else (0.0, 0.0)
+            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            shifted = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            lit = np.clip(shifted.astype(np.float32) * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
+            label = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+            cv2.imwrite(str(root / "train" / "images" / f"s{i:04d}_f{f}.png"), lit)
+            cv2.imwrite(str(root / "train" / "masks" / f"s{i:04d}_f{f}.png"), label)
+    return root
 
 
 def main(argv=None) -> int:
@@ -91,6 +123,8 @@ def main(argv=None) -> int:
                     help="suggest's scores to compare with random, comma-separated (default entropy)")
     ap.add_argument("--rare", help="a class name to make rare in the pool (e.g. star)")
     ap.add_argument("--rare-share", type=float, default=0.08, help="share of the pool's images that show --rare")
+    ap.add_argument("--frames", type=int, default=1,
+                    help="each pool scene seen in this many frames (shifted, relit), as in video (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
