@@ -2,11 +2,11 @@
 
 Each image gets an uncertainty score from the run's class probabilities (uncertainty.image_uncertainty_scores:
 mean normalized entropy by default; kind "balanced" weighs each pixel's entropy by how little of its likely
-classes the run's training labels held, uncertainty.balanced_entropy) and a cheap descriptor: the probabilities and the image itself, each
-mean-pooled to a 4 x 4 grid (uncertainty.pooled_features). select_diverse then picks, among the most
-uncertain, images that are also unlike the ones already picked, so ten copies of one hard frame are not
-all suggested. Everything is computed in a fixed order and ties are broken by ``seed``: the same run,
-folder and seed give the same list.
+classes the run's training labels held, uncertainty.balanced_entropy) and a cheap descriptor: the
+probabilities and the image itself, each mean-pooled to a 4 x 4 grid (uncertainty.pooled_features).
+select_diverse then picks, among the most uncertain, images that are also unlike the ones already picked,
+so ten copies of one hard frame are not all suggested. Everything is computed in a fixed order and ties
+are broken by ``seed``: the same run, folder and seed give the same list.
 
     OUT/suggest.json   {"run", "pool", "pool_size", "n", "seed", "kind", ["class_weights",]
                         "picked": [{"rank", "image", "score"}]}

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from pixelseg.errors import PixelsegError
 
 __all__ = ["confidence_maps", "to_png8", "fit_temperature", "expected_calibration_error",
-           "reliability_diagram_data", "image_uncertainty_scores", "rarity_weights", "balanced_entropy", "pooled_features",
-           "select_diverse"]
+           "reliability_diagram_data", "image_uncertainty_scores", "rarity_weights", "balanced_entropy",
+           "pooled_features", "select_diverse"]
 
 T_MIN, T_MAX = 0.05, 20.0
 CALIBRATION_BINS = 15
