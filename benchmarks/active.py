@@ -47,6 +47,11 @@ def train_on(index, labelled: list, val: list, out: Path, a) -> tuple[Path, floa
     return run, float(RunFolder(run).metrics()["mIoU"])
 
 
+def shows(sample, c: int) -> bool:
+    """Whether the sample's mask holds class ``c``."""
+    return bool((load_mask(sample, None) == c).any())
+
+
 def make_pool(work: Path, a):
     """(index, pool samples, val samples). With --rare: drawn from 4x as many scenes, so that --rare-share of
     the pool shows the rare class and the rest does not. With --frames N: pool / N scenes, each seen in N
@@ -59,9 +64,9 @@ def make_pool(work: Path, a):
         if a.rare not in raw.classes.names:
             raise SystemExit(f"--rare {a.rare}: not a class; choose one of {', '.join(raw.classes.names[1:])}")
         c = raw.classes.names.index(a.rare)
-        shows = [bool((load_mask(s, None) == c).any()) for s in chosen]
-        with_c = [s for s, x in zip(chosen, shows) if x]
-        without = [s for s, x in zip(chosen, shows) if not x]
+        has = [shows(s, c) for s in chosen]
+        with_c = [s for s, x in zip(chosen, has) if x]
+        without = [s for s, x in zip(chosen, has) if not x]
         n_rare = round(a.rare_share * scenes)
         if len(with_c) < n_rare or len(without) < scenes - n_rare:
             raise SystemExit(f"--rare-share {a.rare_share}: not enough scenes with/without {a.rare}; try another share")
@@ -74,8 +79,8 @@ def make_pool(work: Path, a):
         index = open_dataset(write_frames(work / "frames", index, a.frames, a.seed), "folder")
     if a.rare:
         c = index.classes.names.index(a.rare)
-        n_pool = sum(bool((load_mask(s, None) == c).any()) for s in index.split("train"))
-        share = np.mean([bool((load_mask(s, None) == c).any()) for s in index.split("val")])
+        n_pool = sum(shows(s, c) for s in index.split("train"))
+        share = np.mean([shows(s, c) for s in index.split("val")])
         print(f"pool: {len(index.split('train'))} images, {n_pool} show {a.rare}; val: {a.val} images, "
               f"{100 * share:.0f} % show it", flush=True)
     return index, index.split("train"), index.split("val")
@@ -141,7 +146,8 @@ def main(argv=None) -> int:
     for r in range(1, a.rounds + 1):
         row = {"round": r, "labelled": a.seed_set + r * a.k}
         for name, arm in arms.items():
-            rest = [i for i in range(len(pool)) if i not in set(arm["ids"])]
+            labelled = set(arm["ids"])
+            rest = [i for i in range(len(pool)) if i not in labelled]
             if name != "random":
                 res = suggest(arm["run"], [str(pool[i].image) for i in rest], a.k, a.seed,
                               work / f"suggest-{name}{r}", kind=name, gallery=4)
@@ -164,7 +170,7 @@ def main(argv=None) -> int:
     if a.rare:
         c = index.classes.names.index(a.rare)
         for name, arm in arms.items():
-            shown = sum(bool((load_mask(pool[i], None) == c).any()) for i in arm["ids"])
+            shown = sum(shows(pool[i], c) for i in arm["ids"])
             iou = RunFolder(arm["run"]).metrics()["per_class"][a.rare]["iou"]
             print(f"{name}: {shown} of {len(arm['ids'])} labelled images show {a.rare}; its val IoU {iou:.3f}")
     if a.json:

@@ -194,9 +194,11 @@ def image_uncertainty_scores(conf_maps: Iterable, kind: str = "entropy", thresho
 
 
 def rarity_weights(class_pixels, cap: float = 10.0) -> np.ndarray:
-    """One weight per class from the labelled pixels of each (e.g. the run's train split): median frequency
-    over frequency (Eigen & Fergus, 2015), so a class the labels hold little of weighs more, at most ``cap``
-    times the median class; a class never labelled gets ``cap``. All ones when nothing is labelled."""
+    """One weight per class from the labelled pixels of each (e.g. the run's train split): the median class
+    frequency over the class's, frequencies taken over all labelled pixels (recipe.json keeps split totals,
+    not the per-image counts data/sampling.median_frequency_weights needs for Eigen & Fergus' exact form),
+    so a class the labels hold little of weighs more, at most ``cap`` times the median class; a class never
+    labelled gets ``cap``. All ones when nothing is labelled."""
     c = np.asarray(class_pixels, dtype=np.float64).reshape(-1)
     if c.sum() <= 0:
         return np.ones_like(c)
