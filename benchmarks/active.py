@@ -2,14 +2,17 @@
 
     python benchmarks/active.py [--work DIR] [--pool 400] [--val 100] [--size 64] [--seed-set 20] [--k 20]
                                 [--rounds 2] [--minutes 1] [--model NAME] [--kinds entropy,balanced]
-                                [--rare CLASS --rare-share 0.08] [--frames 8]
+                                [--rare CLASS --rare-share 0.08] [--frames 8] [--empty-share 0.5]
 
 A synthetic pool (`pixelseg data synth`) stands for the unlabelled images (their masks are read only once
 picked). By default every class is as common as every other, in the pool as in val. With --rare, one class
 is made rare in the pool only, as in most real pools (riders and trains in driving frames, a lesion type in
 scans): only --rare-share of the pool's images show it, against about half in val, which scores every class
 alike. With --frames N the pool holds pool / N scenes, each in N frames a few pixels apart, as consecutive
-frames of a video are: labelling two frames of one scene teaches little more than one.
+frames of a video are: labelling two frames of one scene teaches little more than one. With --empty-share S,
+that share of the pool's images, and of val's, show no object at all, as most images do in many real pools
+(image tiles without ships or buildings, scan slices without a lesion, parts without a defect): a label
+spent on one of them teaches only what background looks like.
 
 All arms start from the same seed set and its run. Each round, an arm named by --kinds adds the K images
 `suggest --kind` ranks first (uncertainty + diversity, from the arm's latest run), arm "random" K drawn at
@@ -55,11 +58,14 @@ def shows(sample, c: int) -> bool:
 def make_pool(work: Path, a):
     """(index, pool samples, val samples). With --rare: drawn from 4x as many scenes, so that --rare-share of
     the pool shows the rare class and the rest does not. With --frames N: pool / N scenes, each seen in N
-    frames (shifted a few pixels, lit a little differently), as consecutive video frames are."""
+    frames (shifted a few pixels, lit a little differently), as consecutive video frames are. With
+    --empty-share S: that share of the pool's scenes and of val are drawn with no object."""
     scenes = a.pool // a.frames
-    generate(work / "raw", 4 * scenes if a.rare else scenes, a.val, (a.size, a.size), seed=a.seed)
+    empty, empty_val = round(a.empty_share * scenes), round(a.empty_share * a.val)
+    scenes -= empty                                              # the scenes that hold objects
+    generate(work / "raw", 4 * scenes if a.rare else scenes, a.val - empty_val, (a.size, a.size), seed=a.seed)
     raw = open_dataset(work / "raw", "folder")
-    chosen = raw.split("train")
+    chosen, val = raw.split("train"), raw.split("val")
     if a.rare:
         if a.rare not in raw.classes.names:
             raise SystemExit(f"--rare {a.rare}: not a class; choose one of {', '.join(raw.classes.names[1:])}")
@@ -74,7 +80,13 @@ def make_pool(work: Path, a):
         chosen = [with_c[i] for i in order.choice(len(with_c), n_rare, replace=False)]
         chosen += [without[i] for i in order.choice(len(without), scenes - n_rare, replace=False)]
         chosen = [chosen[i] for i in order.permutation(len(chosen))]
-    index = open_dataset(write_view(work / "data", raw, chosen, raw.split("val")), "folder")
+    if empty or empty_val:
+        generate(work / "empty", empty, empty_val, (a.size, a.size), seed=a.seed + 3000, min_objects=0, max_objects=0)
+        blank = open_dataset(work / "empty", "folder")
+        order = np.random.default_rng(a.seed + 3000)
+        chosen, val = chosen + blank.split("train"), val + blank.split("val")
+        chosen = [chosen[i] for i in order.permutation(len(chosen))]
+    index = open_dataset(write_view(work / "data", raw, chosen, val), "folder")
     if a.frames > 1:
         index = open_dataset(write_frames(work / "frames", index, a.frames, a.seed), "folder")
     if a.rare:
@@ -130,6 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rare-share", type=float, default=0.08, help="share of the pool's images that show --rare")
     ap.add_argument("--frames", type=int, default=1,
                     help="each pool scene seen in this many frames (shifted, relit), as in video (default 1)")
+    ap.add_argument("--empty-share", type=float, default=0.0,
+                    help="share of the pool's images, and of val's, that show no object (default 0)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
@@ -173,6 +187,10 @@ def main(argv=None) -> int:
             shown = sum(shows(pool[i], c) for i in arm["ids"])
             iou = RunFolder(arm["run"]).metrics()["per_class"][a.rare]["iou"]
             print(f"{name}: {shown} of {len(arm['ids'])} labelled images show {a.rare}; its val IoU {iou:.3f}")
+    if a.empty_share:
+        for name, arm in arms.items():
+            blank = sum(not (load_mask(pool[i], None) > 0).any() for i in arm["ids"])
+            print(f"{name}: {blank} of {len(arm['ids'])} labelled images show no object")
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2))
     return 0
