@@ -15,7 +15,8 @@ that share of the pool's images, and of val's, show no object at all, as most im
 spent on one of them teaches only what background looks like.
 
 All arms start from the same seed set and its run. Each round, an arm named by --kinds adds the K images
-`suggest --kind` ranks first (uncertainty + diversity, from the arm's latest run), arm "random" K drawn at
+`suggest --kind` ranks first (uncertainty + diversity, from the arm's latest run; arm "foreground": the K
+in which that run predicts the most object pixels), arm "random" K drawn at
 random from its own unlabelled rest; each arm then trains a new run from scratch on its labels with the
 same budget (--minutes, the recipe's choices otherwise) and is scored on the val split. Printed: val mIoU
 per round and arm, with the number of labelled images. Trainings stop at a wall-clock budget, so a loaded
@@ -53,6 +54,19 @@ def train_on(index, labelled: list, val: list, out: Path, a) -> tuple[Path, floa
 def shows(sample, c: int) -> bool:
     """Whether the sample's mask holds class ``c``."""
     return bool((load_mask(sample, None) == c).any())
+
+
+def most_foreground(run, paths: list[str], k: int) -> list[int]:
+    """Indices of the ``k`` images in which the run predicts the most non-background pixels: the plain rule
+    that the uncertainty arms are checked against on pools with empty images (arm "foreground")."""
+    from pixelseg.data.io import read_image
+    from pixelseg.inference import Predictor
+    predictor = Predictor(run, "cpu")
+    share = []
+    for i in range(0, len(paths), 64):
+        images = [read_image(p, predictor.info.preprocessing.in_channels) for p in paths[i:i + 64]]
+        share += [float((logits.argmax(0) > 0).float().mean()) for logits in predictor.predict_logits(images)]
+    return [int(i) for i in np.argsort(-np.asarray(share), kind="stable")[:k]]
 
 
 def make_pool(work: Path, a):
@@ -137,7 +151,8 @@ def main(argv=None) -> int:
                     help="also cap every training at this many epochs (equal steps per arm on a loaded machine)")
     ap.add_argument("--model", default=None, help="model name (default: the recipe's choice)")
     ap.add_argument("--kinds", type=lambda v: v.split(","), default=["entropy"],
-                    help="suggest's scores to compare with random, comma-separated (default entropy)")
+                    help="suggest's scores to compare with random, comma-separated (default entropy); "
+                         "'foreground' adds the plain rule: the images the model sees most objects in")
     ap.add_argument("--rare", help="a class name to make rare in the pool (e.g. star)")
     ap.add_argument("--rare-share", type=float, default=0.08, help="share of the pool's images that show --rare")
     ap.add_argument("--frames", type=int, default=1,
@@ -162,7 +177,9 @@ def main(argv=None) -> int:
         for name, arm in arms.items():
             labelled = set(arm["ids"])
             rest = [i for i in range(len(pool)) if i not in labelled]
-            if name != "random":
+            if name == "foreground":
+                new = [rest[i] for i in most_foreground(arm["run"], [str(pool[i].image) for i in rest], a.k)]
+            elif name != "random":
                 res = suggest(arm["run"], [str(pool[i].image) for i in rest], a.k, a.seed,
                               work / f"suggest-{name}{r}", kind=name, gallery=4)
                 by_path = {str(pool[i].image): i for i in rest}
