@@ -72,8 +72,10 @@ class ModelConfig:
     name: str | None = opt(None, "model name (see `pixelseg models`)", auto="chosen for the hardware and budget")
     encoder: str | None = opt(None, "encoder of encoder-decoder models, e.g. resnet34, mobilenet_v2, tu-<timm name>",
                               auto="the model's own")
-    encoder_weights: str | None = opt(None, "'imagenet' (needs network) or a local .safetensors/.pth file",
-                                      auto="random initialisation")
+    encoder_weights: str | None = opt(None, "'imagenet' (the weights installed with pixelseg where the encoder "
+                                      "has them, else the hub), a local .safetensors/.pth file, or 'none' (random init)",
+                                      auto="ImageNet weights where they can be had (installed package, then hub), "
+                                      "else random")
     # ---- fine-tuning, deep supervision, distillation (engine/finetune.py, engine/objective.py)
     init_from: str | None = opt(None, "start from a run folder or weights file: what fits is loaded (and printed), "
                                 "the head re-initialised when the class count differs", auto="--encoder-weights, else random")

@@ -69,6 +69,8 @@ class RunInfo:
     sigmoid_threshold: float | None = None
     # `pixelseg calibrate`: every probability consumer divides the logits by it (labels unchanged); 1 = none
     temperature: float = 1.0
+    # where the encoder's starting weights came from (source, package/file, version, sha256, licence); None: random
+    pretrained: dict | None = None
 
     @property
     def weights(self) -> Path:
@@ -81,6 +83,7 @@ class RunInfo:
             model["sigmoid_threshold"] = self.sigmoid_threshold
         if self.temperature != 1.0:
             model["temperature"] = self.temperature
+        model["pretrained"] = self.pretrained
         return {"format": RUN_FORMAT, "model": model,
                 "preprocessing": self.preprocessing.to_dict(), "classes": self.classes.to_dict(), "best": self.best}
 
@@ -110,7 +113,9 @@ def read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
         info = RunInfo(path, d["model"]["name"], d["model"].get("encoder"),
                        ClassTable.from_dict(d["classes"], str(mj)), Preprocessing.from_dict(d["preprocessing"]),
                        d.get("best") or {}, d["model"].get("sigmoid_threshold"),
-                       float(d["model"].get("temperature", 1.0)))
+                       float(d["model"].get("temperature", 1.0)), d["model"].get("pretrained"))
+        if info.pretrained is not None and not isinstance(info.pretrained, dict):
+            raise ValueError(f"model.pretrained is {type(info.pretrained).__name__}, not an object")
         if not info.temperature > 0:
             raise ValueError(f"temperature {info.temperature} is not positive")
         problem = description_problem(info.preprocessing, d["model"], info.classes.num_classes)

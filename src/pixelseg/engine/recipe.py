@@ -17,7 +17,7 @@ from pixelseg.config import Config
 from pixelseg.data.index import DatasetIndex
 from pixelseg.data.io import image_channels, image_size
 from pixelseg.errors import PixelsegError
-from pixelseg.models import MODELS
+from pixelseg.models import MODELS, pretrained
 
 
 @dataclass(frozen=True)
@@ -120,20 +120,73 @@ def _resolve_inputs(data, probe, hw: Hardware, chosen: list):
     return data
 
 
+SMP_ARCHS = ("unet", "fpn", "deeplabv3plus", "deeplabv3", "upernet")   # take any timm encoder as tu-<name>
+
+
 def _resolve_model(model, hw: Hardware, chosen: list):
+    """Model, encoder and its weights. Pretrained is the default wherever weights can be had: packaged ones
+    (offline), then the hub where the network allows; else from scratch, said in one line with the fix."""
+    opted_out = model.encoder_weights == "none" or model.init_from is not None
+    offline = {} if opted_out else pretrained.offline_encoders()
+    lite = _best_offline(offline, hw)
     if model.name is None:
-        if hw.is_cuda:
+        if lite:
+            name = "unet" if hw.is_cuda else "fpn"
+            why = (f"{'GPU' if hw.is_cuda else 'CPU'}: {'U-Net' if hw.is_cuda else 'FPN'} on an ImageNet-pretrained "
+                   "EfficientNet-Lite encoder: on real photos pretrained weights are worth far more than any "
+                   "from-scratch recipe (benchmarks/pretrained.py)")
+        elif hw.is_cuda:
             name, why = "unet", "GPU: U-Net with a ResNet encoder, accurate at full resolution"
         else:
-            name, why = "lraspp", ("CPU: LR-ASPP/MobileNetV3 takes ~2x more steps a minute than U-Net/ResNet18 "
-                                   "and reached a higher val mIoU in the same minutes (benchmarks/recipes.py)")
+            name, why = "lraspp", ("CPU, no pretrained weights: LR-ASPP/MobileNetV3 takes ~2x more steps a minute "
+                                   "than U-Net/ResNet18 and reached a higher val mIoU from scratch (benchmarks/recipes.py)")
         model = replace(model, name=name)
         chosen.append(("model.name", name, why))
-    if model.encoder is None and model.name in ("unet", "deeplabv3plus", "fpn"):
-        enc = "resnet34" if hw.is_cuda else "resnet18"
+    if model.encoder is None and model.name in SMP_ARCHS:
+        if lite:
+            enc = f"tu-{lite}"
+            why = f"ImageNet weights installed with pixelseg ({pretrained.PACKAGED[lite].package}): no network needed"
+        else:
+            enc = "resnet34" if hw.is_cuda else "resnet18"
+            why = "GPU: a deeper encoder is affordable" if hw.is_cuda else "CPU: the lightest ResNet"
         model = replace(model, encoder=enc)
-        chosen.append(("model.encoder", enc, "GPU: a deeper encoder is affordable" if hw.is_cuda else "CPU: the lightest ResNet"))
+        chosen.append(("model.encoder", enc, why))
+    if model.encoder_weights is None and model.init_from is None:
+        weights, why = _weights_for(model)
+        model = replace(model, encoder_weights=weights)
+        chosen.append(("model.encoder_weights", weights, why))
     return model
+
+
+def _best_offline(offline: dict, hw: Hardware) -> str | None:
+    """The packaged encoder the recipe picks: Lite0 on a CPU (fastest steps), the largest installed on a GPU."""
+    if not offline:
+        return None
+    if hw.is_cuda:
+        return sorted(offline)[-1]
+    return pretrained.DEFAULT_OFFLINE_ENCODER if pretrained.DEFAULT_OFFLINE_ENCODER in offline else sorted(offline)[0]
+
+
+def _weights_for(model) -> tuple[str, str]:
+    """("imagenet", where from) when pretrained weights can be had for this model and encoder, else ("none", why
+    not and the fix)."""
+    entry = MODELS.get(model.name)
+    enc = model.encoder or entry.info.get("default_encoder")
+    if entry.info.get("pretrained", True) is False:
+        return "none", f"{model.name} has no pretrained encoder: from scratch (--model fpn starts from ImageNet weights)"
+    packaged = pretrained.packaged_for(enc)
+    if packaged is not None and pretrained.installed(packaged):       # a broken install is an error, not random init
+        _, prov = pretrained.offline_file(enc)
+        return "imagenet", (f"{prov['weights']} from the installed package {prov['package']} {prov['version']} "
+                            f"(offline; sha256 {prov['sha256'][:12]}…, {prov['licence']})")
+    if pretrained.hub_cached(enc):
+        return "imagenet", f"ImageNet weights for {enc} from the local hub cache"
+    if pretrained.hub_reachable():
+        return "imagenet", f"ImageNet weights for {enc} from the hub (network)"
+    fix = ("--encoder tu-tf_efficientnet_lite0 (weights installed with pixelseg)" if model.name in SMP_ARCHS + ("pspnet",)
+           else "--model fpn (ImageNet weights installed with pixelseg)")
+    return "none", (f"from scratch: no pretrained weights for {enc} on this machine and no network; for pretrained "
+                    f"use {fix}, or --encoder-weights FILE")
 
 
 def _resolve_size(data, model, probe, hw: Hardware, chosen: list, index):
@@ -187,10 +240,11 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
         chosen.append(("train.batch_size", str(bs), f"~{16 * 128 * 128 if not hw.is_cuda else 16 * 512 * 512:,} pixels a step on this device"))
     if train.lr is None:
         lr = MODELS.get(model.name).info.get("lr", 1e-3)
-        if model.encoder_weights:
+        warm = model.encoder_weights not in (None, "none")
+        if warm:
             lr /= 2
         train = replace(train, lr=lr)
-        chosen.append(("train.lr", f"{lr:g}", "AdamW; lower when starting from pretrained weights" if model.encoder_weights else "AdamW from scratch"))
+        chosen.append(("train.lr", f"{lr:g}", "AdamW; lower when starting from pretrained weights" if warm else "AdamW from scratch"))
     if data.augment is None:
         short = train.max_minutes is not None and train.max_minutes <= 15 and not hw.is_cuda
         aug = "light" if short else "default"

@@ -82,7 +82,9 @@ def new_model(cfg: Config, classes, resume: bool, console) -> torch.nn.Module:
         console.print(finetune.init_from(model, cfg.model.init_from, cfg.model.name).summary(len(model.state_dict())))
     report = getattr(model, "encoder_report", None)
     if report:
-        console.print(f"encoder weights: {report['loaded']}/{report['total']} tensors loaded from {cfg.model.encoder_weights}"
+        prov = getattr(model, "weights_provenance", None) or {}
+        where = (f"{prov['package']} {prov['version']}" if prov.get("source") == "package" else cfg.model.encoder_weights)
+        console.print(f"encoder weights: {report['loaded']}/{report['total']} tensors loaded from {where}"
                       + (f", first conv adapted to {cfg.data.in_channels} channels" if report["adapted"] else "")
                       + (f", {len(report['missing'])} left at random init" if report["missing"] else ""))
     return model

@@ -129,10 +129,13 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
     pre = preprocessing(cfg.data, mean, std)
     before = run.info(need_weights=False) if resume and d.is_main and run.is_run() else None
     threshold = (before.sigmoid_threshold if before else 0.5) if cfg.data.binary_sigmoid else None   # kept if tuned
+    # a resumed run builds its model without the encoder weights (the checkpoint has them): the first session's
+    # provenance is kept, as is a calibrated temperature
+    provenance = before.pretrained if before else getattr(model, "weights_provenance", None)
     info = RunInfo(run.path, cfg.model.name, cfg.model.encoder, classes, pre, before.best if before else {}, threshold,
-                   temperature=before.temperature if before else 1.0)       # a calibrated temperature is kept too
+                   temperature=before.temperature if before else 1.0, pretrained=provenance)
     if d.is_main:
-        _write_run_files(run, cfg, chosen, hw, d, classes, data_info, resume)
+        _write_run_files(run, cfg, chosen, hw, d, classes, data_info, resume, provenance)
         run.write_info(info)
     print_plan(console, cfg, chosen, hw, t.model, len(data.train), len(data.val), time.time() - t0, d,
                data_info["data_root_given"])
@@ -177,13 +180,15 @@ def _resume(run: RunFolder, t: setup.Trainee, state: State, classes, d, device, 
     return best_cm
 
 
-def _write_run_files(run: RunFolder, cfg: Config, chosen, hw, d, classes, data_info: dict, resume: bool) -> None:
+def _write_run_files(run: RunFolder, cfg: Config, chosen, hw, d, classes, data_info: dict, resume: bool,
+                     provenance: dict | None) -> None:
     run.write_config(cfg)
     run.write_classes(classes)
     if not (resume and run.recipe()):      # a resume keeps the first session's reasons (it chooses nothing new)
         run.write_recipe({"hardware": {"device": hw.device, "name": hw.name, "cores": hw.cores},
                           "data_root": data_info["data_root_given"],
                           "chosen": [{"key": k, "value": v, "why": w} for k, v, w in chosen],
+                          "pretrained": provenance,
                           "class_pixels": data_info["class_pixels"],
                           **({"repeat_factors": data_info["factors"]} if data_info["factors"] is not None else {})})
     run.record_environment(environment(cfg.train.seed, hw, d))

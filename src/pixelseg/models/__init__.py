@@ -14,6 +14,7 @@ from pixelseg.models import (
     fast_scnn,
     fcn,
     lraspp,
+    pretrained,
     pspnet,
     segnet,
     smp_models,
@@ -45,8 +46,28 @@ __all__ = [
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, encoder: str | None = None,
                 encoder_weights: str | None = None) -> Segmenter:
+    """Build a registered model. `encoder_weights`: None or "none" (random init), "imagenet" (the weights
+    installed as a package when the encoder has them, else the hub), or a local file. The model carries
+    `weights_provenance`: where its encoder's weights came from (None for random init)."""
     entry = MODELS.get(name)
-    return entry.builder(num_classes, in_channels, encoder, encoder_weights)
+    weights, provenance = encoder_weights_source(name, encoder, encoder_weights)
+    model = entry.builder(num_classes, in_channels, encoder, weights)
+    model.weights_provenance = provenance
+    return model
+
+
+def encoder_weights_source(name: str, encoder: str | None, encoder_weights: str | None) -> tuple[str | None, dict | None]:
+    """What the builder is given for `encoder_weights`, and its provenance: packaged ImageNet weights become
+    the checked safetensors file in pixelseg's cache (offline), so "imagenet" needs no network for them."""
+    if encoder_weights in (None, "", "none"):
+        return None, None
+    enc = encoder or MODELS.get(name).info.get("default_encoder")
+    if encoder_weights == "imagenet":
+        if pretrained.packaged_for(enc) is not None and pretrained.installed(pretrained.packaged_for(enc)):
+            path, provenance = pretrained.offline_file(enc)
+            return str(path), provenance
+        return "imagenet", pretrained.hub_provenance(enc, "timm/torchvision/smp hub download")
+    return encoder_weights, pretrained.file_provenance(encoder_weights)
 
 
 def count_parameters(model: nn.Module) -> int:

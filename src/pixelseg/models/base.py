@@ -112,8 +112,14 @@ def encoder_mean_std(encoder: nn.Module, in_channels: int) -> tuple[list[float],
     """The normalization a timm encoder was pretrained with (0..255 scale), if it declares one."""
     cfg = getattr(encoder, "pretrained_cfg", None) or {}
     mean, std = cfg.get("mean"), cfg.get("std")
-    if not mean or not std or len(mean) != 3 or in_channels != 3:
+    if not mean or not std or len(mean) != 3:
         return None
+    if in_channels != 3:
+        # a stem inflated from RGB filters (adapt_first_conv) expects every channel as the RGB ones were
+        # normalized; that is one value only when the weights use the same statistics for R, G and B (Lite: 0.5)
+        if len(set(mean)) != 1 or len(set(std)) != 1:
+            return None
+        mean, std = [mean[0]] * in_channels, [std[0]] * in_channels
     return [m * 255 for m in mean], [s * 255 for s in std]
 
 
@@ -185,6 +191,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
         raise PixelsegError(f"{path}: no tensor matches the encoder ({type(encoder).__name__}); "
                             "is it for the encoder you chose with --encoder?")
     encoder.load_state_dict(new, strict=False)
-    missing = [k for k in target if k not in new]
-    return {"loaded": len(new), "total": len(target), "adapted": adapted, "shape_mismatch": skipped,
+    missing = [k for k in target if k not in new and not k.endswith("num_batches_tracked")]   # counters, not weights
+    total = sum(not k.endswith("num_batches_tracked") for k in target)
+    return {"loaded": len(new), "total": total, "adapted": adapted, "shape_mismatch": skipped,
             "missing": missing}

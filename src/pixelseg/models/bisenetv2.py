@@ -130,7 +130,7 @@ class BiSeNetV2(nn.Module):
 
 
 def register(models: Registry) -> None:
-    @models.register("bisenetv2", family="real-time", default_encoder="bisenetv2", onnx=True, lr=5e-3,
+    @models.register("bisenetv2", family="real-time", default_encoder="bisenetv2", onnx=True, pretrained=False, lr=5e-3,
                      aux_heads=4, aux_weight=1.0, use="real-time with sharper detail than Fast-SCNN (two branches); driving, video")
     def bisenetv2(num_classes, in_channels=3, encoder=None, encoder_weights=None):
         check_fixed_encoder("bisenetv2", encoder, ("bisenetv2",))

@@ -86,7 +86,7 @@ class FastSCNN(nn.Module):
 
 
 def register(models: Registry) -> None:
-    @models.register("fast_scnn", family="real-time", default_encoder="fast_scnn", onnx=True, lr=5e-3,
+    @models.register("fast_scnn", family="real-time", default_encoder="fast_scnn", onnx=True, pretrained=False, lr=5e-3,
                      use="real-time on CPU/edge; fewest FLOPs here, coarse small objects")
     def fast_scnn(num_classes, in_channels=3, encoder=None, encoder_weights=None):
         check_fixed_encoder("fast_scnn", encoder, ("fast_scnn",))

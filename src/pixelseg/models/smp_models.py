@@ -28,7 +28,8 @@ def _smp(arch: str, num_classes: int, in_channels: int, encoder: str, encoder_we
     make_pooling_exportable(net)  # UPerNet's pyramid pooling: ONNX has no adaptive pooling for dynamic sizes
     report = None
     if encoder_weights and not hub:
-        report = load_encoder_weights(net.encoder, encoder_weights)
+        # timm encoders ("tu-...") hold the timm model as `.model`: timm checkpoints name its tensors directly
+        report = load_encoder_weights(getattr(net.encoder, "model", net.encoder), encoder_weights)
     model = Segmenter(net, divisor=32)  # the encoders downsample 5 times
     model.encoder_report = report
     # timm encoders ("tu-...") declare the normalization they were pretrained with; smp's own ones use ImageNet's

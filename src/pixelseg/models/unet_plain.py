@@ -50,7 +50,7 @@ class UNetPlain(nn.Module):
 
 
 def register(models: Registry) -> None:
-    @models.register("unet_plain", family="U-Net", default_encoder="plain", onnx=True,
+    @models.register("unet_plain", family="U-Net", default_encoder="plain", onnx=True, pretrained=False,
                      use="the original U-Net; small data from scratch, any channel count (microscopy, medical)")
     def unet_plain(num_classes, in_channels=3, encoder=None, encoder_weights=None):
         check_fixed_encoder("unet_plain", encoder, ("plain",))
