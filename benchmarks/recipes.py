@@ -9,6 +9,7 @@ and prints a table of the best validation mIoU each reached.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import shlex
@@ -20,6 +21,7 @@ from pathlib import Path
 
 DEFAULT_CANDIDATES = [
     "default",
+    "--encoder-weights none",
     "--model unet --encoder resnet18 --lr 1e-3",
     "--model unet --encoder resnet18 --lr 3e-3",
     "--model fpn --encoder resnet18 --lr 3e-3",
@@ -37,37 +39,67 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, cand in enumerate(a.candidates):
-            out = Path(tmp) / f"run{i}"
-            extra = [] if cand == "default" else shlex.split(cand)
-            cmd = [sys.executable, "-m", "pixelseg.cli", "train", "--data", a.data, "--max-minutes", str(a.minutes),
-                   "--out", str(out), *extra]
-            t0 = time.time()
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                rows.append({"candidate": cand, "error": p.stderr.strip().splitlines()[-1]})
-                print(f"{cand}: FAILED {rows[-1]['error']}", flush=True)
-                continue
-            m = json.loads((out / "metrics.json").read_text())
-            cfg = (out / "config.yaml").read_text()
-            hist = (out / "metrics.csv").read_text().strip().splitlines()
-            rows.append({"candidate": cand, "mIoU": m["mIoU"], "pixel_accuracy": m["pixel_accuracy"],
-                         "epochs": float(hist[-1].split(",")[0]), "steps": int(hist[-1].split(",")[1]),
-                         "wall_s": round(time.time() - t0, 1),
-                         "model": _get(cfg, "name"), "encoder": _get(cfg, "encoder"), "lr": _get(cfg, "lr"),
-                         "batch": _get(cfg, "batch_size"), "size": m.get("hardware")})
+            rows.append(train_candidate(a.data, a.minutes, cand, Path(tmp) / f"run{i}"))
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{a.data}, {a.minutes:g} min each, {platform.processor() or platform.machine()}, "
+    print(f"\n{a.data} (data digest {data_digest(a.data)}), {a.minutes:g} min each, {cpu_name()}, "
           f"{__import__('os').cpu_count()} cores")
-    print(f"| candidate | model | lr | batch | epochs | steps | val mIoU |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['candidate']} | failed: {r['error']} | | | | | |")
-        else:
-            print(f"| {r['candidate']} | {r['model']}/{r['encoder']} | {r['lr']} | {r['batch']} | {r['epochs']:g} | "
-                  f"{r['steps']} | {r['mIoU']:.3f} |")
+    print_table(rows)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
+
+
+def train_candidate(data: str, minutes: float, cand: str, out: Path) -> dict:
+    """`pixelseg train --data DATA --max-minutes M` plus the candidate's flags ("default": none), in a
+    subprocess; the row holds what it chose, its steps and its val mIoU with the 95 % interval."""
+    extra = [] if cand == "default" else shlex.split(cand)
+    cmd = [sys.executable, "-m", "pixelseg.cli", "train", "--data", data, "--max-minutes", str(minutes),
+           "--out", str(out), *extra]
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"candidate": cand, "error": (p.stderr.strip().splitlines() or ["(no message)"])[-1]}
+    m = json.loads((out / "metrics.json").read_text())
+    cfg = (out / "config.yaml").read_text()
+    hist = (out / "metrics.csv").read_text().strip().splitlines()
+    recipe = json.loads((out / "recipe.json").read_text())
+    return {"candidate": cand, "mIoU": m["mIoU"], "mIoU_ci": m.get("mIoU_ci"), "pixel_accuracy": m["pixel_accuracy"],
+            "epochs": float(hist[-1].split(",")[0]), "steps": int(hist[-1].split(",")[1]),
+            "train_seconds": m.get("train_seconds"), "wall_s": round(time.time() - t0, 1),
+            "model": _get(cfg, "name"), "encoder": _get(cfg, "encoder"), "weights": _get(cfg, "encoder_weights"),
+            "lr": _get(cfg, "lr"), "batch": _get(cfg, "batch_size"), "size": _get(cfg, "image_size"),
+            "amp": _get(cfg, "amp"), "pretrained": (recipe.get("pretrained") or {}).get("weights")}
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| candidate | model/encoder | weights | lr | batch | epochs | steps | val mIoU [95 % CI] |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['candidate']} | failed: {r['error']} | | | | | | |")
+            continue
+        ci = f" [{r['mIoU_ci'][0]:.3f}, {r['mIoU_ci'][1]:.3f}]" if r.get("mIoU_ci") else ""
+        print(f"| {r['candidate']} | {r['model']}/{r['encoder']} | {r['pretrained'] or 'random'} | {r['lr']} | "
+              f"{r['batch']} | {r['epochs']:g} | {r['steps']} | {r['mIoU']:.3f}{ci} |")
+
+
+def data_digest(root: str) -> str:
+    """sha256 (16 hex) over every file's relative path and bytes: tells a change of data from a change of code."""
+    h = hashlib.sha256()
+    for f in sorted(Path(root).rglob("*")):
+        if f.is_file():
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _get(yaml_text: str, key: str) -> str:

@@ -189,7 +189,9 @@ def test_timm_encoder_mean_std_travel_with_the_model():
     # an encoder pretrained with other statistics (Inception-style 0.5/0.5) carries them along
     enc = timm.create_model("inception_v3", features_only=True, pretrained=False)
     assert encoder_mean_std(enc, 3) == ([127.5] * 3, [127.5] * 3)
-    assert encoder_mean_std(enc, 1) is None                  # not RGB: pixelseg's channel-count default
+    # not RGB: one statistic for every band when R, G and B share it (the inflated stem reads bands alike) ...
+    assert encoder_mean_std(enc, 1) == ([127.5], [127.5])
+    # ... else pixelseg's channel-count default
     from pixelseg.models import default_mean_std
     assert model_mean_std(build_model("unet", 3, 1, encoder="tu-resnet18"), 1) == default_mean_std(1)
 

@@ -172,10 +172,24 @@ def _card_body(rf, info, metrics, repo_id, data_name, data) -> list[str]:
               "", "## Recipe", "", "| | |", "|---|---|"]
     for k, v in _recipe_rows(rf, info, metrics, pre, h, w):
         lines.append(f"| {k} | {v} |")
+    lines += ["", "## Pretrained weights", ""] + pretrained_lines(info.pretrained)
     exports = _exports(rf)
     if exports:
         lines += ["", "## Exported formats", "", "Made from this run with `pixelseg export` (not uploaded; the same "
                   f"command re-creates them from the weights): {', '.join(exports)}."]
+    return lines
+
+
+def pretrained_lines(prov: dict | None) -> list[str]:
+    """Where the encoder's starting weights came from, and under which licence (model.json's provenance)."""
+    if not prov:
+        return ["The encoder started from random weights (no pretrained weights were used)."]
+    source = {"package": f"the Python package `{prov.get('package')}` {prov.get('version', '')}".rstrip(),
+              "file": "a weights file of the trainer's own", "hub": "the model hub"}.get(prov.get("source"), "unknown")
+    lines = [f"The encoder started from **{prov.get('weights')}** weights, from {source}."]
+    if prov.get("sha256"):
+        lines.append(f"sha256 of the weights file: `{prov['sha256']}`.")
+    lines.append(f"Licence of the pretrained weights: {prov.get('licence', 'unknown')}; this model is derived from them.")
     return lines
 
 

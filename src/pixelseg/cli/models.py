@@ -51,4 +51,26 @@ def cmd_models(a) -> int:
     (con if con.is_terminal or "COLUMNS" in os.environ else Console(width=160)).print(t)
     for note in notes:
         print(f"* {note}")
+    _print_offline(con if con.is_terminal or "COLUMNS" in os.environ else Console(width=160))
     return 0
+
+
+def _print_offline(con) -> None:
+    """The encoders whose ImageNet weights install as a package: pretrained with no network."""
+    from rich import box
+    from rich.table import Table
+
+    from pixelseg.models import pretrained
+    t = Table(title="ImageNet encoders that need no network (use with unet, fpn, deeplabv3plus, deeplabv3, upernet, "
+                    "pspnet: --encoder tu-<name>)", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    for header in ("encoder", "weights", "ImageNet top-1", "here"):
+        t.add_column(header, no_wrap=header != "here", overflow="fold")
+    for name, entry in pretrained.PACKAGED.items():
+        try:
+            path = pretrained.installed(entry)
+            here = (f"installed ({path.stat().st_size / 1e6:.1f} MB, {entry.licence})" if path
+                    else f"not installed: {entry.pip} ({entry.size_mb:g} MB)")
+        except Exception as e:  # noqa: BLE001 - a broken install is shown, not raised, in a listing
+            here = f"broken: {e}"
+        t.add_row(f"tu-{name}", f"{entry.package}", f"{entry.top1:.1f} %", here)
+    con.print(t)

@@ -183,10 +183,14 @@ def _weights_for(model) -> tuple[str, str]:
         return "imagenet", f"ImageNet weights for {enc} from the local hub cache"
     if pretrained.hub_reachable():
         return "imagenet", f"ImageNet weights for {enc} from the hub (network)"
-    fix = ("--encoder tu-tf_efficientnet_lite0 (weights installed with pixelseg)" if model.name in SMP_ARCHS + ("pspnet",)
-           else "--model fpn (ImageNet weights installed with pixelseg)")
+    lite = pretrained.PACKAGED[pretrained.DEFAULT_OFFLINE_ENCODER]
+    takes_lite = model.name in SMP_ARCHS + ("pspnet",)
+    if not pretrained.offline_encoders():
+        fix = f"`{lite.pip}` (offline ImageNet weights{'' if takes_lite else ' for --model fpn'})"
+    else:
+        fix = "--encoder tu-tf_efficientnet_lite0" if takes_lite else "--model fpn"
     return "none", (f"from scratch: no pretrained weights for {enc} on this machine and no network; for pretrained "
-                    f"use {fix}, or --encoder-weights FILE")
+                    f"weights: {fix}, or --encoder-weights FILE")
 
 
 def _resolve_size(data, model, probe, hw: Hardware, chosen: list, index):

