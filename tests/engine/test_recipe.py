@@ -13,6 +13,7 @@ from pixelseg.engine.schedule import lr_factor
 
 CPU2 = Hardware("cpu", "2-core CPU", 2)
 GPU = Hardware("cuda:0", "Some GPU", 16, 80.0)
+GPU_MODEL = "fpn"
 
 
 @pytest.mark.parametrize("sizes, hw, expect", [
@@ -44,11 +45,21 @@ def test_resolve_fills_every_automatic_choice_and_says_why(index):
     keys = {k for k, _, _ in chosen}
     assert {"model.name", "data.image_size", "data.in_channels", "train.batch_size", "train.lr", "data.augment"} <= keys
     assert all(why for _, _, why in chosen)
-    assert cfg.model.name == "lraspp" and cfg.data.image_size == (96, 160) and cfg.data.in_channels == 3
-    assert cfg.train.lr == 1e-2                      # the model's own registered learning rate
+    # pretrained by default: FPN on the EfficientNet-Lite0 weights installed with pixelseg
+    assert (cfg.model.name, cfg.model.encoder, cfg.model.encoder_weights) == \
+        ("fpn", "tu-tf_efficientnet_lite0", "imagenet")
+    assert cfg.data.image_size == (96, 160) and cfg.data.in_channels == 3
+    assert cfg.train.lr == 5e-3                      # measured for pretrained encoders (recipe.PRETRAINED_LR)
     assert cfg.data.augment == "light"               # short CPU budget
     assert cfg.train.epochs is None                  # the budget decides
     assert cfg.train.threads == 2 and cfg.data.num_workers == 0
+
+
+def test_from_scratch_keeps_the_from_scratch_recipe(index):
+    cfg, _ = resolve(from_dict({}, {"data.root": str(index.root), "train.max_minutes": 5,
+                                    "model.encoder_weights": "none"}), index, CPU2)
+    assert cfg.model.name == "lraspp" and cfg.data.image_size == (96, 160)
+    assert cfg.train.lr == 1e-2                      # the model's own registered learning rate
 
 
 def test_resolve_respects_what_the_user_gave(index):
@@ -57,15 +68,19 @@ def test_resolve_respects_what_the_user_gave(index):
     cfg, chosen = resolve(given, index, CPU2)
     assert (cfg.model.name, cfg.train.lr, cfg.data.augment, cfg.train.batch_size, cfg.data.image_size) == \
         ("unet", 0.02, "strong", 3, (64, 64))
-    assert cfg.model.encoder == "resnet18"
+    assert cfg.model.encoder == "tu-tf_efficientnet_lite0"      # the encoder with weights installed
     assert "model.name" not in {k for k, _, _ in chosen}
     assert cfg.train.epochs == 50 and cfg.data.augment == "strong"
 
 
 def test_gpu_recipe(index):
     cfg, _ = resolve(from_dict({}, {"data.root": str(index.root), "train.max_minutes": 5}), index, GPU)
-    assert cfg.model.name == "unet" and cfg.model.encoder == "resnet34" and cfg.data.augment == "default"
+    assert cfg.model.name == GPU_MODEL and cfg.model.encoder.startswith("tu-tf_efficientnet_lite")
+    assert cfg.model.encoder_weights == "imagenet" and cfg.data.augment == "default"
     assert cfg.train.amp in ("bf16", "fp16") and cfg.data.num_workers > 0
+    scratch, _ = resolve(from_dict({}, {"data.root": str(index.root), "train.max_minutes": 5,
+                                        "model.encoder_weights": "none"}), index, GPU)
+    assert scratch.model.name == "unet" and scratch.model.encoder == "resnet34"
 
 
 def test_lr_schedule_shapes():
@@ -109,7 +124,7 @@ def test_the_built_in_data_keeps_todays_whole_image_recipe(tmp_path):
     assert d["data"] == {"format": "auto", "image_size": [160, 160], "scale": None, "crop": None, "crop_focus": 0.5,
                          "augment": "light", "in_channels": 3, "num_workers": 0, "val_fraction": 0.1,
                          "binary_sigmoid": False}
-    assert (cfg.model.name, cfg.train.batch_size, cfg.train.lr, cfg.train.threads) == ("lraspp", 10, 0.01, 2)
+    assert (cfg.model.name, cfg.train.batch_size, cfg.train.lr, cfg.train.threads) == ("fpn", 10, 5e-3, 2)
     assert not {"data.scale", "data.crop"} & {k for k, _, _ in chosen}
 
 

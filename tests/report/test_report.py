@@ -66,7 +66,7 @@ def test_training_writes_the_report_and_plots(tiny_run, html_tables):
         if cm[i].sum():
             assert shown_pct == pytest.approx((100 * cm[i] / cm[i].sum()).round(1).tolist(), abs=0.051)
     summary = {r[1][0][1]: r[1][1][1] for r in t["summary"]}
-    assert summary["model"].startswith("unet / resnet18") and "1 epochs" in summary["budget"]
+    assert summary["model"].startswith("unet / tu-tf_efficientnet_lite0") and "1 epochs" in summary["budget"]
     assert summary["classes"].startswith("6: background")
 
 

@@ -51,7 +51,8 @@ def _round32(v: float) -> int:
     return max(64, int(round(v / 32)) * 32)
 
 
-def choose_image_size(sizes: list[tuple[int, int]], hw: Hardware, min_side: int = 0) -> tuple[tuple[int, int], str]:
+def choose_image_size(sizes: list[tuple[int, int]], hw: Hardware, min_side: int = 0,
+                      min_why: str = "the model predicts at 1/8 resolution") -> tuple[tuple[int, int], str]:
     """Median image size, scaled so the long side fits what the hardware trains fast, multiple of 32.
 
     `min_side`: a model that predicts at low resolution (LR-ASPP: 1/8) declares the long side below which
@@ -64,7 +65,7 @@ def choose_image_size(sizes: list[tuple[int, int]], hw: Hardware, min_side: int 
     why = f"median image {int(w)}x{int(h)}"
     if max(h, w) < min_side:
         scale = min_side / max(h, w)
-        why += f", upsampled to a long side of {min_side}: the model predicts at 1/8 resolution"
+        why += f", upsampled to a long side of {min_side}: {min_why}"
     elif scale < 1:
         why += f", long side capped at {cap} for {'a GPU' if hw.is_cuda else 'the CPU'}"
     else:
@@ -121,6 +122,17 @@ def _resolve_inputs(data, probe, hw: Hardware, chosen: list):
 
 
 SMP_ARCHS = ("unet", "fpn", "deeplabv3plus", "deeplabv3", "upernet")   # take any timm encoder as tu-<name>
+# AdamW's rate for an smp decoder on a pretrained encoder, measured on data pixelseg did not make (DigitScenes
+# 128², FPN/EfficientNet-Lite0, 3 CPU minutes each, benchmarks/recipes.py; docs/history.md): 5e-4 (the old
+# "half the from-scratch rate") reached 0.38 mIoU, 2e-3 0.57, 5e-3 0.64 at the same ~237 steps
+PRETRAINED_LR = 5e-3
+# small images upsampled to this long side for a pretrained encoder: objects nearer the scale its ImageNet filters
+# saw, more cells at its 1/32 stage; 128² DigitScenes at 160: 0.68 vs 0.64 mIoU in 3 CPU minutes (192 not measured)
+PRETRAINED_MIN_INPUT = 160
+PRETRAINED_MIN_WHY = ("a pretrained encoder learned more at 160 than at 128 (0.68 vs 0.64 mIoU on DigitScenes 128², "
+                      "benchmarks/recipes.py)")
+PRETRAINED_LR_WHY = ("AdamW on a pretrained encoder: 5e-3 learned most in short CPU budgets "
+                     "(0.64 mIoU vs 0.38 at the old 5e-4 on DigitScenes, benchmarks/recipes.py)")
 
 
 def _resolve_model(model, hw: Hardware, chosen: list):
@@ -131,10 +143,10 @@ def _resolve_model(model, hw: Hardware, chosen: list):
     lite = _best_offline(offline, hw)
     if model.name is None:
         if lite:
-            name = "unet" if hw.is_cuda else "fpn"
-            why = (f"{'GPU' if hw.is_cuda else 'CPU'}: {'U-Net' if hw.is_cuda else 'FPN'} on an ImageNet-pretrained "
-                   "EfficientNet-Lite encoder: on real photos pretrained weights are worth far more than any "
-                   "from-scratch recipe (benchmarks/pretrained.py)")
+            name = "fpn"
+            why = ("FPN on an ImageNet-pretrained EfficientNet-Lite encoder: on real photos pretrained weights are worth "
+                   "far more than any from-scratch recipe (benchmarks/pretrained.py); U-Net on the same encoder "
+                   "learned nothing in 3 CPU minutes where FPN reached 0.64")
         elif hw.is_cuda:
             name, why = "unet", "GPU: U-Net with a ResNet encoder, accurate at full resolution"
         else:
@@ -199,7 +211,10 @@ def _resolve_size(data, model, probe, hw: Hardware, chosen: list, index):
     sizes = [image_size(s.image) for s in probe]
     if data.scale is None and data.crop is None and not is_big(sizes, hw):
         min_side = MODELS.get(model.name).info.get("min_input", 0)
-        size, why = choose_image_size(sizes, hw, min_side)
+        min_why = "the model predicts at 1/8 resolution"
+        if model.encoder_weights not in (None, "none") and model.name in SMP_ARCHS and min_side < PRETRAINED_MIN_INPUT:
+            min_side, min_why = PRETRAINED_MIN_INPUT, PRETRAINED_MIN_WHY
+        size, why = choose_image_size(sizes, hw, min_side, min_why)
         data = replace(data, image_size=size)
         chosen.append(("data.image_size", f"{size[0]}x{size[1]} (HxW)", why))
         return data
@@ -245,10 +260,14 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
     if train.lr is None:
         lr = MODELS.get(model.name).info.get("lr", 1e-3)
         warm = model.encoder_weights not in (None, "none")
-        if warm:
-            lr /= 2
+        if warm and model.name in SMP_ARCHS:
+            lr, why = PRETRAINED_LR, PRETRAINED_LR_WHY
+        elif warm:
+            lr, why = lr / 2, "AdamW; half the model's rate when starting from pretrained weights"
+        else:
+            why = "AdamW from scratch"
         train = replace(train, lr=lr)
-        chosen.append(("train.lr", f"{lr:g}", "AdamW; lower when starting from pretrained weights" if warm else "AdamW from scratch"))
+        chosen.append(("train.lr", f"{lr:g}", why))
     if data.augment is None:
         short = train.max_minutes is not None and train.max_minutes <= 15 and not hw.is_cuda
         aug = "light" if short else "default"
