@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 DEFAULT_CANDIDATES = [
     "default",
     "--encoder-weights none",
@@ -60,13 +62,16 @@ def train_candidate(data: str, minutes: float, cand: str, out: Path) -> dict:
         return {"candidate": cand, "error": (p.stderr.strip().splitlines() or ["(no message)"])[-1]}
     m = json.loads((out / "metrics.json").read_text())
     cfg = (out / "config.yaml").read_text()
+    data_cfg = (yaml.safe_load(cfg) or {}).get("data") or {}
+    size = "x".join(map(str, data_cfg.get("image_size") or [])) + (f" at scale {data_cfg['scale']:g}"
+                                                                    if data_cfg.get("scale") else "")
     hist = (out / "metrics.csv").read_text().strip().splitlines()
     recipe = json.loads((out / "recipe.json").read_text())
     return {"candidate": cand, "mIoU": m["mIoU"], "mIoU_ci": m.get("mIoU_ci"), "pixel_accuracy": m["pixel_accuracy"],
             "epochs": float(hist[-1].split(",")[0]), "steps": int(hist[-1].split(",")[1]),
             "train_seconds": m.get("train_seconds"), "wall_s": round(time.time() - t0, 1),
             "model": _get(cfg, "name"), "encoder": _get(cfg, "encoder"), "weights": _get(cfg, "encoder_weights"),
-            "lr": _get(cfg, "lr"), "batch": _get(cfg, "batch_size"), "size": _get(cfg, "image_size"),
+            "lr": _get(cfg, "lr"), "batch": _get(cfg, "batch_size"), "size": size,
             "amp": _get(cfg, "amp"), "pretrained": (recipe.get("pretrained") or {}).get("weights")}
 
 

