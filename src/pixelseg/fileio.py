@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -53,6 +54,15 @@ def _fsync(path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_hash(path: str | os.PathLike, algo: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (weights files, downloaded archives)."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

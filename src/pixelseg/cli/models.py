@@ -49,10 +49,11 @@ def cmd_models(a) -> int:
                   "yes" if r["onnx"] else "no*", str(r["aux_heads"] or ""), r["use"])
     con = console()
     # piped or logged without a COLUMNS setting: a fixed wide table rather than rich's default of 80 columns
-    (con if con.is_terminal or "COLUMNS" in os.environ else Console(width=160)).print(t)
+    out = con if con.is_terminal or "COLUMNS" in os.environ else Console(width=160)
+    out.print(t)
     for note in notes:
         print(f"* {note}")
-    _print_offline(con if con.is_terminal or "COLUMNS" in os.environ else Console(width=160))
+    _print_offline(out)
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from pixelseg.errors import PixelsegError
+from pixelseg.fileio import file_hash
 
 CHUNK = 1 << 20
 
@@ -61,10 +62,7 @@ def _hasher(checksum: str):
 
 def file_digest(path: Path, checksum: str) -> tuple[str, str]:
     h, expected = _hasher(checksum)
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest(), expected
+    return file_hash(path, h.name), expected
 
 
 def download(url: str, dest: Path, checksum: str | None = None, retries: int = 3, timeout: float = 60.0,

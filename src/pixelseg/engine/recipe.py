@@ -211,11 +211,11 @@ def _resolve_size(data, model, probe, hw: Hardware, chosen: list, index):
         return data                                   # the whole-image resize the user asked for
     sizes = [image_size(s.image) for s in probe]
     if data.scale is None and data.crop is None and not is_big(sizes, hw):
-        min_side = MODELS.get(model.name).info.get("min_input", 0)
-        min_why = "the model predicts at 1/8 resolution"
-        if model.encoder_weights not in (None, "none") and model.name in SMP_ARCHS and min_side < PRETRAINED_MIN_INPUT:
-            min_side, min_why = PRETRAINED_MIN_INPUT, PRETRAINED_MIN_WHY
-        size, why = choose_image_size(sizes, hw, min_side, min_why)
+        minimum = {"min_side": MODELS.get(model.name).info.get("min_input", 0)}
+        if model.encoder_weights not in (None, "none") and model.name in SMP_ARCHS \
+                and minimum["min_side"] < PRETRAINED_MIN_INPUT:
+            minimum = {"min_side": PRETRAINED_MIN_INPUT, "min_why": PRETRAINED_MIN_WHY}
+        size, why = choose_image_size(sizes, hw, **minimum)
         data = replace(data, image_size=size)
         chosen.append(("data.image_size", f"{size[0]}x{size[1]} (HxW)", why))
         return data

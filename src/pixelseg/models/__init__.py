@@ -63,10 +63,11 @@ def encoder_weights_source(name: str, encoder: str | None, encoder_weights: str 
         return None, None
     enc = encoder or MODELS.get(name).info.get("default_encoder")
     if encoder_weights == "imagenet":
-        if pretrained.packaged_for(enc) is not None and pretrained.installed(pretrained.packaged_for(enc)):
+        packaged = pretrained.packaged_for(enc)
+        if packaged is not None and pretrained.installed(packaged):
             path, provenance = pretrained.offline_file(enc)
             return str(path), provenance
-        return "imagenet", pretrained.hub_provenance(enc, "timm/torchvision/smp hub download")
+        return "imagenet", pretrained.hub_provenance(enc)
     return encoder_weights, pretrained.file_provenance(encoder_weights)
 
 

@@ -202,8 +202,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> dict:
         raise PixelsegError(f"{path}: no tensor matches the encoder ({type(encoder).__name__}); "
                             "is it for the encoder you chose with --encoder?")
     encoder.load_state_dict(new, strict=False)
-    missing = [k for k in target if k not in new and not k.endswith("num_batches_tracked")]   # counters, not weights
-    def counted(keys):      # BatchNorm's step counters are not weights
-        return sum(not k.endswith("num_batches_tracked") for k in keys)
-    return {"loaded": counted(new), "total": counted(target), "adapted": adapted, "shape_mismatch": skipped,
+    weights = [k for k in target if not k.endswith("num_batches_tracked")]     # BatchNorm's step counters are not
+    missing = [k for k in weights if k not in new]
+    return {"loaded": sum(k in new for k in weights), "total": len(weights), "adapted": adapted, "shape_mismatch": skipped,
             "missing": missing}

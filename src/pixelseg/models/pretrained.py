@@ -11,7 +11,7 @@ An encoder's weights come from, in this order (docs: README "Pretrained encoders
 The packaged files are lukemelas-style PyTorch pickles. They are read once with `weights_only=True` (no
 code can run), checked against the sha256 pixelseg knows for them (a missing or altered file is an error,
 never a silent fallback to random weights), mapped onto timm's `tf_efficientnet_lite*` by order and shape
-(both list the same tensors in the same order; tests/models/test_pretrained.py checks the logits against
+(both list the same tensors in the same order; tests/test_pretrained.py checks the logits against
 the reference implementation), and written once as safetensors into pixelseg's cache
 (PIXELSEG_WEIGHTS_CACHE, else ~/.cache/pixelseg/weights). Later runs read only the safetensors file.
 
@@ -20,7 +20,6 @@ for timm's key names; the mapping is twenty lines, the checks are what matter.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -30,6 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from pixelseg.errors import PixelsegError
+from pixelseg.fileio import file_hash
+from pixelseg.models.base import timm_name
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,9 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "pixelseg" / "weights"
 
 
-def timm_arch(encoder: str | None) -> str | None:
-    """The timm architecture behind an encoder name as pixelseg spells it ("tu-tf_efficientnet_lite0")."""
-    return encoder.removeprefix("tu-") if encoder else None
-
-
 def packaged_for(encoder: str | None) -> PackagedWeights | None:
     """The packaged-weights entry for this encoder, installed or not."""
-    return PACKAGED.get(timm_arch(encoder) or "")
+    return PACKAGED.get(timm_name(encoder)) if encoder else None
 
 
 def _package_folder(entry: PackagedWeights) -> Path | None:
@@ -109,14 +105,6 @@ def package_version(entry: PackagedWeights) -> str:
         return importlib.metadata.version(entry.package)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def offline_encoders() -> dict[str, Path]:
@@ -165,7 +153,7 @@ def offline_file(encoder: str) -> tuple[Path, dict]:
 def _converted(entry: PackagedWeights, src_str: str, mtime_ns: int, size: int) -> tuple[Path, dict]:
     # keyed by the file's mtime and size too: a file replaced during the process is checked again
     src = Path(src_str)
-    digest = sha256_of(src)
+    digest = file_hash(src)
     if digest != entry.sha256:
         raise PixelsegError(f"{src}: sha256 {digest[:16]}… is not the published {entry.sha256[:16]}… of "
                             f"{entry.package}; the file is damaged or altered — reinstall with "
@@ -214,12 +202,12 @@ def _convert(entry: PackagedWeights, src: Path, out: Path) -> None:
 def file_provenance(path: str | Path) -> dict:
     """Provenance of a user's weights file: its name and sha256 (the licence is the user's to know)."""
     p = Path(path)
-    return {"source": "file", "weights": p.name, "sha256": sha256_of(p) if p.is_file() else None,
+    return {"source": "file", "weights": p.name, "sha256": file_hash(p) if p.is_file() else None,
             "licence": "unknown (the user's file)"}
 
 
-def hub_provenance(encoder: str | None, via: str) -> dict:
-    return {"source": "hub", "weights": f"{encoder or 'default encoder'} ImageNet", "via": via,
+def hub_provenance(encoder: str | None) -> dict:
+    return {"source": "hub", "weights": f"{encoder or 'default encoder'} ImageNet", "via": "timm/torchvision/smp download",
             "licence": "see the model's page on the hub"}
 
 
@@ -237,9 +225,9 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 
 def hub_cached(encoder: str | None) -> bool:
     """Whether timm's weights for `encoder` already sit in the local Hugging Face cache."""
-    arch = timm_arch(encoder)
-    if not arch:
+    if not encoder:
         return False
+    arch = timm_name(encoder)
     try:
         import timm
         from huggingface_hub import try_to_load_from_cache
