@@ -32,7 +32,8 @@ def test_help_lists_commands_in_workflow_order():
     out = _cli("--help").stdout
     listed = re.findall(r"^    ([a-z-]+)", out, re.M)
     assert listed == ["quickstart", "verify-dataset", "data", "models", "train", "evaluate", "report", "compare",
-                      "tune-threshold", "calibrate", "audit", "suggest", "predict", "export", "bench", "serve", "push", "pull"]
+                      "tune-threshold", "calibrate", "audit", "suggest", "predict", "export", "bench", "serve", "push", "pull",
+                      "runs", "env", "completion"]
 
 
 def test_every_config_field_is_a_train_flag_with_help_and_default():

@@ -199,3 +199,43 @@ def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_hf)
     with pytest.raises(PixelsegError, match=r"pip install 'pixelseg\[hub\]'"):
         hub.pull("me/road-seg")
+
+
+def test_push_dry_run_writes_the_upload_offline(run_dir, tmp_path, capsys):
+    """push --dry-run --out DIR: the files push would upload and the card, no network (HF_ENDPOINT points
+    nowhere here), nothing outside DIR written; a non-empty DIR or a DIR inside the run is refused."""
+    from pixelseg.cli import main
+    out = tmp_path / "look"
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    assert main(["push", str(run_dir), "me/road", "--dry-run", "--out", str(out), "--endpoint",
+                 "http://127.0.0.1:9"]) == 0
+    assert "nothing uploaded" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert {"README.md", "model.safetensors", "model.json"} <= set(names)
+    assert "me/road" in (out / "README.md").read_text()
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+    assert main(["push", str(run_dir), "me/road", "--dry-run", "--out", str(out)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert main(["push", str(run_dir), "me/road", "--dry-run", "--out", str(run_dir / "x")]) == 2
+    assert "inside the run folder" in capsys.readouterr().err
+    assert main(["push", str(run_dir), "me/road", "--dry-run"]) == 2
+    assert "give it --out DIR" in capsys.readouterr().err
+
+
+def test_a_hub_repo_with_a_pickle_for_weights_is_refused_and_nothing_runs(run_dir, tmp_path, evil_payload):
+    """Someone else's tree: a pickle saved as model.safetensors and a file named to climb out of the cache.
+    The pull refuses in one line, nothing is unpickled, and nothing lands outside the cache."""
+    import pickle
+    payload, marker = evil_payload
+    cache = tmp_path / "cache"
+    with FakeHub(token="hf_write") as fake:
+        hub.push(run_dir, "me/evil", token="hf_write", endpoint=fake.endpoint)
+        fake.commit(fake.repos["me/evil"], {"model.safetensors": pickle.dumps(payload)})
+        with pytest.raises(PixelsegError, match=r"me/evil: model.safetensors is not a safetensors file") as e:
+            hub.pull("me/evil", endpoint=fake.endpoint, cache_dir=cache)
+        assert "\n" not in str(e.value)
+        fake.commit(fake.repos["me/evil"], {"../../escape.txt": b"x"})
+        with pytest.raises(PixelsegError):
+            hub.pull("me/evil", endpoint=fake.endpoint, cache_dir=cache)
+    assert not marker.exists()
+    assert not list(tmp_path.glob("escape*")) and not list((tmp_path / "cache").parent.glob("**/escape.txt"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,6 +239,43 @@ def test_pretrained_run_exports_through_the_parity_gate_and_serves(warm_run, tmp
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert (body["height"], body["width"]) == (50, 70)
+
+
+def test_a_pretrained_run_quantizes_to_int8_through_the_gate(warm_run, tmp_path):
+    from pixelseg.export import export_run
+    """The Lite encoders pad "same" from the input's size: that arithmetic must stay float in the QDQ graph
+    (quantize.shape_arithmetic), else the feature maps come out the wrong size and the INT8 model fails at
+    any size but the calibration one. The export's parity check runs it at the training size and an odd one."""
+    r = export_run(warm_run, "onnx", tmp_path / "m.int8.onnx", int8=True, calib_count=8, min_agreement=0.9,
+                   log=lambda m: None)
+    assert r.int8 and r.calib_images == 8 and r.agreement >= 0.9 and Path(r.path).is_file()
+    assert abs(r.miou["delta"]) < 0.1           # a 2-epoch model: near-tie pixels flip, the mIoU barely moves
+
+
+def test_a_pretrained_run_resumes_and_fine_tunes_with_its_provenance(warm_run, tmp_path):
+    """resume continues the trained weights (the encoder is not reloaded from the package) and keeps the first
+    session's provenance; --init-from starts a new run from it with the same encoder and normalization."""
+    import shutil
+
+    import pixelseg
+    from safetensors.torch import load_file
+
+    from pixelseg.run import load_state
+    run = tmp_path / "resumed"
+    shutil.copytree(warm_run, run)
+    before = load_file(str(run / "model.safetensors"))
+    pixelseg.train(out=str(run), epochs=3, resume=True, quiet=True)
+    assert load_state(run / "last.pt")["state"]["step"] == 6            # 2 epochs of 2 steps, then one more
+    model = json.loads((run / "model.json").read_text())["model"]
+    assert model["pretrained"]["sha256"] == pretrained.PACKAGED[LITE0].sha256
+    after = load_file(str(run / "model.safetensors"))
+    assert any(not torch.equal(after[k], v) for k, v in before.items())
+    ft = pixelseg.train(warm_run.parent / "data", out=str(tmp_path / "ft"), init_from=str(warm_run), epochs=1,
+                        batch_size=4, num_workers=0, threads=1, quiet=True)
+    info = json.loads((ft / "model.json").read_text())
+    assert info["model"]["encoder"] == f"tu-{LITE0}" and info["preprocessing"]["mean"] == [127.5] * 3
+    import yaml
+    assert yaml.safe_load((ft / "config.yaml").read_text())["model"]["init_from"] == str(warm_run)
 
 
 def test_scratch_run_records_no_provenance(tmp_path):

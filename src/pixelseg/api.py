@@ -20,14 +20,19 @@ from pixelseg.errors import PixelsegError
 SHORT_KEYS = option_keys()
 
 
-def make_config(config: str | Path | None = None, **kwargs) -> Config:
-    overrides = {}
-    for k, v in kwargs.items():
-        if v is None:
-            continue
+def check_options(kwargs: dict) -> None:
+    """Every keyword a training option (the CLI's long options with _), with a did-you-mean for a typo."""
+    import difflib
+    for k in kwargs:
         if k not in SHORT_KEYS:
-            raise PixelsegError(f"unknown training option '{k}'; valid: {', '.join(sorted(SHORT_KEYS))}")
-        overrides[SHORT_KEYS[k]] = v
+            close = difflib.get_close_matches(k, list(SHORT_KEYS), 1, 0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise PixelsegError(f"unknown training option '{k}'; {hint}valid: {', '.join(sorted(SHORT_KEYS))}")
+
+
+def make_config(config: str | Path | None = None, **kwargs) -> Config:
+    check_options(kwargs)
+    overrides = {SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None}
     if config is not None:
         return load_config(config, overrides)
     return from_dict({}, overrides)
@@ -60,30 +65,58 @@ RESUME_OPTIONS = {"epochs", "max_minutes", "out", "device", "num_workers", "thre
 
 
 def _resume_config(data, model, config, kwargs: dict) -> Config:
-    """The saved config of the run named by out=, with the few options a resume may change."""
+    """The saved config of the run named by out=, with the few options a resume may change. Re-running the
+    same command with --resume is what people do: options equal to the saved ones are accepted; one that
+    differs is refused, naming the saved and the given value."""
     from pixelseg.run import RunFolder
 
     out = kwargs.get("out")
     if out is None:
         raise PixelsegError("--resume needs the run folder: pass --out RUN")
-    extra = {k for k, v in kwargs.items() if v is not None} - RESUME_OPTIONS
-    if extra or model or config:
-        raise PixelsegError(f"--resume continues {out} with its saved config; only --epochs, --max-minutes, --device, "
-                            f"--num-workers, --threads, --checkpoint-minutes may change (got {', '.join(sorted(extra | ({'model'} if model else set())))})")
+    if config:
+        raise PixelsegError(f"--resume continues {out} with its saved config ({out}/config.yaml); drop --config")
+    check_options(kwargs)
     run = RunFolder(out)
-    cfg = run.config({SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None})
+    saved = run.config()
+
+    def value(key: str):
+        section, name = key.split(".")
+        return getattr(getattr(saved, section), name)
+    given = {SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None and k not in RESUME_OPTIONS}
+    if model:
+        given["model.name"] = model
+    changed = [(key, value(key), v) for key, v in given.items() if not _same(value(key), v)]
+    if changed:
+        listed = "; ".join(f"{key.split('.')[-1].replace('_', '-')}: saved {old!r}, given {new!r}"
+                           for key, old, new in changed)
+        raise PixelsegError(f"--resume continues {out} with its saved config, and these differ ({listed}); only "
+                            "--epochs, --max-minutes, --device, --num-workers, --threads, --checkpoint-minutes may "
+                            "change: drop the others, or train a new run (a new --out, --init-from to start from it)")
+    cfg = run.config({SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None and k in RESUME_OPTIONS})
     if data is not None:
         return cfg.replace(**{"data.root": str(data)})
     root = run.data_root()     # a run stored with a relative root (older versions) still finds its data
     return cfg.replace(**{"data.root": str(root)}) if root is not None else cfg
 
 
+def _same(saved, given) -> bool:
+    """A given option equals the saved one (lists and tuples alike, numbers by value)."""
+    if isinstance(saved, (list, tuple)) and isinstance(given, (list, tuple)):
+        return len(saved) == len(given) and all(_same(a, b) for a, b in zip(saved, given))
+    if isinstance(saved, (int, float)) and isinstance(given, (int, float)) and not isinstance(given, bool):
+        return float(saved) == float(given)
+    return saved == given
+
+
 def load(run: str | Path, device: str = "auto", **options):
     """A Predictor for a run folder, an exported .onnx/.xml, or a run shared on the Hub ("hf://user/name[@rev]",
     or "user/name" when no such local folder exists; pulled into the Hub cache): .predict(image) -> HxW class
     indices at the image's size. options: backend=, precision=, threads=, tile=, overlap=, tta= (see
-    inference.Predictor). Hub access follows huggingface_hub (HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE)."""
+    inference.Predictor). backend defaults to "auto", as in `pixelseg predict` and `serve` (the fast path for the
+    device); backend="torch" gives exactly what `evaluate` scores. Hub access follows huggingface_hub (HF_TOKEN,
+    HF_ENDPOINT, HF_HUB_OFFLINE)."""
     from pixelseg.inference import Predictor
+    options.setdefault("backend", "auto")
     return Predictor(hub_source(run), device, **options)
 
 

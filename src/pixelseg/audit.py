@@ -336,9 +336,10 @@ def write_audit(out, findings: list[Finding], top: TopImages, classes, **meta) -
 
 def audit_run(run, data=None, split: str = "train", folds: int | None = None, out=None, *, device: str = "auto",
               fold_minutes: float = 3.0, fold_epochs: int | None = None, seed: int = 0, gallery: int = 24,
-              settings: AuditSettings = AuditSettings(), log=print) -> dict:
+              settings: AuditSettings = AuditSettings(), log=print, labelme: int | None = None) -> dict:
     """Audit the masks of ``split``; write OUT/audit.json and OUT/audit.html (default OUT = RUN/audit).
-    folds: None = 3 for the train split, 0 otherwise. Returns the JSON's content."""
+    folds: None = 3 for the train split, 0 otherwise. labelme=N: also OUT/labelme, the N most suspicious images
+    with their current masks as LabelMe files (to correct and import back). Returns the JSON's content."""
     import tempfile
 
     from pixelseg.api import open_like_run
@@ -355,6 +356,10 @@ def audit_run(run, data=None, split: str = "train", folds: int | None = None, ou
     if not all(s.mask is not None for s in samples):
         raise PixelsegError(f"{index.root}: split '{split}' has no masks to audit")
     require_clean(index, (split,))
+    out = folder.path / "audit" if out is None else Path(out)
+    if labelme:
+        from pixelseg.data.labelling import check_export_folder
+        check_export_folder(out / "labelme")      # before the fold models train: it may hold someone's corrections
     folds = (3 if split == "train" else 0) if folds is None else int(folds)
     if folds == 1 or folds > len(samples):
         raise PixelsegError(f"--folds {folds}: give 0 (use the run as is) or 2..{len(samples)}")
@@ -368,6 +373,14 @@ def audit_run(run, data=None, split: str = "train", folds: int | None = None, ou
             predictor = Predictor(r, device)
             findings += audit_samples([s for s, f in zip(samples, fold) if f == k], index,
                                       lambda s: predictor.predict_proba(s.image), settings, top, k if folds else None)
-    return write_audit(folder.path / "audit" if out is None else out, findings, top, index.classes,
-                       run=str(folder.path), data=str(index.root), split=split, folds=folds,
-                       fold_minutes=fold_minutes if folds else None, settings=asdict(settings))
+    result = write_audit(out, findings, top, index.classes, run=str(folder.path), data=str(index.root), split=split,
+                         folds=folds, fold_minutes=fold_minutes if folds else None, settings=asdict(settings))
+    if labelme:
+        from pixelseg.data.labelling import export_labelme
+        from pixelseg.data.labels import load_mask
+        by_stem = {s.stem: s for s in samples}
+        worst = [by_stem[e["stem"]] for e in result["images"][:labelme]]
+        export_labelme([(s.image, load_mask(s, index.mask_color_channel)) for s in worst], index.classes,
+                       out / "labelme")
+        result["labelme"] = str(out / "labelme")
+    return result

@@ -11,7 +11,7 @@ import numpy as np
 
 from pixelseg import viz
 from pixelseg.fileio import write_text
-from pixelseg.report.html import CSS
+from pixelseg.report.html import CSS, swatch
 
 BOX_COLOR = (255, 0, 255)      # magenta: stands out on every class color of the default palettes
 
@@ -91,8 +91,14 @@ def audit_page(path, result: dict, top: list, classes) -> Path:
     folds = result["folds"]
     how = f"{folds} held-out fold models" if folds else "the run's own model"
     sub = f"{len(result['images'])} images of the {result['split']} split of {result['data']}, judged by {how}"
-    write_text(path, _page("Label audit", sub, "".join(cards) + table))
+    write_text(path, _page("Label audit", sub, legend(classes) + "".join(cards) + table))
     return Path(path)
+
+
+def legend(classes) -> str:
+    """The class colours of the mask and model panels, one swatch per class."""
+    items = "".join(f'<li>{swatch(c)} {escape(str(n))}</li>' for n, c in zip(classes.names, classes.colors))
+    return f'<ul id=legend class=legend aria-label="class colours">{items}</ul>'
 
 
 def _name(names: list, i: int) -> str:
@@ -111,5 +117,5 @@ def suggest_page(path, result: dict, shown: list, classes) -> Path:
                      f'<p class=sub>{escape(e["image"])}</p><img class=panel alt="{escape(e["image"])}" src="{png_uri(panel)}">')
     sub = (f"{len(result['picked'])} of {result['pool_size']} unlabelled images in {result['pool']}, by {result['kind']} "
            f"with diversity (seed {result['seed']})")
-    write_text(path, _page("What to label next", sub, "".join(cards)))
+    write_text(path, _page("What to label next", sub, legend(classes) + "".join(cards)))
     return Path(path)

@@ -24,7 +24,8 @@ from pixelseg.errors import PixelsegError
 
 # the dataset layouts data/formats.py reads and the augmentation presets of data/transforms.py (kept here as
 # names only so that loading a config does not import the data stack; tests/data check they agree)
-DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "camvid", "camvid11", "coco", "labelme")
+DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "camvid", "camvid11", "coco", "labelme",
+                "pairs")
 AUGMENT_PRESETS = ("none", "light", "default", "strong", "aerial", "medical")
 IMAGE_SIDE_MAX = 16384   # a network input side: past it one image is a decompression bomb of its own (issue 16)
 _SEED_MAX = 2**32 - 1     # numpy's seeding takes 0..2^32-1 in every version; torch and random take more
@@ -61,6 +62,8 @@ class DataConfig:
     in_channels: int | None = opt(None, "channels the network takes", auto="from the images (1 gray, 3 RGB, 4 RGBA)",
                                   gt=0)
     num_workers: int | None = opt(None, "data loading processes", auto="from the cores", ge=0)
+    unlabelled: str | None = opt(None, "folder of images without masks to learn from as well (semi-supervised; "
+                                 "see train.semi)", auto="ROOT/unlabelled when it exists")
     val_fraction: float = opt(0.1, "share of train held out for validation when the data has no val split",
                               gt=0, lt=1)
     binary_sigmoid: bool = opt(False, "2-class data trained as one sigmoid channel (foreground = class 1) instead "
@@ -105,6 +108,13 @@ class TrainConfig:
                                  auto="what fits the hardware", gt=0)
     lr: float | None = opt(None, "peak learning rate", auto="the model's recipe", gt=0)
     weight_decay: float = opt(1e-4, "AdamW weight decay", ge=0)
+    semi: str = opt("auto", "learn from data.unlabelled by consistency training (engine/semi.py): on, off, or auto "
+                    "(the recipe decides from the budget and hardware, and says why)", choices=("auto", "on", "off"))
+    semi_weight: float = opt(1.0, "weight of the unlabelled images' loss next to the labelled one", gt=0)
+    encoder_lr_scale: float = opt(1.0, "learning rate of a pretrained encoder as a share of the peak rate (the decoder "
+                                  "and head learn at the full rate; measured with benchmarks/recipes.py)", gt=0, le=1)
+    encoder_bn: str = opt("train", "BatchNorm of the encoder: train (batch statistics, updated running means) or "
+                          "frozen (keeps the pretrained statistics and affine)", choices=("train", "frozen"))
     schedule: str = opt("poly", "learning-rate schedule after the linear warmup", choices=("poly", "cosine"))
     warmup_steps: int | None = opt(None, "optimizer steps of linear warmup", auto="the first few percent of the run",
                                  ge=0)

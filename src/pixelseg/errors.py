@@ -14,3 +14,7 @@ class PixelsegError(Exception):
         if "Original Traceback" in message and marker in message:
             message = message.rsplit(marker, 1)[1].strip()
         super().__init__(message)
+
+
+class PixelsegWarning(UserWarning):
+    """Something the user should know that is not an error: e.g. an input far from the training scale."""

@@ -66,6 +66,29 @@ def push(run: str | Path, repo_id: str, *, token: str | None = None, private: bo
     return str(url)
 
 
+def dry_run(run: str | Path, repo_id: str, out: str | Path) -> list[str]:
+    """What push would upload, written to `out` (a new or empty folder) with no network: to look at the files
+    and the model card before sharing. Returns the file names."""
+    _check_repo_id(repo_id)
+    rf = RunFolder(run)
+    rf.info()                    # a one-line error when it is not a finished run
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PixelsegError(f"--out {out}: exists and is not an empty folder; give a new folder")
+    if out.resolve() == rf.path.resolve() or rf.path.resolve() in out.resolve().parents:
+        raise PixelsegError(f"--out {out}: inside the run folder; give a folder outside it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".pixelseg-push-", dir=out.parent))
+    try:
+        files = stage_run(rf, tmp, repo_id)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)                  # all or nothing: the folder appears complete
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return files
+
+
 def stage_run(rf: RunFolder, out: Path, repo_id: str) -> list[str]:
     """Write what push uploads into `out` (exposed for tests and for a look before pushing)."""
     copied = []
@@ -88,7 +111,7 @@ def stage_run(rf: RunFolder, out: Path, repo_id: str) -> list[str]:
 
 
 # config keys that hold a local path (the dataset, the run, a run to start from, a teacher, an augment file)
-PATH_KEYS = {"root", "out", "init_from", "teacher", "encoder_weights", "augment"}
+PATH_KEYS = {"root", "out", "init_from", "teacher", "encoder_weights", "augment", "unlabelled"}
 
 
 def _scrub(obj, home: str, key: str = ""):
@@ -242,7 +265,21 @@ def pull(repo_id: str, *, revision: str | None = None, token: str | None = None,
         raise PixelsegError(f"{repo_id}: the Hub repository has no model.json, so it is not a pixelseg model; "
                             "push one with `pixelseg push RUN user/name`")
     RunFolder(path).info()     # model.json readable and the weights there: a one-line error otherwise
+    _check_weights_header(path / RunFolder.WEIGHTS, repo_id)
     return path
+
+
+def _check_weights_header(weights: Path, repo_id: str) -> None:
+    """A downloaded tree is someone else's: its weights file must be safetensors (a JSON header and raw tensors;
+    reading it runs no code), never a pickle under that name. Only the header is read here."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except Exception as e:  # noqa: BLE001 - safetensors raises several kinds for a file that is not one
+        raise PixelsegError(f"{repo_id}: {RunFolder.WEIGHTS} is not a safetensors file ({str(e).splitlines()[0][:120]}); "
+                            "pixelseg loads nothing else from the Hub (no pickles): ask the owner to push it again "
+                            "with `pixelseg push`") from None
 
 
 def parse_source(s: str) -> tuple[str, str | None] | None:

@@ -42,18 +42,33 @@ class Preprocessing:
     in_channels: int
     resize: str = "stretch"              # "stretch" to image_size, or "scale": by `scale`, whole or by windows
     scale: float | None = None           # of image_size (data/preprocess.py); old runs stay "stretch"
+    # "stretch": the median (H, W) of the training images before the resize; an input far from it is warned
+    # about, and windows (tile) run at the training scale image_size / source_size. None: not recorded
+    source_size: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
         d = {"image_size": list(self.image_size), "mean": list(self.mean), "std": list(self.std),
              "in_channels": self.in_channels, "resize": self.resize}
+        if self.source_size is not None:
+            d["source_size"] = list(self.source_size)
         return d | ({"scale": self.scale, "crop": list(self.image_size)} if self.resize == "scale" else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         resize = d.get("resize", "stretch")
         scale = float(d["scale"]) if resize == "scale" else None
+        source = d.get("source_size")
         return cls(tuple(d["crop" if scale else "image_size"]), tuple(d["mean"]), tuple(d["std"]),
-                   int(d["in_channels"]), resize, scale)
+                   int(d["in_channels"]), resize, scale, tuple(int(v) for v in source) if source else None)
+
+    @property
+    def stretch_scale(self) -> float | None:
+        """A "stretch" run's training scale: how much its training images were shrunk (< 1) or enlarged (> 1)
+        on the way into the network (geometric mean of the two axes); None when not recorded or unknown."""
+        if self.resize != "stretch" or not self.source_size:
+            return None
+        (h, w), (sh, sw) = self.image_size, self.source_size
+        return ((h / sh) * (w / sw)) ** 0.5
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,9 @@ def _describe(predictor, paths: list[Path]):
 
 
 def suggest(run, unlabeled, n: int = 10, seed: int = 0, out=None, *, kind: str = "entropy", device: str = "auto",
-            gallery: int = 24, progress=None) -> dict:
-    """Rank the images under ``unlabeled`` (folders and/or files) and write OUT (default RUN/suggest)."""
+            gallery: int = 24, progress=None, labelme: bool = False) -> dict:
+    """Rank the images under ``unlabeled`` (folders and/or files) and write OUT (default RUN/suggest); with
+    labelme, also OUT/labelme: the picked images with the model's labels as LabelMe pre-labels."""
     from pixelseg.audit_html import suggest_page
     from pixelseg.data.preprocess import list_inputs
     from pixelseg.fileio import write_json, write_text
@@ -93,12 +94,19 @@ def suggest(run, unlabeled, n: int = 10, seed: int = 0, out=None, *, kind: str =
               **({"class_weights": [round(float(w), 4) for w in weights]} if weights is not None else {}),
               "picked": [{"rank": r + 1, "image": str(paths[i]), "score": scores[i]} for r, i in enumerate(picks)]}
     out = Path(out) if out is not None else folder.path / "suggest"
+    if labelme:
+        from pixelseg.data.labelling import check_export_folder
+        check_export_folder(out / "labelme")      # before the work: it may hold someone's corrections
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "suggest.json", result)
     write_text(out / "suggest.txt", "".join(f"{e['image']}\n" for e in result["picked"]))
     shown = [_gallery_entry(predictor, paths[i]) for i in picks[:gallery]]
     suggest_page(out / "suggest.html", {**result, "picked": result["picked"][:gallery]}, shown, predictor.classes)
     result.update(json=str(out / "suggest.json"), txt=str(out / "suggest.txt"), html=str(out / "suggest.html"))
+    if labelme:
+        from pixelseg.data.labelling import export_labelme
+        export_labelme([(paths[i], predictor.predict(paths[i])) for i in picks], predictor.classes, out / "labelme")
+        result["labelme"] = str(out / "labelme")
     return result
 
 

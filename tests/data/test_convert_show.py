@@ -97,3 +97,16 @@ def test_show_grid_and_augmented(tmp_path, capsys):
     assert aug.shape != grid.shape or not np.array_equal(aug, grid)
     rc = main(["data", "show", str(tmp_path / "voc"), "--out", str(tmp_path / "g.gif")])
     assert rc == 2 and ".png or .jpg" in capsys.readouterr().err
+
+
+
+def test_show_without_out_writes_beside_the_caller_not_into_the_dataset(tmp_path, capsys, monkeypatch):
+    M.make_voc(tmp_path / "voc")
+    before = sorted(p.name for p in (tmp_path / "voc").rglob("*"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["data", "show", str(tmp_path / "voc"), "--n", "2"]) == 0
+    assert "grid written to voc_train.png" in capsys.readouterr().out
+    assert Image.open(work / "voc_train.png").size[0] >= 192
+    assert sorted(p.name for p in (tmp_path / "voc").rglob("*")) == before

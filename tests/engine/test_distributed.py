@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,3 +167,19 @@ def test_python_dash_m_pixelseg_is_the_cli():
     assert r.returncode == 0 and r.stdout.startswith("pixelseg ")
     r = subprocess.run([sys.executable, "-m", "pixelseg", "no-such-command"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_two_processes_learn_from_unlabelled_images(data, tmp_path):
+    """--semi on under torchrun: each rank draws its share of the unlabelled stream; the report counts every
+    rank's images."""
+    root = tmp_path / "semi"
+    shutil.copytree(data, root)
+    (root / "unlabelled").mkdir()
+    for p in sorted((data / "train" / "images").iterdir())[:8]:
+        shutil.copyfile(p, root / "unlabelled" / f"u_{p.name}")
+    r = subprocess.run(_torchrun(2, "train", "--data", str(root), "--out", str(tmp_path / "two"), "--epochs", "1",
+                                 "--semi", "on", *ARGS), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    steps = load_state(tmp_path / "two" / "last.pt")["state"]["step"]
+    assert m["processes"] == 2 and m["unlabelled"]["images_drawn"] == steps * 4

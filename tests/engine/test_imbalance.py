@@ -14,9 +14,8 @@ from PIL import Image
 
 import pixelseg
 from pixelseg.data.index import Sample
-from pixelseg.data.sampling import class_stats, epoch_order, median_frequency_weights, repeat_factors
+from pixelseg.data.sampling import EpochSampler, class_stats, epoch_order, median_frequency_weights, repeat_factors
 from pixelseg.data.synth import generate
-from pixelseg.engine.setup import EpochSampler
 from pixelseg.losses import build_loss
 
 import engine_tinynet

@@ -121,9 +121,10 @@ def test_the_built_in_data_keeps_todays_whole_image_recipe(tmp_path):
                           index, CPU2)
     d = cfg.to_dict()
     d["data"].pop("root")
-    assert d["data"] == {"format": "auto", "image_size": [160, 160], "scale": None, "crop": None, "crop_focus": 0.5,
-                         "augment": "light", "in_channels": 3, "num_workers": 0, "val_fraction": 0.1,
-                         "binary_sigmoid": False}
+    assert d["data"] == {"format": "folder", "image_size": [160, 160], "scale": None, "crop": None, "crop_focus": 0.5,
+                         "augment": "light", "in_channels": 3, "num_workers": 0, "unlabelled": None,
+                         "val_fraction": 0.1, "binary_sigmoid": False}
+    assert ("data.format", "folder", "detected from the folder's layout") in chosen
     assert (cfg.model.name, cfg.train.batch_size, cfg.train.lr, cfg.train.threads) == ("fpn", 10, 5e-3, 2)
     assert not {"data.scale", "data.crop"} & {k for k, _, _ in chosen}
 

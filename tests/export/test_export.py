@@ -131,3 +131,22 @@ def test_parity_check_finds_data_stored_relative_to_the_run(trained_run, tmp_pat
     r = export_run(run, "onnx", tmp_path / "m.onnx", log=lines.append)
     assert r.image_source.startswith(str((tmp_path / "data").resolve())), r.image_source
     assert not any("random images" in m for m in lines)
+
+
+def test_cli_export_without_onnx_names_the_extra_and_no_flag_it_lacks(random_run, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert main(["export", str(random_run), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "export --format onnx needs the onnx package" in err and "pip install 'pixelseg[export]'" in err
+    assert "--backend" not in err and "\n" not in err
+
+
+def test_a_command_whose_extra_is_missing_says_which_in_one_line(capsys, monkeypatch, tmp_path):
+    """`pixelseg serve` on an install without the serve extra: one line naming the extra, not a traceback."""
+    for name in [m for m in sys.modules if m == "pixelseg.serve" or m.startswith("pixelseg.serve.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    assert main(["serve", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "`pixelseg serve` needs fastapi, part of the 'serve' extra" in err
+    assert "pip install 'pixelseg[serve]'" in err and "\n" not in err

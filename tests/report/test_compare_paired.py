@@ -48,6 +48,13 @@ def test_a_better_run_is_called_better(tiny_run, tiny_data, tmp_path, capsys):
     assert r["mIoU"]["low"] > 0 and r["mIoU"]["prob_a_better"] > 0.97
     assert r["verdict"].startswith("r is better than worse")
     assert "verdict: r is better than worse" in out
+    # --out writes the page: the table, the verdict, each run's settings (the copied run differs in none)
+    assert cli.main(["compare", str(tiny_run), str(worse), "--paired", "--device", "cpu", "--n-boot", "200",
+                     "--out", str(tmp_path / "cmp.html")]) == 0
+    assert f"html: {tmp_path / 'cmp.html'}" in capsys.readouterr().out
+    page = (tmp_path / "cmp.html").read_text()
+    assert 'id="paired"' in page and "r is better than worse" in page and 'id="runs"' in page
+    assert 'data-setting="model"' in page and "≠" not in page and 'class="warn"' not in page
     # swapped: B is the better one
     assert cli.main(["compare", str(worse), str(tiny_run), "--data", str(tiny_data), "--device", "cpu",
                      "--json", str(tmp_path / "d.json")]) == 0

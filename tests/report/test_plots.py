@@ -110,6 +110,21 @@ def test_compare_two_runs(tiny_run, tmp_path, capsys, html_tables):
     assert float(row[1][2][0]["data-value"]) == pytest.approx(0.3)
     assert float(row[1][3][0]["data-value"]) == pytest.approx(0.3 - base[row[0]["data-class"]]["iou"])
     assert (tmp_path / "cmp.png").is_file()
+    page = (tmp_path / "cmp.html").read_text()
+    assert 'data-setting="model"' in page and 'class="warn"' not in page      # same settings, same classes
+    # a run with other classes and other data: the page says the comparison may mislead, and what differs
+    import yaml
+    odd = tmp_path / "odd"
+    shutil.copytree(other, odd)
+    m["per_class"] = {f"x{k}": v for k, v in m["per_class"].items()}
+    (odd / "metrics.json").write_text(json.dumps(m))
+    cfg = yaml.safe_load((odd / "config.yaml").read_text())
+    cfg["data"]["root"], cfg["train"]["lr"] = "/elsewhere/data", 0.123
+    (odd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    compare_runs([tiny_run, odd], out=tmp_path / "cmp2.html")
+    page = (tmp_path / "cmp2.html").read_text()
+    assert "the runs have different classes" in page and "trained on different data" in page
+    assert '<td class="l">lr ≠</td>' in page and "0.123" in page
 
     assert cli.main(["compare", str(tiny_run), str(other)]) == 0
     out = capsys.readouterr().out
@@ -129,3 +144,28 @@ def test_compare_bars_group_by_class_with_the_mean_first():
     assert [round(p.get_width(), 3) for p in x_bars] == [0.15, 0.1, 0.2]
     assert [round(p.get_width(), 3) for p in y_bars] == [0.3, 0.3, 0.0]        # missing class: no bar
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["x", "y"]
+
+
+def test_worst_window_finds_the_densest_errors():
+    from pixelseg.report.plots import worst_window
+    wrong = np.zeros((1000, 1500), bool)
+    wrong[700:760, 1200:1260] = True
+    wrong[10:12, 10:12] = True                      # a few scattered errors elsewhere
+    y0, x0, side = worst_window(wrong, 256)
+    assert side == 256 and wrong[y0:y0 + side, x0:x0 + side].sum() == 3600
+    assert worst_window(np.zeros((100, 80), bool), 256)[2] == 80      # never larger than the image
+
+
+def test_a_big_images_gallery_panel_adds_a_zoomed_row():
+    from pixelseg.data.classes import ClassTable
+    from pixelseg.report.plots import gallery_panel
+    classes = ClassTable(("bg", "car"), ((0, 0, 0), (255, 0, 0)), 255)
+    small = np.zeros((200, 300), np.uint8)
+    big = np.zeros((1500, 2000), np.uint8)
+    big[1000:1020, 1500:1530] = 1                   # a small object the model missed
+    rgb = np.full((*big.shape, 3), 90, np.uint8)
+    one = gallery_panel(rgb[:200, :300], small, small, classes)
+    two = gallery_panel(rgb, big, np.zeros_like(big), classes)
+    assert two.shape[0] > 1.8 * one.shape[0]        # the overview row and the zoomed row
+    bottom = two[two.shape[0] // 2:]
+    assert ((bottom[:, :, 0] > 200) & (bottom[:, :, 1] < 60)).sum() > 900   # the missed car, red, at full size

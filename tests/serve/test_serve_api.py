@@ -194,7 +194,9 @@ GOOD = png_bytes(sample_image(20, 20, seed=9))
     ("zero-size image", dict(content=png_header_only(0, 10)), 400, "undecodable_image", None),
     ("upload over max_upload_bytes", dict(content=b"\x89PNG\r\n\x1a\n" + b"\0" * 250_000), 413,
      "payload_too_large", "max_upload_bytes"),
-    ("wrong field", dict(files={"file": ("a.png", GOOD, "image/png")}), 422, "missing_field", None),
+    ("no file, a text field", dict(files={"file": (None, b"abc")}), 422, "missing_field", None),
+    ("two files, neither 'image'", dict(files=[("a", ("a.png", GOOD, "image/png")), ("b", ("b.png", GOOD, "image/png"))]),
+     422, "missing_field", None),
     ("extra field", dict(files={"image": ("a.png", GOOD, "image/png")}, data={"format": "label"}), 422,
      "unknown_field", None),
     ("image as a text field", dict(files={"image": (None, b"abc")}), 422, "invalid_field", None),
@@ -446,3 +448,26 @@ def test_a_run_trained_at_a_scale_is_served_at_that_scale(make_scale_run, monkey
             with Image.open(io.BytesIO(r.content)) as im:
                 assert im.size == (img.shape[1], img.shape[0])
                 np.testing.assert_array_equal(np.asarray(im), reference.predict(img))
+
+
+def test_an_upload_far_from_the_training_size_gets_a_warning(client, serve_predictor):
+    """The run trained on 48x48 images; a 240x240 upload is 5x larger: the JSON and a header say so, with the
+    fix, and the label map is still the model's answer. A close size gets no warning."""
+    big = sample_image(240, 240)
+    r = client.post("/v1/segment?format=json&rle=true", files={"image": ("big.png", png_bytes(big), "image/png")})
+    assert r.status_code == 200
+    assert "5.0x larger than the training images (median 48x48)" in r.json()["warning"]
+    assert r.headers["x-pixelseg-warning"] == r.json()["warning"]
+    np.testing.assert_array_equal(rle_decode(r.json()["label_rle"]), serve_predictor.predict(big))
+    label = client.post("/v1/segment?format=label", content=png_bytes(big), headers={"content-type": "image/png"})
+    assert "x-pixelseg-warning" in label.headers
+    ok = client.post("/v1/segment?format=json", files={"image": ("ok.png", png_bytes(sample_image(50, 60)),
+                                                                 "image/png")})
+    assert "warning" not in ok.json() and "x-pixelseg-warning" not in ok.headers
+
+
+def test_the_only_file_of_an_upload_is_taken_whatever_its_field_name(client, serve_predictor):
+    img = sample_image(40, 52)
+    r = client.post("/v1/segment?format=json&rle=true", files={"file": ("a.png", png_bytes(img), "image/png")})
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(rle_decode(r.json()["label_rle"]), serve_predictor.predict(img))

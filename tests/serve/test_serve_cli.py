@@ -41,6 +41,23 @@ def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(serve_run):
     assert f"page http://127.0.0.1:{port}/" in out and "Traceback" not in out
 
 
+def test_port_0_prints_the_port_it_serves_on(serve_run):
+    import re
+    proc = subprocess.Popen([sys.executable, "-m", "pixelseg.cli", "serve", str(serve_run), "--port", "0",
+                             "--backend", "torch", "--device", "cpu", "--threads", "1", "--no-access-log"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        first = proc.stdout.readline()
+        port = int(re.search(r"page http://127\.0\.0\.1:(\d+)/", first).group(1))
+        assert port > 0, first
+        wait_healthy(proc, f"http://127.0.0.1:{port}", poll_s=0.3)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in out
+
+
 @pytest.mark.parametrize("args,message", [
     (["serve", "{missing}"], "run folder not found"),
     (["serve", "{run}", "--api-key", "short"], "shorter than 8 characters"),

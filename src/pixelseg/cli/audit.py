@@ -26,6 +26,9 @@ def add_parsers(sub) -> None:
     a.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="fold assignment seed (default %(default)s)")
     a.add_argument("--out", help="folder for audit.json and audit.html (default RUN/audit)")
     a.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
+    a.add_argument("--labelme", type=POSITIVE_INT, metavar="N", help="also write the N most suspicious images with "
+                   "their current masks as LabelMe files to OUT/labelme, to correct in LabelMe and bring back with "
+                   "`pixelseg data import OUT/labelme --into DATASET`")
     a.set_defaults(handler=cmd_audit)
 
     s = sub.add_parser("suggest", help="rank unlabelled images by how much labelling them should help "
@@ -40,6 +43,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--gallery", type=NON_NEGATIVE_INT, default=24, help="images shown in the HTML (default %(default)s)")
     s.add_argument("--out", help="folder for suggest.json, suggest.txt and suggest.html (default RUN/suggest)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
+    s.add_argument("--labelme", action="store_true", help="also write the picked images with the model's labels as "
+                   "LabelMe pre-labels to OUT/labelme, to correct in LabelMe and add with `pixelseg data import "
+                   "OUT/labelme --into DATASET`")
     s.set_defaults(handler=cmd_suggest)
 
 
@@ -59,7 +65,7 @@ def cmd_audit(a) -> int:
     if a.threshold >= 1:
         raise PixelsegError(f"--threshold {a.threshold}: a probability below 1 (e.g. 0.7)")
     res = audit_run(a.run, a.data, a.split, a.folds, out, device=a.device, fold_minutes=a.fold_minutes, seed=a.seed,
-                    gallery=a.gallery, settings=AuditSettings(threshold=a.threshold))
+                    gallery=a.gallery, settings=AuditSettings(threshold=a.threshold), labelme=a.labelme)
     t = Table(title=f"most suspicious masks of {res['split']} ({len(res['images'])} images)")
     for col in ("rank", "image", "kind", "score", "regions"):
         t.add_column(col, justify="right" if col in ("rank", "score", "regions") else "left")
@@ -67,6 +73,9 @@ def cmd_audit(a) -> int:
         t.add_row(str(e["rank"]), e["stem"], e["kind"], f"{e['score']:.4f}", str(len(e["regions"])))
     console().print(t)
     print(f"json: {res['json']}\nhtml: {res['html']}")
+    if res.get("labelme"):
+        print(f"labelme: {res['labelme']} (correct there, then `pixelseg data import {res['labelme']} --into "
+              f"{res['data']}`)")
     return 0
 
 
@@ -77,8 +86,12 @@ def cmd_suggest(a) -> int:
         if not Path(u).exists():
             raise PixelsegError(f"{u}: not found; give folders or files of unlabelled images")
     out = check_out_folder(a.out) if a.out else None
-    res = suggest(a.run, a.unlabeled, a.n, a.seed, out, kind=a.kind, device=a.device, gallery=a.gallery)
+    res = suggest(a.run, a.unlabeled, a.n, a.seed, out, kind=a.kind, device=a.device, gallery=a.gallery,
+                  labelme=a.labelme)
     for e in res["picked"]:
         print(f"{e['rank']:>4}  {e['score']:.4f}  {e['image']}")
     print(f"json: {res['json']}\ntxt:  {res['txt']}\nhtml: {res['html']}")
+    if res.get("labelme"):
+        print(f"labelme: {res['labelme']} (pre-labels to correct, then `pixelseg data import {res['labelme']} "
+              "--into DATASET`)")
     return 0

@@ -13,7 +13,7 @@ def add_parsers(sub) -> None:
     add_verify_args(v)
     v.set_defaults(handler=cmd_verify)
 
-    d = sub.add_parser("data", help="dataset tools: synth, convert, show, download")
+    d = sub.add_parser("data", help="dataset tools: synth, convert, show, import, download")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     s = dsub.add_parser("synth", help="write the built-in synthetic dataset in the folder format")
     s.add_argument("--out", required=True)

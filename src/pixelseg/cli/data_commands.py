@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pixelseg.cli.common import NON_NEGATIVE_INT, POSITIVE_INT, add_max_pixels, apply_max_pixels, check_not_dataset_file
 from pixelseg.config import AUGMENT_PRESETS, DATA_FORMATS
@@ -39,7 +40,8 @@ def add_data_commands(dsub) -> None:
 
     s = dsub.add_parser("show", help="grid of images with their masks overlaid (optionally as training augments them)")
     s.add_argument("root")
-    s.add_argument("--out", required=True, help="grid image (.png or .jpg)")
+    s.add_argument("--out", help="grid image (.png or .jpg) (default: <dataset folder name>_<split>.png in the current "
+                   "folder, never inside the dataset)")
     s.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     s.add_argument("--split", default="train")
     s.add_argument("--n", type=POSITIVE_INT, default=16, help="images in the grid (default %(default)s)")
@@ -52,6 +54,14 @@ def add_data_commands(dsub) -> None:
     s.add_argument("--seed", type=NON_NEGATIVE_INT, default=0)
     add_max_pixels(s)
 
+    i = dsub.add_parser("import", help="corrected LabelMe files (e.g. from `suggest --labelme` or `audit --labelme`) "
+                        "back into a dataset as its masks")
+    i.add_argument("src", help="folder of LabelMe .json files beside their images")
+    i.add_argument("--into", required=True, help="the dataset (folder layout, split or not, or flat pairs); a mask "
+                   "that exists is replaced, the old one kept under DATASET/.pixelseg-replaced/<time>/")
+    i.add_argument("--split", default="train", help="where images new to the dataset go (default %(default)s)")
+    add_max_pixels(i)
+
     d = dsub.add_parser("download", help="download and unpack voc | ade20k | camvid, or print cityscapes-instructions")
     d.add_argument("name", choices=["voc", "ade20k", "camvid", "cityscapes-instructions"])
     d.add_argument("--out", required=True)
@@ -62,6 +72,27 @@ def add_data_commands(dsub) -> None:
 def _console():
     from rich.console import Console
     return Console()
+
+
+PLAN_KEYS = {"model.name": "model", "model.encoder": "encoder", "model.encoder_weights": "weights",
+             "data.scale": "scale", "data.crop": "crop", "data.image_size": "input", "train.batch_size": "batch"}
+
+
+def train_plan(index) -> list[str]:
+    """What `pixelseg train --data ROOT` would choose on this machine, from the same recipe (engine/recipe.py):
+    the doctor's view and the trainer's never disagree on the input size."""
+    from pixelseg.config import Config, DataConfig
+    from pixelseg.engine.recipe import detect_hardware, resolve
+
+    hw = detect_hardware()
+    cfg = Config(data=DataConfig(root=str(index.root), format=index.format))
+    _, chosen = resolve(cfg, index, hw, stamp="plan")
+    got = {k: v for k, v, _ in chosen}
+    if "data.crop" in got:
+        got.pop("data.image_size", None)     # crops at a scale: the crop is the input
+    rows = [f"{label} {got[k]}" for k, label in PLAN_KEYS.items() if k in got]
+    return [f"train would use on this machine ({hw.name}): {', '.join(rows)} (`pixelseg train --data "
+            f"{index.root}` prints why)"]
 
 
 def run_verify(a) -> int:
@@ -98,8 +129,9 @@ def run_verify(a) -> int:
                   f"{sz['height']['min']:.0f}/{sz['height']['median']:.0f}/{sz['height']['max']:.0f}, width "
                   f"{sz['width']['min']:.0f}/{sz['width']['median']:.0f}/{sz['width']['max']:.0f} (min/median/max); "
                   f"aspect W/H {sz['aspect_w_over_h']['min']:.2f}..{sz['aspect_w_over_h']['max']:.2f}")
-    h, w = rep.suggested_image_size
-    con.print(f"suggested: --image-size {h} {w}   class weights (median frequency): "
+    for line in train_plan(idx):
+        con.print(line)
+    con.print(f"class weights (median frequency), if wanted: "
               f"--class-weights {' '.join(f'{x:.3g}' for x in rep.class_weights)}")
     for s in names:
         if rep.splits[s].background_only:
@@ -130,6 +162,13 @@ def run_data_command(a) -> int:
         print(f"wrote {counts} images to {r.out} (folder format{', images hard-linked' if r.linked else ''}); "
               f"train with: pixelseg train --data {r.out}")
         return 0
+    if a.data_command == "import":
+        from pixelseg.data.labelling import import_labelme
+        r = import_labelme(a.src, a.into, a.split)
+        print(f"{len(r['replaced'])} mask(s) replaced, {len(r['added'])} added in {a.into}"
+              + (f"; the replaced ones are kept in {r['backup']}" if r["backup"] else "")
+              + f". Check with: pixelseg verify-dataset {a.into}")
+        return 0
     if a.data_command == "show":
         from pixelseg.data.show import show
         size = None
@@ -139,6 +178,8 @@ def run_data_command(a) -> int:
             size = (a.image_size[0], a.image_size[-1])
         if not 0 <= a.alpha <= 1:
             raise PixelsegError(f"--alpha {a.alpha} is outside 0..1")
+        if a.out is None:
+            a.out = f"{Path(a.root).resolve().name or 'dataset'}_{a.split}.png"
         check_not_dataset_file(a.out, a.root, "--out")
         out = show(a.root, a.out, a.format, a.split, a.n, a.augment if a.augmented else None, size, a.cols,
                    a.alpha, a.seed)

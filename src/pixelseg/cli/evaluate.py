@@ -209,6 +209,9 @@ def _compare_paired(a) -> int:
     if a.json:
         write_json(a.json, r)
         print(f"comparison written to {a.json}")
+    if a.out:
+        from pixelseg.report.compare import paired_page
+        print(f"html: {paired_page(r, a.runs, a.out)}")
     return 0
 
 

@@ -19,6 +19,9 @@ def add_parsers(sub) -> None:
                    "its visibility)")
     _access_args(p)
     p.add_argument("--message", help="commit message (default: the model and its val mIoU)")
+    p.add_argument("--dry-run", action="store_true", help="upload nothing: write the folder push would upload "
+                   "(weights, run description, model card) to --out, offline, to look at first")
+    p.add_argument("--out", help="with --dry-run: the folder to write (new or empty)")
     p.set_defaults(handler=cmd_push)
 
     q = sub.add_parser("pull", help="download a run shared with `pixelseg push` (pixelseg.load and predict take "
@@ -37,6 +40,15 @@ def _access_args(p) -> None:
 
 def cmd_push(a) -> int:
     from pixelseg import hub
+    if a.out and not a.dry_run:
+        raise PixelsegError("--out is where --dry-run writes the folder push would upload; add --dry-run, or drop --out")
+    if a.dry_run:
+        if not a.out:
+            raise PixelsegError("--dry-run writes the folder push would upload: give it --out DIR (new or empty)")
+        files = hub.dry_run(a.run, a.repo, a.out)
+        print(f"nothing uploaded; {len(files)} files push would upload to {a.repo} written to {a.out}: "
+              f"{', '.join(files)} (the model card is README.md)")
+        return 0
     url = hub.push(a.run, a.repo, token=a.token, private=a.private, endpoint=a.endpoint, commit_message=a.message)
     print(f"{a.run} -> {url}")
     print(f"use it: pixelseg predict {a.repo} IMAGE --out OUT   |   pixelseg.load(\"hf://{a.repo}\")")

@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import sys
 
-from pixelseg.cli import audit, data, evaluate, export, hub, models, predict, quickstart, serve, train
+from pixelseg.cli import audit, data, evaluate, export, hub, models, predict, quickstart, runs, serve, train
 from pixelseg.cli.common import Parser, apply_max_pixels
 from pixelseg.errors import PixelsegError
 
 # quickstart first (the whole flow), then the flow itself: look at the data, pick a model, train, measure,
 # use, ship, share. `--help` lists the commands in this order.
 COMMANDS = (quickstart.add_parser, data.add_parsers, models.add_parser, train.add_parser, evaluate.add_parsers,
-            audit.add_parsers, predict.add_parser, export.add_parsers, serve.add_parser, hub.add_parsers)
+            audit.add_parsers, predict.add_parser, export.add_parsers, serve.add_parser, hub.add_parsers,
+            runs.add_parsers)
 
 
 def build_parser() -> Parser:
@@ -23,6 +24,7 @@ def build_parser() -> Parser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    ap.set_defaults(root_parser=ap)      # `pixelseg completion` writes its script from the whole parser
     return ap
 
 
@@ -33,15 +35,40 @@ def _version() -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    import warnings
+
+    from pixelseg.errors import PixelsegWarning
+    warnings.filterwarnings("ignore", category=PixelsegWarning)   # each command prints its own "warning:" lines
     try:
         apply_max_pixels(args)          # the decode gate's limit, for every command that takes --max-pixels
         return args.handler(args)
     except PixelsegError as e:
         print(f"pixelseg: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        extra = missing_extra(e.name or "")
+        if extra is None:
+            raise
+        print(f"pixelseg: error: `pixelseg {args.command}` needs {e.name}, part of the '{extra}' extra; install it "
+              f"with: pip install 'pixelseg[{extra}]' (in a checkout: EXTRAS={extra} bash scripts/setup.sh)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("pixelseg: interrupted", file=sys.stderr)
         return 130
+
+
+# the optional dependencies (pyproject.toml [project.optional-dependencies]) by their top-level module
+EXTRA_OF = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "python_multipart": "serve",
+            "prometheus_client": "serve", "fastapi_offline": "serve", "onnx": "export", "onnxscript": "export",
+            "onnxruntime": "export", "openvino": "export", "pycocotools": "formats", "cityscapesscripts": "formats",
+            "tensorboard": "logging", "huggingface_hub": "hub", "mlflow": "mlflow", "wandb": "wandb",
+            "rasterio": "geo"}
+
+
+def missing_extra(module: str) -> str | None:
+    """The extra that provides a module that failed to import, or None when it is not an optional one."""
+    return EXTRA_OF.get(module.split(".")[0])
 
 
 def exit_process(code) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pixelseg.cli.common import POSITIVE_INT, add_max_pixels, bounded, progress
@@ -16,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="folder for label maps (never an input folder: inputs are not "
                    "replaced); for a video or camera an output video (.mp4, .avi)")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
+    p.add_argument("--vector", choices=["geojson"], help="also write <stem>.geojson: a polygon per region and class "
+                   "with its name, in the input's CRS for a GeoTIFF (else pixel coordinates); GeoPackage: "
+                   "ogr2ogr out.gpkg <stem>.geojson")
     p.add_argument("--alpha", type=bounded(float, "number in [0, 1]", ge=0, le=1), default=0.5,
                    help="overlay opacity (default %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="images per network call (default %(default)s)")
@@ -71,18 +75,22 @@ def cmd_predict(a) -> int:
             raise PixelsegError("give one video (or camera:N) per call; images and folders go in another call")
         if a.uncertainty or a.uncertainty_npy:
             raise PixelsegError("--uncertainty writes maps beside image label maps; it does not apply to a video")
+        if a.vector:
+            raise PixelsegError("--vector writes polygons beside image label maps; it does not apply to a video")
         return _predict_video(a, videos[0])
     if a.uncertainty_npy and not a.uncertainty:
         raise PixelsegError("--uncertainty-npy adds .npy files to --uncertainty's maps: pass --uncertainty too")
     # checked before the model is loaded: nothing written yet
-    plan = jobs.plan(a.inputs, a.out, a.overlay, a.uncertainty)
+    plan = jobs.plan(a.inputs, a.out, a.overlay, a.uncertainty, a.vector)
     pred = predictor_from_args(a, a.run, jobs.rank_device(a.device))
     with progress(len(plan.paths), "predicting") as advance:
         r = jobs.run(pred, plan, overlay=a.overlay, alpha=a.alpha, batch_size=a.batch_size, progress=advance,
-                     uncertainty=a.uncertainty, uncertainty_npy=a.uncertainty_npy)
+                     uncertainty=a.uncertainty, uncertainty_npy=a.uncertainty_npy, vector=a.vector)
     rank = f"rank {r.rank}/{r.world}: " if r.world > 1 else ""
     print(f"{rank}{r.images} image(s) -> {a.out} ({len(r.written)} files, {r.seconds:.1f}s, "
           f"{r.images_per_second:.1f} img/s, backend {r.backend})")
+    for line in pred.scale_warnings():
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pixelseg.data.geotiff import georeference_problem
 from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import image_size, read_image, stored_size
 from pixelseg.data.labels import load_mask
@@ -75,7 +76,8 @@ def _check_one(s: Sample, num_classes: int, ignore_index: int, color_channel, de
     try:
         mask = load_mask(s, color_channel)
         hw = read_image(s.image).shape[:2] if decode_images else image_size(s.image)
-        return check_mask(mask, hw, num_classes, ignore_index, s), None
+        counts = check_mask(mask, hw, num_classes, ignore_index, s)
+        return counts, georeference_problem(s.image, s.mask)
     except PixelsegError as e:
         return None, str(e)
 

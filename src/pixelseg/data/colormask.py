@@ -1,6 +1,6 @@
 """Color-coded masks in the folder layout: each pixel's RGB color names its class.
 
-    ROOT/{train,val[,test]}/{images,masks}/<stem>.*     masks are RGB PNGs
+    ROOT/{train,val[,test]}/{images,masks}/<stem>.*     masks are RGB PNGs (or ROOT/{images,masks}, no splits)
     ROOT/classes.json   {"names": [...], "colors": [[r,g,b], ...], "ignore_colors": [[r,g,b], ...]}   or
     ROOT/class_dict.csv name,r,g,b per line (the common Kaggle export); a class named "void" is the ignore color
 A color the table does not list is an error naming it, its pixel count and the file (never rounded to
@@ -18,7 +18,7 @@ from pixelseg.data.classes import ClassTable
 from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import IMAGE_EXTS, open_image
 from pixelseg.data.labels import ColorMap
-from pixelseg.data.layout import make_index, pair_split
+from pixelseg.data.layout import make_index, pair_split, split_dirs
 from pixelseg.errors import PixelsegError
 from pixelseg.registry import Registry
 
@@ -30,12 +30,12 @@ def register(formats: Registry) -> None:
 
 
 def detect(root: Path) -> bool:
-    return (root / "train" / "images").is_dir() and has_color_masks(root)
+    return split_dirs(root, "train", "folder")[0].is_dir() and has_color_masks(root)
 
 
 def has_color_masks(root: Path) -> bool:
     """Whether the first training mask is RGB with differing channels (a color mask, not a gray index mask)."""
-    mask_dir = root / "train" / "masks"
+    mask_dir = split_dirs(root, "train", "folder")[1]
     if not mask_dir.is_dir():
         return False
     first = next((p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")), None)
@@ -96,9 +96,10 @@ def read_color_table(root: Path) -> tuple[ClassTable, ColorMap, str]:
 
 
 def open(root: Path, val_fraction: float = 0.1, strict: bool = True) -> DatasetIndex:  # noqa: A001 - the format-module contract
-    if not (root / "train" / "images").is_dir():
+    if not split_dirs(root, "train", "folder")[0].is_dir():
         raise PixelsegError(f"{root / 'train' / 'images'}: not found; the colormask layout is "
-                            "ROOT/train/images + ROOT/train/masks (color PNGs) + a color table")
+                            "ROOT/train/images + ROOT/train/masks, or ROOT/images + ROOT/masks (color PNGs), "
+                            "and a color table")
     classes, decode, source = read_color_table(root)
     splits = {}
     problems: list[str] | None = None if strict else []

@@ -20,6 +20,7 @@ import numpy as np
 
 from pixelseg.data.checks import all_ignore, check_mask
 from pixelseg.data.formats import open_dataset
+from pixelseg.data.geotiff import georeference_problem
 from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import read_image
 from pixelseg.data.labels import UnknownColorsError, load_mask
@@ -105,6 +106,7 @@ def _examine(split: str, s: Sample, index: DatasetIndex) -> Facts:
         return f
     try:
         f.counts = check_mask(load_mask(s, index.mask_color_channel), f.hw, k, ign, s)
+        f.problem = georeference_problem(s.image, s.mask)
     except UnknownColorsError as e:
         f.problem, f.colors = str(e), e.colors
     except PixelsegError as e:
@@ -223,6 +225,8 @@ def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> Doctor
                         "and \"ignore_values\": [0] so 0 is not a class")
             warnings.append(f"classes never present in any mask: {', '.join(never)}{hint}")
 
+    _stray_values(index, facts, problems, warnings)
+
     dups = []
     for i, j, d in _near_duplicates(facts):
         a, b = facts[i], facts[j]
@@ -248,6 +252,41 @@ def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> Doctor
                             "to one size distorts some images; consider tiling or padding")
     return DoctorReport(index, splits, problems, warnings, dups, weights, sizes, suggest_image_size(hws),
                         _objects(index, facts))
+
+
+RARE_SHARE = 1e-4        # a class in under 0.01 % of the labelled pixels ...
+RARE_ONE_FILE = 1e-3     # ... or in one file only and under 0.1 % of them: a stray value rather than a class
+
+
+def _stray_values(index: DatasetIndex, facts: list[Facts], problems: list[str], warnings: list[str]) -> None:
+    """A class held by a handful of pixels or by one file. Without classes.json the class table is derived from
+    the largest stored value, so one stray value (a 9 painted by a brush, an anti-aliased edge) silently adds
+    classes: a problem to confirm. With classes.json the class was declared: a warning."""
+    c, k = index.classes, index.classes.num_classes
+    pixels, files, first = np.zeros(k, np.int64), np.zeros(k, np.int64), [None] * k
+    for f in facts:
+        if f.counts is None:
+            continue
+        pixels += f.counts[:k]
+        files += f.counts[:k] > 0
+        for i in np.flatnonzero(f.counts[:k]):
+            first[i] = first[i] or f.sample.mask
+    total = pixels.sum()
+    if total == 0:
+        return
+    share = pixels / total
+    rare = [i for i in range(1, k) if pixels[i] and (share[i] < RARE_SHARE or (files[i] == 1 and share[i] < RARE_ONE_FILE))]
+    for i in rare:
+        where = f"{pixels[i]} pixel(s) in {files[i]} mask(s), e.g. {first[i]}"
+        if c.derived:
+            gap = [j for j in range(max([x for x in range(i) if pixels[x]] or [0]) + 1, i) if not pixels[j]]
+            adds = f" (and makes values {gap[0]}..{gap[-1]} empty classes)" if gap else ""
+            problems.append(f"mask value {i} is a class of only {where}: a stray value? It adds class_{i}{adds}; fix "
+                            f"those pixels, or if it is a real class confirm it by writing {index.root / 'classes.json'} "
+                            "with its name")
+        else:
+            warnings.append(f"class '{c.names[i]}' has only {where}; the model can hardly learn it - label more "
+                            "examples or merge it into another class")
 
 
 def _objects(index: DatasetIndex, facts: list[Facts], most: int = 8) -> dict:

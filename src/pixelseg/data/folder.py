@@ -16,7 +16,7 @@ from pathlib import Path
 from pixelseg.data.classes import ClassTable
 from pixelseg.data.colormask import has_color_masks
 from pixelseg.data.index import SPLITS, DatasetIndex, Sample
-from pixelseg.data.layout import holdout, holdout_note, pair_split, split_dirs
+from pixelseg.data.layout import holdout, holdout_note, is_unsplit, pair_split, split_dirs
 from pixelseg.errors import PixelsegError
 from pixelseg.registry import Registry
 
@@ -27,7 +27,7 @@ def register(formats: Registry) -> None:
 
 
 def detect_folder(root: Path) -> bool:
-    return (root / "train" / "images").is_dir() and not has_color_masks(root)
+    return ((root / "train" / "images").is_dir() or is_unsplit(root)) and not has_color_masks(root)
 
 
 def detect_keras(root: Path) -> bool:
@@ -112,6 +112,14 @@ def open_folder(root: Path, val_fraction: float = 0.1, strict: bool = True, *, f
         splits["train"], splits["val"] = holdout(splits["train"], val_fraction)
         notes.append(holdout_note(splits["val"], val_fraction))
     color_channel = 2 if fmt == "keras" else None
+    splits, classes = read_classes(root, splits, notes, color_channel, fmt)
+    return DatasetIndex(root, fmt, classes, splits, color_channel, notes, problems or [])
+
+
+def read_classes(root: Path, splits: dict[str, list[Sample]], notes: list[str], color_channel: int | None,
+                 fmt: str) -> tuple[dict[str, list[Sample]], ClassTable]:
+    """The class table of an index-mask layout: ROOT/classes.json (attaching its value decoder to every mask),
+    or derived from the values the masks hold, with a note."""
     cj = root / "classes.json"
     if cj.exists():
         classes, decode = read_classes_json(cj)
@@ -124,7 +132,7 @@ def open_folder(root: Path, val_fraction: float = 0.1, strict: bool = True, *, f
         classes = derive_classes(root, splits["train"] + splits["val"], color_channel)
         notes.append(f"no classes.json: mask values 0..{classes.num_classes - 1} named class_0..class_{classes.num_classes - 1}, "
                      f"255 = ignore; write {cj} to name and color them")
-    return DatasetIndex(root, fmt, classes, splits, color_channel, notes, problems or [])
+    return splits, classes
 
 
 def write_classes_json(root: str | Path, classes: ClassTable) -> None:

@@ -1,10 +1,12 @@
 """Finding a dataset on disk: which layout it is, and the reader that lists its images, masks and classes.
 
 Layouts (`FORMATS`, in the order auto-detection tries them: the specific layouts before the generic ones):
-  folder     ROOT/classes.json, ROOT/{train,val[,test]}/{images,masks}/<stem>.*  (index masks; data/folder.py)
+  folder     ROOT/classes.json, ROOT/{train,val[,test]}/{images,masks}/<stem>.* or ROOT/{images,masks}/<stem>.*
+             with no splits (index masks; data/folder.py)
   keras      ROOT/{train,val[,test]}_images/ and ROOT/{train,val[,test]}_segmentation/ (data/folder.py)
   colormask  the folder layout with color-coded masks and a color table (data/colormask.py)
   voc, cityscapes, ade20k, camvid, coco, labelme: the layouts those datasets/tools ship (data/<name>.py)
+  pairs      ROOT/<stem>.* next to ROOT/<stem>_mask.png (data/pairs.py)
 Only paths are listed here; pixels are decoded lazily by the dataset, in the loader workers. A format whose
 masks are not plain class indices attaches a decoder (data/labels.py) to each Sample.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pixelseg.data import ade20k, camvid, cityscapes, coco, colormask, folder, labelme, voc
+from pixelseg.data import ade20k, camvid, cityscapes, coco, colormask, folder, labelme, pairs, voc
 from pixelseg.data.index import DatasetIndex
 from pixelseg.errors import PixelsegError
 from pixelseg.registry import Registry
@@ -30,6 +32,7 @@ ade20k.register(READERS)
 camvid.register(READERS)
 coco.register(READERS)
 labelme.register(READERS)
+pairs.register(READERS)      # the most generic layout: tried last
 
 FORMATS = tuple(entry.name for entry in READERS)   # registration order: the order detection tries them
 # formats that are another one read with an option: named, so that the choice travels wherever the format name
@@ -46,9 +49,10 @@ def detect_format(root: Path) -> str:
     if not root.exists():
         raise PixelsegError(f"{root}: dataset folder not found; check --data (make one with `pixelseg data synth --out {root}`)")
     if not root.is_dir():
-        raise PixelsegError(f"{root}: is a file, not a dataset folder; give the folder that holds train/images and train/masks")
+        raise PixelsegError(f"{root}: is a file, not a dataset folder; give the folder that holds images/ and masks/")
     raise PixelsegError(
-        f"{root}: no known dataset layout; expected {root}/train/images + {root}/train/masks (folder format), "
+        f"{root}: no known dataset layout; expected {root}/images + {root}/masks, or {root}/train/images + "
+        f"{root}/train/masks (folder format), images next to their <stem>_mask.png masks, "
         f"{root}/train_images + {root}/train_segmentation (keras_segmentation), or a VOC, Cityscapes, ADE20K, CamVid, "
         "COCO or LabelMe layout (`pixelseg verify-dataset --help` lists them)")
 

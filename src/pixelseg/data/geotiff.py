@@ -88,33 +88,92 @@ def georeference(path) -> tuple | None:
         return src.crs, src.transform
 
 
+NODATA_LABEL = 255     # a label map's nodata value where its input raster had nodata (pixelseg's ignore index)
+
+
+def nodata_mask(path, window=None) -> np.ndarray | None:
+    """True where a raster has data (GDAL's dataset mask: nodata value, alpha band or internal mask), None for an
+    input that declares none (every pixel is data) or that is not a raster."""
+    if not is_raster(path):
+        return None
+    from rasterio.enums import MaskFlags
+    with _open(path) as src:
+        if src.nodata is None and all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums):
+            return None
+        return src.dataset_mask(window=window) > 0
+
+
+def georeference_problem(image, mask) -> str | None:
+    """Why a GeoTIFF mask does not lie on its GeoTIFF image's grid: both georeferenced, and their CRS or
+    transform differ (same size, so a pixel-for-pixel check passes, yet every label is shifted on the ground).
+    None when they agree, or when either is not a georeferenced raster (then pixels are paired as stored)."""
+    if not (is_raster(image) and is_raster(mask)):
+        return None
+    a, b = georeference(image), georeference(mask)
+    if a is None or b is None:
+        return None
+    (crs_a, t_a), (crs_b, t_b) = a, b
+    if crs_a != crs_b:
+        return (f"{mask}: its CRS ({crs_b.to_string()}) is not its image's {Path(image).name} ({crs_a.to_string()}); "
+                "the labels would land on the wrong ground: reproject the mask onto the image's grid (e.g. gdalwarp "
+                "-t_srs, -te and -tr of the image, nearest resampling)")
+    size = max(abs(t_a.a), abs(t_a.e), 1e-12)
+    if not t_a.almost_equals(t_b, precision=1e-6 * size):
+        return (f"{mask}: its transform (origin {t_b.c:.6g}, {t_b.f:.6g}; pixel {t_b.a:.6g} x {t_b.e:.6g}) is not its "
+                f"image's {Path(image).name} (origin {t_a.c:.6g}, {t_a.f:.6g}; pixel {t_a.a:.6g} x {t_a.e:.6g}): the "
+                "labels are shifted or scaled on the ground; re-export the mask on the image's grid (gdalwarp -te/-tr "
+                "of the image, nearest resampling)")
+    return None
+
+
 @contextlib.contextmanager
-def label_writer(path, height: int, width: int, dtype: str, ref: tuple | None = None, colors=None):
-    """An open single-band label GeoTIFF (`dtype` uint8 or uint16), tiled and compressed, with the (crs,
-    transform) `ref` when given and `colors` (one RGB per class) as its colour table; written to a temporary
-    file beside `path` and renamed into place when the block ends without an error."""
+def label_writer(path, height: int, width: int, dtype: str, ref: tuple | None = None, colors=None, names=None,
+                 confidence: bool = False, nodata: int | None = None):
+    """An open label GeoTIFF (`dtype` uint8 or uint16), tiled and compressed, with the (crs, transform) `ref`
+    when given, `colors` (one RGB per class) as its colour table and `names` as tags CLASS_<i>=<name> of band 1
+    (gdalinfo and QGIS show them); with `confidence` a second uint8 band for the top class probability x 255.
+    Written to a temporary file beside `path` and renamed into place when the block ends without an error."""
     import rasterio
     import rasterio.errors
-    profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": dtype, "compress": "deflate"}
+    profile = {"driver": "GTiff", "height": height, "width": width, "count": 2 if confidence else 1, "dtype": dtype,
+               "compress": "deflate"}
+    if confidence and dtype != "uint8":
+        raise PixelsegError("a confidence band goes with a uint8 label map (up to 256 classes)")
     if height >= 256 and width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     if ref is not None:
         profile.update(crs=ref[0], transform=ref[1])
+    if nodata is not None:      # the input's nodata pixels stay nodata in the label map (the ignore index)
+        profile.update(nodata=nodata)
     with atomic_path(Path(path)) as tmp, warnings.catch_warnings():
         # a plain (not georeferenced) input gives a plain label map: rasterio's warning says just that
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(str(tmp), "w", **profile) as dst:
             if colors is not None and dtype == "uint8":
                 dst.write_colormap(1, {i: tuple(int(v) for v in c) for i, c in enumerate(colors)})
+            dst.set_band_description(1, "class")
+            if names is not None:
+                dst.update_tags(1, **{f"CLASS_{i}": str(n) for i, n in enumerate(names)})
+            if confidence:
+                dst.set_band_description(2, "confidence (top class probability x 255)")
             yield dst
 
 
-def write_label_geotiff(path, labels: np.ndarray, like=None, colors=None) -> Path:
+def write_label_geotiff(path, labels: np.ndarray, like=None, colors=None, names=None,
+                        confidence: np.ndarray | None = None) -> Path:
     """A label map (uint8, or uint16 over 256 classes) with the CRS and transform of `like` (the input
-    raster) when it has them, through label_writer."""
+    raster) when it has them, class names as tags and, when given, `confidence` (H x W uint8) as band 2,
+    through label_writer."""
     labels = np.asarray(labels)
     dtype = "uint8" if labels.max(initial=0) < 256 else "uint16"
-    with label_writer(path, labels.shape[0], labels.shape[1], dtype,
-                      georeference(like) if like is not None else None, colors) as dst:
+    nodata = None
+    valid = nodata_mask(like) if like is not None else None
+    if valid is not None and valid.shape == labels.shape and not valid.all():
+        nodata = NODATA_LABEL
+        labels = np.where(valid, labels, nodata)
+    with label_writer(path, labels.shape[0], labels.shape[1], dtype, georeference(like) if like is not None else None,
+                      colors, names, confidence is not None, nodata) as dst:
         dst.write(labels.astype(dtype), 1)
+        if confidence is not None:
+            dst.write(np.asarray(confidence, np.uint8), 2)
     return Path(path)

@@ -15,8 +15,9 @@ from pixelseg.data.io import IMAGE_EXTS, describe_odd_file
 from pixelseg.errors import PixelsegError
 
 LAYOUTS = {
-    "folder": "ROOT/{train,val[,test]}/{images,masks}/<stem>.* (index masks; classes.json 'values'/'ignore_values' "
-              "map stored values such as 0/255)",
+    "folder": "ROOT/{train,val[,test]}/{images,masks}/<stem>.*, or ROOT/{images,masks}/<stem>.* with no splits "
+              "(index masks; classes.json 'values'/'ignore_values' map stored values such as 0/255)",
+    "pairs": "ROOT/<stem>.<ext> next to its mask ROOT/<stem>_mask.png (also _label, _seg, _gt, -mask), no sub-folders",
     "keras": "ROOT/{train,val[,test]}_images + ROOT/{train,val[,test]}_segmentation (index in the blue channel)",
     "colormask": "the folder layout with RGB color masks + a color table (classes.json 'colors' or class_dict.csv)",
     "voc": "VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/{train,val}.txt}; SBD from "
@@ -38,7 +39,14 @@ def split_dirs(root: Path, split: str, fmt: str) -> tuple[Path, Path]:
     """(images, masks) folders of one split in the folder or keras layout."""
     if fmt == "keras":
         return root / f"{split}_images", root / f"{split}_segmentation"
+    if split == "train" and is_unsplit(root):
+        return root / "images", root / "masks"      # no split folders: validation is held out of these
     return root / split / "images", root / split / "masks"
+
+
+def is_unsplit(root: Path) -> bool:
+    """The most common layout of all: ROOT/images + ROOT/masks with no train/val folders."""
+    return not (root / "train" / "images").is_dir() and (root / "images").is_dir() and (root / "masks").is_dir()
 
 
 def list_images(d: Path, what: str = "images", odd: list[str] | None = None) -> dict[str, Path]:
@@ -81,6 +89,9 @@ def pair_split(root: Path, split: str, fmt: str, problems: list[str] | None = No
     if problems is not None:
         problems += odd
         problems += [f"{p}: has no mask {mask_dir / (p.stem + '.png')}; add the mask or remove the image" for p in missing]
+        if len(missing) > 1:
+            problems.append(f"{len(missing)} images of {img_dir} have no mask: images without masks can still teach "
+                            f"the model: move them to {root / 'unlabelled'} (found by itself) or pass --unlabelled DIR")
         problems += [f"{p}: mask without an image in {img_dir}; add the image or remove the mask" for p in orphans]
         return [Sample(images[s], masks[s], s) for s in images if s in masks]
     if odd:
@@ -88,7 +99,9 @@ def pair_split(root: Path, split: str, fmt: str, problems: list[str] | None = No
         raise PixelsegError(odd[0] + more)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise PixelsegError(f"{missing[0]}: has no mask {mask_dir / (missing[0].stem + '.png')}{more}; add the mask or remove the image")
+        raise PixelsegError(f"{missing[0]}: has no mask {mask_dir / (missing[0].stem + '.png')}{more}; add the mask or "
+                            f"remove the image (images without masks go to {root / 'unlabelled'}, learned from with "
+                            "--semi on)")
     if orphans:
         more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
         raise PixelsegError(f"{orphans[0]}: mask without an image in {img_dir}{more}; add the image or remove the mask")

@@ -81,3 +81,23 @@ def epoch_order(n: int, seed: int, epoch: int, factors: np.ndarray | None = None
     reps = r.floor() + (torch.rand(len(r), generator=g, dtype=torch.float64) < r - r.floor()).double()
     idx = torch.repeat_interleave(torch.arange(len(r)), reps.long())
     return idx[torch.randperm(len(idx), generator=g)].tolist()
+
+
+class EpochSampler:
+    """This rank's share of one epoch's global sample order, from `start` (samples already consumed,
+    for mid-epoch resume) on. Rank r takes every world-th sample from position r, so the r-th slices
+    of the ranks' batches j together are exactly global batch j of a one-process run. The tail is cut
+    to a multiple of the world size so every rank takes the same number of steps (as DistributedSampler
+    with drop_last; that class cannot start mid-epoch or take a repeat-factor order, hence this one). A plain
+    iterable with a length, which is all DataLoader asks of a sampler (no torch import here: the doctor uses
+    this module)."""
+
+    def __init__(self, order: list[int], start: int = 0, rank: int = 0, world: int = 1):
+        rest = order[start:]
+        self.indices = rest[rank:len(rest) // world * world:world]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)

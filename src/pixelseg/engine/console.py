@@ -6,7 +6,7 @@ from rich.console import Console
 from pixelseg.models import count_parameters
 
 
-def print_plan(console: Console, cfg, chosen, hw, model, n_train: int, n_val: int, check_s: float, d,
+def print_plan(console: Console, cfg, chosen, hw, model, n_train: tuple[int, int], n_val: int, check_s: float, d,
                data_given: str | None = None) -> None:
     from rich.table import Table
     t = Table(title="pixelseg train", show_header=True, header_style="bold")
@@ -19,7 +19,8 @@ def print_plan(console: Console, cfg, chosen, hw, model, n_train: int, n_val: in
     bs = tr.batch_size
     rows = [
         ("hardware", hw.name + (f" ({hw.gpu_memory_gb:.0f} GB)" if hw.is_cuda else ""), ""),
-        ("data", f"{data_given or cfg.data.root}: {n_train} train / {n_val} val images", f"masks checked in {check_s:.1f}s"),
+        ("data", f"{data_given or cfg.data.root}: {n_train[0]} train / {n_val} val images"
+         + (f" ({n_train[1]} crops an epoch)" if n_train[1] != n_train[0] else ""), f"masks checked in {check_s:.1f}s"),
         ("model.name", f"{cfg.model.name} ({count_parameters(model) / 1e6:.1f}M params)", why("model.name")),
         ("model.encoder", str(cfg.model.encoder), why("model.encoder")),
         ("data.image_size", f"{h}x{w}", why("data.image_size")),

@@ -22,20 +22,28 @@ class Objective:
     kd_weight: float = 0.0
     temperature: float = 1.0
     ignore_index: int = 255
+    consistency: object = None     # engine/semi.Consistency when the run learns from unlabelled images
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """`model` may be wrapped (DDP, torch.compile): aux outputs go through its forward."""
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, unlabelled=None) -> torch.Tensor:
+        """`model` may be wrapped (DDP, torch.compile): aux outputs go through its forward. `unlabelled`:
+        (strong view, its pseudo-labels), trained in the same forward pass as the labelled batch."""
+        n = x.shape[0]
+        inputs = x if unlabelled is None else torch.cat([x, unlabelled[0]])
         if self.aux_weight > 0:
-            logits, aux = model(x, with_aux=True)
+            logits, aux = model(inputs, with_aux=True)
         else:
-            logits, aux = model(x), []
+            logits, aux = model(inputs), []
+        extra = None
+        if unlabelled is not None:
+            extra = self.consistency.loss(logits[n:], unlabelled[1])
+            logits, aux = logits[:n], [a[:n] for a in aux]
         loss = self.loss_fn(logits, y)
         for a in aux:
             loss = loss + self.aux_weight * self.loss_fn(a, y)
         if self.teacher is not None:
             from pixelseg.engine.distill import kd_loss
             loss = loss + self.kd_weight * kd_loss(logits, self.teacher(x), y, self.ignore_index, self.temperature)
-        return loss
+        return loss if extra is None else loss + extra
 
     def describe(self) -> list[str]:
         notes = []
@@ -44,6 +52,9 @@ class Objective:
         if self.teacher is not None:
             notes.append(f"distilling from {getattr(self.teacher, 'name', 'teacher')} "
                          f"(pixel-wise KL, T={self.temperature:g}, weight {self.kd_weight:g})")
+        if self.consistency is not None:
+            notes.append(f"learning from unlabelled images: pseudo-labels of the weak view above self-adaptive class "
+                         f"thresholds, trained on a strong view (jitter, CutMix), weight {self.consistency.weight:g}")
         return notes
 
 

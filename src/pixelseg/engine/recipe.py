@@ -86,6 +86,9 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware, world: int = 1, stam
     samples = index.splits["train"]
     probe = samples[:: max(1, len(samples) // 200)][:200]   # headers only: cheap on any dataset size
     data = _resolve_inputs(cfg.data, probe, hw, chosen)
+    if data.format == "auto":      # the layout read, recorded: the run and everything after it read the data alike
+        data = replace(data, format=index.format)
+        chosen.append(("data.format", index.format, "detected from the folder's layout"))
     model = _resolve_model(cfg.model, hw, chosen)
     data = _resolve_size(data, model, probe, hw, chosen, index)
     data, train = _resolve_training(data, model, cfg.train, hw, chosen)
@@ -94,6 +97,7 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware, world: int = 1, stam
         (h, w), (ch, cw) = image_size(samples[0].image), data.crop
         items *= int(min(64, max(1, round(h * w * data.scale ** 2 / (ch * cw)))))
     train = _resolve_scale(train, items, hw, world, chosen)
+    data, train = _resolve_unlabelled(data, train, index, hw, chosen)
     loss = cfg.loss
     if class_weights is not None and loss.class_weights == "auto":
         loss = replace(loss, class_weights=[float(w) for w in class_weights])
@@ -241,12 +245,15 @@ def is_big(sizes: list[tuple[int, int]], hw: Hardware) -> bool:
     return long > 2 * (512 if hw.is_cuda else 256)
 
 
-def preprocessing(data, mean, std):
-    """The run's Preprocessing for a resolved DataConfig: scale mode when data.scale is set."""
+def preprocessing(data, mean, std, samples=()):
+    """The run's Preprocessing for a resolved DataConfig: scale mode when data.scale is set; else the whole-image
+    resize, with the median size of the training images (`samples`, headers of up to 200) it was trained from."""
     from pixelseg.run import Preprocessing
     if data.scale is not None:
         return Preprocessing(tuple(data.crop), tuple(mean), tuple(std), data.in_channels, "scale", float(data.scale))
-    return Preprocessing(tuple(data.image_size), tuple(mean), tuple(std), data.in_channels)
+    sizes = [image_size(s.image) for s in list(samples)[:: max(1, len(samples) // 200)][:200]]
+    source = (int(statistics.median(h for h, _ in sizes)), int(statistics.median(w for _, w in sizes))) if sizes else None
+    return Preprocessing(tuple(data.image_size), tuple(mean), tuple(std), data.in_channels, source_size=source)
 
 
 def _resolve_training(data, model, train, hw: Hardware, chosen: list):
@@ -292,6 +299,50 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
     if train.device == "auto":
         train = replace(train, device=hw.device)
     return data, train
+
+
+# Consistency training from unlabelled images, measured (benchmarks/semi.py, docs/history.md): see SEMI_WHY
+SEMI_MIN_MINUTES_CPU = None     # None: never turned on by itself on a CPU (set from the measurement)
+SEMI_WHY_CPU = "not measured to pay on a CPU budget; --semi on to use them anyway"
+
+
+def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
+    """data.unlabelled (ROOT/unlabelled when it exists) and whether the run learns from it (train.semi)."""
+    from pixelseg.data.preprocess import list_inputs
+    unl = data.unlabelled
+    if unl is None and (Path(index.root) / "unlabelled").is_dir():
+        unl = str(Path(index.root) / "unlabelled")
+        chosen.append(("data.unlabelled", unl, "found beside the dataset's splits"))
+    if unl is None:
+        if train.semi == "on":
+            raise PixelsegError("train.semi on: there are no unlabelled images; give --unlabelled DIR (a folder of "
+                                "images without masks) or put them in ROOT/unlabelled")
+        return data, replace(train, semi="off")
+    folder = Path(unl)
+    if not folder.exists():
+        raise PixelsegError(f"--unlabelled {unl}: not found; give a folder of images without masks")
+    try:
+        n = len(list_inputs([folder]))
+    except PixelsegError as e:
+        raise PixelsegError(f"--unlabelled {unl}: {e}") from None
+    data = replace(data, unlabelled=str(folder.resolve()))
+    semi, why = train.semi, "asked for"
+    if semi == "auto":
+        if data.binary_sigmoid:
+            semi, why = "off", "a one-channel sigmoid model: consistency training needs class probabilities"
+        elif not hw.is_cuda and SEMI_MIN_MINUTES_CPU is not None and train.max_minutes is not None \
+                and train.max_minutes >= SEMI_MIN_MINUTES_CPU:
+            semi, why = "on", f"{n} unlabelled images: consistency training on them as well"
+        else:
+            semi, why = "off", (f"{n} unlabelled images found, not used: "
+                                + ("not measured on a GPU here; --semi on to use them" if hw.is_cuda else SEMI_WHY_CPU))
+    elif semi == "on" and data.binary_sigmoid:
+        raise PixelsegError("train.semi on: consistency training needs class probabilities; drop --binary-sigmoid")
+    if semi == "on" and n < train.batch_size:
+        raise PixelsegError(f"--unlabelled {unl}: {n} image(s), fewer than one batch ({train.batch_size}); add images "
+                            "or leave the unlabelled ones out (--semi off)")
+    chosen.append(("train.semi", semi, why))
+    return data, replace(train, semi=semi)
 
 
 def _resolve_scale(train, n_train: int, hw: Hardware, world: int, chosen: list):

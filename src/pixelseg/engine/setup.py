@@ -6,18 +6,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from pixelseg.config import Config
 from pixelseg.data.checks import all_ignore, require_clean
 from pixelseg.data.classes import output_channels
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
-from pixelseg.data.sampling import class_stats, median_frequency_weights, repeat_factors
+from pixelseg.data.sampling import EpochSampler, class_stats, median_frequency_weights, repeat_factors
 from pixelseg.data.transforms import check_augment, eval_transform, train_transform
 from pixelseg import tracking
 from pixelseg.engine import finetune
 from pixelseg.engine.objective import build_objective
-from pixelseg.engine.schedule import param_groups
+from pixelseg.engine.schedule import freeze_batchnorm, param_groups
+from pixelseg.models.base import encoder_of
 from pixelseg.errors import PixelsegError
 from pixelseg.losses import build_loss, parse_loss_spec
 from pixelseg.models import MODELS, build_model
@@ -90,24 +91,6 @@ def new_model(cfg: Config, classes, resume: bool, console) -> torch.nn.Module:
     return model
 
 
-class EpochSampler(Sampler):
-    """This rank's share of one epoch's global sample order, from `start` (samples already consumed,
-    for mid-epoch resume) on. Rank r takes every world-th sample from position r, so the r-th slices
-    of the ranks' batches j together are exactly global batch j of a one-process run. The tail is cut
-    to a multiple of the world size so every rank takes the same number of steps (as DistributedSampler
-    with drop_last; that class cannot start mid-epoch or take a repeat-factor order, hence this one)."""
-
-    def __init__(self, order: list[int], start: int = 0, rank: int = 0, world: int = 1):
-        rest = order[start:]
-        self.indices = rest[rank:len(rest) // world * world:world]
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-
 @dataclass
 class Data:
     train: SegDataset
@@ -116,6 +99,7 @@ class Data:
     factors: np.ndarray | None    # repeat factors (train.sampling repeat)
     local_batch: int
     pin: bool
+    unlabelled: object = None     # engine/semi.UnlabelledDataset when the run learns from images without masks
 
     def train_loader(self, order: list[int], offset: int, d, seed: int, epoch: int, num_workers: int) -> DataLoader:
         self.train.set_epoch(seed, epoch)
@@ -140,8 +124,16 @@ def build_data(cfg: Config, index, mean, std, factors, d, device: torch.device) 
     val_loader = DataLoader(val_part, batch_size=1 if cfg.data.scale else local_bs, shuffle=False, num_workers=cfg.data.num_workers,
                             collate_fn=eval_collate, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.train.seed))
+    ds_unl = None
+    if cfg.data.unlabelled and cfg.train.semi == "on":
+        from pixelseg.data.preprocess import list_inputs
+        from pixelseg.engine.semi import UnlabelledDataset, unlabelled_samples
+        ds_unl = UnlabelledDataset(unlabelled_samples(list_inputs([cfg.data.unlabelled])), classes.num_classes,
+                                   classes.ignore_index, in_ch, mean, std,
+                                   train_transform(size, cfg.data.augment, classes.ignore_index, in_ch, cfg.data.scale,
+                                                   cfg.data.crop_focus))
     return Data(ds_train, ds_val, val_loader, None if factors is None else np.asarray(factors), local_bs,
-                device.type == "cuda")
+                device.type == "cuda", ds_unl)
 
 
 @dataclass
@@ -173,9 +165,20 @@ def build_trainee(cfg: Config, model, classes, mean, std, d, device: torch.devic
     loss_fn = build_loss(cfg.loss.name, classes.num_classes, classes.ignore_index, cfg.loss.class_weights,
                          cfg.loss.label_smoothing, cfg.data.binary_sigmoid).to(device)
     objective = build_objective(cfg, model, loss_fn, classes.num_classes, classes.ignore_index, mean, std, device)
+    if cfg.data.unlabelled and cfg.train.semi == "on":
+        from pixelseg.engine.semi import Consistency
+        objective.consistency = Consistency(classes.num_classes, classes.ignore_index, cfg.train.semi_weight)
     for note in objective.describe():
         console.print(f"objective: {note}")
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr)
+    if cfg.train.encoder_lr_scale != 1.0 or cfg.train.encoder_bn != "train":
+        if encoder_of(model) is None:
+            raise PixelsegError(f"train.encoder_lr_scale / train.encoder_bn: model '{cfg.model.name}' has no separate "
+                                "encoder; leave them at their defaults or pick an encoder-decoder model (fpn, unet, ...)")
+        if cfg.train.encoder_bn == "frozen":
+            console.print(f"encoder: {freeze_batchnorm(encoder_of(model))} BatchNorm layers frozen at their "
+                          "pretrained statistics")
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay, cfg.train.encoder_lr_scale),
+                                  lr=cfg.train.lr)
     dtype = amp_dtype(cfg.train.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = None

@@ -24,6 +24,7 @@ class State:
     best_miou: float = -1.0
     best_epoch: int = -1
     history: list = field(default_factory=list)
+    semi: dict | None = None      # the unlabelled stream's position and thresholds (engine/semi.py); None: not used
 
     def share_waiting(self) -> float:
         """Share of the training time (validation excluded) spent waiting for data."""

@@ -34,12 +34,14 @@ from pixelseg.engine import guards, setup
 from pixelseg.engine.console import RunProgress, print_plan
 from pixelseg.engine.environment import environment
 from pixelseg.engine.recipe import detect_hardware, preprocessing, resolve
-from pixelseg.engine.schedule import Schedule
+from pixelseg.engine.schedule import Schedule, freeze_batchnorm
 from pixelseg.engine.state import State, restore, save_last, seed_everything
+from pixelseg.engine.verdict import verdict
 from pixelseg.errors import PixelsegError
 from pixelseg.evaluation import confusion_matrix, eval_window, summarize_with_ci
 from pixelseg.metrics import ConfusionMatrix, summarize
 from pixelseg.models import model_mean_std
+from pixelseg.models.base import encoder_of
 from pixelseg.run import RunFolder, RunInfo
 from pixelseg.tracking import Tracker, open_tracker, per_class_iou
 
@@ -126,8 +128,9 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
         ckpt.best_cm = _resume(run, t, state, classes, d, device, console)
     setup.wrap_for_training(t, cfg, d, device)
     # the run folder's contract, written before the first step so a killed run is still identifiable
-    pre = preprocessing(cfg.data, mean, std)
     before = run.info(need_weights=False) if resume and d.is_main and run.is_run() else None
+    saved = run.config() if resume and run.config_path.is_file() else None      # before config.yaml is rewritten
+    pre = before.preprocessing if before else preprocessing(cfg.data, mean, std, index.splits["train"])
     threshold = (before.sigmoid_threshold if before else 0.5) if cfg.data.binary_sigmoid else None   # kept if tuned
     # a resumed run builds its model without the encoder weights (the checkpoint has them): the first session's
     # provenance is kept, as is a calibrated temperature
@@ -137,8 +140,8 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
     if d.is_main:
         _write_run_files(run, cfg, chosen, hw, d, classes, data_info, resume, provenance)
         run.write_info(info)
-    print_plan(console, cfg, chosen, hw, t.model, len(data.train), len(data.val), time.time() - t0, d,
-               data_info["data_root_given"])
+    print_plan(console, cfg, chosen, hw, t.model, (len(data.train.samples), len(data.train)), len(data.val),
+               time.time() - t0, d, data_info["data_root_given"])
     budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else math.inf
     if resume and ddp.main_first(d, _budget_spent, cfg, state, budget, run):
         console.print(f"{run.path}: its budget is spent ({_spent(cfg, state)}); nothing to continue. To train "
@@ -146,16 +149,36 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
         return run.path
     expected_epoch = float(data.factors.sum()) if data.factors is not None else float(len(data.train))
     steps_per_epoch = max(1, math.ceil((int(expected_epoch) // cfg.train.batch_size) / cfg.train.accumulate))
-    schedule = Schedule(cfg.train.lr, cfg.train.schedule, cfg.train.epochs * steps_per_epoch if cfg.train.epochs else None,
-                        budget, cfg.train.warmup_steps)
+    def schedule_for(train) -> Schedule:
+        return Schedule(cfg.train.lr, cfg.train.schedule, train.epochs * steps_per_epoch if train.epochs else None,
+                        train.max_minutes * 60 if train.max_minutes else math.inf, cfg.train.warmup_steps)
+    schedule = schedule_for(cfg.train)
+    if saved is not None and (saved.train.epochs, saved.train.max_minutes) != (cfg.train.epochs, cfg.train.max_minutes):
+        console.print(f"[yellow]note:[/] the budget changed ({_budget_text(saved.train)} -> {_budget_text(cfg.train)}): "
+                      f"the schedule is stretched to the new end, so the learning rate goes from "
+                      f"{schedule_for(saved.train).rate(state.updates, state.elapsed):.2g} (where it was) to "
+                      f"{schedule.rate(state.updates, state.elapsed):.2g} and decays again")
+    stream = None
+    if data.unlabelled is not None:       # images without masks: their own endless stream (engine/semi.py)
+        from pixelseg.engine.semi import UnlabelledStream, initial_state
+        if state.semi is None:
+            state.semi = initial_state(classes.num_classes)
+        stream = UnlabelledStream(data.unlabelled, data.local_batch, cfg.train.seed, state, d, cfg.data.num_workers,
+                                  data.pin)
     # rank 0 logs; a resumed run continues its tracked run (tracking.py); the config is logged as params
     with (open_tracker(cfg.train.logger, run.path, cfg.to_dict()) if d.is_main else Tracker()) as tracker:
-        stop, info = _loop(cfg, d, data, t, state, schedule, ckpt, info, console, on_step, tracker)
+        stop, info = _loop(cfg, d, data, t, state, schedule, ckpt, info, console, on_step, tracker, stream)
     if stop is not None:
         console.print(f"[yellow]{stop.reason}[/]: state saved; continue with `pixelseg train --out {run.path} --resume`"
                       if stop.signalled else stop.reason)
+    semi_counts = None
+    if state.semi is not None:        # what every rank drew from the unlabelled images, for the report
+        k = classes.num_classes
+        tot = ddp.agree(d, [*state.semi["used"], state.semi["seen"], state.semi["images"]], op="sum")
+        semi_counts = dict(state.semi, used=[int(v) for v in tot[:k]], seen=int(tot[k]), images=int(tot[k + 1]))
     if d.is_main:
-        _finish(run, info, data, ckpt.best_cm, state, classes, hw, d, device, t.amp_dtype, stop, t_wall)
+        _finish(run, info, data, ckpt.best_cm, state, classes, hw, d, device, t.amp_dtype, stop, t_wall,
+                budget < math.inf, console, semi_counts)
     ddp.agree(d, [0.0])      # the other ranks return once the run folder is complete
     if stop is not None and stop.signalled:
         raise KeyboardInterrupt
@@ -194,6 +217,11 @@ def _write_run_files(run: RunFolder, cfg: Config, chosen, hw, d, classes, data_i
     run.record_environment(environment(cfg.train.seed, hw, d))
 
 
+def _budget_text(train) -> str:
+    return " and ".join(([f"{train.epochs} epochs"] if train.epochs else [])
+                        + ([f"{train.max_minutes:g} min"] if train.max_minutes else [])) or "no limit"
+
+
 def _budget_spent(cfg: Config, state: State, budget: float, run: RunFolder) -> bool:
     """A finished run (metrics.json written) whose epochs or minutes are all used: nothing left to train."""
     metrics = run.metrics()
@@ -214,7 +242,7 @@ def _spent(cfg: Config, state: State) -> str:
 # ---------------------------------------------------------------- the loop
 
 def _loop(cfg: Config, d, data: setup.Data, t: setup.Trainee, state: State, schedule: Schedule, ckpt: Checkpointer,
-          info: RunInfo, console: Console, on_step, tracker: Tracker) -> tuple[Stop | None, RunInfo]:
+          info: RunInfo, console: Console, on_step, tracker: Tracker, stream=None) -> tuple[Stop | None, RunInfo]:
     tc, classes = cfg.train, info.classes
     val_every, val_seconds, stop = 1, None, None
     between_steps = lambda: (state.offset // tc.batch_size) % tc.accumulate == 0    # noqa: E731 (no half-accumulated gradient)
@@ -225,7 +253,7 @@ def _loop(cfg: Config, d, data: setup.Data, t: setup.Trainee, state: State, sche
             loader = data.train_loader(order, state.offset, d, tc.seed, state.epoch, cfg.data.num_workers)
             reserve = val_seconds or 0.0          # room left for the validation that ends a time-budgeted run
             stop, loss, lr = train_one_epoch(t, loader, state, schedule, tc, d, len(order) // tc.batch_size, reserve,
-                                             flag, ckpt, bar, on_step, tracker)
+                                             flag, ckpt, bar, on_step, tracker, stream)
             if stop is None:
                 state.epoch, state.offset = state.epoch + 1, 0
             last_epoch = tc.epochs is not None and state.epoch >= tc.epochs
@@ -255,10 +283,12 @@ def _loop(cfg: Config, d, data: setup.Data, t: setup.Trainee, state: State, sche
 
 def train_one_epoch(t: setup.Trainee, loader, state: State, schedule: Schedule, tc, d, epoch_batches: int,
                     reserve: float, flag: guards.StopFlag, ckpt: Checkpointer, bar: RunProgress, on_step,
-                    tracker: Tracker) -> tuple[Stop | None, float, float]:
+                    tracker: Tracker, stream=None) -> tuple[Stop | None, float, float]:
     """Steps over this epoch's (remaining) batches until it ends or a stop is agreed on by every rank: a
     signal, or the time budget (`reserve` seconds kept for the final validation). Returns (stop, mean loss, lr)."""
     t.wrapped.train()
+    if tc.encoder_bn == "frozen":
+        freeze_batchnorm(encoder_of(t.model))
     bs, acc = tc.batch_size, tc.accumulate
     loss_sum, loss_n, lr, stop = 0.0, 0, tc.lr, None
     tick = time.time()       # wall clock: data loading counts against the budget too
@@ -275,7 +305,8 @@ def train_one_epoch(t: setup.Trainee, loader, state: State, schedule: Schedule, 
             window = min(acc, epoch_batches - window_start)  # the epoch's last window may be short
             boundary = batch_i + 1 == window_start + window  # this batch ends an optimizer step
             lr = schedule.set_lr(t.optimizer, state.updates, state.elapsed)
-            loss_value = train_step(t, x, y, boundary, window, tc, d, state, ckpt.run)
+            u = stream.next() if stream is not None else None
+            loss_value = train_step(t, x, y, boundary, window, tc, d, state, ckpt.run, u)
             loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
             state.step += 1
             state.offset += bs
@@ -298,17 +329,28 @@ def train_one_epoch(t: setup.Trainee, loader, state: State, schedule: Schedule, 
     return stop, loss_sum / max(loss_n, 1), lr
 
 
-def train_step(t: setup.Trainee, x, y, boundary: bool, window: int, tc, d, state: State, run: RunFolder) -> float:
-    """Forward and backward of one batch; on the last batch of an accumulation window, the optimizer step."""
+def train_step(t: setup.Trainee, x, y, boundary: bool, window: int, tc, d, state: State, run: RunFolder,
+               u=None) -> float:
+    """Forward and backward of one batch; on the last batch of an accumulation window, the optimizer step.
+    `u`: a batch of unlabelled images and their padding mask (engine/semi.py), learned from alongside."""
     device = next(t.model.parameters()).device
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if tc.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    unlabelled = None
+    if u is not None:
+        cons = t.objective.consistency
+        xw, pad = u[0].to(device, non_blocking=True), u[1].to(device, non_blocking=True)
+        if tc.channels_last:
+            xw = xw.contiguous(memory_format=torch.channels_last)
+        pseudo = cons.pseudo_labels(t.model, xw, pad, state.semi, t.amp_dtype)
+        # the strong view's randomness: this step of this rank alone, so a resume repeats it
+        unlabelled = cons.strong(xw, pseudo, tc.seed * 1_000_003 + state.step * 64 + (d.rank if d.enabled else 0))
     rank = d.rank if d.enabled else None
     sync = contextlib.nullcontext() if boundary or not d.enabled else t.wrapped.no_sync()
     with sync:
         with torch.autocast(device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
-            loss = t.objective(t.forward, x, y)    # task loss (+ aux heads, + distillation)
+            loss = t.objective(t.forward, x, y, unlabelled)    # task loss (+ aux heads, distillation, unlabelled)
         loss_value = float(loss.detach())
         # before the backward: a NaN on one rank must stop every rank, not reach the all-reduce
         bad, = ddp.agree(d, [float(not math.isfinite(loss_value))])
@@ -372,12 +414,16 @@ def validate_and_keep_best(model, loader, classes, amp_dtype, state: State, run:
 
 def _log_validation(console: Console, bar: RunProgress, row: dict, state: State, improved: bool, lr: float):
     bar.validated(row["val_mIoU"])
+    semi = ""
+    if state.semi and state.semi["seen"]:     # this rank's share of the unlabelled pixels learned from so far
+        semi = f"  unlabelled px used {sum(state.semi['used']) / state.semi['seen']:.0%}"
     console.print(f"epoch {row['epoch']:g}  loss {row['train_loss']:.4f}  val mIoU {row['val_mIoU']:.4f}"
-                  f"{'  [green]best[/]' if improved else ''}  lr {lr:.2g}  {state.elapsed / 60:.1f} min")
+                  f"{'  [green]best[/]' if improved else ''}  lr {lr:.2g}  {state.elapsed / 60:.1f} min{semi}")
 
 
 def _finish(run: RunFolder, info: RunInfo, data: setup.Data, best_cm, state: State, classes, hw, d, device,
-            amp_dtype, stop: Stop | None, t_wall: float) -> None:
+            amp_dtype, stop: Stop | None, t_wall: float, budgeted: bool, console: Console,
+            semi_counts: dict | None = None) -> None:
     """metrics.json (rank 0): the best weights, on the full val split at original resolution."""
     # resumed, and no better epoch since: last.pt keeps the best total matrix only (per-image matrices would
     # weigh N x K x K), so the best weights score the val split once more, for the intervals
@@ -393,5 +439,14 @@ def _finish(run: RunFolder, info: RunInfo, data: setup.Data, best_cm, state: Sta
                    processes=d.world, data_wait=round(state.share_waiting(), 4),
                    images_per_s=round(state.step * data.local_batch * d.world / train_s, 2),
                    stopped=stop.reason if stop else None)
+    from pixelseg.engine.semi import summary as semi_summary
+    unl = semi_summary(semi_counts, classes.names)
+    if unl is not None:
+        summary["unlabelled"] = unl
+        console.print(f"unlabelled: {unl['images_drawn']} images drawn, {unl['used_share']:.1%} of their pixels above "
+                      "their class threshold and learned from")
+    summary["verdict"] = verdict(best_cm.matrix, classes.names, state.updates, state.history, budgeted)
+    for line in summary["verdict"]:
+        console.print(f"[yellow]warning:[/] {line}")
     run.write_metrics(summary)
 

@@ -57,9 +57,9 @@ def _check_combination(fmt: str, int8: bool, out: Path) -> None:
     if out.suffix != SUFFIX[fmt]:
         raise PixelsegError(f"--out {out}: a {fmt} file must end in {SUFFIX[fmt]}")
     if fmt in ("onnx", "openvino"):
-        _need("onnx", fmt)
+        _need("onnx", f"export --format {fmt}", "(or export --format torchscript, which needs nothing more)")
     if fmt == "onnx" or int8:
-        _need("onnxruntime", "onnx" if not int8 else "INT8 export")
+        _need("onnxruntime", f"export --format {fmt}" + (" --int8" if int8 else ""), None)
     if fmt == "openvino":
         _need("openvino", "openvino")
 

@@ -32,7 +32,11 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, segmenter: nn.Module):
         super().__init__()
-        self.net, self.divisor = segmenter.net, segmenter.divisor
+        from pixelseg.models.outputs import TwoClassLogits
+        # a one-channel sigmoid run is predicted as two classes (models/outputs.py): its fixed logit goes in too
+        self.offset = segmenter.offset if isinstance(segmenter, TwoClassLogits) else None
+        inner = segmenter.model if isinstance(segmenter, TwoClassLogits) else segmenter
+        self.net, self.divisor = inner.net, inner.divisor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
@@ -42,7 +46,10 @@ class ExportWrapper(nn.Module):
             y = y["out"]
         if y.shape[-2:] != xp.shape[-2:]:   # architecture-dependent (1/8 output of LR-ASPP), not size-dependent
             y = F.interpolate(y, size=xp.shape[-2:], mode="bilinear", align_corners=False)
-        return y[..., :h, :w]
+        y = y[..., :h, :w]
+        if self.offset is not None:
+            y = torch.cat([torch.full_like(y, self.offset), y], 1)
+        return y
 
 
 def trace_input(info) -> torch.Tensor:

@@ -69,6 +69,30 @@ class _Reader:
         self.i = 0
 
 
+# inputs that are sizes, not tensors: (op type, input index) whose producers compute shapes
+SHAPE_INPUTS = {"Pad": (1,), "Resize": (1, 2, 3), "Reshape": (1,), "Slice": (1, 2, 3, 4), "Expand": (1,),
+                "Tile": (1,), "ConstantOfShape": (0,), "Upsample": (1,)}
+
+
+def shape_arithmetic(model) -> list[str]:
+    """The nodes that compute sizes (pads of TF "same" padding, resize targets, reshape shapes) from Shape ops.
+    Quantized, their float arithmetic would be rounded to an 8-bit grid and the pads come out wrong (seen: the
+    EfficientNet-Lite encoder's dynamic padding made FPN's feature maps 8 wide where 10 were needed, and ONNX
+    Runtime refused the Add). They are left in float; they cost nothing at run time."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    todo = [n.input[i] for n in model.graph.node for i in SHAPE_INPUTS.get(n.op_type, ()) if i < len(n.input)]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        node = producer.get(name)
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type != "Shape":        # a Shape reads a tensor's shape, not its values: stop there
+            todo.extend(node.input)
+    return sorted(seen)
+
+
 def quantize_int8(fp32_onnx: Path, out: Path, paths: list[Path], info, meta: dict, method: str = "minmax") -> Path:
     import onnx
     from onnxruntime.quantization import (
@@ -99,7 +123,7 @@ def quantize_int8(fp32_onnx: Path, out: Path, paths: list[Path], info, meta: dic
             # the classifier (last conv) stays fp32: its outputs are the logits whose argmax is the answer,
             # and an 8-bit grid there flips near-tie pixels (measured 88.8% -> 90.1% agreement on a
             # barely trained U-Net) for a few percent of the compute
-            nodes_to_exclude=convs[-1:],
+            nodes_to_exclude=convs[-1:] + shape_arithmetic(onnx.load(str(pre))),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
         proto = onnx.load(str(target))

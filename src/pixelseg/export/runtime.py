@@ -18,13 +18,14 @@ import torch
 from pixelseg.errors import PixelsegError
 
 
-def require_module(module: str, what: str):
-    """Import an optional package, or a one-line error saying which extra installs it."""
+def require_module(module: str, what: str, alternative: str | None = "or pick --backend torch"):
+    """Import an optional package, or a one-line error saying which extra installs it (and, for a backend of
+    predict / serve / bench, the always-available alternative; `alternative=None` where there is none)."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise PixelsegError(f"backend '{what}' needs the {module} package, which is not installed; "
-                            "pip install 'pixelseg[export]' or pick --backend torch") from None
+        raise PixelsegError(f"{what} needs the {module} package, which is not installed; "
+                            f"pip install 'pixelseg[export]'{' ' + alternative if alternative else ''}") from None
 
 
 def available(backend: str) -> bool:
@@ -36,7 +37,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, path: Path, device: torch.device, threads: int | None = None, precision: str = "fp32"):
-        ort = require_module("onnxruntime", self.name)
+        ort = require_module("onnxruntime", f"backend '{self.name}'")
         if precision != "fp32":
             raise PixelsegError(f"backend onnxruntime runs the exported precision (fp32, or INT8 after "
                                 f"`pixelseg export --int8`), not {precision}; use --backend openvino or torch")
@@ -65,7 +66,7 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, path: Path, device: torch.device, threads: int | None = None, precision: str = "fp32"):
-        ov = require_module("openvino", self.name)
+        ov = require_module("openvino", f"backend '{self.name}'")
         if device.type != "cpu":
             raise PixelsegError(f"backend openvino runs on the CPU here, not {device}; use --device cpu or --backend torch")
         if precision == "fp16":

@@ -118,7 +118,7 @@ def make_backend(backend: str, device: torch.device, *, model: torch.nn.Module |
                                 "give the run folder to use PyTorch")
         return TorchBackend(model, device, precision)
     if path is None:
-        require_module("onnx", backend)  # the export needs it before the runtime is even reached
+        require_module("onnx", f"backend '{backend}'")  # the export needs it before the runtime is even reached
         path = cached_onnx(info, model)
     if backend == "onnxruntime":
         return OnnxRuntimeBackend(path, device, threads, precision)

@@ -80,13 +80,16 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
 UNCERTAINTY_SUFFIXES = ("_confidence", "_entropy")
 
 
-def planned_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool, uncertainty: bool = False) -> list[Path]:
+def planned_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool, uncertainty: bool = False,
+                    vector: str | None = None) -> list[Path]:
     suffixes = ("",) + (("_overlay",) if overlay else ()) + (UNCERTAINTY_SUFFIXES if uncertainty else ())
-    return [out_dir / f"{stem}{s}.png" for stem in output_stems(paths) for s in suffixes]
+    stems = output_stems(paths)
+    return [out_dir / f"{stem}{s}.png" for stem in stems for s in suffixes] + \
+        ([out_dir / f"{stem}.{vector}" for stem in stems] if vector else [])
 
 
 def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = False,
-         uncertainty: bool = False) -> Plan:
+         uncertainty: bool = False, vector: str | None = None) -> Plan:
     """List the inputs, take this rank's share, and refuse an out folder that would replace any input."""
     from pixelseg.inference.predictor import list_inputs
     out_dir = Path(out_dir)
@@ -99,7 +102,12 @@ def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = Fals
             raise PixelsegError(f"{out_dir}: is the input folder; label maps would be written among (and over) your "
                                 "images: give another output folder")
     sources = {p.resolve() for p in every}
-    outputs = planned_outputs(every, out_dir, overlay, uncertainty)
+    if vector is not None:
+        from pixelseg.inference.vectors import FORMATS
+        if vector not in FORMATS:
+            raise PixelsegError(f"--vector {vector}: choose {', '.join(FORMATS)} (GeoPackage: `ogr2ogr out.gpkg "
+                                "<stem>.geojson`)")
+    outputs = planned_outputs(every, out_dir, overlay, uncertainty, vector)
     for q in outputs:
         if q.resolve() in sources:
             raise PixelsegError(f"{q}: is an input image and would be replaced by a label map; give another "
@@ -114,7 +122,7 @@ def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = Fals
 
 def run(predictor, job: Plan, *, overlay: bool = False, alpha: float = 0.5, batch_size: int = 4,
         progress: Callable[[int], None] | None = None, uncertainty: bool = False,
-        uncertainty_npy: bool = False) -> JobResult:
+        uncertainty_npy: bool = False, vector: str | None = None) -> JobResult:
     """Write <stem>.png (and <stem>_overlay.png) for every image of the plan with `predictor`; with
     `uncertainty` also <stem>_confidence.png and <stem>_entropy.png (and with `uncertainty_npy` their float32
     .npy), see write_uncertain."""
@@ -129,6 +137,9 @@ def run(predictor, job: Plan, *, overlay: bool = False, alpha: float = 0.5, batc
     else:
         written = predictor.predict_paths(job.paths, job.out_dir, overlay=overlay, alpha=alpha,
                                           batch_size=batch_size, progress=progress) if job.paths else []
+    if vector and job.paths:          # polygons from the label maps just written (inference/vectors.py)
+        from pixelseg.inference.vectors import vectorize_outputs
+        written += vectorize_outputs(job.paths, output_stems(job.paths), job.out_dir, predictor.classes)
     return JobResult(len(job.paths), written, time.time() - t0, predictor.backend_name, job.rank, job.world)
 
 
@@ -143,6 +154,7 @@ def write_uncertain(predictor, paths: Sequence[Path], out_dir: Path, overlay: bo
     from PIL import Image
 
     from pixelseg import viz
+    from pixelseg.data.geotiff import georeference, write_label_geotiff
     from pixelseg.data.io import read_image
     from pixelseg.fileio import atomic_path
     from pixelseg.metrics import argmax
@@ -156,7 +168,9 @@ def write_uncertain(predictor, paths: Sequence[Path], out_dir: Path, overlay: bo
     written: list[Path] = []
     for i in range(0, len(paths), batch_size):
         images = [read_image(p, predictor.info.preprocessing.in_channels) for p in paths[i:i + batch_size]]
-        for stem, image, probs in zip(stems[i:i + batch_size], images, predictor.predict_probs(images)):
+        with predictor.inputs_named(paths[i:i + batch_size]):
+            batch_probs = predictor.predict_probs(images)
+        for path, stem, image, probs in zip(paths[i:i + batch_size], stems[i:i + batch_size], images, batch_probs):
             label = argmax(torch.from_numpy(probs), 0).numpy().astype(dtype)
             target = out_dir / f"{stem}.png"
             viz.save_label_png(target, label, classes.colors, classes.ignore_index)
@@ -165,7 +179,12 @@ def write_uncertain(predictor, paths: Sequence[Path], out_dir: Path, overlay: bo
                 shown = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, 0]
                 written.append(out_dir / f"{stem}_overlay.png")
                 viz.save_overlay(written[-1], shown, label, classes, alpha=alpha)
-            for suffix, values in zip(UNCERTAINTY_SUFFIXES, confidence_maps(probs, probs=True)):
+            maps = confidence_maps(probs, probs=True)
+            if georeference(path) is not None:     # a GeoTIFF input: label + confidence bands a GIS overlays
+                written.append(write_label_geotiff(out_dir / f"{stem}.tif", label, like=path, colors=classes.colors,
+                                                   names=classes.names,
+                                                   confidence=to_png8(maps[0]) if dtype == np.uint8 else None))
+            for suffix, values in zip(UNCERTAINTY_SUFFIXES, maps):
                 written.append(out_dir / f"{stem}{suffix}.png")
                 with atomic_path(written[-1]) as tmp:
                     Image.fromarray(to_png8(values)).save(tmp, format="PNG")

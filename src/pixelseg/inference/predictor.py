@@ -6,12 +6,17 @@ size, normalized; the logits are resized back to the original size (bilinear) an
 
 Modes, on every backend (torch / onnxruntime / openvino, see backends.py):
     whole image     the default, as above
-    sliding window  tile=(h, w): windows at native resolution, Gaussian blending (tiling.py)
+    sliding window  tile=(h, w): windows at native resolution, Gaussian blending (tiling.py); tile=True: windows
+                    of the training size at the training scale
+An input far from the training images' size gets a PixelsegWarning (scale_warning) naming the fix.
     TTA             tta=TTA(flip, scales): probabilities averaged over the views (tta.py)
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +27,15 @@ from pixelseg.data.io import read_image
 # preprocess / as_channels / list_inputs live with the data (export and calibration use them too); they
 # stay importable from here as part of the predictor's API
 from pixelseg.data.preprocess import as_channels, list_inputs, preprocess  # noqa: F401
-from pixelseg.errors import PixelsegError
+from pixelseg.errors import PixelsegError, PixelsegWarning
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
 from pixelseg.inference.tiling import scaled_bands, scaled_input, sliding_window_bands, too_big
 from pixelseg.inference.tta import TTA, tta_probs
 from pixelseg.metrics import argmax
 from pixelseg.models.outputs import resize_logits  # noqa: F401  (part of this module's API)
 from pixelseg.run import load_model, read_run
+
+SCALE_WARN = 2.0    # an input over 2x larger or smaller (linear) than the training images is warned about
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -70,7 +77,10 @@ class Predictor:
             self.model = load_model(self.info, self.device)
             self.backend = make_backend(name, self.device, model=self.model, info=self.info, threads=threads,
                                         precision=precision)
-        if tile is True:     # the training size; at the training scale, the training crop
+        # tile=True: windows of the training size at the training scale (the images were resized by
+        # Preprocessing.stretch_scale on the way in: windows are too), or the training crop of a run at a scale
+        self.tile_at_scale = tile is True
+        if tile is True:
             tile = self.info.preprocessing.image_size
         elif isinstance(tile, int):
             tile = (tile, tile)
@@ -80,6 +90,23 @@ class Predictor:
             raise PixelsegError(f"overlap {overlap} must be in [0, 1) (a share of the window, e.g. 0.25)")
         self.tile = tuple(int(v) for v in tile) if tile is not None else None
         self.overlap, self.tta, self.window_batch = overlap, tta, window_batch
+        self.scale_notes: dict[tuple[int, int], list] = {}   # input size -> [warning, first input, count]
+        self._names: list[str] | None = None                 # inputs_named: the files of the next arrays
+
+    def __repr__(self) -> str:
+        info, pre = self.info, self.info.preprocessing
+        names = list(info.classes.names)
+        shown = ", ".join(names[:6]) + (f", ... ({len(names)})" if len(names) > 6 else "")
+        if pre.resize == "scale":
+            how = f"at scale {pre.scale:g}, windows of {pre.image_size[0]}x{pre.image_size[1]}"
+        else:
+            how = f"resized to {pre.image_size[0]}x{pre.image_size[1]}" + (
+                f" (trained from ~{pre.source_size[0]}x{pre.source_size[1]})" if pre.source_size else "")
+        extra = "".join([f", tile={self.tile}" if self.tile else "", f", tta={self.tta}" if self.tta else "",
+                         f", temperature={info.temperature:g}" if info.temperature != 1.0 else ""])
+        model = info.model + (f"/{info.encoder}" if info.encoder else "")
+        return (f"Predictor({str(info.path)!r}, model={model}, classes=[{shown}], input {pre.in_channels} ch "
+                f"{how}, backend={self.backend_name}, device={self.device}{extra})")
 
     @property
     def classes(self):
@@ -121,6 +148,9 @@ class Predictor:
         pre = self.info.preprocessing
         as_channels(image[:1, :1], pre.in_channels)   # a wrong channel count fails before any work
         window = self.tile or tuple(pre.image_size)
+        at = pre.stretch_scale
+        if self.tile_at_scale and at is not None and abs(at - 1) > 0.05:
+            pre = replace(pre, resize="scale", scale=at)
         if pre.resize == "scale":
             return scaled_bands(image, self._probs, pre, self.classes.num_classes, window, self.overlap,
                                 self.window_batch)
@@ -183,9 +213,21 @@ class Predictor:
             return self._tiled_probs(arr).numpy()
         return torch.softmax(self._whole([arr])[0], 0).numpy()
 
+    @contextlib.contextmanager
+    def inputs_named(self, names):
+        """Within the block, the arrays given to the predict methods are, in order, the files `names` (for the
+        scale warnings: callers that decode the files themselves, like predict_paths, still name them)."""
+        self._names = [str(n) for n in names]
+        try:
+            yield self
+        finally:
+            self._names = None
+
     def _as_array(self, image) -> np.ndarray:
         if isinstance(image, (str, Path)):
-            return read_image(image, self.info.preprocessing.in_channels)
+            arr = read_image(image, self.info.preprocessing.in_channels)
+            self._check_scale(arr.shape[:2], str(image))
+            return arr
         if hasattr(image, "mode") and hasattr(image, "size"):      # PIL image
             image = np.asarray(image)
         arr = np.asarray(image)
@@ -193,7 +235,46 @@ class Predictor:
             raise PixelsegError(f"predict takes uint8 images (0..255), got {arr.dtype}; convert with .astype(np.uint8)")
         if arr.ndim not in (2, 3):
             raise PixelsegError(f"predict takes HxW or HxWxC images, got an array of shape {arr.shape}")
+        self._check_scale(arr.shape[:2], self._names.pop(0) if self._names else "an image")
         return arr
+
+    def scale_warning(self, hw: tuple[int, int]) -> str | None:
+        """Why an input of size `hw` may be labelled badly: a run trained by whole-image resize squeezes (or
+        blows up) every input to its training size, so an input far larger or smaller than its training images
+        shows objects at another scale than the model learned. None when the size is close, the run was trained
+        at a scale (inputs are then scaled, not squeezed), windows were asked for, or the run predates the record."""
+        pre = self.info.preprocessing
+        if self.tile is not None or pre.stretch_scale is None:
+            return None
+        (h, w), (sh, sw) = hw, pre.source_size
+        f = ((h * w) / (sh * sw)) ** 0.5
+        if 1 / SCALE_WARN <= f <= SCALE_WARN:
+            return None
+        big = f > 1
+        return (f"{h}x{w} is {f if big else 1 / f:.1f}x {'larger' if big else 'smaller'} than the training images "
+                f"(median {sh}x{sw}), and the model squeezes every input to {pre.image_size[0]}x{pre.image_size[1]}: "
+                f"objects will look {f if big else 1 / f:.1f}x {'smaller' if big else 'larger'} than in training. "
+                + ("If they are the size they were in training (a mosaic, a big scene), predict by windows at the "
+                   "training scale: --tile with no value (API: tile=True); if it is the same kind of picture at a "
+                   "higher resolution, this is fine" if big else
+                   "If its objects are larger than in training, this is fine; otherwise train on images like it"))
+
+    def _check_scale(self, hw: tuple[int, int], name: str) -> None:
+        key = (int(hw[0]), int(hw[1]))
+        if key in self.scale_notes:
+            self.scale_notes[key][2] += 1
+            return
+        message = self.scale_warning(key)
+        if message is not None:
+            self.scale_notes[key] = [message, name, 1]
+            warnings.warn(f"{name}: {message}", PixelsegWarning, stacklevel=4)
+        else:
+            self.scale_notes[key] = [None, name, 1]
+
+    def scale_warnings(self) -> list[str]:
+        """One line per input size warned about (scale_warning), naming the first input and how many had it."""
+        return [f"{name}{f' (and {n - 1} more of that size)' if n > 1 else ''}: {msg}"
+                for msg, name, n in self.scale_notes.values() if msg]
 
     def predict_paths(self, inputs, out_dir, overlay: bool = False, alpha: float = 0.5, batch_size: int = 4,
                       progress: Callable[[int], None] | None = None) -> list[Path]:
@@ -231,7 +312,8 @@ class Predictor:
                 stem = f"{p.parent.name}_{p.stem}" if p.stem in dup else p.stem
                 done.append(self._write_outputs(out_dir, stem, image, label, overlay, alpha))
                 if georeference(p) is not None:     # a GeoTIFF input: also a label map a GIS overlays on it
-                    done.append([write_label_geotiff(out_dir / f"{stem}.tif", label, like=p, colors=self.classes.colors)])
+                    done.append([write_label_geotiff(out_dir / f"{stem}.tif", label, like=p, colors=self.classes.colors,
+                                                      names=self.classes.names)])
             return [q for pair in done for q in pair]
 
         with ThreadPoolExecutor(max_workers=2) as io:
@@ -241,7 +323,9 @@ class Predictor:
                 images = pending.result()
                 if k + 1 < len(chunks):
                     pending = io.submit(load, chunks[k + 1])
-                writes.append(io.submit(write, chunk, images, self.predict_batch(images)))
+                with self.inputs_named(chunk):
+                    labels = self.predict_batch(images)
+                writes.append(io.submit(write, chunk, images, labels))
                 while len(writes) > 2:        # bounded: at most two batches of outputs waiting to be encoded
                     written += writes.pop(0).result()
                 if progress is not None:

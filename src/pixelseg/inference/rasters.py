@@ -74,13 +74,18 @@ def predict_raster(predictor, src_path, out_path, block: int = 4096, margin: int
         H, W = src.height, src.width
         top = _float_top(src, block)
         ref = (src.crs, src.transform) if src.crs is not None else None
-        with geotiff.label_writer(out_path, H, W, dtype, ref, classes.colors) as dst:
+        nodata = geotiff.nodata_mask(src_path, Window(0, 0, 1, 1)) is not None     # the input declares nodata
+        with geotiff.label_writer(out_path, H, W, dtype, ref, classes.colors, classes.names,
+                                  nodata=geotiff.NODATA_LABEL if nodata else None) as dst:
             for y, x, h, w in _windows(H, W, block):
                 y0, x0 = max(0, y - margin), max(0, x - margin)
                 y1, x1 = min(H, y + h + margin), min(W, x + w + margin)
                 image = geotiff.to_uint8(src.read(window=Window(x0, y0, x1 - x0, y1 - y0)), top)
                 label = predictor.predict(image)
                 centre = label[y - y0:y - y0 + h, x - x0:x - x0 + w]
+                if nodata:       # the input's nodata pixels stay nodata
+                    valid = src.dataset_mask(window=Window(x, y, w, h)) > 0
+                    centre = np.where(valid, centre, geotiff.NODATA_LABEL)
                 dst.write(np.ascontiguousarray(centre).astype(dtype, copy=False), 1, window=Window(x, y, w, h))
                 n += 1
     return {"blocks": n, "height": H, "width": W, "seconds": time.time() - t0}

@@ -28,6 +28,11 @@ def default_mean_std(in_channels: int) -> tuple[list[float], list[float]]:
     return [m] * in_channels, [s] * in_channels
 
 
+def encoder_of(model: nn.Module) -> nn.Module | None:
+    """The pretrained-able encoder of an encoder-decoder model (smp models keep it as `net.encoder`), else None."""
+    return getattr(getattr(model, "net", model), "encoder", None)
+
+
 class Segmenter(nn.Module):
     """Pads the input to a multiple of `divisor`, runs `net`, resizes its logits to the padded size when
     the net predicts at a lower resolution, and crops back to the input size.

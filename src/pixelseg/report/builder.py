@@ -75,6 +75,11 @@ def _summary_rows(run: Path, info, config: dict, metrics: dict, recipe: dict, an
              + (f" (wall {_minutes(metrics.get('wall_seconds'))})" if metrics.get("wall_seconds") else "")),
             ("best checkpoint", f"epoch {info.best.get('epoch', '—')}, val mIoU {pct_or(info.best.get('mIoU'))}"),
             ("stopped", metrics.get("stopped") or "finished its epochs")]
+    unl = metrics.get("unlabelled")
+    if unl:      # engine/semi.py: what the images without masks gave
+        by_class = ", ".join(f"{n} {100 * v:.1f}%" for n, v in unl["used_share_by_class"].items())
+        rows.insert(4, ("unlabelled images", f"{data.get('unlabelled', '—')}: {unl['images_drawn']} drawn, "
+                                             f"{100 * unl['used_share']:.1f}% of their pixels learned from ({by_class})"))
     if analysis is not None:
         rows.append(("evaluated on", f"{analysis.data_root}, split '{analysis.split}', {len(analysis.per_image)} images "
                                      f"({analysis.seconds:.1f} s)"))
@@ -182,7 +187,9 @@ def _summary_section(run, info, config, metrics, recipe, analysis, summary, note
                 ("freq.-weighted IoU", pct_or(summary.get("fw_iou")))]
         if analysis is not None and analysis.calibration:
             head.append(("unsure pixels", pct_or(analysis.calibration.get("unsure_share"))))
-    inner = H.cards(head) + "".join(f'<p class="note">{H.escape(n)}</p>' for n in notes)
+    verdict = metrics.get("verdict") or []       # engine/verdict.py: a run that learned little says so first
+    inner = "".join(f'<p class="warn" role="alert">{H.escape(v)}</p>' for v in verdict)
+    inner += H.cards(head) + "".join(f'<p class="note">{H.escape(n)}</p>' for n in notes)
     ci = (summary or {}).get("ci")
     if ci:
         inner += (f'<p class="sub" id="ci-note">[low, high]: {100 * ci["level"]:g}% interval, {ci["method"]} '
@@ -320,72 +327,3 @@ def _gallery_rows(analysis: Analysis, items, side: str, gdir: Path, present: set
         row["rank"] = rank
         rows.append((row, png))
     return rows
-
-
-# ----------------------------------------------------------------------------------------- compare
-
-def _load_metrics(path: Path) -> tuple[str, dict]:
-    """A run folder (its metrics.json) or a metrics JSON file written by `evaluate --json`."""
-    p = RunFolder(path).metrics_path if path.is_dir() else path
-    if not p.is_file():
-        raise PixelsegError(f"{path}: no {p.name}; give finished run folders or files written by "
-                            "`pixelseg evaluate --json`")
-    m = RunFolder.read_json(p)
-    if not isinstance(m.get("per_class"), dict):
-        raise PixelsegError(f"{p}: has no per-class metrics; it is not a pixelseg metrics file")
-    return (path.name if path.is_dir() else path.stem), m
-
-
-def compare_runs(runs, out=None, png=None) -> dict:
-    """Per-class IoU of several runs side by side. Returns {"labels", "classes", "iou": {label: [..]},
-    "mIoU": {label: v}}; writes a bar chart PNG (`png`) and an HTML page (`out`) when asked."""
-    if len(runs) < 2:
-        raise PixelsegError("compare needs at least two runs (or metrics JSON files)")
-    loaded = [_load_metrics(Path(r)) for r in runs]
-    labels = []
-    for (name, _), r in zip(loaded, runs):
-        # two runs called 'run' in different folders: name them by their parent too
-        labels.append(f"{Path(r).parent.name}/{name}" if [n for n, _ in loaded].count(name) > 1 else name)
-    if len(set(labels)) < len(labels):
-        labels = [str(r) for r in runs]
-    if len(set(labels)) < len(labels):          # the same run given twice
-        labels = [f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
-    classes: list[str] = []
-    for _, m in loaded:
-        for c in m["per_class"]:
-            if c not in classes:
-                classes.append(c)
-    iou = {lab: [m["per_class"].get(c, {}).get("iou") for c in classes] for lab, (_, m) in zip(labels, loaded)}
-    result = {"labels": labels, "classes": classes, "iou": iou,
-              "mIoU": {lab: m.get("mIoU") for lab, (_, m) in zip(labels, loaded)}}
-    if png or out:
-        from pixelseg.report import plots
-        chart = plots.save_figure(plots.compare_bars(classes, iou, result["mIoU"]), png or Path(out).with_suffix(".png"))
-        result["png"] = str(chart)
-    if out:
-        out = Path(out)
-        if out.suffix.lower() not in (".html", ".htm"):
-            raise PixelsegError(f"{out}: the comparison is an HTML page; give a path ending in .html")
-        head = "<tr><th class=l>class</th>" + "".join(f"<th>{H.escape(l)}</th>" for l in labels)
-        head += "<th>Δ (last − first)</th></tr>" if len(labels) == 2 else "</tr>"
-        rows = []
-        for i, c in enumerate(classes):
-            vals = [iou[lab][i] for lab in labels]
-            cells = "".join(f'<td data-value="{H.num_attr(v)}">{H.pct(v)}</td>' for v in vals)
-            if len(labels) == 2:
-                d = None if None in vals else vals[1] - vals[0]
-                cells += f'<td data-value="{H.num_attr(d)}">{"—" if d is None else f"{100 * d:+.1f}"}</td>'
-            rows.append(f'<tr data-class="{H.escape(c)}"><td class="l">{H.escape(c)}</td>{cells}</tr>')
-        means = [result["mIoU"][lab] for lab in labels]
-        foot = "<tr><th class=l>mIoU</th>" + "".join(f"<th>{H.pct(v)}</th>" for v in means)
-        if len(labels) == 2:
-            d = None if None in means else means[1] - means[0]
-            foot += f"<th>{'—' if d is None else f'{100 * d:+.1f}'}</th>"
-        table = (f'<table id="compare"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
-                 f"<tfoot>{foot}</tr></tfoot></table>")
-        sources = H.kv_table([(lab, str(r)) for lab, r in zip(labels, runs)], "runs")
-        sections = [("runs", "Runs", sources), ("table", "Per-class IoU (%)", table),
-                    ("chart", "Chart", H.img_tag(chart, "per-class IoU by run"))]
-        write_text(out, H.page("pixelseg compare", f"{len(labels)} runs, {len(classes)} classes", sections))
-        result["html"] = str(out)
-    return result

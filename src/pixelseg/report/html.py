@@ -15,7 +15,7 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1c1c1c;background:#fafafa}
 main{max-width:1200px;margin:0 auto;padding:16px 24px 48px}
 h1{font-size:22px;margin:12px 0 2px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-.sub{color:#666;margin:0 0 12px} .note{color:#8a5a00;background:#fff6e0;padding:6px 10px;border-radius:4px}
+.sub{color:#666;margin:0 0 12px} .note{color:#8a5a00;background:#fff6e0;padding:6px 10px;border-radius:4px} .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:4px 14px} .warn{color:#8a1010;background:#fde8e8;padding:8px 12px;border-radius:4px;font-weight:600}
 nav a{margin-right:12px;color:#2255aa;text-decoration:none}
 table{border-collapse:collapse;margin:8px 0;background:#fff;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #e2e2e2;padding:3px 8px;text-align:right;vertical-align:middle}

@@ -326,7 +326,37 @@ def gallery_panel(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, classes, 
     if confidence is not None:
         panels.append(with_colorbar(_fit_height(confidence_map(confidence), True)))
         titles.append("confidence")
-    return side_by_side(panels, titles)
+    row = side_by_side(panels, titles)
+    if max(gt.shape) <= ZOOM_ABOVE:
+        return row
+    # a big image shrunk to a panel hides its objects: a second row shows the worst region at native resolution
+    y0, x0, size = worst_window((gt != pred) & (gt != ign), ZOOM_WINDOW)
+    crop = (slice(y0, y0 + size), slice(x0, x0 + size))
+    zoom = side_by_side([_fit_height(rgb[crop], False), _fit_height(colorize(gt[crop], classes.colors, ign), True),
+                         _fit_height(colorize(pred[crop], classes.colors, ign), True),
+                         _fit_height(error_map(rgb[crop], gt[crop], pred[crop], ign), True)],
+                        [f"zoom: most errors, rows {y0}-{y0 + size}, cols {x0}-{x0 + size}", "ground truth",
+                         "prediction", "errors (red)"])
+    width = max(row.shape[1], zoom.shape[1])
+    pad = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in (row, zoom)]
+    return np.vstack(pad)
+
+
+ZOOM_ABOVE = 768       # images with a longer side get a zoomed row in the gallery
+ZOOM_WINDOW = 256      # its side, in the image's pixels (shown at about native resolution)
+
+
+def worst_window(wrong: np.ndarray, size: int) -> tuple[int, int, int]:
+    """(y0, x0, side) of the square window of `size` (at most the image's short side) holding the most True
+    pixels of `wrong`: the region of the image where the model fails most."""
+    h, w = wrong.shape
+    side = min(size, h, w)
+    counts = cv2.boxFilter(wrong.astype(np.float32), -1, (side, side), normalize=False,
+                           borderType=cv2.BORDER_CONSTANT)
+    half = side // 2
+    valid = counts[half:h - (side - half) + 1, half:w - (side - half) + 1]   # windows fully inside the image
+    cy, cx = np.unravel_index(int(np.argmax(valid)), valid.shape)
+    return int(cy), int(cx), side
 
 
 def with_colorbar(panel: np.ndarray) -> np.ndarray:

@@ -190,7 +190,8 @@ async def _decode_label_encode(s: Served, data: bytes, content_type: str | None,
     if wanted.format == "json":
         result = await run_in_threadpool(_taking(_json_result), [label], s, wanted.rle, (t_model - t_decode) * 1000,
                                          cached)
-        response: Response = JSONResponse(result)
+        note = _scale_note(s, image)
+        response: Response = JSONResponse(result | ({"warning": note} if note else {}))
     elif wanted.format == "label":
         body = await run_in_threadpool(_taking(encode.label_png), [label], s.info.classes)
         response = Response(body, media_type="image/png")
@@ -206,7 +207,17 @@ async def _decode_label_encode(s: Served, data: bytes, content_type: str | None,
                                          f"{(t_model - t_decode) * 1000:.1f}, encode;dur={(t_end - t_model) * 1000:.1f}"
                                          + infer)
     response.headers["X-Cache"] = "hit" if cached else "miss"
+    note = _scale_note(s, image)
+    if note:
+        response.headers["X-Pixelseg-Warning"] = note
     return response
+
+
+def _scale_note(s: Served, image: np.ndarray) -> str | None:
+    """Predictor.scale_warning for this upload: an input far from the training images' size, said in a header
+    (and in the JSON body) so a client can show it; the label map is still the model's answer."""
+    check = getattr(s.predictor, "scale_warning", None)
+    return check(tuple(image.shape[:2])) if check is not None else None
 
 
 def _taking(fn):

@@ -38,6 +38,9 @@ class SegmentResult(BaseModel):
     label_rle: LabelRLE | None = Field(None, description="the label map, with rle=true")
     inference_ms: float = Field(description="waiting for and running the model (0 when answered from the cache)")
     cached: bool = Field(description="the label map came from the server's cache of recent identical uploads")
+    warning: str | None = Field(None, description="present when the image is far from the training images' size "
+                                "(objects at another scale than the model learned), with the fix; also the "
+                                "X-Pixelseg-Warning header")
 
 
 class ModelInfo(BaseModel):

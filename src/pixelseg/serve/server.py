@@ -55,6 +55,19 @@ def app_from_env():
     return create_app(settings)
 
 
+def free_port(host: str) -> int:
+    """A TCP port free on `host` now (the OS picks it). Uvicorn binds it a moment later; what it prints and what
+    pixelseg prints then agree, which `--port 0` passed through would not (it would print port 0)."""
+    import socket
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+    except OSError as e:
+        raise PixelsegError(f"--host {host}: cannot bind to it ({e.strerror}); give an address of this machine") from None
+
+
 def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                access_log: bool = True) -> None:
     import uvicorn
@@ -66,6 +79,8 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     if not 0 <= port <= 65535:
         raise PixelsegError(f"--port {port} is not a TCP port (0..65535)")
     info = read_run(settings.run)                  # a bad run folder fails here, before anything binds
+    if port == 0:
+        port = free_port(host)                      # --port 0: any free port, and the address printed is real
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {settings.run} ({info.model}, {info.classes.num_classes} classes): page http://{shown}:{port}/  "
           f"API http://{shown}:{port}/v1/segment  schema http://{shown}:{port}/openapi.json", flush=True)

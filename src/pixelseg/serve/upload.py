@@ -57,6 +57,10 @@ async def _form_upload(request: Request, body: bytes) -> tuple[bytes, str | None
         raise ApiError(400, "malformed_multipart", f"the multipart body cannot be parsed ({e})") from None
     try:
         names = list(form.keys())
+        items = form.multi_items()
+        if IMAGE_FIELD not in names and len(items) == 1 and isinstance(items[0][1], UploadFile):
+            part = items[0][1]        # the one file of the upload, whatever its field is called ("file", ...)
+            return await part.read(), part.content_type, f"field '{items[0][0]}' ({part.filename or 'no file name'})"
         unknown = sorted(set(names) - {IMAGE_FIELD})
         if IMAGE_FIELD not in names:
             got = f"got {', '.join(repr(n) for n in names)}" if names else "it has no fields"

@@ -1,0 +1,161 @@
+"""Learning from images without masks (engine/semi.py): thresholds, pseudo-labels, the strong view, a run that
+uses them and reports it, an exact resume of the unlabelled stream, and the recipe's choices."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pixelseg
+from pixelseg.data.synth import generate
+from pixelseg.engine.semi import Consistency, initial_state, summary
+from pixelseg.errors import PixelsegError
+from pixelseg.run import load_state
+
+import engine_tinynet
+
+TINY = dict(model=engine_tinynet.NAME, image_size=(32, 32), num_workers=0, threads=1, lr=0.01, augment="light",
+            batch_size=4, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """8 labelled training images, 4 val, and 8 images without masks in ROOT/unlabelled."""
+    root = tmp_path_factory.mktemp("semi")
+    generate(root, n_train=8, n_val=4, size=(32, 32), seed=4)
+    pool = tmp_path_factory.mktemp("pool")
+    generate(pool, n_train=8, n_val=0, size=(32, 32), seed=9)
+    (root / "unlabelled").mkdir()
+    for p in (pool / "train" / "images").iterdir():
+        shutil.copyfile(p, root / "unlabelled" / f"u_{p.name}")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def tinynet():
+    with engine_tinynet.registered():
+        yield
+
+
+def test_thresholds_start_low_and_favour_rare_classes():
+    c = Consistency(3, 255)
+    sem = initial_state(3)
+    assert torch.allclose(c.thresholds(sem, "cpu"), torch.full((3,), 1 / 3))
+    sem["tau"], sem["p"] = 0.9, [0.8, 0.15, 0.05]            # the model mostly predicts class 0
+    t = c.thresholds(sem, "cpu")
+    assert t[0] == pytest.approx(0.9) and t[1] == pytest.approx(0.9 * 0.15 / 0.8) and t[2] < t[1] < t[0]
+
+
+def test_pseudo_labels_keep_confident_pixels_and_ignore_padding():
+    c = Consistency(2, 255)
+    sem = initial_state(2)
+    sem["tau"], sem["p"] = 0.8, [0.5, 0.5]                   # thresholds 0.8 for both classes
+
+    class Fixed(torch.nn.Module):                            # logits: class 1 sure on the left half, unsure right
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            logits[:, 1, :, :2] = 4.0
+            logits[:, 1, :, 2:] = 0.2
+            return logits
+    pad = torch.zeros(1, 4, 4, dtype=torch.long)
+    pad[0, 0, 0] = 255
+    y = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, sem, None)
+    assert y[0, 0, 0] == 255                                  # padding: never a label
+    assert (y[0, 1:, :2] == 1).all() and (y[0, :, 2:] == 255).all()
+    assert sem["used"] == [0, 7] and sem["seen"] == 15 and sem["images"] == 1
+    assert 0.799 < sem["tau"] < 0.8     # the EMA moved a little towards this batch's mean confidence (0.77)
+
+
+def test_strong_view_moves_labels_with_pixels_and_repeats_for_a_seed():
+    c = Consistency(3, 255)
+    x = torch.stack([torch.full((3, 16, 16), float(i)) for i in range(3)])
+    y = torch.stack([torch.full((16, 16), i, dtype=torch.long) for i in range(3)])
+    xs, ys = c.strong(x, y, seed=5)
+    xs2, ys2 = c.strong(x, y, seed=5)
+    assert torch.equal(xs, xs2) and torch.equal(ys, ys2)
+    assert not torch.equal(c.strong(x, y, seed=6)[1], ys)
+    for i in range(3):
+        j = (i + 1) % 3
+        box = ys[i] == j                                     # the CutMix box holds the next image's labels
+        assert 0.05 < box.float().mean() < 0.3
+        assert (ys[i][~box] == i).all()
+
+
+def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(data, tmp_path):
+    full = pixelseg.train(data, out=str(tmp_path / "full"), epochs=2, semi="on", **TINY)
+    m = json.loads((full / "metrics.json").read_text())
+    steps = load_state(full / "last.pt")["state"]["step"]
+    unl = m["unlabelled"]
+    assert unl["images_drawn"] == steps * 4 and 0 < unl["used_share"] <= 1
+    assert set(unl["thresholds"]) == set(m["per_class"])
+    recipe = json.loads((full / "recipe.json").read_text())
+    assert any(c["key"] == "data.unlabelled" for c in recipe["chosen"])
+    # stopped by a signal mid-way (the unlabelled stream mid-epoch too) and resumed == never stopped
+    def signal_at_step_3(state):
+        if state.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        pixelseg.train(data, out=str(tmp_path / "half"), epochs=2, semi="on", on_step=signal_at_step_3, **TINY)
+    mid = load_state(tmp_path / "half" / "last.pt")["state"]
+    assert mid["step"] == 3 and mid["semi"]["epoch"] == 1 and mid["semi"]["offset"] == 4
+    half = pixelseg.train(out=str(tmp_path / "half"), resume=True, quiet=True)
+    a, b = load_state(full / "last.pt"), load_state(half / "last.pt")
+    assert a["state"]["semi"] == b["state"]["semi"]
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    # and it is not a no-op: without the unlabelled images the weights end elsewhere
+    sup = pixelseg.train(data, out=str(tmp_path / "sup"), epochs=2, semi="off", **TINY)
+    c = load_state(sup / "last.pt")
+    assert c["state"]["semi"] is None
+    assert any(not torch.allclose(c["model"][k], v, atol=1e-4) for k, v in a["model"].items())
+
+
+def test_recipe_finds_the_folder_and_says_why_it_is_not_used_by_default(data, tmp_path):
+    run = pixelseg.train(data, out=str(tmp_path / "auto"), epochs=1, **TINY)
+    chosen = {c["key"]: (c["value"], c["why"]) for c in json.loads((run / "recipe.json").read_text())["chosen"]}
+    assert chosen["data.unlabelled"][0].endswith("unlabelled")
+    assert chosen["train.semi"][0] == "off" and "--semi on" in chosen["train.semi"][1]
+    assert "unlabelled" not in json.loads((run / "metrics.json").read_text())
+
+
+def test_bad_unlabelled_folders_are_one_line_errors(data, tmp_path):
+    lonely = tmp_path / "labelled"
+    shutil.copytree(data, lonely, ignore=shutil.ignore_patterns("unlabelled"))
+    with pytest.raises(PixelsegError, match="there are no unlabelled images"):
+        pixelseg.train(lonely, out=str(tmp_path / "a"), epochs=1, semi="on", **TINY)
+    with pytest.raises(PixelsegError, match="not found"):
+        pixelseg.train(lonely, out=str(tmp_path / "b"), epochs=1, unlabelled=str(tmp_path / "nope"), **TINY)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PixelsegError, match=f"--unlabelled {empty}"):
+        pixelseg.train(lonely, out=str(tmp_path / "c"), epochs=1, unlabelled=str(empty), semi="on", **TINY)
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted((data / "unlabelled").iterdir())[:2]:
+        shutil.copyfile(p, few / p.name)
+    with pytest.raises(PixelsegError, match="fewer than one batch"):
+        pixelseg.train(lonely, out=str(tmp_path / "d"), epochs=1, unlabelled=str(few), semi="on", **TINY)
+
+
+def test_semi_with_crops_at_a_scale(tmp_path):
+    root = tmp_path / "big"
+    generate(root, n_train=2, n_val=1, size=(96, 96), seed=2)
+    (root / "unlabelled").mkdir()
+    for p in (root / "train" / "images").iterdir():
+        Image.fromarray(np.asarray(Image.open(p))[::-1].copy()).save(root / "unlabelled" / f"u_{p.name}")
+        Image.fromarray(np.asarray(Image.open(p))[:, ::-1].copy()).save(root / "unlabelled" / f"v_{p.name}")
+    run = pixelseg.train(root, out=str(tmp_path / "run"), epochs=1, scale=1.0, crop=(32, 32), semi="on",
+                         **{**TINY, "image_size": None})
+    unl = json.loads((run / "metrics.json").read_text())["unlabelled"]
+    assert unl["images_drawn"] > 0 and unl["pixels_seen"] <= unl["images_drawn"] * 32 * 32
+
+
+def test_summary_is_none_without_unlabelled_pixels():
+    assert summary(None, ["a"]) is None and summary(initial_state(2), ["a", "b"]) is None
