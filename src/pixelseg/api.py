@@ -100,7 +100,10 @@ def _resume_config(data, model, config, kwargs: dict) -> Config:
 
 
 def _same(saved, given) -> bool:
-    """A given option equals the saved one (lists and tuples alike, numbers by value)."""
+    """A given option equals the saved one (lists and tuples alike, numbers by value; "auto" matches what the
+    recipe chose for it when the run started)."""
+    if isinstance(given, str) and given == "auto":
+        return True
     if isinstance(saved, (list, tuple)) and isinstance(given, (list, tuple)):
         return len(saved) == len(given) and all(_same(a, b) for a, b in zip(saved, given))
     if isinstance(saved, (int, float)) and isinstance(given, (int, float)) and not isinstance(given, bool):

@@ -183,3 +183,17 @@ def test_two_processes_learn_from_unlabelled_images(data, tmp_path):
     m = json.loads((tmp_path / "two" / "metrics.json").read_text())
     steps = load_state(tmp_path / "two" / "last.pt")["state"]["step"]
     assert m["processes"] == 2 and m["unlabelled"]["images_drawn"] == steps * 4
+
+
+def test_two_processes_train_the_pretrained_default(data, tmp_path):
+    """The default model (FPN on the packaged ImageNet Lite0) under torchrun: every rank starts from the same
+    offline weights, and the run records their provenance."""
+    from pixelseg.models import pretrained
+    r = subprocess.run(_torchrun(2, "train", "--data", str(data), "--out", str(tmp_path / "warm"), "--epochs", "1",
+                                 "--batch-size", "4", "--num-workers", "0", "--no-report"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model = json.loads((tmp_path / "warm" / "model.json").read_text())["model"]
+    assert model["encoder"] == "tu-tf_efficientnet_lite0"
+    assert model["pretrained"]["sha256"] == pretrained.PACKAGED["tf_efficientnet_lite0"].sha256
+    assert json.loads((tmp_path / "warm" / "metrics.json").read_text())["processes"] == 2
