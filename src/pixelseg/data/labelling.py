@@ -15,7 +15,6 @@ object, so LabelMe's file-order drawing (later covers earlier) gives the label m
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path

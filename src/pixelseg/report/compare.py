@@ -113,7 +113,7 @@ def run_settings_table(labels, runs) -> str:
     keys = [k for k in keys if any(k in s for s in settings)]
     differ = [k for k in keys if len({s.get(k) for s in settings}) > 1]
     head = "<tr><th class=l>setting</th>" + "".join(f"<th>{H.escape(l)}</th>" for l in labels) + "</tr>"
-    rows = [f'<tr><td class="l">path</td>' + "".join(f"<td>{H.escape(str(r))}</td>" for r in runs) + "</tr>"]
+    rows = ['<tr><td class="l">path</td>' + "".join(f"<td>{H.escape(str(r))}</td>" for r in runs) + "</tr>"]
     for k in differ + [k for k in keys if k not in differ]:
         mark = " ≠" if k in differ else ""
         rows.append(f'<tr data-setting="{H.escape(k)}"><td class="l">{H.escape(k)}{mark}</td>'
