@@ -77,8 +77,8 @@ SHAPE_INPUTS = {"Pad": (1,), "Resize": (1, 2, 3), "Reshape": (1,), "Slice": (1, 
 def shape_arithmetic(model) -> list[str]:
     """The nodes that compute sizes (pads of TF "same" padding, resize targets, reshape shapes) from Shape ops.
     Quantized, their float arithmetic would be rounded to an 8-bit grid and the pads come out wrong (seen: the
-    EfficientNet-Lite encoder's dynamic padding made FPN's feature maps 8 wide where 10 were needed, and ONNX
-    Runtime refused the Add). They are left in float; they cost nothing at run time."""
+    EfficientNet-Lite encoder's dynamic padding made FPN's feature maps 8 wide where 10 were needed at 160x160,
+    and ONNX Runtime refused the Add). They are left in float; they cost nothing at run time."""
     producer = {out: n for n in model.graph.node for out in n.output}
     todo = [n.input[i] for n in model.graph.node for i in SHAPE_INPUTS.get(n.op_type, ()) if i < len(n.input)]
     seen: set[str] = set()
