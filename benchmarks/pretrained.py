@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import cpu_name, data_digest, train_candidate  # noqa: E402
+from recipes import ci_text, cpu_name, data_digest, train_candidate  # noqa: E402
 
 ARMS = {"after": "default", "before": "--encoder-weights none", "bf16": "--amp bf16"}
 
@@ -53,7 +53,7 @@ def main() -> None:
         minutes = (r.get("train_seconds") or a.minutes * 60) / 60
         recipe = (f"{r['model']}/{r['encoder'] or '-'}, {r['pretrained'] or 'random init'}, {r['size']}, "
                   f"lr {r['lr']}, batch {r['batch']}, amp {r['amp']}")
-        ci = f" [{r['mIoU_ci'][0]:.3f}, {r['mIoU_ci'][1]:.3f}]" if r.get("mIoU_ci") else ""
+        ci = ci_text(r)
         print(f"| {name} | {r['arm']} | {recipe} | {r['steps']} | {r['steps'] / minutes:.0f} | "
               f"{r['mIoU']:.3f}{ci} | {100 * r['mIoU'] / minutes:.1f} |")
     if a.json:

@@ -75,6 +75,11 @@ def train_candidate(data: str, minutes: float, cand: str, out: Path) -> dict:
             "amp": _get(cfg, "amp"), "pretrained": (recipe.get("pretrained") or {}).get("weights")}
 
 
+def ci_text(row: dict) -> str:
+    """The " [low, high]" of a row's mIoU interval, or "" when it has none."""
+    return f" [{row['mIoU_ci'][0]:.3f}, {row['mIoU_ci'][1]:.3f}]" if row.get("mIoU_ci") else ""
+
+
 def print_table(rows: list[dict]) -> None:
     print("| candidate | model/encoder | weights | lr | batch | epochs | steps | val mIoU [95 % CI] |")
     print("|---|---|---|---|---|---|---|---|")
@@ -82,7 +87,7 @@ def print_table(rows: list[dict]) -> None:
         if "error" in r:
             print(f"| {r['candidate']} | failed: {r['error']} | | | | | | |")
             continue
-        ci = f" [{r['mIoU_ci'][0]:.3f}, {r['mIoU_ci'][1]:.3f}]" if r.get("mIoU_ci") else ""
+        ci = ci_text(r)
         print(f"| {r['candidate']} | {r['model']}/{r['encoder']} | {r['pretrained'] or 'random'} | {r['lr']} | "
               f"{r['batch']} | {r['epochs']:g} | {r['steps']} | {r['mIoU']:.3f}{ci} |")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import cpu_name, data_digest, train_candidate  # noqa: E402
+from recipes import ci_text, cpu_name, data_digest, train_candidate  # noqa: E402
 
 
 def split_labels(data: Path, keep: float, out: Path) -> tuple[Path, Path, Path]:
@@ -124,7 +124,7 @@ def main() -> None:
         if "error" in r:
             print(f"| {r['seed']} | {r['arm']} | failed: {r['error']} | | | | |")
             continue
-        ci = f" [{r['mIoU_ci'][0]:.3f}, {r['mIoU_ci'][1]:.3f}]" if r.get("mIoU_ci") else ""
+        ci = ci_text(r)
         d = r.get("semi_minus_sup")
         diff = (f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], "
                 f"{100 * d['prob_a_better']:.0f} %") if d else ""

@@ -51,8 +51,6 @@ def cmd_completion(a) -> int:
 
 def run_rows(folder: str | Path) -> list[dict]:
     """One row per run folder under `folder` (itself, its children and grandchildren), newest first."""
-    import yaml
-
     from pixelseg.run import RunFolder, is_run
     root = Path(folder)
     if not root.is_dir():
@@ -65,10 +63,9 @@ def run_rows(folder: str | Path) -> list[dict]:
             continue
         run = RunFolder(path)
         try:
-            cfg = yaml.safe_load(run.config_path.read_text(encoding="utf-8")) if run.config_path.is_file() else {}
-        except (OSError, yaml.YAMLError):
+            cfg = run.config_dict()
+        except PixelsegError:       # a damaged config.yaml: the run is still listed, with what metrics.json says
             cfg = {}
-        cfg = cfg if isinstance(cfg, dict) else {}
         m, history = run.metrics() or {}, run.history()
         model, train, data = cfg.get("model") or {}, cfg.get("train") or {}, cfg.get("data") or {}
         budget = " / ".join(([f"{train['max_minutes']:g} min"] if train.get("max_minutes") else [])

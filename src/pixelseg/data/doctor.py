@@ -225,7 +225,7 @@ def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> Doctor
                         "and \"ignore_values\": [0] so 0 is not a class")
             warnings.append(f"classes never present in any mask: {', '.join(never)}{hint}")
 
-    _stray_values(index, facts, problems, warnings)
+    _stray_values(index, splits, facts, problems, warnings)
 
     dups = []
     for i, j, d in _near_duplicates(facts):
@@ -258,26 +258,22 @@ RARE_SHARE = 1e-4        # a class in under 0.01 % of the labelled pixels ...
 RARE_ONE_FILE = 1e-3     # ... or in one file only and under 0.1 % of them: a stray value rather than a class
 
 
-def _stray_values(index: DatasetIndex, facts: list[Facts], problems: list[str], warnings: list[str]) -> None:
+def _stray_values(index: DatasetIndex, splits: dict[str, SplitStats], facts: list[Facts], problems: list[str],
+                  warnings: list[str]) -> None:
     """A class held by a handful of pixels or by one file. Without classes.json the class table is derived from
     the largest stored value, so one stray value (a 9 painted by a brush, an anti-aliased edge) silently adds
     classes: a problem to confirm. With classes.json the class was declared: a warning."""
     c, k = index.classes, index.classes.num_classes
-    pixels, files, first = np.zeros(k, np.int64), np.zeros(k, np.int64), [None] * k
-    for f in facts:
-        if f.counts is None:
-            continue
-        pixels += f.counts[:k]
-        files += f.counts[:k] > 0
-        for i in np.flatnonzero(f.counts[:k]):
-            first[i] = first[i] or f.sample.mask
+    pixels = sum((st.pixels[:k] for st in splits.values()), np.zeros(k, np.int64))
+    files = sum((st.images_with for st in splits.values()), np.zeros(k, np.int64))
     total = pixels.sum()
     if total == 0:
         return
     share = pixels / total
     rare = [i for i in range(1, k) if pixels[i] and (share[i] < RARE_SHARE or (files[i] == 1 and share[i] < RARE_ONE_FILE))]
     for i in rare:
-        where = f"{pixels[i]} pixel(s) in {files[i]} mask(s), e.g. {first[i]}"
+        first = next(f.sample.mask for f in facts if f.counts is not None and f.counts[i])
+        where = f"{pixels[i]} pixel(s) in {files[i]} mask(s), e.g. {first}"
         if c.derived:
             gap = [j for j in range(max([x for x in range(i) if pixels[x]] or [0]) + 1, i) if not pixels[j]]
             adds = f" (and makes values {gap[0]}..{gap[-1]} empty classes)" if gap else ""

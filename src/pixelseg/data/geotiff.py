@@ -96,11 +96,14 @@ def nodata_mask(path, window=None) -> np.ndarray | None:
     input that declares none (every pixel is data) or that is not a raster."""
     if not is_raster(path):
         return None
-    from rasterio.enums import MaskFlags
     with _open(path) as src:
-        if src.nodata is None and all(flags == [MaskFlags.all_valid] for flags in src.mask_flag_enums):
-            return None
-        return src.dataset_mask(window=window) > 0
+        return src.dataset_mask(window=window) > 0 if declares_nodata(src) else None
+
+
+def declares_nodata(src) -> bool:
+    """Whether an open raster marks some pixels as no data (a nodata value, an alpha band or an internal mask)."""
+    from rasterio.enums import MaskFlags
+    return src.nodata is not None or any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
 
 
 def georeference_problem(image, mask) -> str | None:

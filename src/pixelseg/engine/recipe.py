@@ -84,7 +84,7 @@ def resolve(cfg: Config, index: DatasetIndex, hw: Hardware, world: int = 1, stam
     chosen: list[tuple[str, str, str]] = []
     cfg = adopt_run_architecture(cfg)       # --init-from RUN without --model: the run's architecture
     samples = index.splits["train"]
-    probe = samples[:: max(1, len(samples) // 200)][:200]   # headers only: cheap on any dataset size
+    probe = header_probe(samples)
     data = _resolve_inputs(cfg.data, probe, hw, chosen)
     if data.format == "auto":      # the layout read, recorded: the run and everything after it read the data alike
         data = replace(data, format=index.format)
@@ -245,13 +245,19 @@ def is_big(sizes: list[tuple[int, int]], hw: Hardware) -> bool:
     return long > 2 * (512 if hw.is_cuda else 256)
 
 
+def header_probe(samples) -> list:
+    """Up to 200 samples spread over the list: the recipe reads only their headers, cheap on any dataset size."""
+    samples = list(samples)
+    return samples[:: max(1, len(samples) // 200)][:200]
+
+
 def preprocessing(data, mean, std, samples=()):
     """The run's Preprocessing for a resolved DataConfig: scale mode when data.scale is set; else the whole-image
     resize, with the median size of the training images (`samples`, headers of up to 200) it was trained from."""
     from pixelseg.run import Preprocessing
     if data.scale is not None:
         return Preprocessing(tuple(data.crop), tuple(mean), tuple(std), data.in_channels, "scale", float(data.scale))
-    sizes = [image_size(s.image) for s in list(samples)[:: max(1, len(samples) // 200)][:200]]
+    sizes = [image_size(s.image) for s in header_probe(samples)]
     source = (int(statistics.median(h for h, _ in sizes)), int(statistics.median(w for _, w in sizes))) if sizes else None
     return Preprocessing(tuple(data.image_size), tuple(mean), tuple(std), data.in_channels, source_size=source)
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from pixelseg.data.dataset import SegDataset, normalize
+from pixelseg.data.dataset import SegDataset
 from pixelseg.data.index import Sample
 
 EMA = 0.999            # FreeMatch's momentum for the threshold statistics
@@ -47,12 +47,6 @@ class UnlabelledDataset(SegDataset):
             image = read_image(s.image, self.in_channels)
         return image, np.zeros(image.shape[:2], np.uint8)
 
-    def __getitem__(self, i):
-        image, mask = self.load(i)
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, i, 7]).generate_state(1)[0]))
-        out = self.transform(image=image, mask=mask)
-        return normalize(out["image"], self.mean, self.std), torch.from_numpy(out["mask"].astype(np.int64))
 
 
 def unlabelled_samples(paths) -> list[Sample]:
@@ -97,6 +91,12 @@ def initial_state(num_classes: int) -> dict:
             "used": [0] * num_classes, "seen": 0, "images": 0}
 
 
+def class_thresholds(sem: dict, device="cpu") -> torch.Tensor:
+    """Each class's confidence threshold: the global EMA scaled by the class's EMA probability over its maximum."""
+    p = torch.tensor(sem["p"], dtype=torch.float32, device=device)
+    return sem["tau"] * p / p.max().clamp_min(1e-12)
+
+
 @dataclass
 class Consistency:
     num_classes: int
@@ -104,8 +104,7 @@ class Consistency:
     weight: float = 1.0
 
     def thresholds(self, sem: dict, device) -> torch.Tensor:
-        p = torch.tensor(sem["p"], dtype=torch.float32, device=device)
-        return sem["tau"] * p / p.max().clamp_min(1e-12)
+        return class_thresholds(sem, device)
 
     @torch.no_grad()
     def pseudo_labels(self, model, xw: torch.Tensor, pad: torch.Tensor, sem: dict, amp_dtype) -> torch.Tensor:
@@ -161,9 +160,8 @@ def summary(sem: dict | None, class_names) -> dict | None:
     if not sem or not sem.get("seen"):
         return None
     seen = sem["seen"]
-    p = np.asarray(sem["p"])
-    thresholds = sem["tau"] * p / max(p.max(), 1e-12)
+    thresholds = class_thresholds(sem).tolist()
     return {"images_drawn": int(sem["images"]), "pixels_seen": int(seen),
             "used_share": round(sum(sem["used"]) / seen, 4),
             "used_share_by_class": {n: round(u / seen, 5) for n, u in zip(class_names, sem["used"])},
-            "thresholds": {n: round(float(t), 4) for n, t in zip(class_names, thresholds)}}
+            "thresholds": {n: round(t, 4) for n, t in zip(class_names, thresholds)}}

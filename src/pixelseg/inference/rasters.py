@@ -74,7 +74,7 @@ def predict_raster(predictor, src_path, out_path, block: int = 4096, margin: int
         H, W = src.height, src.width
         top = _float_top(src, block)
         ref = (src.crs, src.transform) if src.crs is not None else None
-        nodata = geotiff.nodata_mask(src_path, Window(0, 0, 1, 1)) is not None     # the input declares nodata
+        nodata = geotiff.declares_nodata(src)
         with geotiff.label_writer(out_path, H, W, dtype, ref, classes.colors, classes.names,
                                   nodata=geotiff.NODATA_LABEL if nodata else None) as dst:
             for y, x, h, w in _windows(H, W, block):

@@ -90,10 +90,9 @@ def _settings(run) -> dict[str, str]:
     """The settings that make two runs differ, from a run folder's config.yaml and metrics.json ({} for a
     metrics JSON file)."""
     folder = RunFolder(run)
-    if not Path(run).is_dir() or not folder.config_path.is_file():
+    if not Path(run).is_dir():
         return {}
-    import yaml
-    cfg = yaml.safe_load(folder.config_path.read_text(encoding="utf-8")) or {}
+    cfg = folder.config_dict()
     out = {}
     for label, key in SETTING_KEYS:
         section, name = key.split(".")
