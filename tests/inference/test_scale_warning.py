@@ -82,3 +82,14 @@ def test_predictor_repr_says_what_it_runs(shrunk_run):
     r = repr(Predictor(shrunk_run, "cpu", backend="torch", tile=True))
     assert r.startswith(f"Predictor({str(shrunk_run)!r}, model=unet/resnet18, classes=[class0, class1, class2]")
     assert "resized to 64x64 (trained from ~256x256)" in r and "backend=torch" in r and "tile=(64, 64)" in r
+
+
+def test_the_warnings_kept_are_bounded_for_a_long_lived_server(shrunk_run):
+    from pixelseg.inference.predictor import MAX_SCALE_NOTES
+    p = Predictor(shrunk_run, "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for side in range(1000, 1000 + 3 * MAX_SCALE_NOTES):
+            p._check_scale((side, side), "upload")
+        p._check_scale((256, 256), "upload")                 # close to the training size: nothing kept
+    assert len(p.scale_notes) == MAX_SCALE_NOTES

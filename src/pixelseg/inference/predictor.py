@@ -36,6 +36,7 @@ from pixelseg.models.outputs import resize_logits  # noqa: F401  (part of this m
 from pixelseg.run import load_model, read_run
 
 SCALE_WARN = 2.0    # an input over 2x larger or smaller (linear) than the training images is warned about
+MAX_SCALE_NOTES = 64   # distinct flagged sizes a Predictor remembers (and warns about)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -90,7 +91,7 @@ class Predictor:
             raise PixelsegError(f"overlap {overlap} must be in [0, 1) (a share of the window, e.g. 0.25)")
         self.tile = tuple(int(v) for v in tile) if tile is not None else None
         self.overlap, self.tta, self.window_batch = overlap, tta, window_batch
-        self.scale_notes: dict[tuple[int, int], list] = {}   # input size -> [warning, first input, count]
+        self.scale_notes: dict[tuple[int, int], list] = {}   # flagged input size -> [warning, first input, count]
         self._names: list[str] | None = None                 # inputs_named: the files of the next arrays
 
     def __repr__(self) -> str:
@@ -260,21 +261,21 @@ class Predictor:
                    "If its objects are larger than in training, this is fine; otherwise train on images like it"))
 
     def _check_scale(self, hw: tuple[int, int], name: str) -> None:
+        """Warn once per input size that scale_warning flags. Only flagged sizes are kept, at most MAX_SCALE_NOTES
+        of them: a server sees endless sizes and must not grow with them."""
         key = (int(hw[0]), int(hw[1]))
         if key in self.scale_notes:
             self.scale_notes[key][2] += 1
             return
         message = self.scale_warning(key)
-        if message is not None:
+        if message is not None and len(self.scale_notes) < MAX_SCALE_NOTES:
             self.scale_notes[key] = [message, name, 1]
             warnings.warn(f"{name}: {message}", PixelsegWarning, stacklevel=4)
-        else:
-            self.scale_notes[key] = [None, name, 1]
 
     def scale_warnings(self) -> list[str]:
         """One line per input size warned about (scale_warning), naming the first input and how many had it."""
         return [f"{name}{f' (and {n - 1} more of that size)' if n > 1 else ''}: {msg}"
-                for msg, name, n in self.scale_notes.values() if msg]
+                for msg, name, n in self.scale_notes.values()]
 
     def predict_paths(self, inputs, out_dir, overlay: bool = False, alpha: float = 0.5, batch_size: int = 4,
                       progress: Callable[[int], None] | None = None) -> list[Path]:
