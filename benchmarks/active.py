@@ -36,12 +36,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pixelseg  # noqa: E402
-from pixelseg.audit import write_view  # noqa: E402
+from pixelseg.quality.audit import write_view  # noqa: E402
 from pixelseg.data.formats import open_dataset  # noqa: E402
 from pixelseg.data.labels import load_mask  # noqa: E402
-from pixelseg.data.synth import generate  # noqa: E402
-from pixelseg.run import RunFolder  # noqa: E402
-from pixelseg.suggest import suggest  # noqa: E402
+from pixelseg.data.tools.synth import generate  # noqa: E402
+from pixelseg.run.folder import RunFolder  # noqa: E402
+from pixelseg.quality.suggest import suggest  # noqa: E402
 
 
 def train_on(index, labelled: list, val: list, out: Path, a) -> tuple[Path, float]:
@@ -60,7 +60,7 @@ def most_foreground(run, paths: list[str], k: int) -> list[int]:
     """Indices of the ``k`` images in which the run predicts the most non-background pixels: the plain rule
     that the uncertainty arms are checked against on pools with empty images (arm "foreground")."""
     from pixelseg.data.io import read_image
-    from pixelseg.inference import Predictor
+    from pixelseg.inference.predictor import Predictor
     predictor = Predictor(run, "cpu")
     share = []
     for i in range(0, len(paths), 64):

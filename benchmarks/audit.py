@@ -31,9 +31,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pixelseg  # noqa: E402
-from pixelseg.audit import audit_run  # noqa: E402
+from pixelseg.quality.audit import audit_run  # noqa: E402
 from pixelseg.testing import plant_error  # noqa: E402
-from pixelseg.data.synth import generate  # noqa: E402
+from pixelseg.data.tools.synth import generate  # noqa: E402
 
 KINDS = ("swap", "missing", "shifted", "wrong_image")
 
@@ -59,7 +59,7 @@ def corrupt(root: Path, share: float, seed: int, offset: float) -> tuple[dict[st
 
 
 def oracle_audit(data: Path, clean: dict, out: Path) -> dict:
-    from pixelseg.audit import TopImages, audit_samples, write_audit
+    from pixelseg.quality.audit import TopImages, audit_samples, write_audit
     from pixelseg.data.formats import open_dataset
 
     index = open_dataset(data, "folder")
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         return 0
     run = pixelseg.train(data, a.model, out=str(work / "run"), max_minutes=a.minutes, image_size=(a.size, a.size),
                          quiet=True, seed=a.seed)
-    print(f"run: {run} ({time.time() - t0:.0f}s so far; val mIoU {pixelseg.run.RunFolder(run).metrics().get('mIoU')})", flush=True)
+    print(f"run: {run} ({time.time() - t0:.0f}s so far; val mIoU {pixelseg.run.folder.RunFolder(run).metrics().get('mIoU')})", flush=True)
     res = audit_run(run, data, "train", a.folds, work / "audit", fold_minutes=a.fold_minutes, seed=a.seed)
     rows = score(res["images"], truth)
     print(table(rows))

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from pixelseg.metrics import ConfusionMatrix
+from pixelseg.measure.metrics import ConfusionMatrix
 
 K, IGNORE = 19, 255
 

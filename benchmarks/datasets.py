@@ -26,8 +26,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pixelseg.data.convert import convert  # noqa: E402
-from pixelseg.data.doctor import diagnose  # noqa: E402
+from pixelseg.data.tools.convert import convert  # noqa: E402
+from pixelseg.data.tools.doctor import diagnose  # noqa: E402
 from pixelseg.data.formats import open_dataset  # noqa: E402
 from pixelseg.data.labels import load_mask  # noqa: E402
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pixelseg
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 
 
 def _train(data, model, out, **kw) -> tuple[float, float]:

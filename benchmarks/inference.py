@@ -39,7 +39,7 @@ def matmul_peak_gflops(threads: int, n: int = 2048, seconds: float = 2.0) -> flo
 def model_gflops(run: Path, size) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pixelseg.run import load_model, read_run
+    from pixelseg.run.folder import load_model, read_run
     model = load_model(read_run(run))
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
         model(torch.randn(1, 3, *size))
@@ -48,7 +48,7 @@ def model_gflops(run: Path, size) -> float:
 
 def train_unet(root: Path, minutes: float) -> Path:
     import pixelseg
-    from pixelseg.data.synth import generate
+    from pixelseg.data.tools.synth import generate
     data = root / "data"
     generate(data, n_train=300, n_val=50, size=(128, 128), seed=0, workers=2)
     return pixelseg.train(data, out=str(root / "run"), model="unet", encoder="resnet18", max_minutes=minutes,
@@ -59,8 +59,8 @@ def realtime(threads: int, frames: int = 30, models=("fast_scnn", "lraspp", "bis
     """Real-time models (random weights: speed does not depend on them) on 1024x512 JPEG frames, end to end:
     JPEG decode, BGR->RGB, preprocess, network, argmax -> a label map. Frames are already at the network's
     size, so on OpenVINO normalization and argmax run inside the graph (Predictor's real-time path)."""
-    from pixelseg.data.synth import make_scene
-    from pixelseg.inference import Predictor
+    from pixelseg.data.tools.synth import make_scene
+    from pixelseg.inference.predictor import Predictor
     from pixelseg.inference.backends import available
     from pixelseg.inference.bench import bf16_supported, model_run
 
@@ -81,7 +81,7 @@ def realtime(threads: int, frames: int = 30, models=("fast_scnn", "lraspp", "bis
             if bf16_supported():
                 configs += [("openvino", "bf16", run)]
             if available("openvino") and available("onnxruntime"):
-                from pixelseg.export import export_run
+                from pixelseg.deploy.export import export_run
                 rep = export_run(run, "onnx", int8=True, calib=calib, calib_count=16, min_agreement=0.0,
                                  out=Path(tmp) / f"{name}-int8.onnx", log=lambda m: None)
                 configs += [("openvino", "int8", rep.path)]
@@ -107,7 +107,7 @@ def realtime(threads: int, frames: int = 30, models=("fast_scnn", "lraspp", "bis
 
 def big_image_memory(threads: int, side: int = 10000, tile: int = 1024) -> dict:
     """Sliding window over a side x side RGB image with LR-ASPP; peak RSS above the input's baseline."""
-    from pixelseg.inference import Predictor
+    from pixelseg.inference.predictor import Predictor
     from pixelseg.inference.bench import (
         current_memory_mb,
         model_run,
@@ -143,9 +143,9 @@ def main() -> int:
     ap.add_argument("--calib-count", type=int, default=300, help="INT8 calibration images (default %(default)s)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["latency", "realtime", "memory"])
     a = ap.parse_args()
-    from pixelseg.export import export_run
+    from pixelseg.deploy.export import export_run
     from pixelseg.inference.bench import bench, cpu_name
-    from pixelseg.run import is_run
+    from pixelseg.run.folder import is_run
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

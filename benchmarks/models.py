@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import pixelseg
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 from pixelseg.models import MODELS, build_model, onnx_support
 from pixelseg.models.profile import profile
 

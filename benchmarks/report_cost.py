@@ -46,8 +46,9 @@ def main() -> None:
     import torch
 
     import pixelseg
-    from pixelseg.data.synth import generate
-    from pixelseg.report import analyze_run, build_report
+    from pixelseg.data.tools.synth import generate
+    from pixelseg.reports.analysis import analyze_run
+    from pixelseg.reports.builder import build_report
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -63,7 +63,7 @@ def pseudo_label_quality(run: Path, unl: Path, hid: Path, n: int = 60) -> dict:
     threshold) against the hidden masks."""
     from PIL import Image
 
-    from pixelseg.inference import Predictor
+    from pixelseg.inference.predictor import Predictor
     m = json.loads((run / "metrics.json").read_text())
     thr = m.get("unlabelled", {}).get("thresholds")
     if not thr:

@@ -50,7 +50,7 @@ def machine() -> str:
 
 def train_run(out: Path) -> Path:
     import pixelseg
-    from pixelseg.data.synth import generate
+    from pixelseg.data.tools.synth import generate
     data = out / "data"
     generate(data, n_train=16, n_val=4, size=(160, 160), seed=0)
     return pixelseg.train(data, model="lraspp", image_size=(160, 160), batch_size=8, epochs=1, num_workers=0,

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
 
     from pixelseg.api import make_config
     from pixelseg.data.formats import open_dataset
-    from pixelseg.data.synth import generate
+    from pixelseg.data.tools.synth import generate
     from pixelseg.engine.recipe import detect_hardware, resolve
 
     with tempfile.TemporaryDirectory() as tmp:

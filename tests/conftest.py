@@ -36,7 +36,7 @@ def tiny_unet_run(tmp_path_factory):
     """(root, run): a 1-epoch U-Net/ResNet18 run on 8 built-in images of 32x32 (root/data), trained once for the
     tests that need a real run folder without caring how good it is (audit, suggest)."""
     import pixelseg
-    from pixelseg.data.synth import generate
+    from pixelseg.data.tools.synth import generate
     root = tmp_path_factory.mktemp("tinyunet")
     generate(root / "data", 8, 2, (32, 32), seed=0)
     run = pixelseg.train(root / "data", "unet", out=str(root / "run"), epochs=1, image_size=(32, 32), batch_size=4,
@@ -50,7 +50,7 @@ def make_scale_run(tmp_path_factory):
     from dataclasses import replace
 
     from pixelseg.inference.bench import model_run
-    from pixelseg.run import Preprocessing, RunFolder, read_run
+    from pixelseg.run.folder import Preprocessing, RunFolder, read_run
 
     def make(name: str, scale: float):
         folder = model_run("unet", (64, 64), 3, tmp_path_factory.mktemp(name) / "run", encoder="resnet18")

@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelseg.audit import (AuditSettings, TopImages, audit_samples, fold_of, score_image,
-                            write_audit, write_view)
+from pixelseg.quality.audit import (
+    AuditSettings,
+    TopImages,
+    audit_samples,
+    fold_of,
+    score_image,
+    write_audit,
+    write_view,
+)
 from pixelseg.cli import main
 from pixelseg.data.formats import open_dataset
-from pixelseg.data.synth import class_table, make_scene
+from pixelseg.data.tools.synth import class_table, make_scene
 from pixelseg.testing import plant_error
 
 PLANTED = {1: "swap", 3: "missing", 5: "shifted", 7: "wrong_image"}
@@ -134,7 +141,7 @@ def test_cli_mistakes_are_one_line(tiny_run, tmp_path, capsys, args, needle):
 
 
 def test_the_fold_line_warns_only_when_a_fold_model_is_weak():
-    from pixelseg.audit import _fold_line
+    from pixelseg.quality.audit import _fold_line
     ok = _fold_line(0, 3, {"mIoU": 0.817}, {"mIoU": 0.452})
     assert ok == "fold 1/3: val mIoU 0.817 (the run's: 0.452)"
     weak = _fold_line(1, 3, {"mIoU": 0.30}, {"mIoU": 0.60})

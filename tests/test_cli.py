@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pixelseg import cli
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def run_with_data(tmp_path_factory):
     """A random-weights run whose config.yaml names a small labelled dataset of the run's classes."""
     from pixelseg.config import from_dict
     from pixelseg.inference.bench import model_run
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     base = tmp_path_factory.mktemp("evaluate")
     run = model_run("unet", (32, 32), 3, base / "run", encoder="resnet18")
     data = base / "data"
@@ -143,7 +143,7 @@ def test_evaluate_run_whose_data_is_gone(run_with_data, tmp_path):
     moved = tmp_path / "run"
     shutil.copytree(run, moved)
     from pixelseg.config import from_dict
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     RunFolder(moved).write_config(from_dict({"data": {"root": str(tmp_path / "gone")}}))
     p = _cli("evaluate", moved, "--device", "cpu", cwd=tmp_path)
     assert p.returncode == 2 and "Traceback" not in p.stderr

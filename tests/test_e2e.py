@@ -15,9 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import pixelseg
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 from pixelseg.models import build_model
-from pixelseg.run import load_state
+from pixelseg.run.checkpoints import load_state
 
 TINY = dict(model="unet", image_size=(48, 56),   # not the data's 64x64: resizing both ways is exercised
             batch_size=4, num_workers=0, threads=2, quiet=True)

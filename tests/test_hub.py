@@ -17,7 +17,7 @@ from pixelseg import hub
 from pixelseg.data.classes import ClassTable
 from pixelseg.errors import PixelsegError
 from pixelseg.models import build_model
-from pixelseg.run import Preprocessing, RunFolder, RunInfo
+from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
 
 from hub_fake import FakeHub  # tests/ is on sys.path (no packages)
 

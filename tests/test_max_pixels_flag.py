@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,19 @@ import pytest
 import torch
 
 from pixelseg.errors import PixelsegError
-from pixelseg.metrics import (ConfusionMatrix, class_accuracy, dice, format_table, fw_iou, iou, mean_accuracy,
-                              mean_dice, mean_iou, pixel_accuracy, summarize)
+from pixelseg.measure.metrics import (
+    ConfusionMatrix,
+    class_accuracy,
+    dice,
+    format_table,
+    fw_iou,
+    iou,
+    mean_accuracy,
+    mean_dice,
+    mean_iou,
+    pixel_accuracy,
+    summarize,
+)
 
 # A 3-class example with two ignore pixels (255), written out so the counts can be checked by hand.
 TARGET = np.array([[0, 0, 0, 1],
@@ -215,7 +226,7 @@ def test_format_table_renders_absent_and_means():
 
 
 def test_fast_argmax_matches_torch_argmax_ties_included():
-    from pixelseg.metrics import argmax
+    from pixelseg.models.outputs import argmax
     g = torch.Generator().manual_seed(0)
     for shape, dim in (((3, 19, 17, 23), 1), ((19, 31, 9), 0)):
         x = torch.randint(0, 3, shape, generator=g).float()      # many ties: the first maximal index wins
@@ -247,7 +258,7 @@ def test_fast_path_equals_masked_bincount_for_every_dtype(dtype):
 
 
 def test_per_image_matrices():
-    from pixelseg.metrics import per_image_confusion
+    from pixelseg.measure.metrics import per_image_confusion
     rng = np.random.default_rng(2)
     target = rng.integers(0, 4, size=(5, 6, 7))
     target[0] = 255                       # an all-ignore image still has its (empty) matrix

@@ -131,7 +131,7 @@ class TestModelContract:
 
         import onnxruntime as ort
 
-        from pixelseg.export.onnx import ExportWrapper
+        from pixelseg.deploy.onnx import ExportWrapper
         from pixelseg.models import onnx_support
 
         ok, why = onnx_support(name)

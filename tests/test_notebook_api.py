@@ -19,9 +19,9 @@ import pixelseg
 from pixelseg.data.classes import ClassTable
 from pixelseg.errors import PixelsegError
 from pixelseg.models import build_model
-from pixelseg.results import Result
-from pixelseg.run import Preprocessing, RunFolder, RunInfo
-from pixelseg.viz import read_label_png
+from pixelseg.inference.results import Result
+from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
+from pixelseg.viz.overlay import read_label_png
 
 CLASSES = ClassTable(("background", "road <main>", "car"), ((0, 0, 0), (128, 64, 128), (0, 0, 142)))
 

@@ -132,7 +132,7 @@ def test_random_init_is_not_the_pretrained_encoder():
 # ---------------------------------------------------------------- the recipe
 def _index(tmp_path):
     from pixelseg.data.formats import open_dataset
-    from pixelseg.data.synth import generate
+    from pixelseg.data.tools.synth import generate
     generate(tmp_path / "d", 4, 2, (64, 64), seed=0)
     return open_dataset(tmp_path / "d")
 
@@ -198,7 +198,7 @@ def test_a_named_smp_model_gets_the_offline_encoder(tmp_path):
 @pytest.fixture(scope="module")
 def warm_run(tmp_path_factory):
     import pixelseg
-    from pixelseg.data.synth import generate
+    from pixelseg.data.tools.synth import generate
     root = tmp_path_factory.mktemp("warm")
     generate(root / "data", 8, 4, (64, 64), seed=0)
     return pixelseg.train(root / "data", out=str(root / "run"), epochs=2, batch_size=4, num_workers=0, threads=1,
@@ -207,7 +207,7 @@ def warm_run(tmp_path_factory):
 
 def test_provenance_in_recipe_model_json_and_card(warm_run):
     from pixelseg.hub import model_card
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     sha = pretrained.PACKAGED[LITE0].sha256
     recipe = json.loads((warm_run / "recipe.json").read_text())
     model = json.loads((warm_run / "model.json").read_text())["model"]
@@ -225,8 +225,8 @@ def test_pretrained_run_exports_through_the_parity_gate_and_serves(warm_run, tmp
     import onnx
     from fastapi.testclient import TestClient
 
-    from pixelseg.export import export_run
-    from pixelseg.serve import create_app
+    from pixelseg.deploy.export import export_run
+    from pixelseg.serve.app import create_app
     r = export_run(warm_run, "onnx", tmp_path / "m.onnx", log=lambda m: None)
     assert r.agreement >= 0.999 and r.images > 0
     meta = json.loads({p.key: p.value for p in onnx.load(r.path).metadata_props}["pixelseg"])
@@ -242,7 +242,7 @@ def test_pretrained_run_exports_through_the_parity_gate_and_serves(warm_run, tmp
 
 
 def test_a_pretrained_run_quantizes_to_int8_through_the_gate(warm_run, tmp_path):
-    from pixelseg.export import export_run
+    from pixelseg.deploy.export import export_run
     """The Lite encoders pad "same" from the input's size: that arithmetic must stay float in the QDQ graph
     (quantize.shape_arithmetic), else the feature maps come out the wrong size and the INT8 model fails at
     any size but the calibration one. The export's parity check runs it at the training size and an odd one."""
@@ -260,7 +260,7 @@ def test_a_pretrained_run_resumes_and_fine_tunes_with_its_provenance(warm_run, t
     import pixelseg
     from safetensors.torch import load_file
 
-    from pixelseg.run import load_state
+    from pixelseg.run.checkpoints import load_state
     run = tmp_path / "resumed"
     shutil.copytree(warm_run, run)
     before = load_file(str(run / "model.safetensors"))
@@ -280,7 +280,7 @@ def test_a_pretrained_run_resumes_and_fine_tunes_with_its_provenance(warm_run, t
 
 def test_scratch_run_records_no_provenance(tmp_path):
     import pixelseg
-    from pixelseg.data.synth import generate
+    from pixelseg.data.tools.synth import generate
     generate(tmp_path / "data", 4, 2, (32, 32), seed=0)
     run = pixelseg.train(tmp_path / "data", "fpn", out=str(tmp_path / "run"), epochs=1, batch_size=2, num_workers=0,
                          threads=1, encoder_weights="none", quiet=True)

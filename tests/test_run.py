@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from pixelseg.data.classes import ClassTable
-from pixelseg.run import save_weights
+from pixelseg.run.checkpoints import save_weights
 from pixelseg.errors import PixelsegError
 from pixelseg.models import build_model
-from pixelseg.run import RUN_FORMAT, Preprocessing, RunInfo, is_run, load_model, read_run, write_run_info
+from pixelseg.run.folder import RUN_FORMAT, Preprocessing, RunInfo, is_run, load_model, read_run, write_run_info
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,8 +4,8 @@ import re
 import numpy as np
 import pytest
 
-from pixelseg.metrics import iou, mean_iou, pixel_accuracy
-from pixelseg.stats import bootstrap_ci, paired_bootstrap, resample_counts, verdict
+from pixelseg.measure.metrics import iou, mean_iou, pixel_accuracy
+from pixelseg.measure.stats import bootstrap_ci, paired_bootstrap, resample_counts, verdict
 
 K = 5
 PIXELS = np.array([3000, 2000, 1000, 600, 300])        # mean ground-truth pixels per image and class

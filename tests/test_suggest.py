@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from pixelseg.cli import main
-from pixelseg.data.synth import make_scene
+from pixelseg.data.tools.synth import make_scene
 from pixelseg.errors import PixelsegError
-from pixelseg.suggest import suggest, uncertain_boxes
+from pixelseg.quality.suggest import suggest, uncertain_boxes
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,9 @@ def test_balanced_weighs_by_the_runs_training_labels(tiny_run, tmp_path):
     import shutil
 
     from pixelseg.cli.audit import SUGGEST_KINDS
-    from pixelseg.run import RunFolder
-    from pixelseg.suggest import KINDS
-    from pixelseg.uncertainty import rarity_weights
+    from pixelseg.run.folder import RunFolder
+    from pixelseg.quality.suggest import KINDS
+    from pixelseg.inference.uncertainty import rarity_weights
     assert SUGGEST_KINDS == KINDS
     _, run, pool = tiny_run
     a = suggest(run, pool, 8, out=tmp_path / "a", kind="balanced", device="cpu", gallery=0)

@@ -1,4 +1,4 @@
-"""pixelseg.tracking: what each tracker logged, read back through the tracker's own reader."""
+"""pixelseg.engine.tracking: what each tracker logged, read back through the tracker's own reader."""
 from __future__ import annotations
 
 import glob
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelseg import tracking
+from pixelseg.engine import tracking
 from pixelseg.errors import PixelsegError
 
 CONFIG = {"data": {"root": "/data/roads", "image_size": [64, 64]}, "model": {"name": "lraspp", "encoder": None},
@@ -88,7 +88,7 @@ def test_mlflow_local_store_read_back(run_dir, monkeypatch):
 def test_finish_run_adds_the_report_to_the_training_run(run_dir, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     RunFolder(run_dir).write_history(ROWS)
     t = tracking.open_tracker("mlflow", run_dir, CONFIG)

@@ -12,7 +12,7 @@ from PIL import Image
 
 import pixelseg
 from pixelseg.cli import main
-from pixelseg.run import read_run
+from pixelseg.run.folder import read_run
 
 
 def _data(root):

@@ -5,9 +5,18 @@ import pytest
 import torch
 
 from pixelseg.errors import PixelsegError
-from pixelseg.uncertainty import (balanced_entropy, confidence_maps, expected_calibration_error, fit_temperature,
-                                  image_uncertainty_scores, pooled_features, rarity_weights,
-                                  reliability_diagram_data, select_diverse, to_png8)
+from pixelseg.inference.uncertainty import (
+    balanced_entropy,
+    confidence_maps,
+    expected_calibration_error,
+    fit_temperature,
+    image_uncertainty_scores,
+    pooled_features,
+    rarity_weights,
+    reliability_diagram_data,
+    select_diverse,
+    to_png8,
+)
 
 
 def test_confidence_maps_are_the_softmax_max_and_normalized_entropy():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelseg import viz
+from pixelseg.viz import overlay as viz
 from pixelseg.data.classes import ClassTable, voc_colormap
 from pixelseg.errors import PixelsegError
 

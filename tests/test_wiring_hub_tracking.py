@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import pixelseg
-from pixelseg.data.synth import generate
-from pixelseg.run import RunFolder
+from pixelseg.data.tools.synth import generate
+from pixelseg.run.folder import RunFolder
 
 sys.path.insert(0, str(Path(__file__).parent / "engine"))
 import engine_tinynet  # noqa: E402
@@ -120,7 +120,7 @@ def hub_run(tmp_path, one_thread) -> Path:
 
     from pixelseg.data.classes import ClassTable
     from pixelseg.models import build_model
-    from pixelseg.run import Preprocessing, RunInfo
+    from pixelseg.run.folder import Preprocessing, RunInfo
     pytest.importorskip("huggingface_hub")
     run = tmp_path / "runs" / "exp1"
     run.mkdir(parents=True)

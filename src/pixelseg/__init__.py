@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 # dir() and tab completion show the whole API
 _LAZY = {"train": "pixelseg.api", "load": "pixelseg.api", "predict": "pixelseg.api", "evaluate": "pixelseg.api",
          "compare": "pixelseg.api", "calibrate": "pixelseg.api", "tune_threshold": "pixelseg.api", "push": "pixelseg.hub", "pull": "pixelseg.hub",
-         "Result": "pixelseg.results", "Predictor": "pixelseg.inference"}
+         "Result": "pixelseg.inference.results", "Predictor": "pixelseg.inference"}
 __all__ = ["PixelsegError", "__version__", *_LAZY]
 
 

@@ -53,9 +53,9 @@ def train(data: str | Path | None = None, model: str | None = None, *, config: s
     # under torchrun every rank returns here; one report, from rank 0, is enough
     if os.environ.get("RANK", "0") == "0":
         if report:
-            from pixelseg.report import build_report
+            from pixelseg.reports.builder import build_report
             build_report(run)
-        from pixelseg.tracking import finish_run
+        from pixelseg.engine.tracking import finish_run
         # after the report, so that the tracked run gets its images, and the run folder as an artifact
         finish_run(cfg.train.logger, run)
     return run
@@ -68,7 +68,7 @@ def _resume_config(data, model, config, kwargs: dict) -> Config:
     """The saved config of the run named by out=, with the few options a resume may change. Re-running the
     same command with --resume is what people do: options equal to the saved ones are accepted; one that
     differs is refused, naming the saved and the given value."""
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
 
     out = kwargs.get("out")
     if out is None:
@@ -118,18 +118,18 @@ def load(run: str | Path, device: str = "auto", **options):
     inference.Predictor). backend defaults to "auto", as in `pixelseg predict` and `serve` (the fast path for the
     device); backend="torch" gives exactly what `evaluate` scores. Hub access follows huggingface_hub (HF_TOKEN,
     HF_ENDPOINT, HF_HUB_OFFLINE)."""
-    from pixelseg.inference import Predictor
+    from pixelseg.inference.predictor import Predictor
     options.setdefault("backend", "auto")
     return Predictor(hub_source(run), device, **options)
 
 
 def predict(model, source, *, batch_size: int = 4, device: str = "auto", **options) -> list:
-    """One pixelseg.results.Result per image: .labels, .probs, .overlay(), .save(dir), .plot(), .to_json(),
+    """One pixelseg.inference.results.Result per image: .labels, .probs, .overlay(), .save(dir), .plot(), .to_json(),
     and a picture in Jupyter. `model`: what load takes (a run folder, an export, "hf://user/name"), or a
     Predictor from load (device and options then go unused). `source`: an image path, a folder, a list of paths,
     or HxWxC / CxHxW uint8 arrays (a list, or an NxHxWxC batch)."""
-    from pixelseg.inference import Predictor
-    from pixelseg.results import predict as _predict
+    from pixelseg.inference.predictor import Predictor
+    from pixelseg.inference.results import predict as _predict
     predictor = model if isinstance(model, Predictor) else load(model, device, **options)
     return _predict(predictor, source, batch_size)
 
@@ -148,11 +148,11 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps.
     The result carries 95% bootstrap intervals over images (evaluation.add_intervals): "mIoU_ci",
     "pixel_accuracy_ci", per class "iou_ci", and "ci" saying how they were made."""
-    from pixelseg.data.checks import require_clean
+    from pixelseg.data.tools.checks import require_clean
     from pixelseg.data.formats import open_dataset
-    from pixelseg.evaluation import summarize_with_ci
-    from pixelseg.metrics import ConfusionMatrix
-    from pixelseg.run import RunFolder
+    from pixelseg.measure.evaluation import summarize_with_ci
+    from pixelseg.measure.metrics import ConfusionMatrix
+    from pixelseg.run.folder import RunFolder
 
     if (run is None) == (pred_dir is None):
         raise PixelsegError("evaluate takes either a RUN folder or --pred-dir PRED (label maps), not both or neither")
@@ -168,7 +168,8 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     require_clean(index, (split,))
     if report:
         # one pass gives the metrics and the report's extras (gallery, calibration): no second evaluation
-        from pixelseg.report import analyze_predictions, analyze_run, build_report
+        from pixelseg.reports.analysis import analyze_predictions, analyze_run
+        from pixelseg.reports.builder import build_report
         if pred_dir is not None:
             analysis = analyze_predictions(pred_dir, data, split, index=index)
         else:
@@ -178,7 +179,7 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
         result["report"] = str(build_report(run, analysis=analysis, out=None if report is True else report))
         return result
     if pred_dir is not None:
-        from pixelseg.evaluation import label_maps
+        from pixelseg.measure.evaluation import label_maps
         cm = ConfusionMatrix(classes.num_classes, classes.ignore_index, per_image=True)
         for _, _, pred, gt in label_maps(pred_dir, index, samples, split):
             cm.update(pred, gt)
@@ -196,11 +197,11 @@ def compare(run_a: str | Path, run_b: str | Path, data: str | Path | None = None
     the data both runs were trained on) and a paired bootstrap over those images (stats.paired_bootstrap)
     resamples their per-image confusion matrices together. Returns paired_bootstrap's dict with "per_class_iou"
     keyed by class name, plus "a"/"b" (each run's metrics with intervals), "data", "split" and "verdict"."""
-    from pixelseg.data.checks import require_clean
-    from pixelseg.evaluation import add_intervals
-    from pixelseg.metrics import summarize
-    from pixelseg.run import RunFolder
-    from pixelseg.stats import paired_bootstrap
+    from pixelseg.data.tools.checks import require_clean
+    from pixelseg.measure.evaluation import add_intervals
+    from pixelseg.measure.metrics import summarize
+    from pixelseg.run.folder import RunFolder
+    from pixelseg.measure.stats import paired_bootstrap
 
     a_name, b_name = _pair_names(run_a, run_b)
     if data is None:
@@ -237,9 +238,9 @@ def _pair_names(run_a, run_b) -> tuple[str, str]:
 
 
 def _run_confusion(run, index, samples, device: str):
-    from pixelseg.evaluation import confusion_matrix, eval_window, split_loader
-    from pixelseg.inference.predictor import pick_device
-    from pixelseg.run import RunFolder
+    from pixelseg.measure.evaluation import confusion_matrix, eval_window, split_loader
+    from pixelseg.run.folder import pick_device
+    from pixelseg.run.folder import RunFolder
 
     info = RunFolder(run).info()
     classes = index.classes
@@ -258,7 +259,7 @@ def open_like_run(run: str | Path, data: str | Path):
     camvid11 (32 CamVid classes grouped into 11) carry over; a format variant carries over to any folder (a
     model of the 11 CamVid classes is evaluated on CamVid read as 11 classes). Other folders are detected."""
     from pixelseg.data.formats import VARIANTS, open_dataset
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
 
     folder = RunFolder(run)
     settings = folder.data_settings()
@@ -276,11 +277,11 @@ def tune_threshold(run: str | Path, data: str | Path | None = None, split: str =
     Returns {"threshold", "mIoU", "threshold_before", "mIoU_before", "images", "data"}."""
     import dataclasses
 
-    from pixelseg.data.checks import require_clean
-    from pixelseg.evaluation import evaluate_split, split_loader
-    from pixelseg.inference.predictor import pick_device
-    from pixelseg.metrics import ThresholdSweep
-    from pixelseg.run import RunFolder, load_model
+    from pixelseg.data.tools.checks import require_clean
+    from pixelseg.measure.evaluation import evaluate_split, split_loader
+    from pixelseg.run.folder import pick_device
+    from pixelseg.measure.metrics import ThresholdSweep
+    from pixelseg.run.folder import RunFolder, load_model
 
     folder = RunFolder(run)
     info = folder.info()
@@ -323,11 +324,11 @@ def calibrate(run: str | Path, data: str | Path | None = None, split: str = "val
 
     import torch
 
-    from pixelseg.data.checks import require_clean
-    from pixelseg.evaluation import PixelSample, eval_window, evaluate_split, split_loader
-    from pixelseg.inference.predictor import pick_device
-    from pixelseg.run import RunFolder
-    from pixelseg.uncertainty import expected_calibration_error, fit_temperature
+    from pixelseg.data.tools.checks import require_clean
+    from pixelseg.measure.evaluation import PixelSample, eval_window, evaluate_split, split_loader
+    from pixelseg.run.folder import pick_device
+    from pixelseg.run.folder import RunFolder
+    from pixelseg.inference.uncertainty import expected_calibration_error, fit_temperature
 
     folder = RunFolder(run)
     info = folder.info()

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from pixelseg.errors import PixelsegError
-from pixelseg.run import RunFolder
+from pixelseg.run.folder import RunFolder
 
 # what a Hub repo of pixelseg holds; pull downloads nothing else
 HUB_FILES = (RunFolder.WEIGHTS, RunFolder.MODEL, RunFolder.CLASSES, RunFolder.METRICS, RunFolder.RECIPE, RunFolder.CONFIG,
@@ -218,7 +218,7 @@ def pretrained_lines(prov: dict | None) -> list[str]:
 
 def _exports(rf) -> list[str]:
     """The `pixelseg export` outputs found at their default places, e.g. 'onnx int8 (model.int8.onnx)'."""
-    from pixelseg.export import SUFFIX, default_out
+    from pixelseg.deploy.export import SUFFIX, default_out
     found = []
     for fmt in SUFFIX:
         for int8 in (False, True):

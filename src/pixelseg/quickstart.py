@@ -34,9 +34,9 @@ def quickstart(out: str | Path = "quickstart", max_minutes: float = MINUTES, *, 
                n_predict: int = 16) -> QuickstartResult:
     """Run the flow under `out`; `say` gets one line per step ("[k/4] ...")."""
     from pixelseg.api import train
-    from pixelseg.data.synth import generate
-    from pixelseg.inference import Predictor
-    from pixelseg.run import RunFolder
+    from pixelseg.data.tools.synth import generate
+    from pixelseg.inference.predictor import Predictor
+    from pixelseg.run.folder import RunFolder
 
     if max_minutes <= 0:
         raise PixelsegError(f"--max-minutes {max_minutes}: give a positive training budget")

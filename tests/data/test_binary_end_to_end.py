@@ -10,7 +10,7 @@ import pytest
 import pixelseg
 import dataset_makers as M
 from pixelseg.api import tune_threshold
-from pixelseg.run import load_model, read_run
+from pixelseg.run.folder import load_model, read_run
 
 
 @pytest.fixture(scope="module")

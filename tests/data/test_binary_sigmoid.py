@@ -9,7 +9,8 @@ import torch
 from pixelseg.config import from_dict
 from pixelseg.errors import PixelsegError
 from pixelseg.losses import build_loss
-from pixelseg.metrics import ConfusionMatrix, ThresholdSweep, labels_from_logits, mean_iou
+from pixelseg.measure.metrics import ConfusionMatrix, ThresholdSweep, mean_iou
+from pixelseg.models.outputs import labels_from_logits
 
 IGN = 255
 

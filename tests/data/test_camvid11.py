@@ -14,11 +14,11 @@ import dataset_makers as M
 from pixelseg.api import open_like_run
 from pixelseg.cli import main
 from pixelseg.config import from_dict
-from pixelseg.data.camvid import COLORS, NAMES
+from pixelseg.data.formats.camvid import COLORS, NAMES
 from pixelseg.data.formats import detect_format, open_dataset
 from pixelseg.data.labels import UnknownColorsError, load_mask
 from pixelseg.errors import PixelsegError
-from pixelseg.viz import save_label_png
+from pixelseg.viz.overlay import save_label_png
 
 # the original release's label_colors.txt, all 32 rows, in its order
 LABEL_COLORS = [

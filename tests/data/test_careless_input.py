@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 import dataset_makers as M
-from pixelseg.data.checks import require_clean
+from pixelseg.data.tools.checks import require_clean
 from pixelseg.data.classes import ClassTable
-from pixelseg.data.doctor import diagnose
+from pixelseg.data.tools.doctor import diagnose
 from pixelseg.data.formats import open_dataset
 from pixelseg.errors import PixelsegError
 
@@ -106,7 +106,7 @@ def test_doctor_names_exif_when_it_explains_a_size_mismatch(tmp_path):
 
 
 def test_convert_to_an_existing_file_is_one_line(tmp_path):
-    from pixelseg.data.convert import convert
+    from pixelseg.data.tools.convert import convert
     root = _ds(tmp_path / "ds")
     (tmp_path / "out.txt").write_text("mine")
     with pytest.raises(PixelsegError) as e:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelseg.data.checks import require_clean, scan_split
+from pixelseg.data.tools.checks import require_clean, scan_split
 from pixelseg.data.formats import open_dataset
 from pixelseg.errors import PixelsegError
 

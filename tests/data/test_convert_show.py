@@ -10,10 +10,10 @@ from PIL import Image
 
 import dataset_makers as M
 from pixelseg.cli import main
-from pixelseg.data.convert import convert
+from pixelseg.data.tools.convert import convert
 from pixelseg.data.formats import open_dataset
 from pixelseg.data.labels import load_mask
-from pixelseg.data.show import show, tile
+from pixelseg.data.tools.show import show, tile
 from pixelseg.errors import PixelsegError
 
 MAKERS = {

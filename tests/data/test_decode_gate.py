@@ -97,9 +97,9 @@ def _folder_with(root, image_bytes=None, mask_bytes=None, ext=".png"):
 
 @pytest.mark.parametrize("where", ["image", "mask"])
 def test_doctor_precheck_and_convert_refuse_a_bomb(tmp_path, where):
-    from pixelseg.data.checks import require_clean
-    from pixelseg.data.convert import convert
-    from pixelseg.data.doctor import diagnose
+    from pixelseg.data.tools.checks import require_clean
+    from pixelseg.data.tools.convert import convert
+    from pixelseg.data.tools.doctor import diagnose
     from pixelseg.data.formats import open_dataset
 
     data = bomb_png()
@@ -116,7 +116,7 @@ def test_doctor_precheck_and_convert_refuse_a_bomb(tmp_path, where):
 
 def test_predictor_and_show_refuse_a_bomb(tmp_path):
     from pixelseg.data.preprocess import list_inputs
-    from pixelseg.data.show import show
+    from pixelseg.data.tools.show import show
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "b.png").write_bytes(bomb_png())

@@ -9,7 +9,7 @@ from PIL import Image
 
 import dataset_makers as M
 from pixelseg.cli import main
-from pixelseg.data.doctor import diagnose, phash, suggest_image_size
+from pixelseg.data.tools.doctor import diagnose, phash, suggest_image_size
 
 
 def _folder(root, spec):

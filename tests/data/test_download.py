@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pixelseg.cli import main
-from pixelseg.data import download as D
+from pixelseg.data.tools import download as D
 from pixelseg.errors import PixelsegError
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pixelseg.data.classes import ClassTable
 from pixelseg.data.formats import detect_format, open_dataset
-from pixelseg.data.layout import holdout as _holdout
+from pixelseg.data.formats.layout import holdout as _holdout
 from pixelseg.errors import PixelsegError
 
 

@@ -9,7 +9,7 @@ from pixelseg.data.io import image_channels, image_size, read_image, read_mask
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
-from pixelseg.data.geotiff import georeference, write_label_geotiff  # noqa: E402
+from pixelseg.data.formats.geotiff import georeference, write_label_geotiff  # noqa: E402
 
 TRANSFORM = from_origin(500000.0, 4100000.0, 0.3, 0.3)
 
@@ -152,8 +152,8 @@ def test_a_mask_off_its_images_grid_is_refused_with_how_they_differ(tmp_path):
     doctor refuse it, saying how (the silent misalignment of issue 27)."""
     from rasterio.transform import from_origin as origin
 
-    from pixelseg.data.checks import require_clean
-    from pixelseg.data.doctor import diagnose
+    from pixelseg.data.tools.checks import require_clean
+    from pixelseg.data.tools.doctor import diagnose
     from pixelseg.data.formats import open_dataset
     from pixelseg.errors import PixelsegError
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 import pixelseg
 from pixelseg.cli.main import main
-from pixelseg.data.doctor import diagnose
+from pixelseg.data.tools.doctor import diagnose
 from pixelseg.data.formats import detect_format, open_dataset
 from pixelseg.errors import PixelsegError
 

@@ -13,7 +13,7 @@ from PIL import Image
 from pixelseg.cli import main
 from pixelseg.data.classes import ClassTable
 from pixelseg.data.formats import open_dataset
-from pixelseg.data.labelling import export_labelme, import_labelme, label_shapes
+from pixelseg.data.tools.labelling import export_labelme, import_labelme, label_shapes
 from pixelseg.data.labels import load_mask
 from pixelseg.errors import PixelsegError
 

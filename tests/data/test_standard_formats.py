@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import dataset_makers as M
-from pixelseg.data.checks import scan_split
+from pixelseg.data.tools.checks import scan_split
 from pixelseg.data.formats import detect_format, open_dataset
 from pixelseg.data.labels import UnknownColorsError, load_mask
 from pixelseg.errors import PixelsegError
@@ -258,7 +258,7 @@ def test_ignore_values_make_zero_unlabelled(tmp_path):
 
 
 def test_doctor_hints_at_ignore_values_when_zero_never_appears(tmp_path):
-    from pixelseg.data.doctor import diagnose
+    from pixelseg.data.tools.doctor import diagnose
     for split, stems in (("train", ["a", "b"]), ("val", ["c"])):
         for k, stem in enumerate(stems):
             M.image(tmp_path / split / "images" / f"{stem}.png", 10 * len(split) + k)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelseg.data import synth
+from pixelseg.data.tools import synth
 from pixelseg.data.classes import ClassTable
 from pixelseg.errors import PixelsegError
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import safetensors.torch
-from pixelseg.run import load_state, save_state, save_weights
+from pixelseg.run.checkpoints import load_state, save_state, save_weights
 from pixelseg.errors import PixelsegError
 
 
@@ -179,7 +179,7 @@ def test_weights_with_tied_modules_save_and_load_strictly(tmp_path):
     """Tied weights (one module under two names) are saved as two tensors, and every key loads back."""
     from safetensors.torch import load_file
 
-    from pixelseg.run import save_weights
+    from pixelseg.run.checkpoints import save_weights
 
     class Tied(torch.nn.Module):
         def __init__(self):

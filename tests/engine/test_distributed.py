@@ -18,8 +18,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import pixelseg
-from pixelseg.data.synth import generate
-from pixelseg.run import load_state
+from pixelseg.data.tools.synth import generate
+from pixelseg.run.checkpoints import load_state
 
 import engine_tinynet
 

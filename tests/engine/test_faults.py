@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 import pixelseg
-from pixelseg.data.synth import generate
-import pixelseg.run
+from pixelseg.data.tools.synth import generate
+import pixelseg.run.folder
 from pixelseg.engine import setup
-from pixelseg.run import load_state, save_state
+from pixelseg.run.checkpoints import load_state, save_state
 from pixelseg.errors import PixelsegError
 
 import engine_tinynet
@@ -185,7 +185,7 @@ def test_failed_save_is_a_clear_error_and_keeps_the_previous_state(data, tmp_pat
             raise OSError(28, "No space left on device")
         save_state(path, blob)
 
-    monkeypatch.setattr(pixelseg.run, "save_state", save)
+    monkeypatch.setattr(pixelseg.run.folder, "save_state", save)
     with pytest.raises(PixelsegError, match="last.pt: cannot save the training state \\(No space left on device\\)"):
         pixelseg.train(data, out=str(out), epochs=1, checkpoint_minutes=0, **TINY)
     assert load_state(out / "last.pt")["state"]["step"] == 2

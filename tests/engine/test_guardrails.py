@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import pixelseg
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 from pixelseg.engine.schedule import Schedule, freeze_batchnorm, param_groups
 from pixelseg.engine.verdict import MIN_STEPS, verdict
 from pixelseg.errors import PixelsegError

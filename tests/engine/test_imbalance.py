@@ -15,7 +15,7 @@ from PIL import Image
 import pixelseg
 from pixelseg.data.index import Sample
 from pixelseg.data.sampling import EpochSampler, class_stats, epoch_order, median_frequency_weights, repeat_factors
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 from pixelseg.losses import build_loss
 
 import engine_tinynet

@@ -13,10 +13,10 @@ import yaml
 from rich.console import Console
 
 import pixelseg
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 from pixelseg.engine import trainer
 from pixelseg.errors import PixelsegError
-from pixelseg.run import load_state
+from pixelseg.run.checkpoints import load_state
 
 import engine_tinynet
 

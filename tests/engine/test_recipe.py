@@ -7,7 +7,7 @@ import pytest
 
 from pixelseg.config import from_dict
 from pixelseg.data.formats import open_dataset
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 from pixelseg.engine.recipe import Hardware, choose_image_size, resolve
 from pixelseg.engine.schedule import lr_factor
 

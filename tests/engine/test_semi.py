@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 import pixelseg
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 from pixelseg.engine.semi import Consistency, initial_state, summary
 from pixelseg.errors import PixelsegError
-from pixelseg.run import load_state
+from pixelseg.run.checkpoints import load_state
 
 import engine_tinynet
 

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 import pixelseg
-from pixelseg.data.synth import generate
-from pixelseg.run import load_state
+from pixelseg.data.tools.synth import generate
+from pixelseg.run.checkpoints import load_state
 
 import engine_tinynet
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import pixelseg
 from pixelseg.config import from_dict
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 from pixelseg.engine.distill import kd_loss
 from pixelseg.engine.finetune import init_from
 from pixelseg.engine.objective import build_objective
@@ -185,7 +185,7 @@ def test_teacher_with_another_class_table_is_refused(teacher_run, tmp_path):
 def test_teacher_renormalizes_the_students_input(teacher_run):
     """A student normalized differently must feed the teacher the same raw image."""
     from pixelseg.engine.distill import Teacher
-    from pixelseg.run import load_model, read_run
+    from pixelseg.run.folder import load_model, read_run
     info = read_run(teacher_run)
     t_mean, t_std = torch.tensor(info.preprocessing.mean).view(1, 3, 1, 1), torch.tensor(info.preprocessing.std).view(1, 3, 1, 1)
     mean, std = [127.5] * 3, [127.5] * 3
@@ -205,7 +205,7 @@ def test_teacher_sees_its_own_training_size(teacher_run):
     import torch.nn.functional as F
 
     from pixelseg.engine.distill import Teacher
-    from pixelseg.run import load_model, read_run
+    from pixelseg.run.folder import load_model, read_run
     info = read_run(teacher_run)
     assert tuple(info.preprocessing.image_size) == (64, 64)
     teacher = Teacher(teacher_run, 6, 3, info.preprocessing.mean, info.preprocessing.std, "cpu")

@@ -36,7 +36,7 @@ def easy_scene(rng: np.random.Generator, size=(32, 32)) -> tuple[np.ndarray, np.
 
 def write_easy_dataset(root: Path, n_train: int = 24, n_val: int = 6, seed: int = 0) -> Path:
     from pixelseg.data.classes import ClassTable
-    from pixelseg.data.folder import write_classes_json
+    from pixelseg.data.formats.folder import write_classes_json
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val)):
         (root / split / "images").mkdir(parents=True)
@@ -63,9 +63,9 @@ def trained_run(tmp_path_factory) -> Path:
     from pixelseg.data.dataset import normalize
     from pixelseg.data.formats import open_dataset
     from pixelseg.data.io import read_image, read_mask
-    from pixelseg.run import save_weights
+    from pixelseg.run.checkpoints import save_weights
     from pixelseg.models import build_model, default_mean_std
-    from pixelseg.run import Preprocessing, RunInfo, write_run_info
+    from pixelseg.run.folder import Preprocessing, RunInfo, write_run_info
 
     root = tmp_path_factory.mktemp("easy")
     data = write_easy_dataset(root / "data")

@@ -9,8 +9,8 @@ import pytest
 
 from pixelseg.cli import main
 from pixelseg.errors import PixelsegError
-from pixelseg.export import export_run
-from pixelseg.inference import Predictor
+from pixelseg.deploy.export import export_run
+from pixelseg.inference.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = {"log": lambda m: None}
@@ -42,7 +42,7 @@ def test_openvino_ir_round_trip(random_run, tmp_path):
 def test_torchscript_export(random_run, tmp_path):
     import torch
 
-    from pixelseg.export.torchscript import load_torchscript
+    from pixelseg.deploy.torchscript import load_torchscript
     r = export_run(random_run, "torchscript", tmp_path / "m.pt", **QUIET)
     module, meta = load_torchscript(tmp_path / "m.pt")
     assert meta["model"]["name"] == "unet" and r.agreement == 1.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixelseg.inference import Predictor
+from pixelseg.inference.predictor import Predictor
 from pixelseg.inference.backends import resolve_backend
 
 

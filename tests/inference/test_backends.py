@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pixelseg.errors import PixelsegError
-from pixelseg.inference import Predictor
+from pixelseg.inference.predictor import Predictor
 from pixelseg.inference.backends import cached_onnx, resolve_backend
 
 BACKENDS = ["onnxruntime", "openvino"]
@@ -52,7 +52,7 @@ def test_onnx_cache_is_reused(random_run, reference):
 
 
 def test_exported_file_predicts_alone_with_its_class_table(random_run, reference, scene, tmp_path):
-    from pixelseg.export import export_run
+    from pixelseg.deploy.export import export_run
     out = export_run(random_run, "onnx", tmp_path / "m.onnx", log=lambda m: None).path
     pred = Predictor(out, "cpu", backend="auto")
     assert pred.backend_name in BACKENDS and pred.model is None

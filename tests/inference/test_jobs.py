@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from pixelseg.errors import PixelsegError
-from pixelseg.inference import Predictor, jobs
+from pixelseg.inference.predictor import Predictor
+from pixelseg.inference import jobs
 
 
 def _images(folder: Path, names) -> Path:

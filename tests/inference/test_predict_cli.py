@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelseg import viz
+from pixelseg.viz import overlay as viz
 from pixelseg.cli import main
-from pixelseg.inference import TTA, Predictor
-from pixelseg.viz import read_label_png
+from pixelseg.inference.tta import TTA
+from pixelseg.inference.predictor import Predictor
+from pixelseg.viz.overlay import read_label_png
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ def test_temperature_changes_probabilities_not_labels(random_run, folder, tmp_pa
 
     import torch
 
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     run = tmp_path / "hot"
     shutil.copytree(random_run, run)
     folder_ = RunFolder(run)

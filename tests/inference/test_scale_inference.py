@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from pixelseg.data.preprocess import preprocess
-from pixelseg.export.metadata import description, info_from_meta
-from pixelseg import windows
+from pixelseg.deploy.metadata import description, info_from_meta
+from pixelseg.models import windows
 from pixelseg.inference import tiling
 from pixelseg.inference.predictor import Predictor
 from pixelseg.models.outputs import resize_logits
-from pixelseg.run import Preprocessing, load_model, read_run
+from pixelseg.run.folder import Preprocessing, load_model, read_run
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +75,8 @@ def test_a_run_of_the_old_kind_predicts_exactly_as_before(random_run, scene):
 
 def test_an_exported_scale_run_predicts_at_the_scale_too(scale_run, tmp_path):
     pytest.importorskip("onnxruntime")
-    from pixelseg.export import export_run
-    from pixelseg.export.metadata import read_exported
+    from pixelseg.deploy.export import export_run
+    from pixelseg.deploy.metadata import read_exported
     out = export_run(scale_run, "onnx", tmp_path / "m.onnx", log=lambda *a, **k: None).path
     assert read_exported(out).preprocessing == read_run(scale_run).preprocessing
     image = _scene(200, 120)
@@ -91,7 +91,7 @@ def test_evaluation_slides_the_training_crop_over_images_over_the_budget(scale_r
     from PIL import Image
 
     import pixelseg
-    from pixelseg.report.analysis import analyze_run
+    from pixelseg.reports.analysis import analyze_run
     images = {"a": _scene(256, 192), "b": _scene(200, 330)}
     for split in ("train", "val"):
         (tmp_path / split / "images").mkdir(parents=True)
@@ -111,7 +111,7 @@ def test_evaluation_slides_the_training_crop_over_images_over_the_budget(scale_r
         m = real_load(info, device)
         m.register_forward_pre_hook(lambda mod, args: model_inputs.append(tuple(args[0].shape[-2:])))
         return m
-    monkeypatch.setattr("pixelseg.run.load_model", spying_load)
+    monkeypatch.setattr("pixelseg.run.folder.load_model", spying_load)
     analysis = analyze_run(scale_run, tmp_path, "val", device="cpu", batch_size=4)
     assert model_inputs and max(h * w for h, w in model_inputs) <= 64 * 64     # windows of the 64x64 crop only
     predicted = {stem: Predictor(scale_run, device="cpu").predict(image) for stem, image in images.items()}

@@ -13,7 +13,7 @@ from pixelseg.cli.main import main
 from pixelseg.errors import PixelsegWarning
 from pixelseg.inference.bench import model_run
 from pixelseg.inference.predictor import Predictor
-from pixelseg.run import Preprocessing, RunFolder, read_run
+from pixelseg.run.folder import Preprocessing, RunFolder, read_run
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pixelseg.inference import TTA, Predictor
+from pixelseg.inference.tta import TTA
+from pixelseg.inference.predictor import Predictor
 from pixelseg.inference.tiling import sliding_window_bands
-from pixelseg.windows import gaussian_weights, starts
+from pixelseg.models.windows import gaussian_weights, starts
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pixelseg
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 
 N_VAL = 8
 

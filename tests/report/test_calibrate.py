@@ -9,8 +9,8 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from pixelseg import cli
-from pixelseg.report import build_report
-from pixelseg.run import RunFolder
+from pixelseg.reports.builder import build_report
+from pixelseg.run.folder import RunFolder
 
 
 def _overconfident_copy(run, dest, factor: float = 5.0):

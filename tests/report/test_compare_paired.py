@@ -7,7 +7,7 @@ import shutil
 from safetensors.torch import load_file, save_file
 
 from pixelseg import cli
-from pixelseg.run import RunFolder
+from pixelseg.run.folder import RunFolder
 
 
 def _constant_copy(run, dest, cls: int):

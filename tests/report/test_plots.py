@@ -11,7 +11,8 @@ import pytest
 
 from pixelseg import cli
 from pixelseg.data.classes import voc_colormap
-from pixelseg.report import compare_runs, html, plots
+from pixelseg.reports.compare import compare_runs
+from pixelseg.reports import html, plots
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +148,7 @@ def test_compare_bars_group_by_class_with_the_mean_first():
 
 
 def test_worst_window_finds_the_densest_errors():
-    from pixelseg.report.plots import worst_window
+    from pixelseg.reports.plots import worst_window
     wrong = np.zeros((1000, 1500), bool)
     wrong[700:760, 1200:1260] = True
     wrong[10:12, 10:12] = True                      # a few scattered errors elsewhere
@@ -158,7 +159,7 @@ def test_worst_window_finds_the_densest_errors():
 
 def test_a_big_images_gallery_panel_adds_a_zoomed_row():
     from pixelseg.data.classes import ClassTable
-    from pixelseg.report.plots import gallery_panel
+    from pixelseg.reports.plots import gallery_panel
     classes = ClassTable(("bg", "car"), ((0, 0, 0), (255, 0, 0)), 255)
     small = np.zeros((200, 300), np.uint8)
     big = np.zeros((1500, 2000), np.uint8)

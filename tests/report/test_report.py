@@ -13,10 +13,11 @@ from PIL import Image
 from pixelseg import cli
 from pixelseg.data.index import Sample
 from pixelseg.data.io import read_mask
-from pixelseg.metrics import mean_iou
-from pixelseg.report import analyze_predictions, build_report
-from pixelseg.report.analysis import Collector, logits_to_prediction
-from pixelseg.viz import save_label_png
+from pixelseg.measure.metrics import mean_iou
+from pixelseg.reports.analysis import analyze_predictions
+from pixelseg.reports.builder import build_report
+from pixelseg.reports.analysis import Collector, logits_to_prediction
+from pixelseg.viz.overlay import save_label_png
 
 N_VAL = 8                # tests/report/conftest.py makes 8 val images
 PNGS = ("curves.png", "class_iou.png", "confusion.png", "calibration.png")
@@ -71,7 +72,7 @@ def test_training_writes_the_report_and_plots(tiny_run, html_tables):
 
 
 def test_calibration_numbers_are_right():
-    from pixelseg.data.synth import class_table
+    from pixelseg.data.tools.synth import class_table
     col = Collector(class_table(), gallery=0)
     gt = torch.zeros(10, 10, dtype=torch.long)
     pred = gt.clone()
@@ -99,7 +100,7 @@ def test_confidence_is_the_softmax_maximum():
 
 def _write_predictions(data: Path, out: Path, wrong: dict[str, float]) -> None:
     """Copy every val mask as its 'prediction', then spoil a known share of the rows of some images."""
-    from pixelseg.data.synth import class_table
+    from pixelseg.data.tools.synth import class_table
     colors = class_table().colors
     out.mkdir()
     for mask in sorted((data / "val" / "masks").iterdir()):
@@ -122,7 +123,7 @@ def test_gallery_picks_the_truly_worst_images(tiny_data, tmp_path, html_tables):
     assert a.calibration is None                       # label maps carry no probabilities
     # per-image mIoU is the package's mIoU of that image alone
     gt = read_mask(tiny_data / "val" / "masks" / "val_00002.png").astype(np.int64)
-    from pixelseg.viz import read_label_png
+    from pixelseg.viz.overlay import read_label_png
     pr = read_label_png(tmp_path / "pred" / "val_00002.png").astype(np.int64)
     cm = np.bincount(6 * gt.ravel() + pr.ravel(), minlength=36).reshape(6, 6)
     assert a.worst[1].miou == pytest.approx(mean_iou(cm))
@@ -139,7 +140,7 @@ def test_gallery_picks_the_truly_worst_images(tiny_data, tmp_path, html_tables):
     assert "calibration-table" not in html_tables(html)
 
     # and the error map is red exactly where the prediction is wrong
-    from pixelseg.report.plots import WRONG_COLOR, error_map
+    from pixelseg.reports.plots import WRONG_COLOR, error_map
     img = np.full(gt.shape, 128, np.uint8)
     em = error_map(img, gt, pr, 255)
     red = np.all(em == WRONG_COLOR, axis=2)
@@ -147,7 +148,7 @@ def test_gallery_picks_the_truly_worst_images(tiny_data, tmp_path, html_tables):
 
 
 def test_gallery_heaps_keep_the_extremes_of_a_long_split():
-    from pixelseg.data.synth import class_table
+    from pixelseg.data.tools.synth import class_table
     col = Collector(class_table(), gallery=2)
     rng = np.random.default_rng(0)
     gt = torch.from_numpy(rng.integers(0, 6, (16, 16)))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelseg.report import plots
+from pixelseg.reports import plots
 
 
 def test_title_names_model_data_and_date(tiny_run, tiny_data):

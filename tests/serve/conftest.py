@@ -7,7 +7,7 @@ import pytest
 from serve_helpers import LiveServer
 
 import pixelseg
-from pixelseg.data.synth import generate
+from pixelseg.data.tools.synth import generate
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +35,6 @@ def serve_predictor(serve_run):
 
 @pytest.fixture(scope="session")
 def live_server(serve_run, serve_predictor):
-    from pixelseg.serve import create_app
+    from pixelseg.serve.app import create_app
     with LiveServer(create_app(serve_run, device="cpu", backend="torch", predictor=serve_predictor)) as server:
         yield server

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from pixelseg import viz
-from pixelseg.serve import Batching, Limits, create_app
+from pixelseg.viz import overlay as viz
+from pixelseg.serve.settings import Batching, Limits
+from pixelseg.serve.app import create_app
 from pixelseg.serve.errors import SEGMENT_ERRORS
 
 from serve_helpers import png_bytes, sample_image
@@ -124,7 +125,7 @@ def test_confidence_uses_the_runs_temperature(serve_run, serve_predictor, tmp_pa
     import dataclasses
     import shutil
 
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     from pixelseg.serve.app import make_predictor
     run = tmp_path / "calibrated"
     shutil.copytree(serve_run, run)
@@ -432,7 +433,7 @@ def test_a_run_trained_at_a_scale_is_served_at_that_scale(make_scale_run, monkey
     """serve answers what predict gives for a run trained at a scale: the upload resized by the scale and
     predicted whole, or, over the whole-image budget, by windows of the training crop; labels at the upload's
     own size; /v1/model names the scale and the crop."""
-    from pixelseg import windows
+    from pixelseg.models import windows
     from pixelseg.inference.predictor import Predictor
     run = make_scale_run("serve-scale", 0.5)
     small, big = sample_image(70, 90, seed=4), sample_image(150, 190, seed=5)

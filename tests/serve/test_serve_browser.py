@@ -198,7 +198,7 @@ def test_api_key_prompt_and_a_format_the_browser_cannot_decode(browser, serve_ru
     server's own rendering of the upright image, so the overlay still lines up."""
     from serve_helpers import LiveServer
 
-    from pixelseg.serve import create_app
+    from pixelseg.serve.app import create_app
     app = create_app(serve_run, predictor=serve_predictor, api_key="page-key-12345")
     img = sample_image(36, 52, seed=13)
     path = tmp_path / "scan.tiff"

@@ -18,7 +18,9 @@ from PIL import Image
 from serve_helpers import LiveServer, png_bytes, sample_image
 from test_serve_api import SlowPredictor, _concurrent, assert_refusal, png_header_only
 
-from pixelseg.serve import Limits, create_app, routes
+from pixelseg.serve.settings import Limits
+from pixelseg.serve.app import create_app
+from pixelseg.serve import routes
 from pixelseg.serve.protocol import H11Protocol, HttpToolsProtocol
 
 pytestmark = pytest.mark.usefixtures("one_thread")

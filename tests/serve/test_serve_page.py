@@ -6,7 +6,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from pixelseg.serve import create_app
+from pixelseg.serve.app import create_app
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -50,14 +50,14 @@ def add_parsers(sub) -> None:
 
 
 def _run_folder(path: str) -> None:
-    from pixelseg.run import read_run
+    from pixelseg.run.folder import read_run
     read_run(path)          # a missing folder or a non-run: one line, before any work
 
 
 def cmd_audit(a) -> int:
     from rich.table import Table
 
-    from pixelseg.audit import AuditSettings, audit_run
+    from pixelseg.quality.audit import AuditSettings, audit_run
     _run_folder(a.run)
     if a.data is not None and not Path(a.data).is_dir():
         raise PixelsegError(f"--data {a.data}: dataset folder not found; give the folder that holds the images and masks")
@@ -80,7 +80,7 @@ def cmd_audit(a) -> int:
 
 
 def cmd_suggest(a) -> int:
-    from pixelseg.suggest import suggest
+    from pixelseg.quality.suggest import suggest
     _run_folder(a.run)
     for u in a.unlabeled:
         if not Path(u).exists():

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 def cmd_calibrate(a) -> int:
     from pixelseg.api import calibrate
     from pixelseg.fileio import write_json
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     r = calibrate(a.run, a.data, a.split, a.device, a.sample_pixels)
     print(f"{a.split} split of {r['data']} ({r['images']} images, {r['pixels']:,} pixels sampled)")
     print(f"temperature {r['temperature_before']:.3g} -> {r['temperature']:.3g}")

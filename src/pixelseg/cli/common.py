@@ -71,7 +71,7 @@ def size(values, flag: str = "--image-size"):
 
 
 def print_metrics(metrics: dict, title: str) -> dict:
-    from pixelseg.metrics import format_table
+    from pixelseg.measure.metrics import format_table
     table = format_table(metrics)
     table.title = title
     console().print(table)
@@ -113,7 +113,7 @@ def check_not_run_file(path: str | Path | None, run: str | Path | None, flag: st
     refused before any work: it would replace the run's own description or weights."""
     if path is None or run is None:
         return
-    from pixelseg.run import is_run
+    from pixelseg.run.folder import is_run
     path, run = Path(path), Path(run)
     if path.is_file() and is_run(run) and path.resolve().parent == run.resolve():
         raise PixelsegError(f"{flag} {path}: is a file of the run {run}; writing it would damage the run — "

@@ -36,7 +36,7 @@ def cmd_data(a) -> int:
     if a.data_command != "synth":
         from pixelseg.cli.data_commands import run_data_command
         return run_data_command(a)
-    from pixelseg.data.synth import generate
+    from pixelseg.data.tools.synth import generate
     hw = size(a.size, "--size")
     summary = generate(a.out, n_train=a.train, n_val=a.val, size=hw, seed=a.seed, workers=a.workers)
     print(f"wrote {a.train} train + {a.val} val images ({hw[0]}x{hw[1]}) to {a.out} "

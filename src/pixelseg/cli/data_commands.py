@@ -15,7 +15,7 @@ FORMAT_CHOICES = ["auto", *DATA_FORMATS]
 
 
 def layouts_help() -> str:
-    from pixelseg.data.layout import LAYOUTS
+    from pixelseg.data.formats.layout import LAYOUTS
     return "dataset layouts (--format):\n" + "\n".join(f"  {name:<11} {text}" for name, text in LAYOUTS.items())
 
 
@@ -98,7 +98,7 @@ def train_plan(index) -> list[str]:
 def run_verify(a) -> int:
     from rich.table import Table
 
-    from pixelseg.data.doctor import diagnose
+    from pixelseg.data.tools.doctor import diagnose
     from pixelseg.fileio import write_json
 
     apply_max_pixels(a)
@@ -154,7 +154,7 @@ def run_verify(a) -> int:
 def run_data_command(a) -> int:
     apply_max_pixels(a)
     if a.data_command == "convert":
-        from pixelseg.data.convert import convert
+        from pixelseg.data.tools.convert import convert
         r = convert(a.src, a.out, a.format, a.to, a.workers, link=a.link)
         for note in r.notes:
             print(f"note: {note}")
@@ -163,14 +163,14 @@ def run_data_command(a) -> int:
               f"train with: pixelseg train --data {r.out}")
         return 0
     if a.data_command == "import":
-        from pixelseg.data.labelling import import_labelme
+        from pixelseg.data.tools.labelling import import_labelme
         r = import_labelme(a.src, a.into, a.split)
         print(f"{len(r['replaced'])} mask(s) replaced, {len(r['added'])} added in {a.into}"
               + (f"; the replaced ones are kept in {r['backup']}" if r["backup"] else "")
               + f". Check with: pixelseg verify-dataset {a.into}")
         return 0
     if a.data_command == "show":
-        from pixelseg.data.show import show
+        from pixelseg.data.tools.show import show
         size = None
         if a.image_size:
             if len(a.image_size) not in (1, 2):
@@ -191,7 +191,7 @@ def run_data_command(a) -> int:
 def _download(a) -> int:
     import time
 
-    from pixelseg.data.download import CITYSCAPES, fetch
+    from pixelseg.data.tools.download import CITYSCAPES, fetch
     if a.name == "cityscapes-instructions":
         print(CITYSCAPES.format(out=a.out))
         return 0

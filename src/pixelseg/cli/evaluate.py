@@ -66,7 +66,7 @@ def _run_and_split(p, run_help: str, split_help: str) -> None:
 
 def run_data(run: str) -> Path:
     """The dataset `run` was trained on, for commands given no --data; a one-line error when it is gone."""
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     folder = RunFolder(run)
     folder.info(need_weights=False)          # not a run folder: the usual one-line error
     root = folder.require_data_root()
@@ -130,8 +130,8 @@ def print_metrics_ci(m: dict, title: str) -> None:
 def cmd_report(a) -> int:
     from rich.progress import Progress
 
-    from pixelseg.report import build_report
-    from pixelseg.run import RunFolder
+    from pixelseg.reports.builder import build_report
+    from pixelseg.run.folder import RunFolder
     t0 = time.time()
     con = console()
     # a bar on a terminal (a 2000-image split takes minutes on a CPU); nothing in logs and CI
@@ -148,7 +148,7 @@ def cmd_compare(a) -> int:
         return _compare_paired(a)
     from rich.table import Table
 
-    from pixelseg.report import compare_runs
+    from pixelseg.reports.compare import compare_runs
     res = compare_runs(a.runs, a.out, a.png)
     labels = res["labels"]
     pair = len(labels) == 2
@@ -210,7 +210,7 @@ def _compare_paired(a) -> int:
         write_json(a.json, r)
         print(f"comparison written to {a.json}")
     if a.out:
-        from pixelseg.report.compare import paired_page
+        from pixelseg.reports.compare import paired_page
         print(f"html: {paired_page(r, a.runs, a.out)}")
     return 0
 
@@ -218,7 +218,7 @@ def _compare_paired(a) -> int:
 def cmd_tune_threshold(a) -> int:
     from pixelseg.api import tune_threshold
     from pixelseg.fileio import write_json
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     check_not_run_file(a.json, a.run, "--json")
     r = tune_threshold(a.run, a.data, a.split, a.device)
     print(f"{a.split} split of {r['data']} ({r['images']} images)")

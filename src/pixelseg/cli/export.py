@@ -38,7 +38,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_export(a) -> int:
-    from pixelseg.export import export_run
+    from pixelseg.deploy.export import export_run
     from pixelseg.fileio import write_json
     r = export_run(a.run, a.format, a.out, int8=a.int8, calib=a.calib, calib_count=a.calib_count,
                    calib_method=a.calib_method, min_agreement=a.min_agreement)

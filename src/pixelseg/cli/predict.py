@@ -51,7 +51,8 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
 
 def predictor_from_args(a, source, device: str | None = None):
     """A Predictor as the flags ask; the backend is the library's choice (`auto`, see backends.resolve_backend)."""
-    from pixelseg.inference import TTA, Predictor
+    from pixelseg.inference.tta import TTA
+    from pixelseg.inference.predictor import Predictor
     tile = None
     if a.tile is not None:
         if len(a.tile) not in (0, 1, 2):
@@ -64,7 +65,7 @@ def predictor_from_args(a, source, device: str | None = None):
 
 
 def cmd_predict(a) -> int:
-    from pixelseg.run import is_run, read_run
+    from pixelseg.run.folder import is_run, read_run
     if is_run(a.run):        # a damaged model.json is one line before torch loads (seconds on a busy machine)
         read_run(a.run)
     from pixelseg.inference import jobs

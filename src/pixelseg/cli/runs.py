@@ -51,7 +51,7 @@ def cmd_completion(a) -> int:
 
 def run_rows(folder: str | Path) -> list[dict]:
     """One row per run folder under `folder` (itself, its children and grandchildren), newest first."""
-    from pixelseg.run import RunFolder, is_run
+    from pixelseg.run.folder import RunFolder, is_run
     root = Path(folder)
     if not root.is_dir():
         raise PixelsegError(f"{root}: no such folder; give the folder that holds your run folders (default runs/)")

@@ -69,7 +69,7 @@ def _argument(key: str, f) -> dict:
 def run(a) -> int:
     from pixelseg.api import make_config, train
     from pixelseg.config import option_keys
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
 
     opts = {short: getattr(a, short) for short in option_keys()}
     opts["image_size"] = size(opts["image_size"])

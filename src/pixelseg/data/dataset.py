@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pixelseg.data.cache import cached
-from pixelseg.data.checks import check_mask
+from pixelseg.data.tools.checks import check_mask
 from pixelseg.data.crops import CropTransform
 from pixelseg.data.index import Sample
 from pixelseg.data.io import image_size, read_image

@@ -2,7 +2,7 @@
 
 One function that prediction, export's parity check and INT8 calibration share, built on the very
 transform validation uses in training, so predict, evaluate and an exported model all see identical
-inputs. `pre` is a run's Preprocessing (pixelseg.run); only its fields are read here.
+inputs. `pre` is a run's Preprocessing (pixelseg.run.folder); only its fields are read here.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ class Teacher(nn.Module):
 
     def __init__(self, run: str | Path, num_classes: int, in_channels: int, mean, std, device):
         super().__init__()
-        from pixelseg.run import is_run, load_model, read_run
+        from pixelseg.run.folder import is_run, load_model, read_run
 
         if not is_run(run):
             raise PixelsegError(f"{run}: --teacher takes a pixelseg run folder (with model.json and model.safetensors)")

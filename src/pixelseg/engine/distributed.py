@@ -131,7 +131,7 @@ def lost_peer_message(d: Dist, e: BaseException, run_dir: Path | None, step: int
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:160]     # drop gloo's "[.../pair.cc:561]" source location
     where = f" at step {step}" if step is not None else ""
-    from pixelseg.run import RunFolder
+    from pixelseg.run.folder import RunFolder
     resume = (f"; the last saved state is in {RunFolder(run_dir).state_path} — continue with "
               f"`torchrun ... -m pixelseg train --out {run_dir} --resume`") if run_dir else ""
     return f"rank {d.rank} of {d.world}: another rank stopped{where} ({first}){resume}"

@@ -50,7 +50,7 @@ class InitReport:
 
 def adopt_run_architecture(cfg: Config) -> Config:
     """With --init-from RUN and no --model/--encoder, fine-tune the run's own architecture."""
-    from pixelseg.run import is_run, read_run
+    from pixelseg.run.folder import is_run, read_run
 
     src = cfg.model.init_from
     if not src or not is_run(src):
@@ -66,7 +66,7 @@ def adopt_run_architecture(cfg: Config) -> Config:
 
 def read_source(source: str | Path, model_name: str | None = None) -> tuple[dict, str, object]:
     """(state_dict, description, RunInfo or None) for a run folder or a weights file."""
-    from pixelseg.run import is_run, read_run
+    from pixelseg.run.folder import is_run, read_run
 
     path = Path(source)
     info = None

@@ -254,7 +254,7 @@ def header_probe(samples) -> list:
 def preprocessing(data, mean, std, samples=()):
     """The run's Preprocessing for a resolved DataConfig: scale mode when data.scale is set; else the whole-image
     resize, with the median size of the training images (`samples`, headers of up to 200) it was trained from."""
-    from pixelseg.run import Preprocessing
+    from pixelseg.run.folder import Preprocessing
     if data.scale is not None:
         return Preprocessing(tuple(data.crop), tuple(mean), tuple(std), data.in_channels, "scale", float(data.scale))
     sizes = [image_size(s.image) for s in header_probe(samples)]

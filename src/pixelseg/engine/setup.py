@@ -9,12 +9,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from pixelseg.config import Config
-from pixelseg.data.checks import all_ignore, require_clean
+from pixelseg.data.tools.checks import all_ignore, require_clean
 from pixelseg.data.classes import output_channels
 from pixelseg.data.dataset import EvalDataset, SegDataset, eval_collate
 from pixelseg.data.sampling import EpochSampler, class_stats, median_frequency_weights, repeat_factors
 from pixelseg.data.transforms import check_augment, eval_transform, train_transform
-from pixelseg import tracking
+from pixelseg.engine import tracking
 from pixelseg.engine import finetune
 from pixelseg.engine.objective import build_objective
 from pixelseg.engine.schedule import freeze_batchnorm, param_groups

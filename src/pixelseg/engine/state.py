@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pixelseg.engine import guards
-from pixelseg.metrics import ConfusionMatrix
+from pixelseg.measure.metrics import ConfusionMatrix
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The training loop, read top to bottom: `train` sets up, `train_one_epoch` steps, `validate_and_keep_best`
-scores and keeps the best weights; the run folder (pixelseg.run) receives everything.
+scores and keeps the best weights; the run folder (pixelseg.run.folder) receives everything.
 
     train(cfg)  ->  recipe.resolve (config.yaml is final)  ->  setup (data, model, optimizer, run folder)
                 ->  per epoch: train_one_epoch, validate_and_keep_best, save last.pt  ->  finish (metrics.json)
@@ -38,12 +38,12 @@ from pixelseg.engine.schedule import Schedule, freeze_batchnorm
 from pixelseg.engine.state import State, restore, save_last, seed_everything
 from pixelseg.engine.verdict import verdict
 from pixelseg.errors import PixelsegError
-from pixelseg.evaluation import confusion_matrix, eval_window, summarize_with_ci
-from pixelseg.metrics import ConfusionMatrix, summarize
+from pixelseg.measure.evaluation import confusion_matrix, eval_window, summarize_with_ci
+from pixelseg.measure.metrics import ConfusionMatrix, summarize
 from pixelseg.models import model_mean_std
 from pixelseg.models.base import encoder_of
-from pixelseg.run import RunFolder, RunInfo
-from pixelseg.tracking import Tracker, open_tracker, per_class_iou
+from pixelseg.run.folder import RunFolder, RunInfo
+from pixelseg.engine.tracking import Tracker, open_tracker, per_class_iou
 
 VAL_SHARE = 0.10                  # validation may take at most this share of a time-budgeted run
 
@@ -428,7 +428,7 @@ def _finish(run: RunFolder, info: RunInfo, data: setup.Data, best_cm, state: Sta
     # resumed, and no better epoch since: last.pt keeps the best total matrix only (per-image matrices would
     # weigh N x K x K), so the best weights score the val split once more, for the intervals
     if best_cm is None or not best_cm.keep_per_image:
-        from pixelseg.evaluation import split_loader
+        from pixelseg.measure.evaluation import split_loader
         loader = split_loader(data.val.samples, classes, info.preprocessing, data.val.color_channel, data.local_batch)
         best_cm = confusion_matrix(run.load_model(device), loader, classes.num_classes, classes.ignore_index, device,
                                    amp_dtype, per_image=True, window=eval_window(info.preprocessing))

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pixelseg.errors import PixelsegError
-from pixelseg.export.runtime import OnnxRuntimeBackend, OpenVinoBackend, available, require_module
+from pixelseg.deploy.runtime import OnnxRuntimeBackend, OpenVinoBackend, available, require_module
 
 __all__ = ["BACKENDS", "EXPORTED_SUFFIXES", "OnnxRuntimeBackend", "OpenVinoBackend", "TorchBackend", "available",
            "cached_onnx", "make_backend", "require_module", "resolve_backend"]
@@ -86,7 +86,7 @@ class TorchBackend:
 def cached_onnx(info, model: torch.nn.Module) -> Path:
     """The run's model as ONNX, exported once and reused: keyed by the weights and model.json, kept in
     RUN/.cache/ (or the temp folder when the run folder is read-only)."""
-    from pixelseg.export.onnx import export_onnx
+    from pixelseg.deploy.onnx import export_onnx
 
     h = hashlib.sha256()
     with open(info.weights, "rb") as f:

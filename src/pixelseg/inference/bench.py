@@ -67,7 +67,7 @@ def model_run(name: str, size: tuple[int, int], num_classes: int, folder: Path, 
     """A run folder for a registered model with seeded random weights, preprocessing at `size`."""
     from pixelseg.data.classes import ClassTable
     from pixelseg.models import build_model, default_mean_std
-    from pixelseg.run import Preprocessing, RunFolder, RunInfo
+    from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
 
     torch.manual_seed(seed)
     model = build_model(name, num_classes, in_channels, encoder).eval()
@@ -100,8 +100,8 @@ def bench_input(info, size: tuple[int, int], batch: int, log=print) -> torch.Ten
     """A real image of the run's data when it is reachable (so agreement is measured where it matters),
     else a seeded random image; normalized at `size`."""
     from pixelseg.data.preprocess import preprocess
-    from pixelseg.export import parity_images
-    from pixelseg.run import Preprocessing
+    from pixelseg.deploy.export import parity_images
+    from pixelseg.run.folder import Preprocessing
     images, _, _ = parity_images(info, batch, log)
     pre = info.preprocessing
     at = Preprocessing(tuple(size), pre.mean, pre.std, pre.in_channels, pre.resize)
@@ -109,7 +109,7 @@ def bench_input(info, size: tuple[int, int], batch: int, log=print) -> torch.Ten
 
 
 def _int8_file(run: Path, fmt: str, calib, calib_count: int, log) -> Path:
-    from pixelseg.export import default_out, export_run
+    from pixelseg.deploy.export import default_out, export_run
     out = default_out(run, fmt, True)
     if not out.is_file():
         # speed is what is measured here: the usual agreement gate would refuse random-weight models
@@ -123,7 +123,7 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
     """Benchmark `source` (a run folder or a registered model name). Returns {"rows": [...], "setup": {...}}."""
     from pixelseg.inference.backends import available
     from pixelseg.models import MODELS
-    from pixelseg.run import is_run, read_run
+    from pixelseg.run.folder import is_run, read_run
 
     wanted = list(paths or [p for p in PATHS if int8 or "int8" not in p])
     unknown = [p for p in wanted if p not in PATHS]
@@ -195,7 +195,7 @@ def _make_path(path: str, info, run: Path, cpu: torch.device, threads: int, cali
         TorchBackend,
         cached_onnx,
     )
-    from pixelseg.run import load_model
+    from pixelseg.run.folder import load_model
 
     precision = "bf16" if path.endswith("bf16") else "fp32"
     if path == "eager":      # plain PyTorch as most code runs it: no_grad, default layout, fp32

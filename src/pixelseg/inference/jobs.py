@@ -91,7 +91,7 @@ def planned_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool, uncerta
 def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = False,
          uncertainty: bool = False, vector: str | None = None) -> Plan:
     """List the inputs, take this rank's share, and refuse an out folder that would replace any input."""
-    from pixelseg.inference.predictor import list_inputs
+    from pixelseg.data.preprocess import list_inputs
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise PixelsegError(f"{out_dir}: is a file; give a folder for the label maps (it is created if missing)")
@@ -153,12 +153,12 @@ def write_uncertain(predictor, paths: Sequence[Path], out_dir: Path, overlay: bo
     import torch
     from PIL import Image
 
-    from pixelseg import viz
-    from pixelseg.data.geotiff import georeference, write_label_geotiff
+    from pixelseg.viz import overlay as viz
+    from pixelseg.data.formats.geotiff import georeference, write_label_geotiff
     from pixelseg.data.io import read_image
     from pixelseg.fileio import atomic_path
-    from pixelseg.metrics import argmax
-    from pixelseg.uncertainty import confidence_maps, to_png8
+    from pixelseg.models.outputs import argmax
+    from pixelseg.inference.uncertainty import confidence_maps, to_png8
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

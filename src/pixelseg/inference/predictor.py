@@ -22,32 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelseg.data.geotiff import georeference, write_label_geotiff
+from pixelseg.data.formats.geotiff import georeference, write_label_geotiff
 from pixelseg.data.io import read_image
 # preprocess / as_channels / list_inputs live with the data (export and calibration use them too); they
 # stay importable from here as part of the predictor's API
-from pixelseg.data.preprocess import as_channels, list_inputs, preprocess  # noqa: F401
+from pixelseg.data.preprocess import as_channels, list_inputs, preprocess
 from pixelseg.errors import PixelsegError, PixelsegWarning
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
 from pixelseg.inference.tiling import scaled_bands, scaled_input, sliding_window_bands, too_big
 from pixelseg.inference.tta import TTA, tta_probs
-from pixelseg.metrics import argmax
-from pixelseg.models.outputs import resize_logits  # noqa: F401  (part of this module's API)
-from pixelseg.run import load_model, read_run
+from pixelseg.models.outputs import argmax
+from pixelseg.models.outputs import resize_logits
+from pixelseg.run.folder import load_model, pick_device, read_run
 
 SCALE_WARN = 2.0    # an input over 2x larger or smaller (linear) than the training images is warned about
 MAX_SCALE_NOTES = 64   # distinct flagged sizes a Predictor remembers (and warns about)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PixelsegError(f"device '{device}' asked for, but no CUDA GPU is visible; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise PixelsegError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 class Predictor:
@@ -69,7 +58,7 @@ class Predictor:
         exported = path.suffix.lower() in EXPORTED_SUFFIXES and not path.is_dir()
         name = resolve_backend(backend, self.device, precision, exported=exported)
         if exported:
-            from pixelseg.export.metadata import read_exported
+            from pixelseg.deploy.metadata import read_exported
             self.info = read_exported(path)
             self.model = None
             self.backend = make_backend(name, self.device, path=path, threads=threads, precision=precision)
@@ -336,7 +325,7 @@ class Predictor:
         return written
 
     def _write_outputs(self, out_dir: Path, stem: str, image, label, overlay: bool, alpha: float) -> list[Path]:
-        from pixelseg import viz
+        from pixelseg.viz import overlay as viz
         target = out_dir / f"{stem}.png"
         viz.save_label_png(target, label, self.classes.colors, self.classes.ignore_index)
         out = [target]

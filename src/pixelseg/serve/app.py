@@ -24,7 +24,7 @@ from fastapi import FastAPI
 
 from pixelseg import __version__
 from pixelseg.errors import PixelsegError
-from pixelseg.run import RunFolder
+from pixelseg.run.folder import RunFolder
 from pixelseg.serve import routes
 from pixelseg.serve.batching import Batcher
 from pixelseg.serve.budget import PixelBudget
@@ -39,7 +39,7 @@ log = logging.getLogger("pixelseg.serve")
 
 
 def make_predictor(run: str | Path, device: str, backend: str, threads: int | None = None):
-    from pixelseg.inference import Predictor
+    from pixelseg.inference.predictor import Predictor
     return Predictor(run, device, backend=backend, threads=threads)
 
 

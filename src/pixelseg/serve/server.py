@@ -72,7 +72,7 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
                access_log: bool = True) -> None:
     import uvicorn
 
-    from pixelseg.run import read_run
+    from pixelseg.run.folder import read_run
 
     if workers < 1:
         raise PixelsegError(f"--workers must be at least 1 (got {workers})")
