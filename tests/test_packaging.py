@@ -39,8 +39,8 @@ def test_wheel_holds_the_cli_the_static_files_and_the_extras(wheel):
         meta = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
         entry = next(z.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert STATIC and {f"pixelseg/serve/static/{n}" for n in STATIC} <= names
-    assert {"pixelseg/cli/__init__.py", "pixelseg/cli/main.py", "pixelseg/cli/hub.py", "pixelseg/results.py",
-            "pixelseg/tracking.py", "pixelseg/hub.py", "pixelseg/__main__.py"} <= names
+    assert {"pixelseg/cli/__init__.py", "pixelseg/cli/main.py", "pixelseg/cli/hub.py", "pixelseg/inference/results.py",
+            "pixelseg/engine/tracking.py", "pixelseg/hub.py", "pixelseg/__main__.py"} <= names
     assert not any(n.startswith("tests/") or "__pycache__" in n for n in names)
     assert "pixelseg = pixelseg.cli:main" in entry
     for extra in ("serve", "export", "hub", "mlflow", "wandb", "logging"):
