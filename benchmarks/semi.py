@@ -72,7 +72,7 @@ def pseudo_label_quality(run: Path, unl: Path, hid: Path, n: int = 60) -> dict:
     t = np.array([thr[c] for c in p.classes.names])
     right = kept = total = 0
     for img in sorted(unl.iterdir())[:n]:
-        probs = p.predict_proba(img)
+        probs = p.probs([img])[0]
         conf, label = probs.max(0), probs.argmax(0)
         truth = np.asarray(Image.open(hid / f"{img.stem}.png"))
         keep = (conf >= t[label]) & (truth != p.classes.ignore_index)

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
 
-    from pixelseg.api import make_config
+    from pixelseg.config import make_config
     from pixelseg.data.formats import open_dataset
     from pixelseg.data.tools.synth import generate
     from pixelseg.engine.recipe import detect_hardware, resolve

@@ -52,7 +52,10 @@ def import_graph(src: Path = SRC) -> dict[str, set[str]]:
                     found.add(full if full in mods else node.module)
             elif isinstance(node, ast.Import):
                 found.update(a.name for a in node.names if a.name.startswith("pixelseg"))
-        graph[name] = {m for m in found if m in mods and m != name and m != "pixelseg"}
+        # importing pixelseg.a.b.c runs the __init__ of pixelseg.a and pixelseg.a.b first: edges to them too
+        found |= {".".join(m.split(".")[:k]) for m in found for k in range(2, m.count(".") + 1)}
+        graph[name] = {m for m in found if m in mods and m != name and m != "pixelseg"
+                       and not name.startswith(m + ".")}
     return graph
 
 

@@ -113,8 +113,8 @@ def test_probs_are_computed_on_request(predictor, monkeypatch):
     image = _images(1)[0]
     (r,) = pixelseg.predict(predictor, image)
     calls = []
-    real = predictor.predict_proba
-    monkeypatch.setattr(predictor, "predict_proba", lambda im: calls.append(1) or real(im))
+    real = predictor.probs
+    monkeypatch.setattr(predictor, "probs", lambda ims: calls.append(1) or real(ims))
     assert calls == []
     probs = r.probs
     assert probs.shape == (3,) + image.shape[:2] and probs.dtype == np.float32

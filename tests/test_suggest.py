@@ -61,7 +61,7 @@ def test_balanced_weighs_by_the_runs_training_labels(tiny_run, tmp_path):
     from pixelseg.cli.audit import SUGGEST_KINDS
     from pixelseg.run.folder import RunFolder
     from pixelseg.quality.suggest import KINDS
-    from pixelseg.inference.uncertainty import rarity_weights
+    from pixelseg.quality.ranking import rarity_weights
     assert SUGGEST_KINDS == KINDS
     _, run, pool = tiny_run
     a = suggest(run, pool, 8, out=tmp_path / "a", kind="balanced", device="cpu", gallery=0)

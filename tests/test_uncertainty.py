@@ -5,18 +5,16 @@ import pytest
 import torch
 
 from pixelseg.errors import PixelsegError
-from pixelseg.inference.uncertainty import (
+from pixelseg.quality.ranking import (
     balanced_entropy,
-    confidence_maps,
-    expected_calibration_error,
-    fit_temperature,
     image_uncertainty_scores,
     pooled_features,
     rarity_weights,
-    reliability_diagram_data,
     select_diverse,
-    to_png8,
 )
+from pixelseg.models.outputs import confidence_maps
+from pixelseg.measure.calibration import expected_calibration_error, fit_temperature, reliability_diagram_data
+from pixelseg.viz.overlay import to_png8
 
 
 def test_confidence_maps_are_the_softmax_max_and_normalized_entropy():

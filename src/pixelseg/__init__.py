@@ -11,8 +11,11 @@ __version__ = "0.1.0"
 # name -> module: imported on first use, so that `import pixelseg` (and the CLI's start-up) stays light while
 # dir() and tab completion show the whole API
 _LAZY = {"train": "pixelseg.api", "load": "pixelseg.api", "predict": "pixelseg.api", "evaluate": "pixelseg.api",
-         "compare": "pixelseg.api", "calibrate": "pixelseg.api", "tune_threshold": "pixelseg.api", "push": "pixelseg.hub", "pull": "pixelseg.hub",
-         "Result": "pixelseg.inference.results", "Predictor": "pixelseg.inference"}
+         "report": "pixelseg.api", "export": "pixelseg.api", "audit": "pixelseg.api", "suggest": "pixelseg.api",
+         "bench": "pixelseg.api",
+         "compare": "pixelseg.measure.verbs", "calibrate": "pixelseg.measure.verbs",
+         "tune_threshold": "pixelseg.measure.verbs", "push": "pixelseg.hub", "pull": "pixelseg.hub",
+         "Result": "pixelseg.inference.results", "Predictor": "pixelseg.inference.predictor"}
 __all__ = ["PixelsegError", "__version__", *_LAZY]
 
 

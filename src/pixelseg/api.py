@@ -3,40 +3,22 @@
     run = pixelseg.train(data="data/", max_minutes=5)          # -> Path of the run folder
     predictor = pixelseg.load(run); label = predictor.predict("img.png")
     results = pixelseg.predict(run, ["a.png", "b.png"])         # -> [Result] (pixelseg/results.py)
-    probs = predictor.predict_probs(["img.png"])[0]           # K x H x W, the run's temperature applied
+    probs = predictor.probs(["img.png"])[0]           # K x H x W, the run's temperature applied
     metrics = pixelseg.evaluate(run, data="data/")             # -> dict (metrics.summarize + 95% intervals)
     pixelseg.compare(run_a, run_b)                             # paired bootstrap: is A better than B?
     pixelseg.calibrate(run)                                    # temperature into model.json
+    pixelseg.report(run); pixelseg.export(run, "onnx"); pixelseg.audit(run); pixelseg.suggest(run, "new/")
+
+The measuring verbs (compare, calibrate, tune_threshold) live in measure/verbs.py and the package exposes
+them as they are; this module holds the verbs that compose several layers, with the CLI's defaults.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from pixelseg.config import Config, from_dict, load_config, option_keys
+from pixelseg.config import SHORT_KEYS, Config, check_options, make_config
 from pixelseg.errors import PixelsegError
-
-# keyword (and CLI flag) -> config key, generated from the config fields
-SHORT_KEYS = option_keys()
-
-
-def check_options(kwargs: dict) -> None:
-    """Every keyword a training option (the CLI's long options with _), with a did-you-mean for a typo."""
-    import difflib
-    for k in kwargs:
-        if k not in SHORT_KEYS:
-            close = difflib.get_close_matches(k, list(SHORT_KEYS), 1, 0.6)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            raise PixelsegError(f"unknown training option '{k}'; {hint}valid: {', '.join(sorted(SHORT_KEYS))}")
-
-
-def make_config(config: str | Path | None = None, **kwargs) -> Config:
-    check_options(kwargs)
-    overrides = {SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None}
-    if config is not None:
-        return load_config(config, overrides)
-    return from_dict({}, overrides)
-
 
 def train(data: str | Path | None = None, model: str | None = None, *, config: str | Path | None = None,
           resume: bool = False, quiet: bool = False, report: bool = False, on_step=None, **kwargs) -> Path:
@@ -148,210 +130,75 @@ def evaluate(run: str | Path | None = None, data: str | Path | None = None, spli
     RUN/report/report.html for a run, PRED_DIR/report/report.html for label maps.
     The result carries 95% bootstrap intervals over images (evaluation.add_intervals): "mIoU_ci",
     "pixel_accuracy_ci", per class "iou_ci", and "ci" saying how they were made."""
-    from pixelseg.data.tools.checks import require_clean
-    from pixelseg.data.formats import open_dataset
-    from pixelseg.measure.evaluation import summarize_with_ci
-    from pixelseg.measure.metrics import ConfusionMatrix
-    from pixelseg.run.folder import RunFolder
+    from pixelseg.measure import verbs
 
     if (run is None) == (pred_dir is None):
         raise PixelsegError("evaluate takes either a RUN folder or --pred-dir PRED (label maps), not both or neither")
-    if data is None:
-        if run is None:
-            raise PixelsegError("evaluate --pred-dir needs the ground truth: pass --data ROOT")
-        data = RunFolder(run).require_data_root()     # the run's own data, as report and tune-threshold do
-    index = open_dataset(data) if run is None else open_like_run(run, data)
-    classes = index.classes
-    samples = index.split(split)
-    if not all(s.mask is not None for s in samples):
-        raise PixelsegError(f"{index.root}: split '{split}' has no masks to evaluate against")
-    require_clean(index, (split,))
-    if report:
-        # one pass gives the metrics and the report's extras (gallery, calibration): no second evaluation
-        from pixelseg.reports.analysis import analyze_predictions, analyze_run
-        from pixelseg.reports.builder import build_report
-        if pred_dir is not None:
-            analysis = analyze_predictions(pred_dir, data, split, index=index)
-        else:
-            analysis = analyze_run(run, data, split, device, batch_size, index=index)
-        result = analysis.summary
-        result.update(split=split, images=len(samples), source=str(analysis.source))
-        result["report"] = str(build_report(run, analysis=analysis, out=None if report is True else report))
-        return result
+    if run is None and data is None:
+        raise PixelsegError("evaluate --pred-dir needs the ground truth: pass --data ROOT")
+    if not report:
+        return verbs.evaluate_run(run, data, split, device) if run is not None else \
+            verbs.evaluate_label_maps(pred_dir, data, split)
+    # one pass gives the metrics and the report's extras (gallery, calibration): no second evaluation
+    from pixelseg.reports.analysis import analyze_predictions, analyze_run
+    from pixelseg.reports.builder import build_report
     if pred_dir is not None:
-        from pixelseg.measure.evaluation import label_maps
-        cm = ConfusionMatrix(classes.num_classes, classes.ignore_index, per_image=True)
-        for _, _, pred, gt in label_maps(pred_dir, index, samples, split):
-            cm.update(pred, gt)
-        source = pred_dir
+        analysis = analyze_predictions(pred_dir, data, split)
     else:
-        cm, source = _run_confusion(run, index, samples, device), run
-    result = summarize_with_ci(cm, classes.names)
-    result.update(split=split, images=len(samples), source=str(source))
+        analysis = analyze_run(run, data, split, device, batch_size)
+    result = analysis.summary
+    result.update(split=split, images=len(analysis.per_image), source=str(analysis.source))
+    result["report"] = str(build_report(run, analysis=analysis, out=None if report is True else report))
     return result
 
 
-def compare(run_a: str | Path, run_b: str | Path, data: str | Path | None = None, split: str = "val",
-            device: str = "auto", n_boot: int = 1000, seed: int = 0) -> dict:
-    """How sure is it that run A beats run B? Both are evaluated on the same images (a split of `data`, default
-    the data both runs were trained on) and a paired bootstrap over those images (stats.paired_bootstrap)
-    resamples their per-image confusion matrices together. Returns paired_bootstrap's dict with "per_class_iou"
-    keyed by class name, plus "a"/"b" (each run's metrics with intervals), "data", "split" and "verdict"."""
-    from pixelseg.data.tools.checks import require_clean
-    from pixelseg.measure.evaluation import add_intervals
-    from pixelseg.measure.metrics import summarize
-    from pixelseg.run.folder import RunFolder
-    from pixelseg.measure.stats import paired_bootstrap
-
-    a_name, b_name = _pair_names(run_a, run_b)
-    if data is None:
-        roots = {RunFolder(r).require_data_root() for r in (run_a, run_b)}
-        if len(roots) > 1:
-            shown = ", ".join(map(str, sorted(roots)))
-            raise PixelsegError(f"{run_a} and {run_b} were trained on different data ({shown}); "
-                                "pass --data ROOT to compare them on the same images")
-        data = roots.pop()
-    index = open_like_run(run_a, data)         # A's split decides the images; B is scored on the very same ones
-    samples = index.split(split)
-    if not samples or not all(s.mask is not None for s in samples):
-        raise PixelsegError(f"{index.root}: split '{split}' has no masks to compare on; give a labelled split")
-    require_clean(index, (split,))
-    mats, runs = [], {}
-    for key, run in (("a", run_a), ("b", run_b)):
-        cm = _run_confusion(run, index, samples, device)
-        mats.append(cm.per_image)
-        runs[key] = add_intervals(summarize(cm.matrix, index.classes.names), cm.per_image)
-        runs[key]["source"] = str(run)
-    result = paired_bootstrap(mats[0], mats[1], n_boot=n_boot, seed=seed, a_name=a_name, b_name=b_name)
-    result["per_class_iou"] = dict(zip(index.classes.names, result["per_class_iou"]))
-    result.update(runs, names=[a_name, b_name], data=str(index.root), split=split)
-    return result
+def report(run: str | Path, data: str | Path | None = None, split: str = "val", out: str | Path | None = None, *,
+           device: str = "auto", batch_size: int = 4, gallery: int = 6) -> Path:
+    """`pixelseg report`: the HTML report of a run (curves, per-class IoU with intervals, confusion, calibration,
+    worst and best images) on a split of `data` (default: its own data). Returns the page's path
+    (RUN/report/report.html unless `out`)."""
+    from pixelseg.reports.builder import build_report
+    return build_report(hub_source(run), data, split, out, device, batch_size, gallery)
 
 
-def _pair_names(run_a, run_b) -> tuple[str, str]:
-    a, b = Path(run_a), Path(run_b)
-    if a.name != b.name:
-        return a.name, b.name
-    if a.parent.name != b.parent.name:
-        return f"{a.parent.name}/{a.name}", f"{b.parent.name}/{b.name}"
-    return f"{a.name} (A)", f"{b.name} (B)"
+def export(run: str | Path, format: str = "onnx", out: str | Path | None = None, *, int8: bool = False,
+           calib: str | Path | None = None, calib_count: int = 300, calib_method: str = "minmax",
+           min_agreement: float | None = None) -> dict:
+    """`pixelseg export`: the run as a self-describing ONNX / OpenVINO / TorchScript file, written only after its
+    parity check against PyTorch passes (deploy.export.export_run). Returns the export report as a dict: "path",
+    "agreement", "max_abs_diff", and with int8 the val mIoU before and after ("miou")."""
+    from pixelseg.deploy.export import export_run
+    return export_run(hub_source(run), format, out, int8=int8, calib=calib, calib_count=calib_count,
+                      calib_method=calib_method, min_agreement=min_agreement).to_dict()
 
 
-def _run_confusion(run, index, samples, device: str):
-    from pixelseg.measure.evaluation import confusion_matrix, eval_window, split_loader
-    from pixelseg.run.folder import pick_device
-    from pixelseg.run.folder import RunFolder
-
-    info = RunFolder(run).info()
-    classes = index.classes
-    if info.classes.names != classes.names:
-        raise PixelsegError(f"{index.root}: classes {list(classes.names)} differ from the run's {list(info.classes.names)}; "
-                            "evaluate on data with the run's class table")
-    dev = pick_device(device)
-    loader = split_loader(samples, classes, info.preprocessing, index.mask_color_channel, batch_size=1)
-    return confusion_matrix(RunFolder(run).load_model(dev), loader, classes.num_classes, classes.ignore_index, dev,
-                            per_image=True, window=eval_window(info.preprocessing))
+def audit(run: str | Path, data: str | Path | None = None, split: str = "train", folds: int | None = None,
+          out: str | Path | None = None, *, device: str = "auto", fold_minutes: float = 3.0, threshold: float = 0.7,
+          seed: int = 0, gallery: int = 24, labelme: int | None = None) -> dict:
+    """`pixelseg audit`: the masks of `split` ranked by how likely they are wrong (RUN/audit/audit.json and
+    audit.html unless `out`); the train split is scored by out-of-fold models (`folds`, default 3), other splits
+    by the run itself. Returns the JSON's content."""
+    from pixelseg.quality.audit import AuditSettings, audit_run
+    if not 0 < threshold < 1:
+        raise PixelsegError(f"threshold {threshold}: a probability between 0 and 1 (e.g. 0.7)")
+    return audit_run(hub_source(run), data, split, folds, out, device=device, fold_minutes=fold_minutes, seed=seed,
+                     gallery=gallery, settings=AuditSettings(threshold=threshold), labelme=labelme)
 
 
-def open_like_run(run: str | Path, data: str | Path):
-    """`data` opened the way `run` read its training data: with the run's data.format and val_fraction
-    (config.yaml) when `data` is that same folder, so that a held-out val split and a format option such as
-    camvid11 (32 CamVid classes grouped into 11) carry over; a format variant carries over to any folder (a
-    model of the 11 CamVid classes is evaluated on CamVid read as 11 classes). Other folders are detected."""
-    from pixelseg.data.formats import VARIANTS, open_dataset
-    from pixelseg.run.folder import RunFolder
-
-    folder = RunFolder(run)
-    settings = folder.data_settings()
-    fmt, root = settings.get("format") or "auto", folder.data_root()
-    same = root is not None and root == Path(data).resolve()
-    if same or fmt in VARIANTS:
-        return open_dataset(data, fmt, float(settings.get("val_fraction", 0.1)) if same else 0.1)
-    return open_dataset(data)
+def suggest(run: str | Path, unlabelled, n: int = 10, out: str | Path | None = None, *, seed: int = 0,
+            kind: str = "entropy", device: str = "auto", gallery: int = 24, labelme: bool = False) -> dict:
+    """`pixelseg suggest`: the `n` unlabelled images (a folder, a file, or a list of them) most worth labelling
+    next, uncertain and unlike each other (RUN/suggest/ unless `out`). Returns the JSON's content."""
+    from pixelseg.quality.suggest import suggest as rank
+    return rank(hub_source(run), unlabelled, n, seed, out, kind=kind, device=device, gallery=gallery, labelme=labelme)
 
 
-def tune_threshold(run: str | Path, data: str | Path | None = None, split: str = "val", device: str = "auto") -> dict:
-    """For a run trained with binary_sigmoid: the foreground probability threshold that maximizes the mIoU on
-    a labelled split of `data` (default: the run's training data; swept in steps of 0.01 in one pass), written
-    into RUN/model.json (atomically) so that predict, evaluate, export and serve use it.
-    Returns {"threshold", "mIoU", "threshold_before", "mIoU_before", "images", "data"}."""
-    import dataclasses
-
-    from pixelseg.data.tools.checks import require_clean
-    from pixelseg.measure.evaluation import evaluate_split, split_loader
-    from pixelseg.run.folder import pick_device
-    from pixelseg.measure.metrics import ThresholdSweep
-    from pixelseg.run.folder import RunFolder, load_model
-
-    folder = RunFolder(run)
-    info = folder.info()
-    if info.sigmoid_threshold is None:
-        raise PixelsegError(f"{run}: not a binary_sigmoid run (its model has one channel per class); there is no "
-                            "threshold to tune")
-    if data is None:
-        data = folder.require_data_root()
-    index = open_like_run(run, data)
-    if index.classes.names != info.classes.names:
-        raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
-                            f"{list(info.classes.names)}")
-    samples = index.split(split)
-    require_clean(index, (split,))
-    dev = pick_device(device)
-    model = load_model(info, dev).model      # the one-channel network inside the 2-class view
-    sweep = ThresholdSweep(index.classes.ignore_index)
-    loader = split_loader(samples, index.classes, info.preprocessing, index.mask_color_channel, batch_size=1)
-    # no sliding window here: the sweep needs the one raw logit, which blended window probabilities are not
-    evaluate_split(model, loader, dev, [lambda p: sweep.update(p.logits, p.mask[None])])
-    thresholds, miou = sweep.miou()
-    before = float(miou[min(int(round(info.sigmoid_threshold * sweep.bins)), sweep.bins - 1)])
-    best, best_miou = sweep.best()
-    folder.write_info(dataclasses.replace(info, sigmoid_threshold=best))
-    return {"threshold": best, "mIoU": best_miou, "threshold_before": info.sigmoid_threshold, "mIoU_before": before,
-            "images": len(samples), "data": str(index.root)}
-
-
-def calibrate(run: str | Path, data: str | Path | None = None, split: str = "val", device: str = "auto",
-              max_pixels: int = 200_000, seed: int = 0) -> dict:
-    """Fit the temperature T that makes the run's probabilities honest (softmax(logits / T), Guo et al. 2017)
-    on a labelled split of `data` (default: the run's own data), and write it into RUN/model.json (atomically):
-    predict's probabilities and --uncertainty, serve's confidence and the report's calibration use it after;
-    label maps and metrics do not change. Fitted from the raw logits (whatever T was stored) on at most
-    `max_pixels` labelled pixels spread evenly over the images. ECE (uncertainty.expected_calibration_error)
-    is measured on those pixels. Returns {"temperature", "temperature_before", "ece_raw" (T = 1),
-    "ece_before" (the stored T), "ece" (the new T), "pixels", "images", "data", "split"}."""
-    import dataclasses
-    import math
-
-    import torch
-
-    from pixelseg.data.tools.checks import require_clean
-    from pixelseg.measure.evaluation import PixelSample, eval_window, evaluate_split, split_loader
-    from pixelseg.run.folder import pick_device
-    from pixelseg.run.folder import RunFolder
-    from pixelseg.inference.uncertainty import expected_calibration_error, fit_temperature
-
-    folder = RunFolder(run)
-    info = folder.info()
-    index = open_like_run(run, data if data is not None else folder.require_data_root())
-    if index.classes.names != info.classes.names:
-        raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
-                            f"{list(info.classes.names)}; calibrate on data with the run's class table")
-    samples = index.split(split)
-    if not samples or not all(s.mask is not None for s in samples):
-        raise PixelsegError(f"{index.root}: split '{split}' has no masks to calibrate on; give a labelled split")
-    require_clean(index, (split,))
-    dev = pick_device(device)
-    sample = PixelSample(index.classes.ignore_index, math.ceil(max_pixels / len(samples)), seed)
-    loader = split_loader(samples, index.classes, info.preprocessing, index.mask_color_channel, batch_size=1)
-    evaluate_split(folder.load_model(dev), loader, dev, [sample], window=eval_window(info.preprocessing))
-    logits, labels = sample.arrays()
-    t = fit_temperature(logits, labels, index.classes.ignore_index, max_pixels=max_pixels, seed=seed)
-
-    def ece(temp: float) -> float:
-        probs = torch.softmax(logits / temp, 0)
-        return expected_calibration_error(probs, labels, ignore_index=index.classes.ignore_index)
-    result = {"temperature": t, "temperature_before": info.temperature, "ece_raw": ece(1.0),
-              "ece_before": ece(info.temperature), "ece": ece(t), "pixels": int(labels.numel()),
-              "images": len(samples), "data": str(index.root), "split": split}
-    folder.write_info(dataclasses.replace(info, temperature=t))
-    return result
+def bench(source, size: tuple[int, int] | None = None, batch: int = 1, backends: list[str] | None = None, *,
+          threads: int = 2, iters: int = 20, int8: bool = False, calib: str | Path | None = None,
+          encoder: str | None = None) -> dict:
+    """`pixelseg bench`: latency p50/p95, throughput, peak memory and agreement per backend for a run folder (or a
+    registered model name, random weights). Returns {"rows": [...], "setup": {...}}."""
+    from pixelseg.inference.bench import bench as measure
+    if isinstance(source, (str, Path)) and Path(source).exists():
+        source = hub_source(source)
+    return measure(source, size, batch, backends, threads, iters, int8=int8, calib=calib, encoder=encoder)

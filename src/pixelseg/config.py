@@ -331,3 +331,25 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# keyword (and CLI flag) -> config key, generated from the config fields
+SHORT_KEYS = option_keys()
+
+
+def check_options(kwargs: dict) -> None:
+    """Every keyword a training option (the CLI's long options with _), with a did-you-mean for a typo."""
+    for k in kwargs:
+        if k not in SHORT_KEYS:
+            close = difflib.get_close_matches(k, list(SHORT_KEYS), 1, 0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise PixelsegError(f"unknown training option '{k}'; {hint}valid: {', '.join(sorted(SHORT_KEYS))}")
+
+
+def make_config(config: str | Path | None = None, **kwargs) -> Config:
+    """The Config of the keyword options (the CLI's long options with _), over `config` (a YAML file) when given."""
+    check_options(kwargs)
+    overrides = {SHORT_KEYS[k]: v for k, v in kwargs.items() if v is not None}
+    if config is not None:
+        return load_config(config, overrides)
+    return from_dict({}, overrides)

@@ -9,7 +9,7 @@ import pytest
 
 import pixelseg
 import dataset_makers as M
-from pixelseg.api import tune_threshold
+from pixelseg.measure.verbs import tune_threshold
 from pixelseg.run.folder import load_model, read_run
 
 

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 import dataset_makers as M
-from pixelseg.api import open_like_run
+from pixelseg.measure.opener import open_like_run
 from pixelseg.cli import main
 from pixelseg.config import from_dict
 from pixelseg.data.formats.camvid import COLORS, NAMES

@@ -9,7 +9,7 @@ from pixelseg.data.io import image_channels, image_size, read_image, read_mask
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
-from pixelseg.data.formats.geotiff import georeference, write_label_geotiff  # noqa: E402
+from pixelseg.data.geotiff import georeference, write_label_geotiff  # noqa: E402
 
 TRANSFORM = from_origin(500000.0, 4100000.0, 0.3, 0.3)
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pixelseg.errors import PixelsegError
 from pixelseg.inference.predictor import Predictor
-from pixelseg.inference import jobs
+from pixelseg.inference import jobs, outputs
 
 
 def _images(folder: Path, names) -> Path:
@@ -25,8 +25,8 @@ def test_plan_names_outputs_and_keeps_equal_stems_apart(tmp_path):
     b = _images(tmp_path / "b", ["x.png"])
     plan = jobs.plan([a, b], tmp_path / "out", overlay=True)
     assert plan.paths == [a / "x.png", a / "y.png", b / "x.png"] and (plan.rank, plan.world) == (0, 1)
-    assert jobs.output_stems(plan.paths) == ["a_x", "y", "b_x"]
-    assert [p.name for p in jobs.planned_outputs(plan.paths, plan.out_dir, True)] == \
+    assert outputs.output_stems(plan.paths) == ["a_x", "y", "b_x"]
+    assert [p.name for p in outputs.planned_outputs(plan.paths, plan.out_dir, True)] == \
         ["a_x.png", "a_x_overlay.png", "y.png", "y_overlay.png", "b_x.png", "b_x_overlay.png"]
     assert not (tmp_path / "out").exists()                    # planning writes nothing
 
@@ -54,7 +54,7 @@ def test_plan_refuses_outputs_that_would_replace_inputs(tmp_path, case, words):
 def test_a_jpeg_predicted_into_its_own_folder_under_another_name_is_allowed(tmp_path):
     src = _images(tmp_path / "in", ["p.jpg"])
     plan = jobs.plan([src / "p.jpg"], src)                          # writes in/p.png: a new file
-    assert jobs.planned_outputs(plan.paths, plan.out_dir, False) == [src / "p.png"]
+    assert outputs.planned_outputs(plan.paths, plan.out_dir, False) == [src / "p.png"]
 
 
 def test_shard_splits_by_stem_over_ranks(tmp_path, monkeypatch):

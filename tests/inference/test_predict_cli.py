@@ -142,7 +142,7 @@ def test_cli_predict_uncertainty_maps_are_the_softmax_max_and_entropy(random_run
     assert "5 image(s)" in capsys.readouterr().out
     pred = Predictor(random_run, "cpu")
     for i in (0, 4):
-        probs = pred.predict_probs([folder / f"im{i}.png"])[0]
+        probs = pred.probs([folder / f"im{i}.png"])[0]
         k = pred.classes.num_classes
         assert probs.shape == (k, 64, 64) and probs.dtype == np.float32
         assert np.allclose(probs.sum(0), 1, atol=1e-5)
@@ -181,7 +181,7 @@ def test_temperature_changes_probabilities_not_labels(random_run, folder, tmp_pa
     cold, hot = Predictor(random_run, "cpu"), Predictor(run, "cpu")
     image = folder / "im1.png"
     logits = cold.predict_logits([image])[0]
-    p_hot = hot.predict_probs([image])[0]
+    p_hot = hot.probs([image])[0]
     assert np.allclose(p_hot, torch.softmax(logits / 2.5, 0).numpy(), atol=1e-6)
     assert np.array_equal(hot.predict(image), cold.predict(image))
-    assert p_hot.max(0).mean() < cold.predict_probs([image])[0].max(0).mean()
+    assert p_hot.max(0).mean() < cold.probs([image])[0].max(0).mean()

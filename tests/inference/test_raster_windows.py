@@ -13,7 +13,7 @@ from PIL import Image
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
-from pixelseg.data.formats.geotiff import read_raster_image  # noqa: E402
+from pixelseg.data.geotiff import read_raster_image  # noqa: E402
 from pixelseg.inference.predictor import Predictor  # noqa: E402
 from pixelseg.inference.rasters import default_margin, predict_raster  # noqa: E402
 

@@ -28,7 +28,7 @@ def test_window_offsets_cover_the_image():
 def test_window_covering_the_image_equals_whole_image(random_run, plain, scene):
     tiled = Predictor(random_run, "cpu", tile=True)     # window = training size = this image's size
     assert tiled.tile == (64, 64)
-    np.testing.assert_allclose(tiled.predict_proba(scene), plain.predict_proba(scene), atol=1e-5)
+    np.testing.assert_allclose(tiled.probs([scene])[0], plain.probs([scene])[0], atol=1e-5)
     assert np.array_equal(tiled.predict(scene), plain.predict(scene))
 
 
@@ -43,7 +43,7 @@ def test_bands_are_bounded_by_the_window_and_cover_every_row(plain):
         torch.testing.assert_close(p.sum(0), torch.ones(y1 - y0, 60))   # blended probabilities stay normalized
     # labels from bands equal the argmax of the full probability map the API returns
     tiled = Predictor(plain.info.path, "cpu", tile=(40, 48))
-    assert np.array_equal(tiled.predict(image), tiled.predict_proba(image).argmax(0))
+    assert np.array_equal(tiled.predict(image), tiled.probs([image])[0].argmax(0))
 
 
 def _seam_ratio(probs: torch.Tensor, borders: list[int]) -> float:
@@ -83,22 +83,22 @@ def test_gaussian_weights_peak_in_the_centre():
 
 def test_tta_flip_symmetry(random_run, scene):
     tta = Predictor(random_run, "cpu", tta=TTA(flip=True, scales=(0.75, 1.0, 1.25)))
-    p = tta.predict_proba(scene)
-    p_flipped = tta.predict_proba(np.ascontiguousarray(scene[:, ::-1]))
+    p = tta.probs([scene])[0]
+    p_flipped = tta.probs([np.ascontiguousarray(scene[:, ::-1])])[0]
     np.testing.assert_allclose(p_flipped, p[:, :, ::-1], atol=1e-5)
     np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-5)
 
 
 def test_tta_views_are_averaged(random_run, plain, scene):
     one = Predictor(random_run, "cpu", tta=TTA(flip=False, scales=(1.0,)))
-    np.testing.assert_allclose(one.predict_proba(scene), plain.predict_proba(scene), atol=1e-5)
+    np.testing.assert_allclose(one.probs([scene])[0], plain.probs([scene])[0], atol=1e-5)
     flip = Predictor(random_run, "cpu", tta=TTA(flip=True))
-    mirrored = plain.predict_proba(np.ascontiguousarray(scene[:, ::-1]))[:, :, ::-1]
-    want = (plain.predict_proba(scene) + mirrored) / 2
-    np.testing.assert_allclose(flip.predict_proba(scene), want, atol=1e-4)
+    mirrored = plain.probs([np.ascontiguousarray(scene[:, ::-1])])[0][:, :, ::-1]
+    want = (plain.probs([scene])[0] + mirrored) / 2
+    np.testing.assert_allclose(flip.probs([scene])[0], want, atol=1e-4)
 
 
 def test_tta_and_tiling_compose_on_onnxruntime(random_run, scene):
     both = Predictor(random_run, "cpu", backend="onnxruntime", tile=(40, 40), overlap=0.25, tta=TTA(True, (1.0, 1.5)))
     ref = Predictor(random_run, "cpu", tile=(40, 40), overlap=0.25, tta=TTA(True, (1.0, 1.5)))
-    np.testing.assert_allclose(both.predict_proba(scene), ref.predict_proba(scene), atol=1e-4)
+    np.testing.assert_allclose(both.probs([scene])[0], ref.probs([scene])[0], atol=1e-4)

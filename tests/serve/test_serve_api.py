@@ -116,7 +116,7 @@ def test_confidence_png_is_the_top_probability(client, serve_predictor):
     with Image.open(io.BytesIO(r.content)) as im:
         assert im.mode == "L" and im.size == (50, 37)
         got = np.asarray(im)
-    top = serve_predictor.predict_probs([img])[0].max(0)
+    top = serve_predictor.probs([img])[0].max(0)
     assert np.abs(got / 255.0 - top).max() <= 1 / 510 + 1e-6
     assert got.min() >= 255 // serve_predictor.classes.num_classes and got.std() > 0
 
@@ -138,7 +138,7 @@ def test_confidence_uses_the_runs_temperature(serve_run, serve_predictor, tmp_pa
         label = c.post("/v1/segment?format=label", content=png_bytes(img), headers={"content-type": "image/png"})
     assert r.status_code == 200 and r.headers["x-temperature"] == "3"
     hot = np.asarray(Image.open(io.BytesIO(r.content))) / 255.0
-    cold = serve_predictor.predict_probs([img])[0].max(0)
+    cold = serve_predictor.probs([img])[0].max(0)
     assert hot.mean() < cold.mean() - 0.01                       # softened ...
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(label.content))), serve_predictor.predict(img))
 

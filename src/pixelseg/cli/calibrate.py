@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_calibrate(a) -> int:
-    from pixelseg.api import calibrate
+    from pixelseg.measure.verbs import calibrate
     from pixelseg.fileio import write_json
     from pixelseg.run.folder import RunFolder
     r = calibrate(a.run, a.data, a.split, a.device, a.sample_pixels)

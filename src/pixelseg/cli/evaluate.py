@@ -181,7 +181,7 @@ def _compare_paired(a) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from pixelseg.api import compare
+    from pixelseg.measure.verbs import compare
     from pixelseg.fileio import write_json
     if len(a.runs) != 2:
         raise PixelsegError(f"compare --data/--paired takes two run folders (A and B), got {len(a.runs)}")
@@ -216,7 +216,7 @@ def _compare_paired(a) -> int:
 
 
 def cmd_tune_threshold(a) -> int:
-    from pixelseg.api import tune_threshold
+    from pixelseg.measure.verbs import tune_threshold
     from pixelseg.fileio import write_json
     from pixelseg.run.folder import RunFolder
     check_not_run_file(a.json, a.run, "--json")

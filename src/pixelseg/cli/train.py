@@ -67,7 +67,8 @@ def _argument(key: str, f) -> dict:
 
 
 def run(a) -> int:
-    from pixelseg.api import make_config, train
+    from pixelseg.config import make_config
+    from pixelseg.api import train
     from pixelseg.config import option_keys
     from pixelseg.run.folder import RunFolder
 

@@ -64,35 +64,31 @@ def _check_combination(fmt: str, int8: bool, out: Path) -> None:
         _need("openvino", "openvino")
 
 
-def parity_images(info, count: int, log=print) -> tuple[list[np.ndarray], list[np.ndarray | None], str]:
-    """(images, masks or None, description): the run's val split when the data is still there, else its
-    train split, else seeded random images (then the report says so, and so does a line in the terminal)."""
-    from pixelseg.data.formats import open_dataset
-    from pixelseg.data.io import read_image, read_mask
+def parity_images(info, count: int, log=print) -> tuple[list[np.ndarray], str]:
+    """(images, description): the run's val split when the data is still there (opened as
+    `pixelseg evaluate` opens it, measure.opener), else its test or train split, else seeded random images
+    (then the report says so, and so does a line in the terminal)."""
+    from pixelseg.data.io import read_image
+    from pixelseg.measure.opener import open_split
     from pixelseg.run.folder import RunFolder
 
     folder = RunFolder(info.path)
     root = folder.data_root()
     if root is not None:
-        try:
-            index = open_dataset(root)
-        except PixelsegError:
-            index = None
-        if index is not None:
-            for split in ("val", "test", "train"):
-                samples = index.splits.get(split) or []
-                if samples:
-                    samples = samples[:count]
-                    c = info.preprocessing.in_channels
-                    masks = [read_mask(s.mask, index.mask_color_channel) if s.mask else None for s in samples]
-                    return [read_image(s.image, c) for s in samples], masks, f"{root} ({split} split)"
+        for split in ("val", "test", "train"):
+            try:
+                labelled = open_split(info.path, root, split, verb="check parity", check=False, need_masks=False)
+            except PixelsegError:
+                continue
+            c = info.preprocessing.in_channels
+            return [read_image(s.image, c) for s in labelled.samples[:count]], f"{root} ({split} split)"
     given = folder.data_settings().get("root") if folder.config_path.is_file() else None
     log(f"note: parity checked on {count} random images: the run's data "
         + (f"({given}) was not found or not readable" if given else "is not recorded in the run folder"))
     rng = np.random.default_rng(0)
     h, w = info.preprocessing.image_size
     return ([rng.integers(0, 256, (h, w, info.preprocessing.in_channels), dtype=np.uint8) for _ in range(count)],
-            [None] * count, "random images (the run's data was not found)")
+            "random images (the run's data was not found)")
 
 
 def compare(reference, candidate, info, images: list[np.ndarray]) -> tuple[float, float, float]:
@@ -125,28 +121,21 @@ def compare(reference, candidate, info, images: list[np.ndarray]) -> tuple[float
     return diff, same / max(total, 1), scale
 
 
-def val_miou(score, info, limit: int = 500) -> float | None:
-    """mIoU of a backend on the run's val split at original resolution (as `pixelseg evaluate` counts)."""
-    from pixelseg.data.formats import open_dataset
-    from pixelseg.data.io import read_image, read_mask
-    from pixelseg.data.preprocess import preprocess
-    from pixelseg.measure.metrics import ConfusionMatrix, mean_iou
-    from pixelseg.models.outputs import resize_logits
-    from pixelseg.run.folder import RunFolder
+def val_miou(score, info, limit: int = 500, log=print) -> float | None:
+    """mIoU of `score` (the PyTorch reference, or an exported backend: N x C x H x W in, logits out) on the run's
+    val split, opened and scored exactly as `pixelseg evaluate` does it (measure.opener, the one evaluation
+    pass), on at most `limit` images. None, with a note, when the run's data or its val split is not there."""
+    from pixelseg.measure.evaluation import confusion_matrix, eval_window
+    from pixelseg.measure.metrics import mean_iou
+    from pixelseg.measure.opener import open_split
 
-    root = RunFolder(info.path).data_root()
-    if root is None:
+    try:
+        labelled = open_split(info.path, None, "val", verb="measure the export", check=False)
+    except PixelsegError as e:
+        log(f"note: no val mIoU for the export ({e})")
         return None
-    index = open_dataset(root)
-    samples = [s for s in index.splits.get("val") or [] if s.mask is not None][:limit]
-    if not samples:
-        return None
-    cm = ConfusionMatrix(info.classes.num_classes, info.classes.ignore_index)
-    for s in samples:
-        image = read_image(s.image, info.preprocessing.in_channels)
-        logits = score(preprocess(image, info.preprocessing)[None])
-        pred = resize_logits(logits, image.shape[:2])[0].argmax(0)
-        cm.update(pred, torch.from_numpy(read_mask(s.mask, index.mask_color_channel).astype(np.int64)))
+    cm = confusion_matrix(score, labelled.loader(limit=limit), info.classes.num_classes, info.classes.ignore_index,
+                          torch.device("cpu"), window=eval_window(info.preprocessing))
     return float(mean_iou(cm.matrix))
 
 
@@ -196,11 +185,12 @@ def export_run(run, fmt: str = "onnx", out=None, *, int8: bool = False, calib=No
                 candidate = OpenVinoBackend(staged, cpu, threads, "fp32")
             else:
                 candidate = OnnxRuntimeBackend(staged, cpu, threads)
-        images, _, source = parity_images(info, parity_count, log)
+        images, source = parity_images(info, parity_count, log)
         diff, agreement, scale = compare(reference, candidate, info, images)
         miou = {}
         if int8:
-            m32, m8 = val_miou(reference, info), val_miou(candidate, info)
+            m32 = val_miou(reference, info, log=log)
+            m8 = val_miou(candidate, info, log=lambda m: None) if m32 is not None else None
             if m32 is not None:
                 miou = {"fp32": m32, "int8": m8, "delta": m8 - m32}
         report = ExportReport(str(out), fmt, int8, len(images), source, diff, agreement, 0.0, calib_n, miou)

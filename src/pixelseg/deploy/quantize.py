@@ -31,8 +31,8 @@ def calibration_images(source, info, count: int, seed: int = 0) -> list[Path]:
     root = Path(source)
     paths: list[Path] = []
     if root.is_dir() and not any(p.suffix.lower() in IMAGE_EXTS for p in root.iterdir()):
-        from pixelseg.data.formats import open_dataset
-        index = open_dataset(root)
+        from pixelseg.measure.opener import open_like_run
+        index = open_like_run(info.path, root)     # the run's own data is read with the run's format
         split = "train" if index.splits.get("train") else next(s for s in index.splits if index.splits[s])
         paths = [s.image for s in index.split(split)]
     else:

@@ -102,7 +102,7 @@ def bench_input(info, size: tuple[int, int], batch: int, log=print) -> torch.Ten
     from pixelseg.data.preprocess import preprocess
     from pixelseg.deploy.export import parity_images
     from pixelseg.run.folder import Preprocessing
-    images, _, _ = parity_images(info, batch, log)
+    images, _ = parity_images(info, batch, log)
     pre = info.preprocessing
     at = Preprocessing(tuple(size), pre.mean, pre.std, pre.in_channels, pre.resize)
     return torch.stack([preprocess(im, at) for im in images])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixelseg.errors import PixelsegError
+from pixelseg.inference.outputs import PredictionWriter, output_stems, planned_outputs
 
 
 @dataclass(frozen=True)
@@ -68,24 +69,6 @@ def rank_device(device: str) -> str:
         if torch.cuda.is_available():
             return f"cuda:{local}"
     return device
-
-
-def output_stems(paths: Sequence[Path]) -> list[str]:
-    """The output name of each input: its stem, or <folder>_<stem> where two inputs share a stem (the rule
-    Predictor.predict_paths writes by)."""
-    count = Counter(p.stem for p in paths)
-    return [f"{p.parent.name}_{p.stem}" if count[p.stem] > 1 else p.stem for p in paths]
-
-
-UNCERTAINTY_SUFFIXES = ("_confidence", "_entropy")
-
-
-def planned_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool, uncertainty: bool = False,
-                    vector: str | None = None) -> list[Path]:
-    suffixes = ("",) + (("_overlay",) if overlay else ()) + (UNCERTAINTY_SUFFIXES if uncertainty else ())
-    stems = output_stems(paths)
-    return [out_dir / f"{stem}{s}.png" for stem in stems for s in suffixes] + \
-        ([out_dir / f"{stem}.{vector}" for stem in stems] if vector else [])
 
 
 def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = False,
@@ -145,53 +128,25 @@ def run(predictor, job: Plan, *, overlay: bool = False, alpha: float = 0.5, batc
 
 def write_uncertain(predictor, paths: Sequence[Path], out_dir: Path, overlay: bool, alpha: float, batch_size: int,
                     npy: bool, progress: Callable[[int], None] | None = None) -> list[Path]:
-    """Label maps plus per-pixel uncertainty, from one pass of Predictor.predict_probs (which applies the run's
-    temperature): <stem>_confidence.png = max class probability, <stem>_entropy.png = entropy / log K, both
-    8-bit grayscale (value = byte / 255, uncertainty.to_png8); with `npy` also <stem>_confidence.npy and
-    <stem>_entropy.npy in float32. The label map is the argmax of the same probabilities."""
+    """Label maps plus per-pixel uncertainty (inference/outputs.py names them), from one pass of Predictor.probs
+    (which applies the run's temperature). The label map is the argmax of the same probabilities."""
     import numpy as np
     import torch
-    from PIL import Image
 
-    from pixelseg.viz import overlay as viz
-    from pixelseg.data.formats.geotiff import georeference, write_label_geotiff
     from pixelseg.data.io import read_image
-    from pixelseg.fileio import atomic_path
     from pixelseg.models.outputs import argmax
-    from pixelseg.inference.uncertainty import confidence_maps, to_png8
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    classes = predictor.classes
-    dtype = np.uint8 if classes.num_classes <= 256 else np.uint16
+    writer = PredictionWriter(out_dir, predictor.classes, overlay, alpha, uncertainty=True, npy=npy)
+    dtype = np.uint8 if predictor.classes.num_classes <= 256 else np.uint16
     stems = output_stems(paths)
     written: list[Path] = []
     for i in range(0, len(paths), batch_size):
         images = [read_image(p, predictor.info.preprocessing.in_channels) for p in paths[i:i + batch_size]]
         with predictor.inputs_named(paths[i:i + batch_size]):
-            batch_probs = predictor.predict_probs(images)
+            batch_probs = predictor.probs(images)
         for path, stem, image, probs in zip(paths[i:i + batch_size], stems[i:i + batch_size], images, batch_probs):
             label = argmax(torch.from_numpy(probs), 0).numpy().astype(dtype)
-            target = out_dir / f"{stem}.png"
-            viz.save_label_png(target, label, classes.colors, classes.ignore_index)
-            written.append(target)
-            if overlay:
-                shown = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, 0]
-                written.append(out_dir / f"{stem}_overlay.png")
-                viz.save_overlay(written[-1], shown, label, classes, alpha=alpha)
-            maps = confidence_maps(probs, probs=True)
-            if georeference(path) is not None:     # a GeoTIFF input: label + confidence bands a GIS overlays
-                written.append(write_label_geotiff(out_dir / f"{stem}.tif", label, like=path, colors=classes.colors,
-                                                   names=classes.names,
-                                                   confidence=to_png8(maps[0]) if dtype == np.uint8 else None))
-            for suffix, values in zip(UNCERTAINTY_SUFFIXES, maps):
-                written.append(out_dir / f"{stem}{suffix}.png")
-                with atomic_path(written[-1]) as tmp:
-                    Image.fromarray(to_png8(values)).save(tmp, format="PNG")
-                if npy:
-                    written.append(out_dir / f"{stem}{suffix}.npy")
-                    with atomic_path(written[-1]) as tmp:
-                        np.save(tmp, values.astype(np.float32), allow_pickle=False)
+            written += writer.write(path, stem, image, label, probs)
         if progress is not None:
             progress(len(images))
     return written

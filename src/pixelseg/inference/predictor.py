@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelseg.data.formats.geotiff import georeference, write_label_geotiff
 from pixelseg.data.io import read_image
 # preprocess / as_channels / list_inputs live with the data (export and calibration use them too); they
 # stay importable from here as part of the predictor's API
 from pixelseg.data.preprocess import as_channels, list_inputs, preprocess
 from pixelseg.errors import PixelsegError, PixelsegWarning
+from pixelseg.inference.outputs import PredictionWriter, output_stems
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
 from pixelseg.inference.tiling import scaled_bands, scaled_input, sliding_window_bands, too_big
 from pixelseg.inference.tta import TTA, tta_probs
@@ -196,13 +196,6 @@ class Predictor:
         x = np.stack([as_channels(a, pre.in_channels) for a in arrays])      # N x H x W x C
         return self.backend.labels(x, pre.mean, pre.std)
 
-    @torch.inference_mode()
-    def predict_proba(self, image) -> np.ndarray:
-        arr = self._as_array(image)
-        if self._windowed(arr):
-            return self._tiled_probs(arr).numpy()
-        return torch.softmax(self._whole([arr])[0], 0).numpy()
-
     @contextlib.contextmanager
     def inputs_named(self, names):
         """Within the block, the arrays given to the predict methods are, in order, the files `names` (for the
@@ -277,15 +270,13 @@ class Predictor:
         from pixelseg.inference.rasters import predict_raster, too_big_to_read
 
         paths = list_inputs(inputs)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stems = [p.stem for p in paths]
-        dup = {s for s in stems if stems.count(s) > 1}
+        writer = PredictionWriter(out_dir, self.classes, overlay, alpha)
+        name = dict(zip(paths, output_stems(paths)))
         # a GeoTIFF above the decode limit is predicted block by block into <stem>.tif (bounded memory)
         windowed = [p for p in paths if too_big_to_read(p)]
         written: list[Path] = []
         for p in windowed:
-            written.append(out_dir / (f"{p.parent.name}_{p.stem}.tif" if p.stem in dup else f"{p.stem}.tif"))
+            written.append(writer.out_dir / f"{name[p]}.tif")
             predict_raster(self, p, written[-1])
             if progress is not None:
                 progress(1)
@@ -297,14 +288,7 @@ class Predictor:
             return [read_image(p, channels) for p in chunk]
 
         def write(chunk, images, labels) -> list[Path]:
-            done = []
-            for p, image, label in zip(chunk, images, labels):
-                stem = f"{p.parent.name}_{p.stem}" if p.stem in dup else p.stem
-                done.append(self._write_outputs(out_dir, stem, image, label, overlay, alpha))
-                if georeference(p) is not None:     # a GeoTIFF input: also a label map a GIS overlays on it
-                    done.append([write_label_geotiff(out_dir / f"{stem}.tif", label, like=p, colors=self.classes.colors,
-                                                      names=self.classes.names)])
-            return [q for pair in done for q in pair]
+            return [q for p, image, label in zip(chunk, images, labels) for q in writer.write(p, name[p], image, label)]
 
         with ThreadPoolExecutor(max_workers=2) as io:
             pending = io.submit(load, chunks[0]) if chunks else None
@@ -324,23 +308,17 @@ class Predictor:
                 written += w.result()
         return written
 
-    def _write_outputs(self, out_dir: Path, stem: str, image, label, overlay: bool, alpha: float) -> list[Path]:
-        from pixelseg.viz import overlay as viz
-        target = out_dir / f"{stem}.png"
-        viz.save_label_png(target, label, self.classes.colors, self.classes.ignore_index)
-        out = [target]
-        if overlay:
-            shown = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, 0]
-            ov = out_dir / f"{stem}_overlay.png"
-            viz.save_overlay(ov, shown, label, self.classes, alpha=alpha)
-            out.append(ov)
-        return out
+    @property
+    def temperature(self) -> float:
+        """The run's temperature (`pixelseg calibrate`; 1 when none is stored)."""
+        return float(getattr(self.info, "temperature", 1.0) or 1.0)
 
     @torch.inference_mode()
-    def predict_probs(self, images) -> list[np.ndarray]:
+    def probs(self, images) -> list[np.ndarray]:
         """K x H x W float32 class probabilities for each image (path, PIL image or uint8 array) at its original
         size: the softmax of the scores the labels come from (predict_logits: whole image, tiles or TTA), the
-        logits divided first by the run's temperature (`pixelseg calibrate`; 1 when none is stored), so the
-        argmax is predict_batch's label map and only the confidence changes."""
-        t = float(getattr(self.info, "temperature", 1.0) or 1.0)
+        logits divided first by the run's temperature, so the argmax is predict_batch's label map and only the
+        confidence changes. The one source of probabilities: Result.probs, predict --uncertainty, serve's
+        confidence, audit and suggest all read them here."""
+        t = self.temperature
         return [torch.softmax(s / t, 0).numpy() for s in self.predict_logits(list(images))]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelseg.data.formats import geotiff
+from pixelseg.data import geotiff
 from pixelseg.errors import PixelsegError
 
 MIN_MARGIN = 64

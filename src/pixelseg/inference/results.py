@@ -51,7 +51,7 @@ class Result:
         if self._probs is None:
             if self._predictor is None:
                 raise PixelsegError("this Result has no model attached; get probabilities from pixelseg.predict")
-            self._probs = np.asarray(self._predictor.predict_proba(self.image), np.float32)
+            self._probs = np.asarray(self._predictor.probs([self.image])[0], np.float32)
         return self._probs
 
     def _counts(self) -> np.ndarray:

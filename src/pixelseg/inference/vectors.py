@@ -49,7 +49,7 @@ def _shoelace(ring: np.ndarray) -> float:
 
 def write_geojson(path: str | Path, label: np.ndarray, classes, source=None) -> Path:
     """<stem>.geojson of a label map; `source` (the input image) gives the CRS and transform when it has them."""
-    from pixelseg.data.formats.geotiff import georeference
+    from pixelseg.data.geotiff import georeference
     ref = georeference(source) if source is not None else None
     crs, transform = ref if ref is not None else (None, None)
     doc = {"type": "FeatureCollection", "name": Path(path).stem,

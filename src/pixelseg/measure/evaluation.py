@@ -61,9 +61,11 @@ def evaluate_split(model, loader, device, collectors: list[Collector], amp_dtype
     disagree with `pixelseg evaluate` on the same weights. The switch happens outside inference mode, or
     the parameters would become inference tensors that training cannot use afterwards.
     """
-    model.eval()
-    nhwc = any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
-               for p in model.parameters())
+    module = isinstance(model, torch.nn.Module)      # else a callable, such as an exported model's backend
+    if module:
+        model.eval()
+    nhwc = module and any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+                          for p in model.parameters())
     if nhwc:
         with torch.no_grad():
             model.to(memory_format=torch.contiguous_format)

@@ -1,11 +1,12 @@
 """What every model's output goes through, whatever runs it: logits brought back to the image's pixels,
-and a one-channel (sigmoid) model seen as a two-class one. Used by training, inference and export alike,
+a one-channel (sigmoid) model seen as a two-class one, labels and per-pixel confidence from logits. Used by training, inference and export alike,
 so it lives with the models, below all of them.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -55,3 +56,47 @@ def labels_from_logits(logits: torch.Tensor, threshold: float = 0.5) -> torch.Te
     if not 0.0 < threshold < 1.0:
         raise PixelsegError(f"threshold {threshold} must be between 0 and 1 (exclusive)")
     return (logits[:, 0] > math.log(threshold / (1.0 - threshold))).long()
+
+
+# ------------------------------------------------------------------------ per-pixel confidence
+# Confidence of a pixel = its largest class probability (softmax over K >= 2 channels; with one sigmoid channel,
+# max(p, 1 - p)). Entropy is normalized by log K (log 2 for one channel), so both maps lie in [0, 1]: 1 = sure
+# (confidence) or 1 = as unsure as a uniform guess (entropy).
+
+def as_tensor(x, what: str) -> tuple[torch.Tensor, bool]:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x)), True
+    if isinstance(x, torch.Tensor):
+        return x, False
+    raise PixelsegError(f"{what} must be a torch tensor or numpy array, got {type(x).__name__}")
+
+
+def class_dim(x: torch.Tensor, what: str) -> int:
+    if x.dim() not in (3, 4):
+        raise PixelsegError(f"{what} must be K x H x W or N x K x H x W, got shape {tuple(x.shape)}")
+    return x.dim() - 3
+
+
+def confidence_maps(scores, probs: bool = False, temperature: float = 1.0):
+    """(max probability, normalized entropy) per pixel of logits (or probabilities with ``probs=True``)
+    shaped N x K x H x W or K x H x W; both maps N x H x W (or H x W), float32 in [0, 1]. Numpy in,
+    numpy out. ``temperature`` divides the logits first (see fit_temperature)."""
+    x, was_numpy = as_tensor(scores, "scores")
+    dim = class_dim(x, "scores")
+    x = x.float()
+    k = x.shape[dim]
+    if probs:
+        p = x.clamp(0.0, 1.0)
+        if k == 1:
+            p = torch.cat([1.0 - p, p], dim)
+        logp = torch.log(p.clamp_min(1e-12))
+    else:
+        x = x / float(temperature)
+        if k == 1:                               # one sigmoid channel: the classes are (not x, x)
+            x = torch.cat([torch.zeros_like(x), x], dim)
+        logp = torch.log_softmax(x, dim)
+        p = logp.exp()
+    kk = max(k, 2)
+    conf = p.amax(dim).clamp_(0.0, 1.0)
+    ent = (-(p * logp).sum(dim) / math.log(kk)).clamp_(0.0, 1.0)
+    return (conf.numpy(), ent.numpy()) if was_numpy else (conf, ent)

@@ -277,7 +277,8 @@ def train_fold_models(run, index, split: str, folds: int, minutes: float, epochs
                       work: Path, log=print) -> tuple[list[Path], np.ndarray]:
     """K runs, run k trained (run's config, ``minutes`` each) on every labelled training image outside fold
     k of ``split``; validated on the val split when the audited split is another one, else on fold k."""
-    from pixelseg.api import train
+    from pixelseg.config import make_config
+    from pixelseg.engine.trainer import train
     from pixelseg.run.folder import RunFolder
 
     audited = index.split(split)
@@ -291,8 +292,8 @@ def train_fold_models(run, index, split: str, folds: int, minutes: float, epochs
         root = write_view(work / f"data{k}", index, rest, val or held)
         out = work / f"fold{k}"
         log(f"fold {k + 1}/{folds}: training on {len(rest)} images, {minutes:g} min, to audit {len(held)}")
-        runs.append(train(root, config=RunFolder(run).config_path, out=str(out), format="folder",
-                          max_minutes=minutes, epochs=epochs, quiet=True))
+        runs.append(train(make_config(RunFolder(run).config_path, data=str(root), out=str(out), format="folder",
+                                      max_minutes=minutes, epochs=epochs), quiet=True))
         log(_fold_line(k, folds, RunFolder(runs[-1]).metrics(), RunFolder(run).metrics()))
     return runs, fold
 
@@ -342,20 +343,13 @@ def audit_run(run, data=None, split: str = "train", folds: int | None = None, ou
     with their current masks as LabelMe files (to correct and import back). Returns the JSON's content."""
     import tempfile
 
-    from pixelseg.api import open_like_run
-    from pixelseg.data.tools.checks import require_clean
     from pixelseg.inference.predictor import Predictor
+    from pixelseg.measure.opener import open_split
     from pixelseg.run.folder import RunFolder
 
     folder = RunFolder(run)
-    info = folder.info()
-    index = open_like_run(run, folder.require_data_root() if data is None else data)
-    if index.classes.names != info.classes.names:
-        raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's {list(info.classes.names)}")
-    samples = index.split(split)
-    if not all(s.mask is not None for s in samples):
-        raise PixelsegError(f"{index.root}: split '{split}' has no masks to audit")
-    require_clean(index, (split,))
+    labelled = open_split(run, data, split, verb="audit")
+    index, samples = labelled.index, labelled.samples
     out = folder.path / "audit" if out is None else Path(out)
     if labelme:
         from pixelseg.data.tools.labelling import check_export_folder
@@ -372,7 +366,7 @@ def audit_run(run, data=None, split: str = "train", folds: int | None = None, ou
         for k, r in enumerate(runs):
             predictor = Predictor(r, device)
             findings += audit_samples([s for s, f in zip(samples, fold) if f == k], index,
-                                      lambda s: predictor.predict_proba(s.image), settings, top, k if folds else None)
+                                      lambda s: predictor.probs([s.image])[0], settings, top, k if folds else None)
     result = write_audit(out, findings, top, index.classes, run=str(folder.path), data=str(index.root), split=split,
                          folds=folds, fold_minutes=fold_minutes if folds else None, settings=asdict(settings))
     if labelme:

@@ -21,14 +21,14 @@ import cv2
 import numpy as np
 
 from pixelseg.errors import PixelsegError
-from pixelseg.inference.uncertainty import (
+from pixelseg.quality.ranking import (
     balanced_entropy,
-    confidence_maps,
     image_uncertainty_scores,
     pooled_features,
     rarity_weights,
     select_diverse,
 )
+from pixelseg.models.outputs import confidence_maps
 
 __all__ = ["suggest", "uncertain_boxes", "KINDS"]
 
@@ -51,13 +51,10 @@ def uncertain_boxes(entropy: np.ndarray, min_share: float = 0.002, limit: int = 
 def _describe(predictor, paths: list[Path]):
     """(confidence map, entropy map, descriptor, probabilities) of each image, the network run on the
     whole chunk at once (per-call overhead dominates small images)."""
-    import torch
-
     from pixelseg.data.io import read_image
     images = [read_image(p, predictor.info.preprocessing.in_channels) for p in paths]
     out = []
-    for image, scores in zip(images, predictor.predict_logits(images)):
-        probs = torch.softmax(scores.float(), 0).numpy()
+    for image, probs in zip(images, predictor.probs(images)):      # the run's temperature applied
         conf, ent = confidence_maps(probs, probs=True)
         img = image if image.ndim == 3 else image[:, :, None]
         feats = np.concatenate([pooled_features(probs, GRID),

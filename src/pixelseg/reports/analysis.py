@@ -217,49 +217,19 @@ def logits_to_prediction(logits: torch.Tensor, temperature: float = 1.0) -> tupl
     return pred, conf
 
 
-def _open_split(data, split: str, fmt: str, val_fraction: float, classes: ClassTable | None, index=None):
-    """The split's samples, checked once: `index` is a DatasetIndex the caller already opened and checked
-    (evaluate does), so 500 masks are not scanned twice."""
-    from pixelseg.data.tools.checks import require_clean
-    from pixelseg.data.formats import open_dataset
-
-    checked = index is not None
-    if index is None:
-        index = open_dataset(data, fmt, val_fraction)
-    samples = index.split(split)
-    if not all(s.mask is not None for s in samples):
-        raise PixelsegError(f"{index.root}: split '{split}' has no masks; a report needs ground truth")
-    if classes is not None and index.classes.names != classes.names:
-        raise PixelsegError(f"{index.root}: classes {list(index.classes.names)} differ from the run's "
-                            f"{list(classes.names)}; report on data with the run's class table")
-    if not checked:
-        require_clean(index, (split,))
-    return index, samples
-
-
 def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_size: int = 4,
-                gallery: int = GALLERY_SIZE, num_workers: int = 0, index=None, progress=None) -> Analysis:
-    """Run the best weights of `run` over a split of `data` (default: the data it was trained on).
-    `index`: the dataset already opened and checked by the caller (then `data` is not read again).
-    `progress(done, total)` is called after every batch."""
-    from pixelseg.measure.evaluation import eval_window, evaluate_split, split_loader
-    from pixelseg.run.folder import pick_device
-    from pixelseg.run.folder import RunFolder, load_model
+                gallery: int = GALLERY_SIZE, num_workers: int = 0, labelled=None, progress=None) -> Analysis:
+    """Run the best weights of `run` over a split of `data` (default: the data it was trained on), opened by
+    measure.opener.open_split as evaluate opens it. `labelled`: that split already opened and checked by the
+    caller (then `data` is not read again). `progress(done, total)` is called after every batch."""
+    from pixelseg.measure.evaluation import eval_window, evaluate_split
+    from pixelseg.measure.opener import open_split
+    from pixelseg.run.folder import RunFolder, load_model, pick_device
 
-    folder = RunFolder(run)
-    info = folder.info()
-    settings = folder.data_settings()
-    if data is None and index is None:
-        data = folder.data_root()
-        if data is None:
-            named = settings.get("root")
-            if not named:
-                raise PixelsegError(f"{folder.config_path}: names no dataset; pass --data ROOT")
-            raise PixelsegError(f"{named}: the run's dataset is not there any more; pass --data ROOT")
-        fmt = settings.get("format", "auto")
-    else:
-        fmt = "auto"
-    index, samples = _open_split(data, split, fmt, float(settings.get("val_fraction", 0.1)), info.classes, index)
+    info = RunFolder(run).info()
+    if labelled is None:
+        labelled = open_split(run, data, split, verb="report")
+    samples = labelled.samples
     dev = pick_device(device)
     model = load_model(info, dev)
     col = Collector(info.classes, gallery)
@@ -271,20 +241,21 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
         raw = None if t == 1.0 else logits_to_prediction(p.logits[0])[1]
         col.add(p.index, samples[p.index], pred, p.mask, conf, raw)
 
-    loader = split_loader(samples, info.classes, info.preprocessing, index.mask_color_channel, batch_size, num_workers)
-    evaluate_split(model, loader, dev, [collect],
+    evaluate_split(model, labelled.loader(batch_size, num_workers), dev, [collect],
                    progress=None if progress is None else (lambda done: progress(done, len(samples))),
                    window=eval_window(info.preprocessing))
-    return col.finish(split, index.root, info.path, index.mask_color_channel, t)
+    return col.finish(split, labelled.root, info.path, labelled.mask_color_channel, t)
 
 
-def analyze_predictions(pred_dir, data, split: str = "val", gallery: int = GALLERY_SIZE, index=None) -> Analysis:
+def analyze_predictions(pred_dir, data, split: str = "val", gallery: int = GALLERY_SIZE, labelled=None) -> Analysis:
     """The same analysis for <stem>.png label maps written by any model (no calibration: no probabilities)."""
     from pixelseg.measure.evaluation import label_maps, prediction_folder
+    from pixelseg.measure.opener import open_split
 
     pred_dir = prediction_folder(pred_dir)     # the cheaper mistake first, before the data is opened
-    index, samples = _open_split(data, split, "auto", 0.1, None, index)
-    col = Collector(index.classes, gallery)
-    for i, s, pred, gt in label_maps(pred_dir, index, samples, split):
+    if labelled is None:
+        labelled = open_split(None, data, split, verb="report")
+    col = Collector(labelled.classes, gallery)
+    for i, s, pred, gt in label_maps(pred_dir, labelled.index, labelled.samples, split):
         col.add(i, s, torch.from_numpy(pred), torch.from_numpy(gt))
-    return col.finish(split, index.root, pred_dir, index.mask_color_channel)
+    return col.finish(split, labelled.root, pred_dir, labelled.mask_color_channel)

@@ -48,7 +48,7 @@ def overlay_png(image: np.ndarray, label: np.ndarray, classes: ClassTable, alpha
 def confidence_png(confidence: np.ndarray) -> bytes:
     """Each pixel's top class probability (H x W in [0, 1]) as an 8-bit grayscale PNG: byte = round(255 p),
     the encoding of `predict --uncertainty` (uncertainty.to_png8)."""
-    from pixelseg.inference.uncertainty import to_png8
+    from pixelseg.viz.overlay import to_png8
     return _png(Image.fromarray(to_png8(confidence)))
 
 

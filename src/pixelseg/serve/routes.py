@@ -241,7 +241,7 @@ def _model_input(s: Served, image: np.ndarray, where: str) -> np.ndarray:
 
 
 async def _confidence(s: Served, image: np.ndarray, where: str, t0: float, t_decode: float) -> Response:
-    """format=confidence: Predictor.predict_probs (the run's temperature applied), its max as 8-bit PNG."""
+    """format=confidence: Predictor.probs (the run's temperature applied), its max as 8-bit PNG."""
     model_input = _model_input(s, image, where)
     async with s.probs_slot:
         conf = await run_in_threadpool(_taking(_top_probability), [model_input], s.predictor)
@@ -257,7 +257,7 @@ async def _confidence(s: Served, image: np.ndarray, where: str, t0: float, t_dec
 
 
 def _top_probability(model_input: np.ndarray, predictor) -> np.ndarray:
-    return predictor.predict_probs([model_input])[0].max(0)
+    return predictor.probs([model_input])[0].max(0)
 
 
 async def _label(s: Served, image: np.ndarray, key: str, where: str) -> tuple[np.ndarray, Done | None]:

@@ -335,3 +335,11 @@ def save_overlay(path, image, label, class_table, alpha: float = 0.5, legend: bo
         extra = {int(i): _pct(100.0 * counts[i] / total) for i in present}
         out = add_legend(out, class_table.names, class_table.colors, present, extra)
     _write_picture(path, out)
+
+
+def to_png8(values) -> np.ndarray:
+    """A map in [0, 1] as uint8 0..255 (value * 255, rounded; NaN -> 0) for an 8-bit grayscale PNG.
+    Decoding is byte / 255, within 1/510 of the value."""
+    v = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)   # a tensor or an array
+    v = np.nan_to_num(v.astype(np.float32), nan=0.0)
+    return np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pixelseg.data.formats.geotiff import georeference_problem
+from pixelseg.data.geotiff import georeference_problem
 from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import image_size, read_image, stored_size
 from pixelseg.data.labels import load_mask

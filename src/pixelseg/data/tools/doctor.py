@@ -20,7 +20,7 @@ import numpy as np
 
 from pixelseg.data.tools.checks import all_ignore, check_mask
 from pixelseg.data.formats import open_dataset
-from pixelseg.data.formats.geotiff import georeference_problem
+from pixelseg.data.geotiff import georeference_problem
 from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import read_image
 from pixelseg.data.labels import UnknownColorsError, load_mask
