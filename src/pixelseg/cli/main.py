@@ -77,7 +77,12 @@ def exit_process(code) -> None:
     aborted a finished rank now and then ("terminate called without an active exception", SIGABRT; see
     pytorch/pytorch#179291). By then every output is closed and fsynced (atomic writes) and the process group
     destroyed, so nothing is lost."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from pixelseg.torchrun import world
+    try:
+        many = world()[1] > 1
+    except PixelsegError:        # a malformed environment was already reported; leave the normal way
+        many = False
+    if many:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code if isinstance(code, int) else 1)

@@ -81,8 +81,8 @@ def run(a) -> int:
     data, model = opts.pop("data"), opts.pop("model")
     if not a.resume:     # a bad config is one line before torch loads (that alone takes seconds on a busy machine)
         make_config(a.config, data=str(data) if data is not None else None, model=model, **opts)
-    from pixelseg.engine.distributed import env_world
-    if env_world()[0] != 0:   # under torchrun, rank 0 reports; the others only train
+    from pixelseg.torchrun import world
+    if world()[0] != 0:   # under torchrun, rank 0 reports; the others only train
         train(data, model, config=a.config, resume=a.resume, **opts)
         return 0
     run_dir = RunFolder(train(data, model, config=a.config, resume=a.resume, report=not a.no_report, **opts))

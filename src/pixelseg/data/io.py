@@ -26,7 +26,10 @@ from PIL import Image, UnidentifiedImageError
 from pixelseg.data import geotiff
 from pixelseg.errors import PixelsegError
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Pillow's format name -> the file suffixes it goes by: the one list of image formats files and uploads are read in
+IMAGE_FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "BMP": (".bmp",), "TIFF": (".tif", ".tiff"),
+                 "WEBP": (".webp",)}
+IMAGE_EXTS = tuple(ext for exts in IMAGE_FORMATS.values() for ext in exts)
 MODE_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I;16B": 1, "I": 1, "F": 1, "P": 3, "RGB": 3, "RGBA": 4, "LA": 1, "CMYK": 3}
 # Pillow's own error level (2x its warning level): about 13,400 x 13,400, a large aerial tile. Bigger rasters
 # are legitimate too, but then the user says so (--max-pixels), knowing each one needs gigabytes decoded.

@@ -14,7 +14,6 @@ the job hangs instead of ending.
 from __future__ import annotations
 
 import datetime
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from pixelseg import torchrun
 from pixelseg.errors import PixelsegError
 
 # A rank waits this long for the others (a straggler, a slow first-epoch check of a big dataset) before
@@ -46,27 +46,14 @@ class Dist:
         return self.rank == 0
 
 
-def env_world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    try:
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-    except ValueError:
-        raise PixelsegError("RANK/WORLD_SIZE/LOCAL_RANK are not integers; launch with torchrun") from None
-
-
-def launched_by_torchrun() -> bool:
-    """torchrun (torch.distributed.run) sets these for every process it starts, one process included."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ)
-
-
 def setup(device: str) -> tuple[Dist, str]:
     """Join the process group torchrun prepared. `device` is the resolved training device ("cpu",
     "cuda:N"); under torchrun each rank takes cuda:LOCAL_RANK instead. Returns (Dist, device).
 
     A one-process torchrun joins its group too (DDP, SyncBN and the NCCL/gloo collectives all run), so
     the distributed path can be checked on a machine with a single GPU."""
-    rank, world, local = env_world()
-    if world <= 1 and not launched_by_torchrun():
+    rank, world, local = torchrun.world()
+    if world <= 1 and not torchrun.launched_by_torchrun():
         return Dist(), device
     cuda = device.startswith("cuda")
     if cuda:

@@ -26,6 +26,7 @@ import torch
 from rich.console import Console
 
 from pixelseg.config import Config
+from pixelseg import torchrun
 from pixelseg.data.formats import open_dataset
 from pixelseg.data.prefetch import prefetched
 from pixelseg.data.sampling import epoch_order
@@ -77,7 +78,7 @@ def train(cfg: Config, resume: bool = False, console: Console | None = None, qui
     """Train per `cfg`; returns the run folder. With resume, continues cfg.train.out from its last state.
     `on_step(state)` is called after every training step (tests use it to interrupt a run at a known step).
     Under torchrun, call it on every rank (the CLI does)."""
-    rank, _, _ = ddp.env_world()
+    rank, _, _ = torchrun.world()
     console = console or Console(stderr=True, quiet=quiet or rank != 0)
     t_wall = time.time()
     setup.check_names(cfg)

@@ -5,7 +5,6 @@ An output never replaces a user's file: an --out folder that is an input folder,
 whose path is an input image, is refused before the first write (writes are atomic as well, see viz)."""
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixelseg.errors import PixelsegError
+from pixelseg import torchrun
 from pixelseg.inference.outputs import PredictionWriter, output_stems, planned_outputs
 
 
@@ -39,21 +39,13 @@ class JobResult:
         return self.images / max(self.seconds, 1e-9)
 
 
-def torchrun_world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    try:
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-    except ValueError:
-        raise PixelsegError("RANK/WORLD_SIZE/LOCAL_RANK are not integers; launch with torchrun") from None
-
-
 def shard(paths: Sequence[Path]) -> tuple[list[Path], int, int]:
     """This rank's share of a prediction job under torchrun: (paths, rank, world size).
 
     Images that share a file stem stay on one rank, so the output names (which disambiguate equal stems
     with their folder's name) are the same whatever the number of ranks. No process group is needed:
     the split is a pure function of the list, which every rank builds identically."""
-    rank, world, _ = torchrun_world()
+    rank, world, _ = torchrun.world()
     if world <= 1:
         return list(paths), 0, 1
     stems = sorted({p.stem for p in paths})
@@ -63,7 +55,7 @@ def shard(paths: Sequence[Path]) -> tuple[list[Path], int, int]:
 
 def rank_device(device: str) -> str:
     """Under torchrun, an 'auto'/'cuda' prediction device becomes this rank's own GPU."""
-    _, world, local = torchrun_world()
+    _, world, local = torchrun.world()
     if world > 1 and device in ("auto", "cuda"):
         import torch
         if torch.cuda.is_available():

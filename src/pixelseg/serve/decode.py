@@ -14,23 +14,24 @@ import io
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from pixelseg.data.io import TooManyPixelsError, open_image, pil_to_array, upright
+from pixelseg.data.io import IMAGE_FORMATS, TooManyPixelsError, open_image, pil_to_array, upright
 from pixelseg.errors import PixelsegError
 from pixelseg.serve.errors import ApiError
 from pixelseg.serve.settings import Limits
 
-# format name -> (magic test, the content types that name it, Pillow's format name)
-_FORMATS = {
-    "PNG": (lambda b: b.startswith(b"\x89PNG\r\n\x1a\n"), ("image/png",), "PNG"),
-    "JPEG": (lambda b: b.startswith(b"\xff\xd8\xff"), ("image/jpeg", "image/jpg", "image/pjpeg"), "JPEG"),
-    "BMP": (lambda b: b.startswith(b"BM"), ("image/bmp", "image/x-bmp", "image/x-ms-bmp"), "BMP"),
-    "TIFF": (lambda b: b[:4] in (b"II*\x00", b"MM\x00*"), ("image/tiff", "image/tif"), "TIFF"),
-    "WebP": (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP", ("image/webp",), "WEBP"),
+# format (data.io.IMAGE_FORMATS, the formats files are read in) -> (magic test, the content types that name it)
+_HTTP = {
+    "PNG": (lambda b: b.startswith(b"\x89PNG\r\n\x1a\n"), ("image/png",)),
+    "JPEG": (lambda b: b.startswith(b"\xff\xd8\xff"), ("image/jpeg", "image/jpg", "image/pjpeg")),
+    "BMP": (lambda b: b.startswith(b"BM"), ("image/bmp", "image/x-bmp", "image/x-ms-bmp")),
+    "TIFF": (lambda b: b[:4] in (b"II*\x00", b"MM\x00*"), ("image/tiff", "image/tif")),
+    "WEBP": (lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP", ("image/webp",)),
 }
-IMAGE_CONTENT_TYPES = tuple(ct for _, cts, _ in _FORMATS.values() for ct in cts)
+_FORMATS = {name: _HTTP[name] for name in IMAGE_FORMATS}
+IMAGE_CONTENT_TYPES = tuple(ct for _, cts in _FORMATS.values() for ct in cts)
 # a client that does not know the type (curl --data-binary, a file picker without a mime table)
 NEUTRAL_CONTENT_TYPES = ("application/octet-stream", "")
-SUPPORTED = "PNG, JPEG, BMP, TIFF or WebP"
+SUPPORTED = ", ".join(list(_FORMATS)[:-1]) + " or " + list(_FORMATS)[-1]
 
 
 def media_type(content_type: str | None) -> str:
@@ -49,7 +50,7 @@ def check_content_type(content_type: str | None, where: str) -> None:
 
 
 def sniff(data: bytes) -> str | None:
-    for name, (test, _, _) in _FORMATS.items():
+    for name, (test, _) in _FORMATS.items():
         if test(data[:16]):
             return name
     return None
@@ -72,7 +73,7 @@ def decode_image(data: bytes, content_type: str | None, limits: Limits, where: s
     try:
         # the decode gate every reader shares (header first, nothing decoded above the limit), then
         # read_image's own decoding, EXIF orientation and mode handling: uploads and files cannot drift
-        im = open_image(io.BytesIO(data), "image", name=where, limit=limits.max_pixels, formats=[_FORMATS[fmt][2]])
+        im = open_image(io.BytesIO(data), "image", name=where, limit=limits.max_pixels, formats=[fmt])
         with im:
             w, h = im.size
             if w < 1 or h < 1:

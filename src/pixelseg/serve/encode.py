@@ -21,17 +21,9 @@ def _png(im: Image.Image) -> bytes:
 
 
 def label_png(label: np.ndarray, classes: ClassTable) -> bytes:
-    """The same PNG `pixelseg predict` writes (viz.save_label_png): pixel values are the class indices,
+    """The same PNG `pixelseg predict` writes (viz.overlay.label_png_image): pixel values are the class indices,
     the palette holds the class colors; 16-bit grayscale when there are more than 256 classes."""
-    if classes.num_classes > 256 or (label.size and int(label.max()) > 255):
-        return _png(Image.fromarray(np.ascontiguousarray(label, dtype=np.uint16)))
-    im = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))
-    palette = np.zeros((256, 3), np.uint8)
-    palette[:classes.num_classes] = np.asarray(classes.colors, np.uint8)
-    if classes.num_classes <= classes.ignore_index <= 255:
-        palette[classes.ignore_index] = viz.IGNORE_COLOR
-    im.putpalette(palette.ravel().tolist())
-    return _png(im)
+    return viz.label_png_bytes(label, classes.colors, classes.ignore_index, PNG_COMPRESS_LEVEL)
 
 
 def overlay_png(image: np.ndarray, label: np.ndarray, classes: ClassTable, alpha: float, boundaries: bool,

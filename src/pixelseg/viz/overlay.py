@@ -124,34 +124,46 @@ def _palette(colors: np.ndarray, ignore_index: int, ignore_color) -> list[int]:
     return pal.ravel().tolist()
 
 
-def save_label_png(path, label: np.ndarray, colors, ignore_index: int = 255,
-                   ignore_color=IGNORE_COLOR) -> None:
-    """Write a label map as a palette ('P') PNG whose pixel values ARE the class indices and whose
-    palette holds the class colors (the ignore index gets `ignore_color`), atomically.
-
-    With more than 256 classes, or any value above 255, a 16-bit grayscale PNG ('I;16') is written
-    instead: no palette, the values are still the class indices. read_label_png reads both.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: label maps are written as .png (lossless); a lossy format would change class indices")
+def label_png_image(label: np.ndarray, colors, ignore_index: int = 255, ignore_color=IGNORE_COLOR,
+                    where: str = "label map") -> Image.Image:
+    """A label map as the image a label PNG holds: palette ('P') whose pixel values ARE the class indices and
+    whose palette holds the class colors (the ignore index gets `ignore_color`). With more than 256 classes,
+    or any value above 255, 16-bit grayscale ('I;16') instead: no palette, the values still the indices.
+    The one label-PNG encoder: files (save_label_png) and bytes (label_png_bytes, what serve answers)."""
     label = _as_label(label)
     cols = _colors_array(colors)
     _lookup(label, len(cols), ignore_index)          # validates the values
     lo = int(label.min()) if label.size else 0
     hi = int(label.max()) if label.size else 0
     if lo < 0:
-        raise ValueError(f"{path}: ignore index {ignore_index} is negative and cannot be stored in a PNG; "
+        raise ValueError(f"{where}: ignore index {ignore_index} is negative and cannot be stored in a PNG; "
                          "map it to 255 (the convention) before saving")
     if hi > 65535:
-        raise ValueError(f"{path}: label value {hi} does not fit a 16-bit PNG")
+        raise ValueError(f"{where}: label value {hi} does not fit a 16-bit PNG")
     if hi > 255 or len(cols) > 256:
-        im = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint16))   # mode 'I;16'
-    else:
-        im = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))    # mode 'L' ...
-        im.putpalette(_palette(cols, ignore_index, ignore_color))            # ... becomes 'P', values kept
+        return Image.fromarray(np.ascontiguousarray(label, dtype=np.uint16))   # mode 'I;16'
+    im = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))           # mode 'L' ...
+    im.putpalette(_palette(cols, ignore_index, ignore_color))                   # ... becomes 'P', values kept
+    return im
+
+
+def save_label_png(path, label: np.ndarray, colors, ignore_index: int = 255,
+                   ignore_color=IGNORE_COLOR) -> None:
+    """Write a label map as a label PNG (label_png_image), atomically. read_label_png reads it back."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: label maps are written as .png (lossless); a lossy format would change class indices")
+    im = label_png_image(label, colors, ignore_index, ignore_color, where=str(path))
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
+
+
+def label_png_bytes(label: np.ndarray, colors, ignore_index: int = 255, compress_level: int = 6) -> bytes:
+    """The bytes of the file save_label_png writes (zlib `compress_level`: 1 is ~3x cheaper for a server)."""
+    import io
+    buf = io.BytesIO()
+    label_png_image(label, colors, ignore_index).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
 
 
 def read_label_png(path) -> np.ndarray:
