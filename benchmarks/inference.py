@@ -39,8 +39,8 @@ def matmul_peak_gflops(threads: int, n: int = 2048, seconds: float = 2.0) -> flo
 def model_gflops(run: Path, size) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pixelseg.run.folder import load_model, read_run
-    model = load_model(read_run(run))
+    from pixelseg.run.folder import RunFolder
+    model = (RunFolder(run).info()).load_model()
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
         model(torch.randn(1, 3, *size))
     return fc.get_total_flops() / 1e9
@@ -145,7 +145,7 @@ def main() -> int:
     a = ap.parse_args()
     from pixelseg.deploy.export import export_run
     from pixelseg.inference.bench import bench, cpu_name
-    from pixelseg.run.folder import is_run
+    from pixelseg.run.folder import RunFolder
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,7 @@ def main() -> int:
 
     if "latency" not in a.skip:
         run = out / "run"
-        if not is_run(run):
+        if not RunFolder(run).is_run():
             print(f"training U-Net/resnet18 for {a.train_minutes:g} min on the built-in data ...", flush=True)
             run = train_unet(out, a.train_minutes)
         print("INT8 export (calibrated on the training images) and val mIoU, fp32 vs INT8 ...", flush=True)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelseg.run.folder import RunFolder
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipes import ci_text, cpu_name, data_digest, train_candidate  # noqa: E402
 
@@ -64,7 +66,7 @@ def pseudo_label_quality(run: Path, unl: Path, hid: Path, n: int = 60) -> dict:
     from PIL import Image
 
     from pixelseg.inference.predictor import Predictor
-    m = json.loads((run / "metrics.json").read_text())
+    m = RunFolder(run).metrics()
     thr = m.get("unlabelled", {}).get("thresholds")
     if not thr:
         return {}
@@ -105,7 +107,7 @@ def main() -> None:
             row |= {"arm": arm, "seed": seed}
             if arm == "semi" and "error" not in row:
                 row |= pseudo_label_quality(runs[arm], unl, hid)
-                row["unlabelled"] = json.loads((runs[arm] / "metrics.json").read_text()).get("unlabelled")
+                row["unlabelled"] = RunFolder(runs[arm]).metrics().get("unlabelled")
             rows.append(row)
             print(json.dumps(row), flush=True)
         cmp = out / f"compare-s{seed}.json"

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from pixelseg.run.folder import RunFolder
+
 
 def plain_loop(cfg, index, epochs: int) -> dict:
     """The reference: the loop every PyTorch tutorial writes, on pixelseg's dataset and model."""
@@ -79,7 +81,7 @@ def pixelseg_loop(cfg, root: Path, out: Path, epochs: int) -> dict:
                          image_size=cfg.data.image_size, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
                          augment=cfg.data.augment, num_workers=cfg.data.num_workers, threads=cfg.train.threads,
                          device=cfg.train.device, quiet=True)
-    m = json.loads((run / "metrics.json").read_text())
+    m = RunFolder(run).metrics()
     return {"images_per_s": m["images_per_s"], "data_wait": m["data_wait"]}
 
 

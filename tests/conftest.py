@@ -50,13 +50,27 @@ def make_scale_run(tmp_path_factory):
     from dataclasses import replace
 
     from pixelseg.inference.bench import model_run
-    from pixelseg.run.folder import Preprocessing, RunFolder, read_run
+    from pixelseg.run.folder import Preprocessing, RunFolder
 
     def make(name: str, scale: float):
         folder = model_run("unet", (64, 64), 3, tmp_path_factory.mktemp(name) / "run", encoder="resnet18")
-        info = read_run(folder)
+        info = RunFolder(folder).info()
         pre = info.preprocessing
         RunFolder(folder).write_info(replace(info, preprocessing=Preprocessing((64, 64), pre.mean, pre.std, 3, "scale",
                                                                                scale)))
         return folder
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_in_tmp(tmp_path_factory):
+    """pixelseg's user cache (decoded images, ONNX graphs of runs) in a temporary folder, for this process and
+    the CLI processes tests start, instead of the tester's ~/.cache."""
+    import os
+    old = os.environ.get("PIXELSEG_CACHE")
+    os.environ["PIXELSEG_CACHE"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PIXELSEG_CACHE", None)
+    else:
+        os.environ["PIXELSEG_CACHE"] = old

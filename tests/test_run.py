@@ -10,7 +10,7 @@ from pixelseg.data.classes import ClassTable
 from pixelseg.run.checkpoints import save_weights
 from pixelseg.errors import PixelsegError
 from pixelseg.models import build_model
-from pixelseg.run.folder import RUN_FORMAT, Preprocessing, RunInfo, is_run, load_model, read_run, write_run_info
+from pixelseg.run.folder import Preprocessing, RUN_FORMAT, RunFolder, RunInfo
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,13 +26,13 @@ def _info(path, model="unet", encoder="resnet18", num_classes=3, in_channels=3, 
 @pytest.mark.parametrize("resize, scale", [("stretch", None), ("scale", 0.5)])
 def test_write_and_read_round_trip(tmp_path, resize, scale):
     info = _info(tmp_path / "run", resize=resize, scale=scale)
-    write_run_info(info)
-    assert is_run(info.path)
+    RunFolder(info.path).write_info(info)
+    assert RunFolder(info.path).is_run()
     d = json.loads((info.path / "model.json").read_text(encoding="utf-8"))
     assert d["format"] == RUN_FORMAT and "pixelseg_version" in d
     assert d["model"] == {"name": "unet", "encoder": "resnet18", "num_classes": 3, "in_channels": 3}
 
-    got = read_run(info.path, need_weights=False)
+    got = RunFolder(info.path).info(need_weights=False)
     assert got == info
     assert got.preprocessing.image_size == (64, 96) and got.preprocessing.resize == resize
     assert got.preprocessing.scale == scale
@@ -42,11 +42,11 @@ def test_write_and_read_round_trip(tmp_path, resize, scale):
 
 def test_load_model_round_trip(tmp_path):
     info = _info(tmp_path, model="fpn", num_classes=2, in_channels=1)
-    write_run_info(info)
+    RunFolder(info.path).write_info(info)
     torch.manual_seed(0)
     trained = build_model("fpn", 2, 1).eval()
     save_weights(info.weights, trained)
-    model = load_model(read_run(tmp_path))
+    model = (RunFolder(tmp_path).info()).load_model()
     assert not model.training
     x = torch.randn(1, 1, 37, 53)
     with torch.no_grad():
@@ -56,20 +56,20 @@ def test_load_model_round_trip(tmp_path):
 def test_read_run_missing_folder(tmp_path):
     path = tmp_path / "no_such_run"
     with pytest.raises(PixelsegError) as e:
-        read_run(path)
+        RunFolder(path).info()
     assert str(path) in str(e.value)
-    assert not is_run(path)
+    assert not RunFolder(path).is_run()
 
 
 def test_read_run_folder_without_model_json(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(PixelsegError) as e:
-        read_run(tmp_path)
+        RunFolder(tmp_path).info()
     assert str(tmp_path) in str(e.value) and "model.json" in str(e.value)
 
 
 def _valid_json(tmp_path) -> dict:
-    write_run_info(_info(tmp_path))
+    RunFolder(_info(tmp_path).path).write_info(_info(tmp_path))
     return json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
 
 
@@ -105,7 +105,7 @@ def test_read_run_damaged_model_json(tmp_path, damage):
     else:
         mj.write_text(text, encoding="utf-8")
     with pytest.raises(PixelsegError) as e:
-        read_run(tmp_path, need_weights=False)
+        RunFolder(tmp_path).info(need_weights=False)
     assert str(mj) in str(e.value)
 
 
@@ -115,42 +115,42 @@ def test_read_run_wrong_format_version(tmp_path, fmt):
     d["format"] = fmt
     (tmp_path / "model.json").write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(PixelsegError) as e:
-        read_run(tmp_path, need_weights=False)
+        RunFolder(tmp_path).info(need_weights=False)
     msg = str(e.value)
     assert str(tmp_path / "model.json") in msg and RUN_FORMAT in msg
 
 
 def test_read_run_missing_weights(tmp_path):
-    write_run_info(_info(tmp_path))
+    RunFolder(_info(tmp_path).path).write_info(_info(tmp_path))
     with pytest.raises(PixelsegError) as e:
-        read_run(tmp_path)
+        RunFolder(tmp_path).info()
     assert str(tmp_path / "model.safetensors") in str(e.value) and "--resume" in str(e.value)
-    assert read_run(tmp_path, need_weights=False).model == "unet"
+    assert RunFolder(tmp_path).info(need_weights=False).model == "unet"
 
 
 @pytest.mark.parametrize("weights_from", [("deeplabv3plus", 3, 3), ("unet", 5, 3), ("unet", 3, 1)],
                          ids=["other-architecture", "other-num-classes", "other-in-channels"])
 def test_load_model_with_weights_of_another_model(tmp_path, weights_from):
     name, k, c = weights_from
-    write_run_info(_info(tmp_path, model="unet", num_classes=3, in_channels=3))
+    RunFolder(_info(tmp_path, model="unet", num_classes=3, in_channels=3).path).write_info(_info(tmp_path, model="unet", num_classes=3, in_channels=3))
     save_weights(tmp_path / "model.safetensors", build_model(name, k, c))
     with pytest.raises(PixelsegError) as e:
-        load_model(read_run(tmp_path))
+        (RunFolder(tmp_path).info()).load_model()
     assert str(tmp_path / "model.safetensors") in str(e.value) and "different runs" in str(e.value)
 
 
 def test_load_model_with_damaged_weights(tmp_path):
-    write_run_info(_info(tmp_path))
+    RunFolder(_info(tmp_path).path).write_info(_info(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
     with pytest.raises(PixelsegError) as e:
-        load_model(read_run(tmp_path))
+        (RunFolder(tmp_path).info()).load_model()
     assert str(tmp_path / "model.safetensors") in str(e.value)
 
 
 @pytest.mark.parametrize("resize, scale", [("letterbox", None), ("scale", 0.0), ("scale", -1.0)])
 def test_unknown_resize_mode_or_bad_scale_is_a_damaged_description(tmp_path, resize, scale):
     info = _info(tmp_path / "run", resize="scale", scale=0.5)
-    write_run_info(info)
+    RunFolder(info.path).write_info(info)
     p = info.path / "model.json"
     d = json.loads(p.read_text(encoding="utf-8"))
     d["preprocessing"]["resize"] = resize
@@ -158,4 +158,4 @@ def test_unknown_resize_mode_or_bad_scale_is_a_damaged_description(tmp_path, res
         d["preprocessing"]["scale"] = scale
     p.write_text(json.dumps(d), encoding="utf-8")
     with pytest.raises(PixelsegError, match="model.json: damaged run description"):
-        read_run(info.path, need_weights=False)
+        RunFolder(info.path).info(need_weights=False)

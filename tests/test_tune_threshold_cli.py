@@ -12,7 +12,7 @@ from PIL import Image
 
 import pixelseg
 from pixelseg.cli import main
-from pixelseg.run.folder import read_run
+from pixelseg.run.folder import RunFolder
 
 
 def _data(root):
@@ -43,7 +43,7 @@ def test_tune_threshold_prints_before_after_and_writes_the_run(runs, tmp_path, c
     root, out = runs
     run = tmp_path / "run"
     shutil.copytree(out[True], run)            # the module's run stays untuned for the other tests
-    before = read_run(run).sigmoid_threshold
+    before = RunFolder(run).info().sigmoid_threshold
     rc = main(["tune-threshold", str(run), "--json", str(tmp_path / "t.json")])   # data: the run's own
     text = capsys.readouterr().out
     assert rc == 0, text
@@ -54,7 +54,7 @@ def test_tune_threshold_prints_before_after_and_writes_the_run(runs, tmp_path, c
     assert float(t[1]) == pytest.approx(before) == pytest.approx(r["threshold_before"])
     assert float(t[2]) == pytest.approx(r["threshold"], abs=0.005) and 0 < r["threshold"] < 1
     assert float(m[2]) >= float(m[1]) and r["mIoU"] >= r["mIoU_before"] - 1e-9 and r["images"] == 2
-    assert read_run(run).sigmoid_threshold == r["threshold"]           # written into model.json
+    assert RunFolder(run).info().sigmoid_threshold == r["threshold"]           # written into model.json
     # evaluate now predicts with the tuned threshold: its mIoU is the one tuning reported
     assert pixelseg.evaluate(run, root / "data", "val")["mIoU"] == pytest.approx(r["mIoU"], abs=2e-3)
 
@@ -64,6 +64,6 @@ def test_tune_threshold_on_a_softmax_run_is_a_one_line_error(runs, capsys):
     rc = main(["tune-threshold", str(out[False]), "--data", str(root / "data")])
     err = capsys.readouterr().err
     assert rc == 2 and "not a binary_sigmoid run" in err and err.count("\n") == 1 and "Traceback" not in err
-    assert read_run(out[False]).sigmoid_threshold is None
+    assert RunFolder(out[False]).info().sigmoid_threshold is None
     rc = main(["tune-threshold", str(root / "nope")])
     assert rc == 2 and "run folder not found" in capsys.readouterr().err

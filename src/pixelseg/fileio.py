@@ -72,3 +72,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def user_cache(kind: str) -> Path:
+    """pixelseg's cache folder for `kind` ("decoded" images, "onnx" graphs of runs): PIXELSEG_CACHE/<kind>, else
+    $XDG_CACHE_HOME/pixelseg/<kind>, else ~/.cache/pixelseg/<kind>. Never inside a run or a dataset: reading a
+    run leaves it as it was."""
+    env = os.environ.get("PIXELSEG_CACHE")
+    root = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pixelseg"
+    return root / kind

@@ -113,7 +113,7 @@ def test_cache_decodes_once_and_notices_a_changed_file(tmp_path, monkeypatch):
     keyed = []
     monkeypatch.setattr(cache, "cache_key", lambda *a: keyed.append(a) or "never")
     assert cache.cached(src, "image3", decode) is again and not keyed    # remembered: one stat, no hash, no header
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1          # no temporary file left behind
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 1   # no temporary file left behind
     monkeypatch.undo()
     monkeypatch.setenv("PIXELSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(cache, "MIN_PIXELS", 16)

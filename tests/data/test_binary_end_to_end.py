@@ -10,7 +10,7 @@ import pytest
 import pixelseg
 import dataset_makers as M
 from pixelseg.measure.verbs import tune_threshold
-from pixelseg.run.folder import load_model, read_run
+from pixelseg.run.folder import RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,9 @@ def test_binary_trains_predicts_and_evaluates(binary_data, tmp_path, sigmoid):
     run = pixelseg.train(binary_data, "unet", out=str(tmp_path / "run"), epochs=1, image_size=(32, 32),
                          batch_size=2, num_workers=0, threads=1, augment="none", binary_sigmoid=sigmoid or None,
                          quiet=True)
-    info = read_run(run)
+    info = RunFolder(run).info()
     assert (info.sigmoid_threshold == 0.5) if sigmoid else info.sigmoid_threshold is None
-    model = load_model(info)
+    model = info.load_model()
     import torch
     out = model(torch.zeros(1, 3, 32, 32))
     assert out.shape[1] == 2                           # the sigmoid model is seen as 2-class logits
@@ -48,7 +48,7 @@ def test_binary_trains_predicts_and_evaluates(binary_data, tmp_path, sigmoid):
         return
     tuned = tune_threshold(run, binary_data)
     assert 0.0 < tuned["threshold"] < 1.0 and tuned["mIoU"] >= tuned["mIoU_before"] - 1e-9
-    assert read_run(run).sigmoid_threshold == tuned["threshold"]         # written into model.json
+    assert RunFolder(run).info().sigmoid_threshold == tuned["threshold"]         # written into model.json
     # prediction now uses it: the wrapped model's fixed logit is logit(threshold)
     t = tuned["threshold"]
-    assert load_model(read_run(run)).offset == pytest.approx(np.log(t / (1 - t)))
+    assert (RunFolder(run).info()).load_model().offset == pytest.approx(np.log(t / (1 - t)))

@@ -185,15 +185,15 @@ def test_teacher_with_another_class_table_is_refused(teacher_run, tmp_path):
 def test_teacher_renormalizes_the_students_input(teacher_run):
     """A student normalized differently must feed the teacher the same raw image."""
     from pixelseg.engine.distill import Teacher
-    from pixelseg.run.folder import load_model, read_run
-    info = read_run(teacher_run)
+    from pixelseg.run.folder import RunFolder
+    info = RunFolder(teacher_run).info()
     t_mean, t_std = torch.tensor(info.preprocessing.mean).view(1, 3, 1, 1), torch.tensor(info.preprocessing.std).view(1, 3, 1, 1)
     mean, std = [127.5] * 3, [127.5] * 3
     teacher = Teacher(teacher_run, 6, 3, mean, std, "cpu")
     raw = torch.rand(1, 3, 64, 64) * 255                        # the teacher's training size
     student_x = (raw - 127.5) / 127.5
     with torch.no_grad():
-        want = load_model(info)((raw - t_mean) / t_std)
+        want = info.load_model()((raw - t_mean) / t_std)
     assert torch.allclose(teacher(student_x), want, atol=1e-4)
     teacher.train()
     assert not teacher.model.training                           # the trainer's .train() never unfreezes it
@@ -205,15 +205,15 @@ def test_teacher_sees_its_own_training_size(teacher_run):
     import torch.nn.functional as F
 
     from pixelseg.engine.distill import Teacher
-    from pixelseg.run.folder import load_model, read_run
-    info = read_run(teacher_run)
+    from pixelseg.run.folder import RunFolder
+    info = RunFolder(teacher_run).info()
     assert tuple(info.preprocessing.image_size) == (64, 64)
     teacher = Teacher(teacher_run, 6, 3, info.preprocessing.mean, info.preprocessing.std, "cpu")
     x = torch.randn(2, 3, 40, 48)
     with torch.no_grad():
         up = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
-        want = F.interpolate(load_model(info)(up), size=(40, 48), mode="bilinear", align_corners=False)
-        direct = load_model(info)(x)
+        want = F.interpolate(info.load_model()(up), size=(40, 48), mode="bilinear", align_corners=False)
+        direct = info.load_model()(x)
     got = teacher(x)
     assert got.shape == (2, 6, 40, 48)
     assert torch.allclose(got, want, atol=1e-4)

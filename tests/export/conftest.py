@@ -65,7 +65,7 @@ def trained_run(tmp_path_factory) -> Path:
     from pixelseg.data.io import read_image, read_mask
     from pixelseg.run.checkpoints import save_weights
     from pixelseg.models import build_model, default_mean_std
-    from pixelseg.run.folder import Preprocessing, RunInfo, write_run_info
+    from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
 
     root = tmp_path_factory.mktemp("easy")
     data = write_easy_dataset(root / "data")
@@ -87,7 +87,7 @@ def trained_run(tmp_path_factory) -> Path:
     run = root / "run"
     info = RunInfo(run, "unet", "resnet18", index.classes, Preprocessing((32, 32), tuple(mean), tuple(std), 3), {})
     run.mkdir()
-    write_run_info(info)
+    RunFolder(info.path).write_info(info)
     save_weights(info.weights, model.eval())
     (run / "config.yaml").write_text(yaml.safe_dump({"data": {"root": str(data)}}))
     return run

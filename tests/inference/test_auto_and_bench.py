@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from pixelseg.fileio import user_cache
+
 from pixelseg.inference.predictor import Predictor
 from pixelseg.inference.backends import resolve_backend
 
@@ -24,7 +26,8 @@ def test_auto_on_a_run_folder_runs_the_cached_export_on_openvino(random_run, sce
     ref = Predictor(random_run, "cpu", backend="torch")
     pred = Predictor(random_run, "cpu", backend="auto")
     assert pred.backend_name == resolve_backend("auto", torch.device("cpu")) == "openvino"
-    assert list((random_run / ".cache").glob("model-*.onnx"))          # exported once, beside the run
+    assert list(user_cache("onnx").glob("model-*.onnx"))                # exported once, into the user's cache
+    assert not (random_run / ".cache").exists()                          # never into the run folder
     assert (pred.predict(scene) == ref.predict(scene)).mean() >= 0.999
 
 

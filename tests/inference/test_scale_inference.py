@@ -13,7 +13,7 @@ from pixelseg.models import windows
 from pixelseg.inference import tiling
 from pixelseg.inference.predictor import Predictor
 from pixelseg.models.outputs import resize_logits
-from pixelseg.run.folder import Preprocessing, load_model, read_run
+from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _scene(h=256, w=192):
 def test_model_json_and_exported_metadata_round_trip_scale_and_crop(scale_run):
     d = json.loads((scale_run / "model.json").read_text())["preprocessing"]
     assert d["resize"] == "scale" and d["scale"] == 0.5 and d["crop"] == [64, 64]
-    info = read_run(scale_run)
+    info = RunFolder(scale_run).info()
     assert info.preprocessing.scale == 0.5 and info.preprocessing.image_size == (64, 64)
     back = info_from_meta(json.loads(json.dumps(description(info, format="onnx"))), scale_run / "m.onnx")
     assert back.preprocessing == info.preprocessing
@@ -54,22 +54,22 @@ def test_scale_mode_sees_the_image_at_the_scale(scale_run):
     """The whole-image path equals the model run on the image resized by the scale, logits resized back."""
     p = Predictor(scale_run, device="cpu")
     image = _scene(200, 120)
-    info = read_run(scale_run)
+    info = RunFolder(scale_run).info()
     x = tiling.scaled_input(image, info.preprocessing)
     assert tuple(x.shape[1:]) == (96, 64)          # 100x60 at scale 0.5, sides to multiples of 32
     with torch.inference_mode():
-        ref = resize_logits(load_model(info)(x[None]), (200, 120))[0].argmax(0).numpy()
+        ref = resize_logits(info.load_model()(x[None]), (200, 120))[0].argmax(0).numpy()
     assert np.array_equal(p.predict(image), ref)
 
 
 def test_a_run_of_the_old_kind_predicts_exactly_as_before(random_run, scene):
     d = json.loads((random_run / "model.json").read_text())["preprocessing"]
     assert set(d) == {"image_size", "mean", "std", "in_channels", "resize"} and d["resize"] == "stretch"
-    info = read_run(random_run)
+    info = RunFolder(random_run).info()
     assert Preprocessing.from_dict(d).to_dict() == d
     big = np.kron(scene, np.ones((3, 2, 1), np.uint8))                   # 192x128: resized to 64x64 and back
     with torch.inference_mode():
-        ref = resize_logits(load_model(info)(preprocess(big, info.preprocessing)[None]), big.shape[:2])[0]
+        ref = resize_logits(info.load_model()(preprocess(big, info.preprocessing)[None]), big.shape[:2])[0]
     assert np.array_equal(Predictor(random_run, device="cpu").predict(big), ref.argmax(0).numpy())
 
 
@@ -78,7 +78,7 @@ def test_an_exported_scale_run_predicts_at_the_scale_too(scale_run, tmp_path):
     from pixelseg.deploy.export import export_run
     from pixelseg.deploy.metadata import read_exported
     out = export_run(scale_run, "onnx", tmp_path / "m.onnx", log=lambda *a, **k: None).path
-    assert read_exported(out).preprocessing == read_run(scale_run).preprocessing
+    assert read_exported(out).preprocessing == RunFolder(scale_run).info().preprocessing
     image = _scene(200, 120)
     exported = Predictor(out, device="cpu", backend="onnxruntime").predict(image)
     assert (exported == Predictor(scale_run, device="cpu").predict(image)).mean() > 0.99
@@ -101,17 +101,17 @@ def test_evaluation_slides_the_training_crop_over_images_over_the_budget(scale_r
             mask = np.zeros(image.shape[:2], np.uint8)
             mask[20:120, 10:90] = 1
             Image.fromarray(mask).save(tmp_path / split / "masks" / f"{stem}.png")
-    names = list(read_run(scale_run).classes.names)
+    names = list(RunFolder(scale_run).info().classes.names)
     (tmp_path / "classes.json").write_text(json.dumps({"names": names}))
     monkeypatch.setitem(windows.WHOLE_PIXELS, "cpu", 48 * 48)
     model_inputs = []
-    real_load = load_model
+    real_load = RunInfo.load_model
 
     def spying_load(info, device="cpu"):
         m = real_load(info, device)
         m.register_forward_pre_hook(lambda mod, args: model_inputs.append(tuple(args[0].shape[-2:])))
         return m
-    monkeypatch.setattr("pixelseg.run.folder.load_model", spying_load)
+    monkeypatch.setattr(RunInfo, "load_model", spying_load)
     analysis = analyze_run(scale_run, tmp_path, "val", device="cpu", batch_size=4)
     assert model_inputs and max(h * w for h, w in model_inputs) <= 64 * 64     # windows of the 64x64 crop only
     predicted = {stem: Predictor(scale_run, device="cpu").predict(image) for stem, image in images.items()}

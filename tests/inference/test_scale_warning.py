@@ -13,14 +13,14 @@ from pixelseg.cli.main import main
 from pixelseg.errors import PixelsegWarning
 from pixelseg.inference.bench import model_run
 from pixelseg.inference.predictor import Predictor
-from pixelseg.run.folder import Preprocessing, RunFolder, read_run
+from pixelseg.run.folder import Preprocessing, RunFolder
 
 
 @pytest.fixture(scope="module")
 def shrunk_run(tmp_path_factory):
     """A 64x64 run whose training images were 256x256 (shrunk 4x on the way in)."""
     folder = model_run("unet", (64, 64), 3, tmp_path_factory.mktemp("shrunk") / "run", encoder="resnet18")
-    info = read_run(folder)
+    info = RunFolder(folder).info()
     RunFolder(folder).write_info(replace(info, preprocessing=replace(info.preprocessing, source_size=(256, 256))))
     return folder
 
@@ -30,7 +30,7 @@ def _image(h, w, seed=0):
 
 
 def test_source_size_round_trips_and_gives_the_training_scale(shrunk_run):
-    pre = read_run(shrunk_run).preprocessing
+    pre = RunFolder(shrunk_run).info().preprocessing
     assert pre.source_size == (256, 256) and pre.stretch_scale == pytest.approx(0.25)
     assert Preprocessing.from_dict(pre.to_dict()) == pre
     old = Preprocessing.from_dict({k: v for k, v in pre.to_dict().items() if k != "source_size"})
@@ -57,7 +57,7 @@ def test_tile_true_runs_windows_at_the_training_scale(shrunk_run):
     size, which is the run-at-a-scale path with scale 0.25 (not 64 px windows at native resolution)."""
     image = _image(512, 512)
     tiled = Predictor(shrunk_run, "cpu", tile=True).predict(image)
-    info = read_run(shrunk_run)
+    info = RunFolder(shrunk_run).info()
     as_scale = replace(info.preprocessing, resize="scale", scale=0.25, source_size=None)
     RunFolder(shrunk_run).write_info(replace(info, preprocessing=as_scale))
     try:

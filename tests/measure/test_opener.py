@@ -15,7 +15,7 @@ from pixelseg.errors import PixelsegError
 from pixelseg.measure import verbs
 from pixelseg.measure.opener import open_split
 from pixelseg.reports.analysis import analyze_run
-from pixelseg.run.folder import RunFolder, load_model
+from pixelseg.run.folder import RunFolder
 
 COLORS = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
 
@@ -65,7 +65,7 @@ def test_export_measures_the_same_miou_as_evaluate(colour_run):
     colour masks the two numbers are identical (the old export read the RGB masks raw)."""
     _, run = colour_run
     info = RunFolder(run).info()
-    exported = val_miou(_reference(load_model(info, torch.device("cpu"))), info)
+    exported = val_miou(_reference(info.load_model(torch.device("cpu"))), info)
     evaluated = verbs.evaluate_run(run, device="cpu")["mIoU"]
     assert exported == pytest.approx(evaluated, abs=1e-12)
 

@@ -50,8 +50,8 @@ def add_parsers(sub) -> None:
 
 
 def _run_folder(path: str) -> None:
-    from pixelseg.run.folder import read_run
-    read_run(path)          # a missing folder or a non-run: one line, before any work
+    from pixelseg.run.folder import RunFolder
+    RunFolder(path).info()          # a missing folder or a non-run: one line, before any work
 
 
 def cmd_audit(a) -> int:

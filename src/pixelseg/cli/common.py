@@ -113,9 +113,9 @@ def check_not_run_file(path: str | Path | None, run: str | Path | None, flag: st
     refused before any work: it would replace the run's own description or weights."""
     if path is None or run is None:
         return
-    from pixelseg.run.folder import is_run
+    from pixelseg.run.folder import RunFolder
     path, run = Path(path), Path(run)
-    if path.is_file() and is_run(run) and path.resolve().parent == run.resolve():
+    if path.is_file() and RunFolder(run).is_run() and path.resolve().parent == run.resolve():
         raise PixelsegError(f"{flag} {path}: is a file of the run {run}; writing it would damage the run — "
                             "give a path outside the run folder")
 

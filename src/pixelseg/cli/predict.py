@@ -65,9 +65,9 @@ def predictor_from_args(a, source, device: str | None = None):
 
 
 def cmd_predict(a) -> int:
-    from pixelseg.run.folder import is_run, read_run
-    if is_run(a.run):        # a damaged model.json is one line before torch loads (seconds on a busy machine)
-        read_run(a.run)
+    from pixelseg.run.folder import RunFolder
+    if RunFolder(a.run).is_run():        # a damaged model.json is one line before torch loads (seconds on a busy machine)
+        RunFolder(a.run).info()
     from pixelseg.inference import jobs
     from pixelseg.inference.video import is_video
     videos = [i for i in a.inputs if is_video(i)]

@@ -51,7 +51,7 @@ def cmd_completion(a) -> int:
 
 def run_rows(folder: str | Path) -> list[dict]:
     """One row per run folder under `folder` (itself, its children and grandchildren), newest first."""
-    from pixelseg.run.folder import RunFolder, is_run
+    from pixelseg.run.folder import RunFolder
     root = Path(folder)
     if not root.is_dir():
         raise PixelsegError(f"{root}: no such folder; give the folder that holds your run folders (default runs/)")
@@ -59,7 +59,7 @@ def run_rows(folder: str | Path) -> list[dict]:
                   *sorted(q for p in root.iterdir() if p.is_dir() for q in p.iterdir() if q.is_dir())]
     rows = []
     for path in candidates:
-        if not is_run(path):
+        if not RunFolder(path).is_run():
             continue
         run = RunFolder(path)
         try:

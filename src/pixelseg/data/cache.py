@@ -1,7 +1,7 @@
 """Decode a big image once: a memory-mapped .npy per source file, so random crops read only their window.
 
 Decoding a 1536x1536 PNG takes ~50 ms on one core: once per crop it would dominate a CPU training step.
-The decoded array is stored under the cache folder (PIXELSEG_CACHE, else ~/.cache/pixelseg/decoded),
+The decoded array is stored under the cache folder (fileio.user_cache: PIXELSEG_CACHE/decoded, else ~/.cache/pixelseg/decoded),
 named by a hash of the file's resolved path, modification time, size and what was decoded (image
 channels or mask), written atomically (a killed run leaves no half file) and opened with mmap_mode="r":
 the page cache shares it between loader workers and a crop touches only its rows. A changed source
@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelseg.fileio import atomic_path
+from pixelseg.fileio import atomic_path, user_cache
 
 MIN_PIXELS = 1_000_000        # below this, decoding is about as fast as reading the cache
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("PIXELSEG_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "pixelseg" / "decoded"
+    return user_cache("decoded")
 
 
 def cache_key(path: Path, what: str) -> str:

@@ -45,7 +45,8 @@ class ExportReport:
 
 
 def default_out(run: Path, fmt: str, int8: bool) -> Path:
-    return Path(run) / "export" / f"model{'.int8' if int8 else ''}{SUFFIX[fmt]}"
+    from pixelseg.run.folder import RunFolder
+    return RunFolder(run).export_dir / f"model{'.int8' if int8 else ''}{SUFFIX[fmt]}"
 
 
 def _check_combination(fmt: str, int8: bool, out: Path) -> None:
@@ -146,7 +147,7 @@ def export_run(run, fmt: str = "onnx", out=None, *, int8: bool = False, calib=No
     from pixelseg.deploy.metadata import description
     from pixelseg.deploy.onnx import export_onnx
     from pixelseg.deploy.runtime import OnnxRuntimeBackend, OpenVinoBackend
-    from pixelseg.run.folder import RunFolder, load_model
+    from pixelseg.run.folder import RunFolder
 
     t0 = time.perf_counter()
     info = RunFolder(run).info()
@@ -154,8 +155,8 @@ def export_run(run, fmt: str = "onnx", out=None, *, int8: bool = False, calib=No
     _check_combination(fmt, int8, out)
     min_agreement = min_agreement if min_agreement is not None else (INT8_MIN_AGREEMENT if int8 else FP32_MIN_AGREEMENT)
     cpu = torch.device("cpu")
-    model = load_model(info, cpu)
-    reference = _reference(load_model(info, cpu))   # its own copy: tracing must not touch the reference
+    model = info.load_model(cpu)
+    reference = _reference(info.load_model(cpu))   # its own copy: tracing must not touch the reference
     meta = description(info, format=fmt, int8=int8)
     calib_n = 0
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,11 +40,11 @@ class Teacher(nn.Module):
 
     def __init__(self, run: str | Path, num_classes: int, in_channels: int, mean, std, device):
         super().__init__()
-        from pixelseg.run.folder import is_run, load_model, read_run
+        from pixelseg.run.folder import RunFolder
 
-        if not is_run(run):
+        if not RunFolder(run).is_run():
             raise PixelsegError(f"{run}: --teacher takes a pixelseg run folder (with model.json and model.safetensors)")
-        info = read_run(run)
+        info = RunFolder(run).info()
         if info.classes.num_classes != num_classes:
             raise PixelsegError(f"{run}: the teacher predicts {info.classes.num_classes} classes, this dataset has "
                                 f"{num_classes}; distill from a run trained on the same class table")
@@ -52,7 +52,7 @@ class Teacher(nn.Module):
             raise PixelsegError(f"{run}: the teacher takes {info.preprocessing.in_channels}-channel images, the student "
                                 f"{in_channels}; distill from a run trained on the same kind of images")
         self.name = info.model
-        self.model = load_model(info, device).eval().requires_grad_(False)
+        self.model = info.load_model(device).eval().requires_grad_(False)
         t_mean, t_std = info.preprocessing.mean, info.preprocessing.std
         as_t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         # x_teacher = (x_student * std_s + mean_s - mean_t) / std_t, an affine map per channel

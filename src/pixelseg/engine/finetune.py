@@ -50,12 +50,12 @@ class InitReport:
 
 def adopt_run_architecture(cfg: Config) -> Config:
     """With --init-from RUN and no --model/--encoder, fine-tune the run's own architecture."""
-    from pixelseg.run.folder import is_run, read_run
+    from pixelseg.run.folder import RunFolder
 
     src = cfg.model.init_from
-    if not src or not is_run(src):
+    if not src or not RunFolder(src).is_run():
         return cfg
-    info = read_run(src, need_weights=False)
+    info = RunFolder(src).info(need_weights=False)
     overrides = {}
     if cfg.model.name is None:
         overrides["model.name"] = info.model
@@ -66,15 +66,15 @@ def adopt_run_architecture(cfg: Config) -> Config:
 
 def read_source(source: str | Path, model_name: str | None = None) -> tuple[dict, str, object]:
     """(state_dict, description, RunInfo or None) for a run folder or a weights file."""
-    from pixelseg.run.folder import is_run, read_run
+    from pixelseg.run.folder import RunFolder
 
     path = Path(source)
     info = None
     if path.is_dir():
-        if not is_run(path):
+        if not RunFolder(path).is_run():
             raise PixelsegError(f"{path}: not a pixelseg run folder (no model.json); give a run folder or a "
                                 ".safetensors/.pth weights file to --init-from")
-        info = read_run(path)
+        info = RunFolder(path).info()
         if model_name is not None and info.model != model_name:
             raise PixelsegError(f"{path}: was trained as '{info.model}', this run is '{model_name}'; fine-tune the same "
                                 f"architecture (--model {info.model}) or use --teacher {path} to distill across models")

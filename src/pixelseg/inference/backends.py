@@ -84,9 +84,11 @@ class TorchBackend:
 
 
 def cached_onnx(info, model: torch.nn.Module) -> Path:
-    """The run's model as ONNX, exported once and reused: keyed by the weights and model.json, kept in
-    RUN/.cache/ (or the temp folder when the run folder is read-only)."""
+    """The run's model as ONNX, exported once and reused: keyed by the hash of the weights and model.json, kept
+    in the user's cache (fileio.user_cache("onnx"); the temp folder when that is not writable), never in the run
+    folder: prediction and serving only read a run."""
     from pixelseg.deploy.onnx import export_onnx
+    from pixelseg.fileio import user_cache
 
     h = hashlib.sha256()
     with open(info.weights, "rb") as f:
@@ -94,7 +96,7 @@ def cached_onnx(info, model: torch.nn.Module) -> Path:
             h.update(chunk)
     h.update(json.dumps(info.to_dict(), sort_keys=True).encode())
     name = f"model-{h.hexdigest()[:16]}.onnx"
-    for folder in (info.path / ".cache", Path(tempfile.gettempdir()) / "pixelseg-cache"):
+    for folder in (user_cache("onnx"), Path(tempfile.gettempdir()) / "pixelseg-cache" / "onnx"):
         target = folder / name
         if target.is_file():
             return target
@@ -105,7 +107,7 @@ def cached_onnx(info, model: torch.nn.Module) -> Path:
                 return target
         except PermissionError:
             continue
-    raise PixelsegError(f"{info.path}: cannot write the ONNX cache there or in the temp folder; "
+    raise PixelsegError(f"{user_cache('onnx')}: cannot write the ONNX cache there or in the temp folder; "
                         "export once with `pixelseg export RUN --format onnx` and predict with the .onnx file")
 
 

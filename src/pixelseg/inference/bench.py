@@ -123,7 +123,7 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
     """Benchmark `source` (a run folder or a registered model name). Returns {"rows": [...], "setup": {...}}."""
     from pixelseg.inference.backends import available
     from pixelseg.models import MODELS
-    from pixelseg.run.folder import is_run, read_run
+    from pixelseg.run.folder import RunFolder
 
     wanted = list(paths or [p for p in PATHS if int8 or "int8" not in p])
     unknown = [p for p in wanted if p not in PATHS]
@@ -133,7 +133,7 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     with contextlib.ExitStack() as stack:
-        if is_run(source):
+        if RunFolder(source).is_run():
             run = Path(source)
         elif str(source) in MODELS:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pixelseg-bench-")))
@@ -144,7 +144,7 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
         else:
             raise PixelsegError(f"{source}: neither a run folder (with model.json) nor a registered model name; "
                                 "see `pixelseg models`")
-        info = read_run(run)
+        info = RunFolder(run).info()
         size = tuple(size or info.preprocessing.image_size)
         x = bench_input(info, size, batch, log if run == Path(source) else (lambda *_: None))
         cpu = torch.device("cpu")
@@ -195,20 +195,19 @@ def _make_path(path: str, info, run: Path, cpu: torch.device, threads: int, cali
         TorchBackend,
         cached_onnx,
     )
-    from pixelseg.run.folder import load_model
 
     precision = "bf16" if path.endswith("bf16") else "fp32"
     if path == "eager":      # plain PyTorch as most code runs it: no_grad, default layout, fp32
-        model = load_model(info, cpu)
+        model = info.load_model(cpu)
 
         def eager(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return model(x)
         return eager
     if path.startswith("torch"):
-        return TorchBackend(load_model(info, cpu), cpu, precision, channels_last=True)
+        return TorchBackend(info.load_model(cpu), cpu, precision, channels_last=True)
     file = (_int8_file(run, "onnx", calib, calib_count, log) if path.endswith("int8")
-            else cached_onnx(info, load_model(info, cpu)))
+            else cached_onnx(info, info.load_model(cpu)))
     cls = OnnxRuntimeBackend if path.startswith("onnxruntime") else OpenVinoBackend
     return cls(file, cpu, threads, precision)
 

@@ -33,7 +33,7 @@ from pixelseg.inference.tiling import scaled_bands, scaled_input, sliding_window
 from pixelseg.inference.tta import TTA, tta_probs
 from pixelseg.models.outputs import argmax
 from pixelseg.models.outputs import resize_logits
-from pixelseg.run.folder import load_model, pick_device, read_run
+from pixelseg.run.folder import RunFolder, pick_device
 
 SCALE_WARN = 2.0    # an input over 2x larger or smaller (linear) than the training images is warned about
 MAX_SCALE_NOTES = 64   # distinct flagged sizes a Predictor remembers (and warns about)
@@ -63,8 +63,8 @@ class Predictor:
             self.model = None
             self.backend = make_backend(name, self.device, path=path, threads=threads, precision=precision)
         else:
-            self.info = read_run(run)
-            self.model = load_model(self.info, self.device)
+            self.info = RunFolder(run).info()
+            self.model = self.info.load_model(self.device)
             self.backend = make_backend(name, self.device, model=self.model, info=self.info, threads=threads,
                                         precision=precision)
         # tile=True: windows of the training size at the training scale (the images were resized by

@@ -102,7 +102,7 @@ def tune_threshold(run, data=None, split: str = "val", device: str = "auto") -> 
     a labelled split of `data` (default: the run's training data; swept in steps of 0.01 in one pass), written
     into RUN/model.json (atomically) so that predict, evaluate, export and serve use it.
     Returns {"threshold", "mIoU", "threshold_before", "mIoU_before", "images", "data"}."""
-    from pixelseg.run.folder import RunFolder, load_model, pick_device
+    from pixelseg.run.folder import RunFolder, pick_device
 
     folder = RunFolder(run)
     info = folder.info()
@@ -111,7 +111,7 @@ def tune_threshold(run, data=None, split: str = "val", device: str = "auto") -> 
                             "threshold to tune")
     labelled = open_split(run, data, split, verb="tune the threshold")
     dev = pick_device(device)
-    model = load_model(info, dev).model      # the one-channel network inside the 2-class view
+    model = info.load_model(dev).model      # the one-channel network inside the 2-class view
     sweep = ThresholdSweep(labelled.classes.ignore_index)
     # no sliding window here: the sweep needs the one raw logit, which blended window probabilities are not
     evaluate_split(model, labelled.loader(), dev, [lambda p: sweep.update(p.logits, p.mask[None])])

@@ -350,7 +350,7 @@ def audit_run(run, data=None, split: str = "train", folds: int | None = None, ou
     folder = RunFolder(run)
     labelled = open_split(run, data, split, verb="audit")
     index, samples = labelled.index, labelled.samples
-    out = folder.path / "audit" if out is None else Path(out)
+    out = folder.audit_dir if out is None else Path(out)
     if labelme:
         from pixelseg.data.tools.labelling import check_export_folder
         check_export_folder(out / "labelme")      # before the fold models train: it may hold someone's corrections

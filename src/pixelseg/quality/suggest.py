@@ -96,7 +96,7 @@ def suggest(run, unlabeled, n: int = 10, seed: int = 0, out=None, *, kind: str =
               "n": int(n), "seed": int(seed), "kind": kind,
               **({"class_weights": [round(float(w), 4) for w in weights]} if weights is not None else {}),
               "picked": [{"rank": r + 1, "image": str(paths[i]), "score": scores[i]} for r, i in enumerate(picks)]}
-    out = Path(out) if out is not None else folder.path / "suggest"
+    out = Path(out) if out is not None else folder.suggest_dir
     if labelme:
         from pixelseg.data.tools.labelling import check_export_folder
         check_export_folder(out / "labelme")      # before the work: it may hold someone's corrections

@@ -224,14 +224,14 @@ def analyze_run(run, data=None, split: str = "val", device: str = "auto", batch_
     caller (then `data` is not read again). `progress(done, total)` is called after every batch."""
     from pixelseg.measure.evaluation import eval_window, evaluate_split
     from pixelseg.measure.opener import open_split
-    from pixelseg.run.folder import RunFolder, load_model, pick_device
+    from pixelseg.run.folder import RunFolder, pick_device
 
     info = RunFolder(run).info()
     if labelled is None:
         labelled = open_split(run, data, split, verb="report")
     samples = labelled.samples
     dev = pick_device(device)
-    model = load_model(info, dev)
+    model = info.load_model(dev)
     col = Collector(info.classes, gallery)
 
     t = info.temperature

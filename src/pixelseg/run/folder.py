@@ -91,6 +91,34 @@ class RunInfo:
     def weights(self) -> Path:
         return self.path / "model.safetensors"
 
+    def load_model(self, device="cpu"):
+        """Build the run's architecture and load its best weights (safetensors: no pickle)."""
+        from safetensors.torch import load_file
+
+        from pixelseg.models import build_model
+
+        binary = self.sigmoid_threshold is not None
+        try:
+            model = build_model(self.model, 1 if binary else self.classes.num_classes, self.preprocessing.in_channels, self.encoder)
+        except PixelsegError as e:     # an unknown name read from the file: say which file
+            raise PixelsegError(f"{self.path / 'model.json'}: {e}") from None
+        try:
+            state = load_file(str(self.weights), device=str(device))
+        except Exception as e:
+            raise PixelsegError(f"{self.weights}: cannot read weights ({str(e).splitlines()[0][:160]}); the file is damaged — retrain or restore it") from None
+        target = model.state_dict()
+        missing = [k for k in target if k not in state]
+        unexpected = [k for k in state if k not in target]
+        wrong_shape = [k for k in state if k in target and state[k].shape != target[k].shape]
+        if missing or unexpected or wrong_shape:
+            raise PixelsegError(f"{self.weights}: weights do not fit {self.model} ({len(missing)} missing, {len(unexpected)} unexpected, "
+                                f"{len(wrong_shape)} wrong-shape keys); model.json and the weights come from different runs")
+        model.load_state_dict(state)
+        if binary:   # seen as 2-class logits, so every consumer (predict, TTA, tiles, export, serve) stays one path
+            from pixelseg.models.outputs import TwoClassLogits
+            model = TwoClassLogits(model, self.sigmoid_threshold)
+        return model.to(device).eval()
+
     def to_dict(self) -> dict:
         model = {"name": self.model, "encoder": self.encoder, "num_classes": self.classes.num_classes,
                  "in_channels": self.preprocessing.in_channels}
@@ -104,18 +132,14 @@ class RunInfo:
                 "preprocessing": self.preprocessing.to_dict(), "classes": self.classes.to_dict(), "best": self.best}
 
 
-def write_run_info(info: RunInfo) -> None:
+def _write_run_info(info: RunInfo) -> None:
     from pixelseg import __version__
     d = info.to_dict()
     d["pixelseg_version"] = __version__
     write_json(info.path / "model.json", d)
 
 
-def is_run(path: str | Path) -> bool:
-    return (Path(path) / "model.json").is_file()
-
-
-def read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
+def _read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
     path = Path(path)
     mj = path / "model.json"
     if not path.exists():
@@ -145,35 +169,6 @@ def read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
     return info
 
 
-def load_model(info: RunInfo, device="cpu"):
-    """Build the run's architecture and load its best weights (safetensors: no pickle)."""
-    from safetensors.torch import load_file
-
-    from pixelseg.models import build_model
-
-    binary = info.sigmoid_threshold is not None
-    try:
-        model = build_model(info.model, 1 if binary else info.classes.num_classes, info.preprocessing.in_channels, info.encoder)
-    except PixelsegError as e:     # an unknown name read from the file: say which file
-        raise PixelsegError(f"{info.path / 'model.json'}: {e}") from None
-    try:
-        state = load_file(str(info.weights), device=str(device))
-    except Exception as e:
-        raise PixelsegError(f"{info.weights}: cannot read weights ({str(e).splitlines()[0][:160]}); the file is damaged — retrain or restore it") from None
-    target = model.state_dict()
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    wrong_shape = [k for k in state if k in target and state[k].shape != target[k].shape]
-    if missing or unexpected or wrong_shape:
-        raise PixelsegError(f"{info.weights}: weights do not fit {info.model} ({len(missing)} missing, {len(unexpected)} unexpected, "
-                            f"{len(wrong_shape)} wrong-shape keys); model.json and the weights come from different runs")
-    model.load_state_dict(state)
-    if binary:   # seen as 2-class logits, so every consumer (predict, TTA, tiles, export, serve) stays one path
-        from pixelseg.models.outputs import TwoClassLogits
-        model = TwoClassLogits(model, info.sigmoid_threshold)
-    return model.to(device).eval()
-
-
 def pick_device(device: str = "auto"):
     """The torch.device for --device: auto is CUDA where a GPU is visible, else the CPU."""
     import torch
@@ -193,10 +188,24 @@ class RunFolder:
 
     Readers of optional files return an empty value when the file is absent ({} / [] / None) and raise a
     one-line PixelsegError naming the file when it is there but damaged.
+
+    What a run folder holds (TENANTS), and who writes it:
+      training        config.yaml, classes.json, model.json, model.safetensors, last.pt (resume state),
+                      metrics.csv, metrics.json, recipe.json, environment.json
+      report          report/ (report.html and its PNGs; `pixelseg report`, evaluate, train)
+      export          export/ (the default place of `pixelseg export` files)
+      audit, suggest  audit/ and suggest/ (their default out folders)
+      trackers        tensorboard/ and wandb/ (--logger); MLflow's local store is RUN/../mlruns, beside the run
+      calibrate       rewrites model.json (temperature), tune-threshold likewise (threshold)
+    Nothing else writes into a run: predict and serve only read it (the ONNX graph the fast backends need is
+    cached in the user's cache, fileio.user_cache).
     """
 
     CONFIG, CLASSES, MODEL, WEIGHTS, STATE = "config.yaml", "classes.json", "model.json", "model.safetensors", "last.pt"
     HISTORY, METRICS, RECIPE, ENVIRONMENT, REPORT = "metrics.csv", "metrics.json", "recipe.json", "environment.json", "report"
+    EXPORT, AUDIT, SUGGEST, TENSORBOARD, WANDB = "export", "audit", "suggest", "tensorboard", "wandb"
+    TENANTS = (CONFIG, CLASSES, MODEL, WEIGHTS, STATE, HISTORY, METRICS, RECIPE, ENVIRONMENT, REPORT, EXPORT, AUDIT,
+               SUGGEST, TENSORBOARD, WANDB)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -239,12 +248,28 @@ class RunFolder:
 
     @property
     def tensorboard_dir(self) -> Path:
-        return self.path / "tensorboard"
+        return self.path / self.TENSORBOARD
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.path / self.WANDB
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / self.EXPORT
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.path / self.AUDIT
+
+    @property
+    def suggest_dir(self) -> Path:
+        return self.path / self.SUGGEST
 
     # -- what is there -----------------------------------------------------------------------------------
     def is_run(self) -> bool:
         """A finished or running run: model.json is written before the first step."""
-        return is_run(self.path)
+        return (self.path / self.MODEL).is_file()
 
     def has_state(self) -> bool:
         return self.state_path.is_file()
@@ -254,13 +279,13 @@ class RunFolder:
 
     # -- model.json, weights, resumable state --------------------------------------------------------------
     def info(self, need_weights: bool = True) -> RunInfo:
-        return read_run(self.path, need_weights)
+        return _read_run(self.path, need_weights)
 
     def write_info(self, info: RunInfo) -> None:
-        write_run_info(info)
+        _write_run_info(info)
 
     def load_model(self, device="cpu"):
-        return load_model(self.info(), device)
+        return self.info().load_model(device)
 
     def save_weights(self, model) -> None:
         save_weights(self.weights, model)

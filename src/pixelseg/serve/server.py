@@ -72,13 +72,13 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
                access_log: bool = True) -> None:
     import uvicorn
 
-    from pixelseg.run.folder import read_run
+    from pixelseg.run.folder import RunFolder
 
     if workers < 1:
         raise PixelsegError(f"--workers must be at least 1 (got {workers})")
     if not 0 <= port <= 65535:
         raise PixelsegError(f"--port {port} is not a TCP port (0..65535)")
-    info = read_run(settings.run)                  # a bad run folder fails here, before anything binds
+    info = RunFolder(settings.run).info()                  # a bad run folder fails here, before anything binds
     if port == 0:
         port = free_port(host)                      # --port 0: any free port, and the address printed is real
     shown = f"[{host}]" if ":" in host else host
