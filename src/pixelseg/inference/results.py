@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelseg.errors import PixelsegError
+from pixelseg.inference.outputs import output_stems
 
 _CHANNELS = (1, 3, 4)
 REPR_MAX_SIDE = 1024            # Jupyter shows the picture at most this wide/high (the data stays full size)
@@ -89,19 +90,15 @@ class Result:
         return add_legend(self.overlay(alpha), self.classes.names, self.classes.colors, np.array(present, int), extra)
 
     def save(self, directory: str | Path, overlay: bool = True, alpha: float = 0.5) -> list[Path]:
-        """DIR/<name>.png (palette PNG whose values are the class indices) and DIR/<name>_overlay.png, each
+        """The files `pixelseg predict` writes for this image (inference/outputs.py): DIR/<name>.png (palette PNG
+        whose values are the class indices), DIR/<name>_overlay.png, and <name>.tif for a GeoTIFF input, each
         written atomically; returns the paths."""
-        from pixelseg.viz.overlay import save_label_png, save_overlay
+        from pixelseg.inference.outputs import PredictionWriter
         out = Path(directory)
         if out.exists() and not out.is_dir():
             raise PixelsegError(f"{out}: is a file; give a folder to save results in (it is created if missing)")
-        out.mkdir(parents=True, exist_ok=True)
-        written = [out / f"{self.name}.png"]
-        save_label_png(written[0], self.labels, self.classes.colors, self.classes.ignore_index)
-        if overlay:
-            written.append(out / f"{self.name}_overlay.png")
-            save_overlay(written[1], self.image, self.labels, self.classes, alpha)
-        return written
+        image = self.image if self.image.ndim == 3 else self.image[:, :, None]
+        return PredictionWriter(out, self.classes, overlay, alpha).write(self.source, self.name, image, self.labels)
 
     def plot(self, alpha: float = 0.5, figsize: tuple[float, float] | None = None):
         """A matplotlib Figure: the image and the overlay side by side, the classes present as a legend.
@@ -186,11 +183,10 @@ def gather(source, channels: int) -> list[tuple[np.ndarray, Path | None, str]]:
         batch = arr if arr.ndim == 4 else arr[None]
         for a in batch:
             out.append((channels_last(a, "image array" if arr.ndim < 4 else "batch item"), None, ""))
-    names = [n for _, _, n in out]
+    files = [p for _, p, _ in out if p is not None]
+    named = dict(zip(files, output_stems(files)))       # the rule predict's files are named by
     width = len(str(len(out) - 1))
-    # array inputs get their position as a name; files keep their stem unless two share it
-    return [(a, p, (f"{p.parent.name}_{n}" if p and names.count(n) > 1 else n) or f"image_{i:0{width}d}")
-            for i, (a, p, n) in enumerate(out)]
+    return [(a, p, named[p] if p is not None else f"image_{i:0{width}d}") for i, (a, p, _) in enumerate(out)]
 
 
 def predict(predictor, source, batch_size: int = 4) -> list[Result]:
