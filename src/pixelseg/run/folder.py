@@ -139,6 +139,10 @@ def _write_run_info(info: RunInfo) -> None:
     write_json(info.path / "model.json", d)
 
 
+# the temperatures a run may hold: the range measure.calibration.fit_temperature fits in (T_MIN, T_MAX)
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
 def _read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
     path = Path(path)
     mj = path / "model.json"
@@ -156,8 +160,10 @@ def _read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
                        float(d["model"].get("temperature", 1.0)), d["model"].get("pretrained"))
         if info.pretrained is not None and not isinstance(info.pretrained, dict):
             raise ValueError(f"model.pretrained is {type(info.pretrained).__name__}, not an object")
-        if not info.temperature > 0:
-            raise ValueError(f"temperature {info.temperature} is not positive")
+        lo, hi = TEMPERATURE_RANGE
+        if not lo <= info.temperature <= hi:     # NaN, inf, 0, negative, 1e-300 (logits / T overflows), 1e300
+            raise ValueError(f"model.temperature {info.temperature:g} is outside {lo:g}..{hi:g} (the range "
+                             f"`pixelseg calibrate` fits in); run calibrate again or delete the key")
         problem = description_problem(info.preprocessing, d["model"], info.classes.num_classes)
         if problem:
             raise ValueError(problem)
