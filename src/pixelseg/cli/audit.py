@@ -33,7 +33,7 @@ def add_parsers(sub) -> None:
 
     s = sub.add_parser("suggest", help="rank unlabelled images by how much labelling them should help "
                                        "(uncertain, and not alike)")
-    s.add_argument("run", help="run folder")
+    s.add_argument("run", help="run folder, or hf://user/name")
     s.add_argument("unlabeled", nargs="+", metavar="UNLABELED", help="folders or files of unlabelled images")
     s.add_argument("--n", type=POSITIVE_INT, default=10, help="how many images to suggest (default %(default)s)")
     s.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="tie-break seed (default %(default)s)")

@@ -11,7 +11,7 @@ from pixelseg.errors import PixelsegError
 
 def add_parsers(sub) -> None:
     e = sub.add_parser("evaluate", help="metrics of a run (or of label maps from any model) on a split")
-    e.add_argument("run", nargs="?", help="run folder")
+    e.add_argument("run", nargs="?", help="run folder, or hf://user/name")
     e.add_argument("--pred-dir", help="folder of <stem>.png label maps to score instead of a run (needs --data)")
     e.add_argument("--data", help=DATA_HELP)
     e.add_argument("--split", default="val", help="labelled split to score (default %(default)s)")

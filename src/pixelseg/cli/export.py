@@ -8,7 +8,7 @@ from pixelseg.cli.common import POSITIVE_INT, bounded, console, size
 
 def add_parsers(sub) -> None:
     x = sub.add_parser("export", help="a run as a self-describing ONNX / OpenVINO / TorchScript file, parity-checked")
-    x.add_argument("run", help="run folder")
+    x.add_argument("run", help="run folder, or hf://user/name")
     x.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript"], help="default %(default)s")
     x.add_argument("--out", help="output file (default RUN/export/model[.int8].onnx|.xml|.pt)")
     x.add_argument("--int8", action="store_true", help="static INT8 (QDQ, per-channel), calibrated on your images")

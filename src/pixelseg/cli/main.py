@@ -28,6 +28,33 @@ def build_parser() -> Parser:
     return ap
 
 
+# commands that only read a run take an hf://user/name[@rev] reference in its place (pulled into the Hub cache);
+# calibrate and tune-threshold write into the run, so they want a folder of the user's (`pixelseg pull --out`)
+HUB_READERS = {"evaluate", "report", "compare", "export", "bench", "serve", "audit", "suggest", "predict"}
+HUB_WRITERS = {"calibrate", "tune-threshold"}
+
+
+def pull_hub_runs(args) -> None:
+    """Replace hf:// references among the command's run arguments by the pulled run folders."""
+    refs = [(attr, v) for attr in ("run", "source") if isinstance(v := getattr(args, attr, None), str)]
+    refs += [("runs", v) for v in getattr(args, "runs", None) or []]
+    if not any(v.startswith("hf://") for _, v in refs):
+        return
+    if args.command in HUB_WRITERS:
+        ref = next(v for _, v in refs if v.startswith("hf://"))
+        raise PixelsegError(f"{ref}: `pixelseg {args.command}` writes into the run; pull it into a folder of yours "
+                            f"first (`pixelseg pull {ref[5:]} --out DIR`) and give DIR")
+    if args.command not in HUB_READERS:
+        return
+    from pixelseg.hub import resolve_source
+    for attr in ("run", "source"):
+        v = getattr(args, attr, None)
+        if isinstance(v, str) and v.startswith("hf://"):
+            setattr(args, attr, str(resolve_source(v)))
+    if getattr(args, "runs", None):
+        args.runs = [str(resolve_source(v)) if v.startswith("hf://") else v for v in args.runs]
+
+
 def _version() -> str:
     from pixelseg import __version__
     return f"pixelseg {__version__}"
@@ -41,6 +68,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=PixelsegWarning)   # each command prints its own "warning:" lines
     try:
         apply_max_pixels(args)          # the decode gate's limit, for every command that takes --max-pixels
+        pull_hub_runs(args)
         return args.handler(args)
     except PixelsegError as e:
         print(f"pixelseg: error: {e}", file=sys.stderr)

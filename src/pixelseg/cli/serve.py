@@ -8,7 +8,7 @@ from pixelseg.cli.common import POSITIVE, POSITIVE_INT, bounded
 
 def add_parser(sub) -> None:
     s = sub.add_parser("serve", help="HTTP API and web page for a run (POST /v1/segment, page at /)")
-    s.add_argument("run", help="run folder")
+    s.add_argument("run", help="run folder, or hf://user/name (pulled into the Hub cache)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     s.add_argument("--port", type=bounded(int, "port 0..65535", ge=0, le=65535), default=8000, help="default %(default)s")
     s.add_argument("--backend", default="auto", help="inference backend: auto | torch | onnxruntime | openvino "

@@ -1,0 +1,76 @@
+"""Every command that only reads a run takes an hf://user/name reference in its place (pulled through the real
+huggingface_hub client from a local fake of the Hub: no network); the commands that write into a run refuse it
+with the way round."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("huggingface_hub")
+
+import pixelseg
+from pixelseg import hub
+from pixelseg.cli import main
+from pixelseg.data.classes import ClassTable
+from pixelseg.models import build_model
+from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
+
+from hub_fake import FakeHub  # tests/ is on sys.path
+
+CLASSES = ClassTable(("background", "road"), ((0, 0, 0), (128, 64, 128)))
+
+
+@pytest.fixture
+def shared(tmp_path, monkeypatch, one_thread):
+    """A run pushed to a fake Hub as me/road; the client's endpoint, cache and token all point into tmp_path."""
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    folder = RunFolder(run)
+    folder.write_info(RunInfo(run, "lraspp", None, CLASSES, Preprocessing((32, 32), (123.7, 116.3, 103.5),
+                                                                         (58.4, 57.1, 57.4), 3), {"epoch": 1}))
+    folder.save_weights(build_model("lraspp", 2, 3, None).eval())
+    folder.write_classes(CLASSES)
+    with FakeHub() as fake:
+        hub.push(run, "me/road", endpoint=fake.endpoint)
+        yield fake, run
+
+
+def test_export_and_bench_take_a_hub_reference(shared, tmp_path):
+    """In CLI processes, as a user runs them (HF_ENDPOINT set, the Hub cache under HF_HOME)."""
+    pytest.importorskip("onnxruntime")
+    fake, _ = shared
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(PYTHONPATH=str(Path(pixelseg.__file__).parents[1]), HF_ENDPOINT=fake.endpoint,
+               HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
+               HF_HUB_DISABLE_PROGRESS_BARS="1")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "pixelseg", *args], capture_output=True, text=True, timeout=300,
+                              env=env, cwd=tmp_path)
+    out = tmp_path / "m.onnx"
+    p = cli("export", "hf://me/road", "--out", str(out))
+    assert p.returncode == 0 and out.is_file(), p.stderr
+    p = cli("bench", "hf://me/road", "--backend", "eager", "--iters", "2")
+    assert p.returncode == 0 and "eager" in p.stdout, p.stderr
+
+
+def test_commands_that_write_into_a_run_refuse_a_hub_reference(shared, capsys):
+    _, run = shared
+    before = RunFolder(run).model_json.read_bytes()
+    assert main(["calibrate", "hf://me/road"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pixelseg pull me/road --out DIR" in err
+    assert RunFolder(run).model_json.read_bytes() == before
