@@ -91,7 +91,7 @@ EXTRA_OF = {"fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "pytho
             "prometheus_client": "serve", "fastapi_offline": "serve", "onnx": "export", "onnxscript": "export",
             "onnxruntime": "export", "openvino": "export", "pycocotools": "formats", "cityscapesscripts": "formats",
             "tensorboard": "logging", "huggingface_hub": "hub", "mlflow": "mlflow", "wandb": "wandb",
-            "rasterio": "geo"}
+            "rasterio": "geo", "pyogrio": "geo", "shapely": "geo"}
 
 
 def missing_extra(module: str) -> str | None:

@@ -17,9 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="folder for label maps (never an input folder: inputs are not "
                    "replaced); for a video or camera an output video (.mp4, .avi)")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
-    p.add_argument("--vector", choices=["geojson"], help="also write <stem>.geojson: a polygon per region and class "
-                   "with its name, in the input's CRS for a GeoTIFF (else pixel coordinates); GeoPackage: "
-                   "ogr2ogr out.gpkg <stem>.geojson")
+    p.add_argument("--vector", choices=["geojson", "gpkg"], help="also write <stem>.geojson or <stem>.gpkg: a polygon "
+                   "per region and class with its name and area, in the input's CRS for a GeoTIFF (else pixel "
+                   "coordinates); gpkg needs the geo extra")
     p.add_argument("--alpha", type=bounded(float, "number in [0, 1]", ge=0, le=1), default=0.5,
                    help="overlay opacity (default %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=4, help="images per network call (default %(default)s)")

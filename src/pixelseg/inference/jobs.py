@@ -78,10 +78,11 @@ def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = Fals
                                 "images: give another output folder")
     sources = {p.resolve() for p in every}
     if vector is not None:
-        from pixelseg.inference.vectors import FORMATS
+        from pixelseg.inference.vectors import FORMATS, require_gpkg
         if vector not in FORMATS:
-            raise PixelsegError(f"--vector {vector}: choose {', '.join(FORMATS)} (GeoPackage: `ogr2ogr out.gpkg "
-                                "<stem>.geojson`)")
+            raise PixelsegError(f"--vector {vector}: choose {', '.join(FORMATS)}")
+        if vector == "gpkg":
+            require_gpkg()          # a missing pyogrio names the geo extra before any image is predicted
     outputs = planned_outputs(every, out_dir, overlay, uncertainty, vector)
     for q in outputs:
         if q.resolve() in sources:
@@ -114,7 +115,7 @@ def run(predictor, job: Plan, *, overlay: bool = False, alpha: float = 0.5, batc
                                           batch_size=batch_size, progress=progress) if job.paths else []
     if vector and job.paths:          # polygons from the label maps just written (inference/vectors.py)
         from pixelseg.inference.vectors import vectorize_outputs
-        written += vectorize_outputs(job.paths, output_stems(job.paths), job.out_dir, predictor.classes)
+        written += vectorize_outputs(job.paths, output_stems(job.paths), job.out_dir, predictor.classes, vector)
     return JobResult(len(job.paths), written, time.time() - t0, predictor.backend_name, job.rank, job.world)
 
 
