@@ -28,6 +28,7 @@ DATA_FORMATS = ("folder", "keras", "colormask", "voc", "cityscapes", "ade20k", "
                 "pairs")
 AUGMENT_PRESETS = ("none", "light", "default", "strong", "aerial", "medical")
 IMAGE_SIDE_MAX = 16384   # a network input side: past it one image is a decompression bomb of its own (issue 16)
+THREADS_PER_CORE = 4        # the most CPU threads a command takes per core (config.threads_problem)
 _SEED_MAX = 2**32 - 1     # numpy's seeding takes 0..2^32-1 in every version; torch and random take more
 
 
@@ -298,12 +299,34 @@ def bounds_problem(meta, value) -> str | None:
     return f"must be in {'(' if gt is not None else '['}{low}, {high}{')' if lt is not None else ']'}"
 
 
+def threads_problem(n) -> str | None:
+    """Why `n` CPU threads for torch will not do (None when it will): past a few per core OpenMP's thread stacks
+    exhaust memory before any work (100000 threads: a segfault or an ImportError while loading, issue 27)."""
+    import os
+    top = THREADS_PER_CORE * (os.cpu_count() or 1)
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= top:
+        return f"must be in [1, {top}] ({THREADS_PER_CORE} per CPU core, {os.cpu_count() or 1} here), got {n!r}"
+    return None
+
+
+def check_threads(n, name: str = "--threads") -> None:
+    """Raise a one-line PixelsegError naming `name` when threads_problem(n) has one (before torch is set up)."""
+    problem = threads_problem(n)
+    if problem:
+        raise PixelsegError(f"{name} {problem}")
+
+
 def _check_values(cfg: Config, where: str) -> None:
     for key, f in config_fields():
         section, _, name = key.partition(".")
         problem = bounds_problem(f.metadata, getattr(getattr(cfg, section), name))
         if problem:
             raise PixelsegError(f"{where}: {key} {problem}")
+    problem = threads_problem(cfg.train.threads)
+    if problem:
+        raise PixelsegError(f"{where}: train.threads (--threads) {problem}")
     augment = cfg.data.augment
     if not (augment is None or augment in AUGMENT_PRESETS or augment.lower().endswith((".yaml", ".yml", ".json"))):
         raise PixelsegError(f"{where}: data.augment {augment!r} must be one of {', '.join(AUGMENT_PRESETS)} or an albumentations "

@@ -130,6 +130,8 @@ def bench(source, size: tuple[int, int] | None = None, batch: int = 1, paths=Non
     if unknown:
         raise PixelsegError(f"unknown bench path(s) {', '.join(unknown)}; valid: {', '.join(PATHS)}")
     if threads:
+        from pixelseg.config import check_threads
+        check_threads(threads)                   # before torch spawns them (issue 27)
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     with contextlib.ExitStack() as stack:

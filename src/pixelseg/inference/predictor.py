@@ -26,6 +26,7 @@ from pixelseg.data.io import read_image
 # preprocess / as_channels / list_inputs live with the data (export and calibration use them too); they
 # stay importable from here as part of the predictor's API
 from pixelseg.data.preprocess import as_channels, list_inputs, preprocess
+from pixelseg.config import check_threads
 from pixelseg.errors import PixelsegError, PixelsegWarning
 from pixelseg.inference.outputs import PredictionWriter, output_stems
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
@@ -51,6 +52,15 @@ class Predictor:
     def __init__(self, run, device: str = "auto", backend: str = "torch", *, precision: str = "fp32",
                  threads: int | None = None, tile=None, overlap: float = 0.25, tta: TTA | None = None,
                  window_batch: int = 4):
+        # the settings first, so that a bad one is refused before the model loads (issue 27)
+        check_threads(threads)
+        if isinstance(tile, int) and not isinstance(tile, bool):
+            tile = (tile, tile)
+        if tile is not None and tile is not True and (len(tile) != 2 or min(tile) < 8):
+            raise PixelsegError(f"--tile {' '.join(map(str, tile))}: give the window as H W (or one value), each "
+                                f"at least 8 pixels")
+        if not 0 <= overlap < 1:
+            raise PixelsegError(f"--overlap {overlap}: must be in [0, 1) (a share of the window, e.g. 0.25)")
         self.device = pick_device(device)
         if threads:
             torch.set_num_threads(threads)
@@ -72,12 +82,6 @@ class Predictor:
         self.tile_at_scale = tile is True
         if tile is True:
             tile = self.info.preprocessing.image_size
-        elif isinstance(tile, int):
-            tile = (tile, tile)
-        if tile is not None and (len(tile) != 2 or min(tile) < 8):
-            raise PixelsegError(f"tile {tile}: give the window as (height, width), each at least 8 pixels")
-        if not 0 <= overlap < 1:
-            raise PixelsegError(f"overlap {overlap} must be in [0, 1) (a share of the window, e.g. 0.25)")
         self.tile = tuple(int(v) for v in tile) if tile is not None else None
         self.overlap, self.tta, self.window_batch = overlap, tta, window_batch
         self.scale_notes: dict[tuple[int, int], list] = {}   # flagged input size -> [warning, first input, count]

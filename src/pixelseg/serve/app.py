@@ -103,6 +103,8 @@ def create_app(run: str | Path | ServeSettings, *, backend: str = "auto", device
                                  limits=limits or Limits(), batching=batching or Batching(), threads=threads,
                                  **({} if cache_pixels is None else {"cache_pixels": cache_pixels}))
     if settings.threads:
+        from pixelseg.config import check_threads
+        check_threads(settings.threads)          # before torch spawns them (issue 27)
         import torch
         torch.set_num_threads(settings.threads)
     pred = predictor if predictor is not None else make_predictor(settings.run, settings.device, settings.backend,
