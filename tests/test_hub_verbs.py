@@ -9,21 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("huggingface_hub")
 
 import pixelseg
 from pixelseg import hub
 from pixelseg.cli import main
-from pixelseg.data.classes import ClassTable
-from pixelseg.models import build_model
-from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
+from pixelseg.inference.bench import model_run
+from pixelseg.run.folder import RunFolder
 
 from hub_fake import FakeHub  # tests/ is on sys.path
-
-CLASSES = ClassTable(("background", "road"), ((0, 0, 0), (128, 64, 128)))
-
 
 @pytest.fixture
 def shared(tmp_path, monkeypatch, one_thread):
@@ -35,14 +30,7 @@ def shared(tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.manual_seed(0)
-    folder = RunFolder(run)
-    folder.write_info(RunInfo(run, "lraspp", None, CLASSES, Preprocessing((32, 32), (123.7, 116.3, 103.5),
-                                                                         (58.4, 57.1, 57.4), 3), {"epoch": 1}))
-    folder.save_weights(build_model("lraspp", 2, 3, None).eval())
-    folder.write_classes(CLASSES)
+    run = model_run("lraspp", (32, 32), 2, tmp_path / "run")
     with FakeHub() as fake:
         hub.push(run, "me/road", endpoint=fake.endpoint)
         yield fake, run

@@ -13,11 +13,9 @@ import torch
 from PIL import Image
 
 import pixelseg
-from pixelseg.data.classes import ClassTable
-from pixelseg.models import build_model
-from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
+from pixelseg.inference.bench import model_run
+from pixelseg.run.folder import RunFolder
 
-CLASSES = ClassTable(("background", "road", "car"), ((0, 0, 0), (128, 64, 128), (0, 0, 142)))
 TEMPERATURE = 2.5
 
 
@@ -25,14 +23,8 @@ TEMPERATURE = 2.5
 def calibrated(tmp_path_factory):
     """A run whose model.json holds a temperature, as `pixelseg calibrate` leaves it, and one input image."""
     base = tmp_path_factory.mktemp("probs")
-    run = base / "run"
-    run.mkdir()
-    torch.manual_seed(0)
+    run = model_run("lraspp", (32, 32), 3, base / "run")
     folder = RunFolder(run)
-    folder.write_info(RunInfo(run, "lraspp", None, CLASSES, Preprocessing((32, 32), (123.7, 116.3, 103.5),
-                                                                         (58.4, 57.1, 57.4), 3), {"epoch": 1}))
-    folder.save_weights(build_model("lraspp", 3, 3, None).eval())
-    folder.write_classes(CLASSES)
     folder.write_info(dataclasses.replace(folder.info(), temperature=TEMPERATURE))
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     Image.fromarray(image).save(base / "scene.png")
