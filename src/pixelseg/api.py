@@ -2,7 +2,7 @@
 
     run = pixelseg.train(data="data/", max_minutes=5)          # -> Path of the run folder
     predictor = pixelseg.load(run); label = predictor.predict("img.png")
-    results = pixelseg.predict(run, ["a.png", "b.png"])         # -> [Result] (pixelseg/results.py)
+    results = pixelseg.predict(run, ["a.png", "b.png"])         # -> [Result] (pixelseg/inference/results.py)
     probs = predictor.probs(["img.png"])[0]           # K x H x W, the run's temperature applied
     metrics = pixelseg.evaluate(run, data="data/")             # -> dict (metrics.summarize + 95% intervals)
     pixelseg.compare(run_a, run_b)                             # paired bootstrap: is A better than B?

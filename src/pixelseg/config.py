@@ -140,7 +140,7 @@ class TrainConfig:
     checkpoint_minutes: float = opt(10.0, "also save the resumable state mid-epoch this often (0 = every step)", ge=0)
     logger: str = opt("csv", "experiment tracker; RUN/metrics.csv is always written. tensorboard: RUN/tensorboard; "
                       "mlflow: MLFLOW_TRACKING_URI or a local store RUN/../mlruns; wandb: offline under RUN/wandb "
-                      "(see pixelseg/tracking.py)", choices=("csv", "tensorboard", "mlflow", "wandb"))
+                      "(see pixelseg/engine/tracking.py)", choices=("csv", "tensorboard", "mlflow", "wandb"))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ images) and planted label errors.
 
 The bombs exercise the decode gate (data/io.open_image) and the server's pixel checks without allocating
 anything: each is under a hundred bytes, and nothing in pixelseg may decode them. plant_error corrupts a
-mask the four ways the label-error audit (audit.py) is benchmarked on.
+mask the four ways the label-error audit (quality/audit.py) is benchmarked on.
 """
 from __future__ import annotations
 

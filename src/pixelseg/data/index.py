@@ -1,6 +1,6 @@
 """The dataset index: which image goes with which mask, split by split, and the class table.
 
-Every format reader (data/folder.py and data/<name>.py) returns one; the dataset, the doctor, the
+Every format reader (data/formats/folder.py and data/<name>.py) returns one; the dataset, the doctor, the
 trainer and the recipe read it. It holds paths only: pixels are decoded lazily by the dataset.
 """
 from __future__ import annotations

@@ -5,8 +5,8 @@ run's data and compares logits and argmax; the file only reaches its destination
 (fp32: >= 99.9% argmax agreement and logits within 1e-3 relative; INT8: >= 99% agreement by default).
 For INT8 the check also reports the mIoU of both models on the run's validation split.
 
-export imports nothing from inference (inference imports export: see export/runtime.py); the exported
-file is run through export/runtime.py, the PyTorch reference is the run's model called directly.
+export imports nothing from inference (inference imports export: see deploy/runtime.py); the exported
+file is run through deploy/runtime.py, the PyTorch reference is the run's model called directly.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The run's description inside an exported file, and back out as the same RunInfo a run folder gives.
 
-    .onnx  metadata_props["pixelseg"]     (written by export/onnx.py and export/quantize.py)
-    .xml   rt_info["pixelseg"]            (OpenVINO IR, written by export/openvino_ir.py)
-    .pt    the extra file pixelseg.json   (TorchScript, export/torchscript.py)
+    .onnx  metadata_props["pixelseg"]     (written by deploy/onnx.py and deploy/quantize.py)
+    .xml   rt_info["pixelseg"]            (OpenVINO IR, written by deploy/openvino_ir.py)
+    .pt    the extra file pixelseg.json   (TorchScript, deploy/torchscript.py)
 The text is the run's model.json (architecture, class table, preprocessing) plus an "export" section saying
 how the file was made, so an exported file alone is enough to predict. The format modules import this one;
 it imports none of them.

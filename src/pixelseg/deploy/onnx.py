@@ -1,6 +1,6 @@
 """ONNX export with dynamic batch, height and width, and the run's description inside the file.
 
-The exported graph carries `metadata_props["pixelseg"]` (export/metadata.py): the run's model.json
+The exported graph carries `metadata_props["pixelseg"]` (deploy/metadata.py): the run's model.json
 (architecture, class table, preprocessing) plus how it was exported, so an .onnx file alone is enough
 to predict. ExportWrapper and trace_input are shared with the TorchScript export.
 """

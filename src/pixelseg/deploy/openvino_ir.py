@@ -1,5 +1,5 @@
 """OpenVINO IR (.xml + .bin) from an exported ONNX file; the pixelseg description goes into rt_info
-(export/metadata.py reads it back)."""
+(deploy/metadata.py reads it back)."""
 from __future__ import annotations
 
 import json

@@ -9,7 +9,7 @@
 Every backend accepts any batch, height and width (the exported graphs have dynamic axes), so the
 Predictor's whole-image, sliding-window and TTA modes work the same on all of them.
 
-Arrows run one way: inference imports export (the file runtimes in export/runtime.py, the on-demand
+Arrows run one way: inference imports export (the file runtimes in deploy/runtime.py, the on-demand
 export of a run, an exported file's metadata); export never imports inference.
 """
 from __future__ import annotations

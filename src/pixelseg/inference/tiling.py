@@ -1,6 +1,6 @@
 """Sliding-window prediction for images far larger than the training size (aerial tiles, slides).
 
-The window runs at the image's native resolution, blended and banded by windows.py: memory is
+The window runs at the image's native resolution, blended and banded by models/windows.py: memory is
 O(K x window height x image width) plus the input and the label map, never K x H x W.
 
 A run trained at a scale (Preprocessing.resize "scale") predicts at it: the image is resized by the scale,
@@ -23,7 +23,7 @@ from pixelseg.models.windows import blended_bands, whole_fits
 def sliding_window_bands(image: np.ndarray, probs_fn: Callable[[torch.Tensor], torch.Tensor], pre, num_classes: int,
                          window: tuple[int, int], overlap: float = 0.25, batch_size: int = 4,
                          blend: str = "gaussian") -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield (y0, y1, K x (y1-y0) x W probabilities) bands covering the image top to bottom (windows.py),
+    """Yield (y0, y1, K x (y1-y0) x W probabilities) bands covering the image top to bottom (models/windows.py),
     each window normalized from the uint8 image as it is reached.
 
     probs_fn: N x C x h x w normalized input -> N x K x h x w probabilities (softmax or TTA mean).

@@ -9,7 +9,7 @@ confusion matrix equals the one in metrics.json) that also keeps, at little extr
 - a histogram of the softmax confidence (max probability) of every counted pixel with the share of
   correct pixels per bin -> reliability diagram, expected calibration error, share of unsure pixels.
 
-Label conventions are the package's (metrics.py): ignore pixels are counted nowhere, a class absent
+Label conventions are the package's (measure/metrics.py): ignore pixels are counted nowhere, a class absent
 from both ground truth and prediction of an image is left out of that image's mIoU.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Layouts (`FORMATS`, in the order auto-detection tries them: the specific layouts before the generic ones):
   folder     ROOT/classes.json, ROOT/{train,val[,test]}/{images,masks}/<stem>.* or ROOT/{images,masks}/<stem>.*
-             with no splits (index masks; data/folder.py)
+             with no splits (index masks; data/formats/folder.py)
   keras      ROOT/{train,val[,test]}_images/ and ROOT/{train,val[,test]}_segmentation/ (formats/folder.py)
   colormask  the folder layout with color-coded masks and a color table (formats/colormask.py)
   voc, cityscapes, ade20k, camvid, coco, labelme: the layouts those datasets/tools ship (formats/<name>.py)
@@ -12,7 +12,7 @@ masks are not plain class indices attaches a decoder (data/labels.py) to each Sa
 
 Every reader module registers itself below, by an explicit import (as models/__init__.py does): a reader
 that fails to register is an import error at once, never a silently missing format. Readers import only
-data/layout.py and the modules under it; nothing they import comes back here.
+data/formats/layout.py and the modules under it; nothing they import comes back here.
 """
 from __future__ import annotations
 

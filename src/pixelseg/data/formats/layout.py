@@ -1,7 +1,7 @@
 """What every dataset reader shares: the layout descriptions, pairing images with masks by stem, the
 deterministic validation hold-out and the common end of a reader (`make_index`).
 
-Readers (data/folder.py, data/colormask.py, data/<name>.py) import this module; data/formats.py imports
+Readers (data/formats/folder.py, data/formats/colormask.py, data/<name>.py) import this module; data/formats.py imports
 the readers. Nothing here imports a reader, so the arrows run one way.
 """
 from __future__ import annotations

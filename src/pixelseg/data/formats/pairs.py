@@ -5,7 +5,7 @@
     ROOT/classes.json         optional, as in the folder layout ('values' / 'ignore_values' included)
 
 This is how many exports and hand-made sets look. Validation is held out of the pairs by the hash rule every
-layout uses (data/layout.py `holdout`).
+layout uses (data/formats/layout.py `holdout`).
 """
 from __future__ import annotations
 

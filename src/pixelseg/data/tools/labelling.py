@@ -3,7 +3,7 @@
     export_labelme(items, classes, OUT)   OUT/<stem>.<ext> (a copy of each image) + OUT/<stem>.json (LabelMe
                                           polygons of its label map, one shape per connected region and class)
                                           + OUT/labels.txt (the class names, class 0 as "_background_")
-    import_labelme(SRC, DATASET)          rasterizes SRC's LabelMe files (data/labelme.py, the reader pixelseg
+    import_labelme(SRC, DATASET)          rasterizes SRC's LabelMe files (data/formats/labelme.py, the reader pixelseg
                                           already has) and writes them as DATASET's masks: a mask that exists is
                                           replaced (the old one kept under DATASET/.pixelseg-replaced/<time>/),
                                           a new image goes to the split asked for
@@ -24,7 +24,7 @@ import numpy as np
 
 from pixelseg.errors import PixelsegError
 
-BACKGROUND = "_background_"        # labelme's name for class 0 (data/labelme.py reads it back as class 0)
+BACKGROUND = "_background_"        # labelme's name for class 0 (data/formats/labelme.py reads it back as class 0)
 
 
 def label_shapes(label: np.ndarray, names, ignore_index: int = 255, epsilon: float = 0.7) -> list[dict]:
