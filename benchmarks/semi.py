@@ -1,6 +1,8 @@
-"""Does learning from the images nobody labelled pay? Supervised-only vs consistency training at the same budget.
+"""Does learning from the images nobody labelled pay? Supervised-only vs consistency training vs self-training, at
+the same wall-clock budget.
 
-    python benchmarks/semi.py --data DIR --keep 0.1 --minutes 8 --seeds 0 1 [--out WORK] [--json rows.json]
+    python benchmarks/semi.py --data DIR --keep 0.1 --minutes 8 --seeds 0 1 [--arms supervised semi selftrain]
+                              [--out WORK] [--json rows.json]
 
 DIR is a folder-format dataset with masks for every training image (e.g. DigitScenes from ../shared/tuning).
 A share `--keep` of its training images keeps its masks (chosen by a seeded hash of the name, the same for every
@@ -8,6 +10,10 @@ arm); the rest become a folder of unlabelled images, their masks hidden (kept as
 For each seed, one after another on this machine:
     supervised   pixelseg train --data LABELLED --max-minutes M --seed S --semi off
     semi         the same with --unlabelled UNLABELLED --semi on
+    selftrain    (ST++ family, one round) a teacher trained on LABELLED for half the budget pseudo-labels UNLABELLED
+                 (top class where its probability is at least --confidence, else the ignore index), then a student
+                 starts from the teacher (--init-from) on LABELLED + the pseudo-labelled images for what is left of
+                 the budget (pseudo-labelling time included)
 then `pixelseg compare SUP SEMI --paired` (paired bootstrap over the val images), and, for the semi run, the
 accuracy and coverage of its pseudo-labels on the hidden truth of up to 60 unlabelled images (pixels above the
 run's final class thresholds). Prints one table with the CPU's name and the data's digest.
@@ -84,12 +90,63 @@ def pseudo_label_quality(run: Path, unl: Path, hid: Path, n: int = 60) -> dict:
     return {"pseudo_accuracy": right / max(kept, 1), "pseudo_coverage": kept / max(total, 1)}
 
 
+def self_train(lab: Path, unl: Path, hid: Path, minutes: float, seed: int, work: Path, confidence: float) -> dict:
+    """The selftrain arm (see the module's docstring): returns the student's row, with the teacher's mIoU and the
+    pseudo-labels' accuracy and coverage on the hidden masks."""
+    import time
+
+    from PIL import Image
+
+    from pixelseg.inference.predictor import Predictor
+    from pixelseg.viz.overlay import save_label_png
+
+    t0 = time.time()
+    teacher = work / "teacher"
+    row_t = train_candidate(str(lab), minutes / 2, f"--seed {seed} --semi off", teacher)
+    if "error" in row_t:
+        return row_t
+    union = work / "data"
+    for d in ("images", "masks"):
+        (union / "train" / d).mkdir(parents=True)
+    shutil.copytree(lab / "val", union / "val")
+    if (lab / "classes.json").exists():
+        shutil.copyfile(lab / "classes.json", union / "classes.json")
+    for img in (lab / "train" / "images").iterdir():
+        _link(img, union / "train" / "images" / img.name)
+        _link(lab / "train" / "masks" / f"{img.stem}.png", union / "train" / "masks" / f"{img.stem}.png")
+    p = Predictor(teacher, "cpu", backend="torch")
+    ignore = p.classes.ignore_index
+    right = kept = total = 0
+    images = sorted(unl.iterdir())
+    for i in range(0, len(images), 16):
+        chunk = images[i:i + 16]
+        for img, probs in zip(chunk, p.probs(chunk)):
+            conf, label = probs.max(0), probs.argmax(0).astype(np.uint8)
+            label[conf < confidence] = ignore
+            truth = np.asarray(Image.open(hid / f"{img.stem}.png"))
+            keep = (label != ignore) & (truth != ignore)
+            right += int((label[keep] == truth[keep]).sum())
+            kept += int(keep.sum())
+            total += int((truth != ignore).sum())
+            _link(img, union / "train" / "images" / img.name)
+            save_label_png(union / "train" / "masks" / f"{img.stem}.png", label, p.classes.colors, ignore)
+    left = minutes - (time.time() - t0) / 60
+    row = train_candidate(str(union), max(left, 0.05), f"--seed {seed} --semi off --init-from {teacher}",
+                          work / "student")
+    row |= {"teacher_mIoU": row_t["mIoU"], "pseudo_accuracy": right / max(kept, 1),
+            "pseudo_coverage": kept / max(total, 1), "wall_s": round(time.time() - t0, 1)}
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--keep", type=float, default=0.1, help="share of the training images that keep their masks")
     ap.add_argument("--minutes", type=float, default=8.0)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--arms", nargs="+", default=["supervised", "semi", "selftrain"],
+                    choices=["supervised", "semi", "selftrain"])
+    ap.add_argument("--confidence", type=float, default=0.9, help="selftrain: pseudo-label pixels at least this sure")
     ap.add_argument("--out", default="semi-work", help="work folder (the split is kept and reused)")
     ap.add_argument("--json", help="write the rows here too")
     a = ap.parse_args()
@@ -99,27 +156,32 @@ def main() -> None:
     rows = []
     for seed in a.seeds:
         runs = {}
-        for arm, flags in (("supervised", f"--seed {seed} --semi off"),
-                           ("semi", f"--seed {seed} --semi on --unlabelled {unl}")):
+        for arm in a.arms:
             runs[arm] = out / f"{arm}-s{seed}"
             shutil.rmtree(runs[arm], ignore_errors=True)
-            row = train_candidate(str(lab), a.minutes, flags, runs[arm])
+            if arm == "selftrain":
+                row = self_train(lab, unl, hid, a.minutes, seed, runs[arm], a.confidence)
+                runs[arm] = runs[arm] / "student"
+            else:
+                flags = f"--seed {seed} --semi off" if arm == "supervised" else \
+                    f"--seed {seed} --semi on --unlabelled {unl}"
+                row = train_candidate(str(lab), a.minutes, flags, runs[arm])
             row |= {"arm": arm, "seed": seed}
             if arm == "semi" and "error" not in row:
                 row |= pseudo_label_quality(runs[arm], unl, hid)
                 row["unlabelled"] = RunFolder(runs[arm]).metrics().get("unlabelled")
+            if arm != "supervised" and "supervised" in runs and "error" not in row:
+                cmp = out / f"compare-{arm}-s{seed}.json"
+                subprocess.run([sys.executable, "-m", "pixelseg.cli", "compare", str(runs[arm]),
+                                str(runs["supervised"]), "--paired", "--device", "cpu", "--json", str(cmp)],
+                               capture_output=True, text=True)
+                if cmp.exists():
+                    row["semi_minus_sup"] = json.loads(cmp.read_text())["mIoU"]
             rows.append(row)
             print(json.dumps(row), flush=True)
-        cmp = out / f"compare-s{seed}.json"
-        subprocess.run([sys.executable, "-m", "pixelseg.cli", "compare", str(runs["semi"]), str(runs["supervised"]),
-                        "--paired", "--device", "cpu", "--json", str(cmp)], capture_output=True, text=True)
-        if cmp.exists():
-            c = json.loads(cmp.read_text())["mIoU"]
-            rows[-1]["semi_minus_sup"] = c
-            print(json.dumps({"seed": seed, "semi_minus_supervised": c}), flush=True)
     print(f"\n{a.data} (digest {data_digest(a.data)}): {n_lab} labelled + {n_unl} unlabelled training images "
           f"(keep {a.keep:g}), {a.minutes:g} min each, {cpu_name()}, {os.cpu_count()} cores, one run after another")
-    print("| seed | arm | steps | val mIoU [95 % CI] | semi − supervised [95 % CI], P(semi better) | pseudo-labels: "
+    print("| seed | arm | steps | val mIoU [95 % CI] | arm − supervised [95 % CI], P(arm better) | pseudo-labels: "
           "accuracy / coverage | unlabelled pixels used |")
     print("|---|---|---:|---|---|---|---:|")
     for r in rows:
