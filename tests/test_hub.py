@@ -1,4 +1,4 @@
-"""pixelseg.hub against a local fake of the Hub API (tests/hub_fake.py): the real huggingface_hub client
+"""pixelseg.hub against a local fake of the Hub API (tests/helpers/hub_fake.py): the real huggingface_hub client
 code path, no network."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pixelseg.errors import PixelsegError
 from pixelseg.models import build_model
 from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
 
-from hub_fake import FakeHub  # tests/ is on sys.path (no packages)
+from tests.helpers.hub_fake import FakeHub
 
 CLASSES = ClassTable(("background", "road", "car"), ((0, 0, 0), (128, 64, 128), (0, 0, 142)))
 METRICS = {"mIoU": 0.61234, "pixel_accuracy": 0.9, "mean_accuracy": 0.7, "fw_iou": 0.8, "mean_dice": 0.7,

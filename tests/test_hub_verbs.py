@@ -18,7 +18,7 @@ from pixelseg.cli import main
 from pixelseg.inference.bench import model_run
 from pixelseg.run.folder import RunFolder
 
-from hub_fake import FakeHub  # tests/ is on sys.path
+from tests.helpers.hub_fake import FakeHub
 
 @pytest.fixture
 def shared(tmp_path, monkeypatch, one_thread):

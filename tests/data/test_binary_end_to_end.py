@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import pixelseg
-import dataset_makers as M
 from pixelseg.measure.verbs import tune_threshold
 from pixelseg.run.folder import RunFolder
+
+from tests.helpers import dataset_makers as M
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dataset_makers as M
 from pixelseg.data.tools.checks import require_clean
 from pixelseg.data.classes import ClassTable
 from pixelseg.data.tools.doctor import diagnose
 from pixelseg.data.formats import open_dataset
 from pixelseg.errors import PixelsegError
+
+from tests.helpers import dataset_makers as M
 
 
 def _ds(root, classes=None, masks=None):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dataset_makers as M
 from pixelseg.data import io as dio
 from pixelseg.errors import PixelsegError
 from pixelseg.testing import bomb_jpeg, bomb_png
+
+from tests.helpers import dataset_makers as M
 
 
 BOMBS = {"bomb.png": (bomb_png(), "100000x100000"), "bomb.jpg": (bomb_jpeg(), "65500x65500")}

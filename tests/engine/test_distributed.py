@@ -21,10 +21,10 @@ import pixelseg
 from pixelseg.data.tools.synth import generate
 from pixelseg.run.checkpoints import load_state
 
-import engine_tinynet
+from tests.helpers import tinynet
 
-HELPER = engine_tinynet.__file__
-ARGS = ["--model", engine_tinynet.NAME, "--image-size", "32", "--batch-size", "4", "--num-workers", "0",
+HELPER = tinynet.__file__
+ARGS = ["--model", tinynet.NAME, "--image-size", "32", "--batch-size", "4", "--num-workers", "0",
         "--lr", "0.01", "--augment", "light", "--no-report"]
 
 
@@ -43,8 +43,8 @@ def _torchrun(nproc: int, *args: str) -> list[str]:
 def test_two_processes_train_like_one(data, tmp_path):
     """Same seed and global batch: 2 gloo ranks (2 images each) reach the weights and metrics of 1 process
     (4 images). The net has no BatchNorm, so the only difference is the order of float sums."""
-    with engine_tinynet.registered():
-        one = pixelseg.train(data, out=str(tmp_path / "one"), epochs=3, model=engine_tinynet.NAME, image_size=(32, 32),
+    with tinynet.registered():
+        one = pixelseg.train(data, out=str(tmp_path / "one"), epochs=3, model=tinynet.NAME, image_size=(32, 32),
                              batch_size=4, num_workers=0, threads=1, lr=0.01, augment="light", quiet=True)
     r = subprocess.run(_torchrun(2, "train", "--data", str(data), "--out", str(tmp_path / "two"), "--epochs", "3", *ARGS),
                        capture_output=True, text=True, timeout=240)
@@ -138,8 +138,8 @@ def test_predict_ranks_split_the_images(data, tmp_path, monkeypatch, capsys):
     """`pixelseg predict` as each of 2 torchrun ranks sees it (RANK/WORLD_SIZE set; prediction needs no
     process group): together they write every image once."""
     from pixelseg import cli
-    with engine_tinynet.registered():
-        run = pixelseg.train(data, out=str(tmp_path / "run"), epochs=1, model=engine_tinynet.NAME, image_size=(32, 32),
+    with tinynet.registered():
+        run = pixelseg.train(data, out=str(tmp_path / "run"), epochs=1, model=tinynet.NAME, image_size=(32, 32),
                              batch_size=4, num_workers=0, threads=1, quiet=True)
         images = tmp_path / "imgs"
         images.mkdir()

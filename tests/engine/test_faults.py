@@ -22,9 +22,9 @@ from pixelseg.engine import setup
 from pixelseg.run.checkpoints import load_state, save_state
 from pixelseg.errors import PixelsegError
 
-import engine_tinynet
+from tests.helpers import tinynet
 
-TINY = dict(model=engine_tinynet.NAME, image_size=(32, 32), batch_size=4, num_workers=0, threads=1, lr=0.01,
+TINY = dict(model=tinynet.NAME, image_size=(32, 32), batch_size=4, num_workers=0, threads=1, lr=0.01,
             augment="light", quiet=True)
 
 
@@ -36,16 +36,16 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def tinynet():
-    with engine_tinynet.registered():
+def tinynet_registered():
+    with tinynet.registered():
         yield
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, engine_tinynet.__file__, *args]
+    return [sys.executable, tinynet.__file__, *args]
 
 
-@pytest.mark.parametrize("model", [engine_tinynet.NAME, engine_tinynet.DROPOUT_NAME])
+@pytest.mark.parametrize("model", [tinynet.NAME, tinynet.DROPOUT_NAME])
 def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path, model):
     """SIGKILL (no handler runs) at a random moment; the folder holds a loadable state and --resume
     continues from it. Saving every step, the finished run has the uninterrupted run's weights bit for
@@ -87,8 +87,8 @@ E2E = dict(model="unet", image_size=(48, 56), batch_size=4, num_workers=0, threa
 
 
 @pytest.mark.parametrize("options, sig", [(E2E, signal.SIGTERM),
-                                          (dict(TINY, model=engine_tinynet.DROPOUT_NAME), signal.SIGTERM),
-                                          (dict(TINY, model=engine_tinynet.DROPOUT_NAME), signal.SIGINT)],
+                                          (dict(TINY, model=tinynet.DROPOUT_NAME), signal.SIGTERM),
+                                          (dict(TINY, model=tinynet.DROPOUT_NAME), signal.SIGINT)],
                          ids=["unet-SIGTERM", "dropout-SIGTERM", "dropout-SIGINT"])
 def test_resume_after_a_signal_is_exact(tmp_path, options, sig):
     """Stopped by SIGTERM (or Ctrl-C) mid-epoch and resumed == never stopped: the same weights bit for bit

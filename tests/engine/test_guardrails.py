@@ -17,9 +17,9 @@ from pixelseg.engine.schedule import Schedule, freeze_batchnorm, param_groups
 from pixelseg.engine.verdict import MIN_STEPS, verdict
 from pixelseg.errors import PixelsegError
 
-import engine_tinynet
+from tests.helpers import tinynet
 
-TINY = dict(model=engine_tinynet.NAME, image_size=(32, 32), num_workers=0, threads=1, lr=0.01, augment="none",
+TINY = dict(model=tinynet.NAME, image_size=(32, 32), num_workers=0, threads=1, lr=0.01, augment="none",
             batch_size=4, quiet=True)
 NAMES = ("background", "a", "b")
 
@@ -32,8 +32,8 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def tinynet():
-    with engine_tinynet.registered():
+def tinynet_registered():
+    with tinynet.registered():
         yield
 
 

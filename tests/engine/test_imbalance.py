@@ -18,7 +18,7 @@ from pixelseg.data.sampling import EpochSampler, class_stats, epoch_order, media
 from pixelseg.data.tools.synth import generate
 from pixelseg.losses import build_loss
 
-import engine_tinynet
+from tests.helpers import tinynet
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tiny tensors: extra threads only wait on each other
 
@@ -114,8 +114,8 @@ def test_ohem_keeps_hard_pixels_and_at_least_the_minimum():
 def test_auto_class_weights_and_repeat_sampling_in_training(tmp_path):
     data = tmp_path / "d"
     generate(data, n_train=12, n_val=4, size=(32, 32), seed=1)
-    with engine_tinynet.registered():
-        run = pixelseg.train(data, out=str(tmp_path / "run"), epochs=1, model=engine_tinynet.NAME, image_size=(32, 32),
+    with tinynet.registered():
+        run = pixelseg.train(data, out=str(tmp_path / "run"), epochs=1, model=tinynet.NAME, image_size=(32, 32),
                              batch_size=4, num_workers=0, threads=1, quiet=True, class_weights="auto",
                              sampling="repeat", repeat_threshold=0.9, loss="ohem+dice")
     from pixelseg.data.formats import open_dataset

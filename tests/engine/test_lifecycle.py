@@ -18,9 +18,9 @@ from pixelseg.engine import trainer
 from pixelseg.errors import PixelsegError
 from pixelseg.run.checkpoints import load_state
 
-import engine_tinynet
+from tests.helpers import tinynet
 
-TINY = dict(model=engine_tinynet.NAME, image_size=(32, 32), batch_size=4, num_workers=0, threads=1, lr=0.01,
+TINY = dict(model=tinynet.NAME, image_size=(32, 32), batch_size=4, num_workers=0, threads=1, lr=0.01,
             augment="light")
 
 
@@ -32,8 +32,8 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def tinynet():
-    with engine_tinynet.registered():
+def tinynet_registered():
+    with tinynet.registered():
         yield
 
 

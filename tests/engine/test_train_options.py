@@ -15,9 +15,9 @@ import pixelseg
 from pixelseg.data.tools.synth import generate
 from pixelseg.run.checkpoints import load_state
 
-import engine_tinynet
+from tests.helpers import tinynet
 
-TINY = dict(model=engine_tinynet.NAME, image_size=(32, 32), num_workers=0, threads=1, lr=0.01, augment="light",
+TINY = dict(model=tinynet.NAME, image_size=(32, 32), num_workers=0, threads=1, lr=0.01, augment="light",
             quiet=True)
 
 
@@ -29,8 +29,8 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def tinynet():
-    with engine_tinynet.registered():
+def tinynet_registered():
+    with tinynet.registered():
         yield
 
 

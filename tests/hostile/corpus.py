@@ -135,10 +135,10 @@ SLOW_VARIANTS = {
 
 def all_cases() -> list[Case]:
     """Every case, by theme: the modules register theirs on import."""
-    import corpus_data  # noqa: F401
-    import corpus_doors  # noqa: F401
-    import corpus_flags  # noqa: F401
-    import corpus_run  # noqa: F401
+    from tests.hostile import corpus_data  # noqa: F401
+    from tests.hostile import corpus_doors  # noqa: F401
+    from tests.hostile import corpus_flags  # noqa: F401
+    from tests.hostile import corpus_run  # noqa: F401
     assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique"
     assert SLOW_VARIANTS <= {c.id for c in CASES}
     return CASES

@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from corpus import H, W, bomb_jpeg, bomb_png, case, dataset, ds_with, image, images, mask
+from tests.hostile.corpus import H, W, bomb_jpeg, bomb_png, case, dataset, ds_with, image, images, mask
 
 # a training command that stays short if a refusal is ever missing (the case then fails on its exit code)
 TRAIN = ["train", "--data", "ds", "--out", "r", "--model", "fast_scnn", "--epochs", "1", "--image-size", "32",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from corpus import bomb_png, case, dataset, images, mask
-from corpus_data import RUN_OUT, TRAIN, _write
+from tests.hostile.corpus import bomb_png, case, dataset, images, mask
+from tests.hostile.corpus_data import RUN_OUT, TRAIN, _write
 
 
 @case("train-unlabelled-folder-missing", "nope", writes=RUN_OUT)

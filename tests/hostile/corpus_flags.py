@@ -2,7 +2,7 @@
 config files, and outputs aimed at a file or at the inputs."""
 from __future__ import annotations
 
-from corpus import RUN_CLASSES, add, case, dataset, images
+from tests.hostile.corpus import RUN_CLASSES, add, case, dataset, images
 
 # flag, bad value -> the flag must be named. Values a flag legitimately takes (--seed 0, --aux-weight 0, ...)
 # are left out; "huge" is a value no run can mean (a fraction above 1, an image larger than any memory).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from corpus import RUN_CLASSES, case, dataset, images, model_json
+from tests.hostile.corpus import RUN_CLASSES, case, dataset, images, model_json
 
 PREDICT = ["imgs", "--out", "o"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus import SLOW_VARIANTS, Ctx, all_cases, images
+from tests.hostile.corpus import SLOW_VARIANTS, Ctx, all_cases, images
 
 CASES = all_cases()
 ALL = os.environ.get("PIXELSEG_HOSTILE") == "all"
@@ -147,7 +147,7 @@ def test_hostile_input_is_refused_in_one_line(case, outcomes, request):
 def test_controls_pass_under_the_memory_cap(tmp_path, tiny_run):
     """The cap and the fixtures are not what makes the cases fail: the clean dataset passes the doctor and the
     run predicts, under the same cap."""
-    from corpus import dataset
+    from tests.hostile.corpus import dataset
     p = pixelseg(["verify-dataset", dataset(tmp_path / "ds")], tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     p = pixelseg(["predict", tiny_run, images(tmp_path / "imgs"), "--out", "o"], tmp_path)
@@ -157,7 +157,7 @@ def test_controls_pass_under_the_memory_cap(tmp_path, tiny_run):
 
 def test_the_memory_cap_stops_a_bomb_decoded_without_the_gate(tmp_path):
     """The cap is tight enough to matter: Pillow decoding the PNG bomb with its own check off dies under it."""
-    from corpus import bomb_png
+    from tests.hostile.corpus import bomb_png
     (tmp_path / "bomb.png").write_bytes(bomb_png())
     code = "from PIL import Image; Image.MAX_IMAGE_PIXELS = None; Image.open('bomb.png').load()"
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,

@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serve_helpers import LiveServer
 
 import pixelseg
 from pixelseg.data.tools.synth import generate
+
+from tests.helpers.serving import LiveServer
 
 
 @pytest.fixture(scope="session")

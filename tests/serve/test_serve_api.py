@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
-import threading
 import time
-import zlib
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -22,7 +18,14 @@ from pixelseg.serve.settings import Batching, Limits
 from pixelseg.serve.app import create_app
 from pixelseg.serve.errors import SEGMENT_ERRORS
 
-from serve_helpers import png_bytes, sample_image
+from tests.helpers.serving import (
+    SlowPredictor,
+    assert_refusal,
+    png_bytes,
+    png_header_only,
+    post_concurrently,
+    sample_image,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,23 +40,6 @@ def client(serve_run, serve_predictor):
 
 def rle_decode(rle: dict) -> np.ndarray:
     return np.repeat(np.asarray(rle["values"]), np.asarray(rle["lengths"])).reshape(rle["height"], rle["width"])
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height but holds (almost) no pixel data: what a bomb's header looks like."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def assert_refusal(r: httpx.Response, status: int, code: str, limit: str | None = None) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/json"
-    body = r.json()
-    assert body["status"] == status and body["code"] == code and body["message"], body
-    assert body["limit"] == limit
-    return body
 
 
 # ---------------------------------------------------------------------------------------- answers
@@ -280,32 +266,11 @@ def test_a_slow_upload_runs_into_the_timeout(serve_run, serve_predictor):
 
 # ------------------------------------------------------------------- batching, timeout, back-pressure
 
-class SlowPredictor:
-    """The real predictor behind a delay, recording the batches it was given."""
-
-    def __init__(self, real, delay: float):
-        self.real, self.delay, self.info, self.batches = real, delay, real.info, []
-        self.lock = threading.Lock()
-
-    def predict_batch(self, images):
-        with self.lock:
-            self.batches.append(len(images))
-        time.sleep(self.delay)
-        return self.real.predict_batch(images)
-
-
-async def _concurrent(app, requests: list[bytes], query: str = "rle=true") -> list[httpx.Response]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as c:
-            return await asyncio.gather(*(c.post(f"/v1/segment?{query}", content=b) for b in requests))
-
-
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(serve_run, serve_predictor):
     slow = SlowPredictor(serve_predictor, 0.15)
     app = create_app(serve_run, predictor=slow, batching=Batching(max_batch=4))
     images = [sample_image(24 + i, 40 - i, seed=20 + i) for i in range(7)]
-    answers = asyncio.run(_concurrent(app, [png_bytes(im) for im in images]))
+    answers = asyncio.run(post_concurrently(app, [png_bytes(im) for im in images]))
     for im, r in zip(images, answers):
         assert r.status_code == 200
         np.testing.assert_array_equal(rle_decode(r.json()["label_rle"]), serve_predictor.predict(im))
@@ -315,7 +280,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(serve_run,
 def test_full_queue_is_429_with_retry_after(serve_run, serve_predictor):
     slow = SlowPredictor(serve_predictor, 0.3)
     app = create_app(serve_run, predictor=slow, batching=Batching(max_batch=1), limits=Limits(max_queue=2))
-    answers = asyncio.run(_concurrent(app, [png_bytes(sample_image(20, 20, seed=40 + i)) for i in range(6)]))
+    answers = asyncio.run(post_concurrently(app, [png_bytes(sample_image(20, 20, seed=40 + i)) for i in range(6)]))
     codes = sorted(r.status_code for r in answers)
     assert 200 in codes and 429 in codes and set(codes) <= {200, 429}
     busy = next(r for r in answers if r.status_code == 429)

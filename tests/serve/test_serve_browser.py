@@ -14,7 +14,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import png_bytes, sample_image
+
+from tests.helpers.serving import png_bytes, sample_image
 
 CHROMIUM = os.environ.get("PIXELSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -196,7 +197,7 @@ def test_usable_at_phone_width_with_drag_and_drop(browser, live_server):
 def test_api_key_prompt_and_a_format_the_browser_cannot_decode(browser, serve_run, serve_predictor, tmp_path):
     """With a key the page asks for it first; a TIFF (which Chromium cannot decode) is drawn from the
     server's own rendering of the upright image, so the overlay still lines up."""
-    from serve_helpers import LiveServer
+    from tests.helpers.serving import LiveServer
 
     from pixelseg.serve.app import create_app
     app = create_app(serve_run, predictor=serve_predictor, api_key="page-key-12345")

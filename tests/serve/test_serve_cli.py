@@ -10,11 +10,12 @@ import sys
 
 import httpx
 import pytest
-from serve_helpers import free_port, png_bytes, sample_image, wait_healthy
 
 from pixelseg.cli import main
 from pixelseg.serve.server import SETTINGS_ENV, app_from_env, is_loopback
 from pixelseg.serve.settings import Batching, Limits, ServeSettings
+
+from tests.helpers.serving import free_port, png_bytes, sample_image, wait_healthy
 
 
 def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(serve_run):

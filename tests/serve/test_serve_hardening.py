@@ -4,7 +4,6 @@ whatever the clients do, and every pixel-limit refusal is pixelseg's own message
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import socket
 import threading
@@ -15,25 +14,24 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from serve_helpers import LiveServer, png_bytes, sample_image
-from test_serve_api import SlowPredictor, _concurrent, assert_refusal, png_header_only
 
 from pixelseg.serve.settings import Limits
 from pixelseg.serve.app import create_app
 from pixelseg.serve import routes
 from pixelseg.serve.protocol import H11Protocol, HttpToolsProtocol
 
+from tests.helpers.serving import (
+    LiveServer,
+    SlowPredictor,
+    assert_refusal,
+    jpeg_declaring,
+    png_bytes,
+    png_header_only,
+    post_concurrently,
+    sample_image,
+)
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """A small real JPEG whose frame header claims width x height (a JPEG bomb's header)."""
-    buf = io.BytesIO()
-    Image.fromarray(sample_image(16, 16)).save(buf, format="JPEG")
-    data = bytearray(buf.getvalue())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    return bytes(data)
 
 
 # ------------------------------------------------------------------------------- (d) pixel limit
@@ -100,7 +98,7 @@ def test_decoded_pixels_in_flight_never_exceed_the_budget(serve_run, serve_predi
     app = create_app(serve_run, predictor=slow, limits=Limits(max_pixels=10_000, max_pixels_in_flight=25_000))
     images = [sample_image(100, 100, seed=60 + i) for i in range(8)]
     # overlays: the image is needed until the answer is encoded
-    answers = asyncio.run(_concurrent(app, [png_bytes(im) for im in images], query="format=overlay"))
+    answers = asyncio.run(post_concurrently(app, [png_bytes(im) for im in images], query="format=overlay"))
     assert [r.status_code for r in answers] == [200] * 8
     budget = app.state.budget
     assert decoded.peak <= 25_000 and budget.peak <= 25_000
@@ -113,7 +111,7 @@ def test_a_request_that_cannot_get_room_is_503_with_retry_after(serve_run, serve
     slow = SlowPredictor(serve_predictor, 0.8)
     app = create_app(serve_run, predictor=slow, limits=Limits(max_pixels=10_000, max_pixels_in_flight=10_000,
                                                               budget_wait_s=0.3))
-    answers = asyncio.run(_concurrent(app, [png_bytes(sample_image(100, 100, seed=70 + i)) for i in range(3)]))
+    answers = asyncio.run(post_concurrently(app, [png_bytes(sample_image(100, 100, seed=70 + i)) for i in range(3)]))
     codes = sorted(r.status_code for r in answers)
     assert codes[0] == 200 and 503 in codes and set(codes) <= {200, 503}
     busy = next(r for r in answers if r.status_code == 503)

@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from serve_helpers import free_port, png_bytes, sample_image, wait_healthy
-from test_serve_api import png_header_only
-from test_serve_hardening import jpeg_declaring
+
+from tests.helpers.serving import free_port, jpeg_declaring, png_bytes, png_header_only, sample_image, wait_healthy
 
 CLIENTS = 8
 SECONDS = float(os.environ.get("PIXELSEG_LOAD_SECONDS", "12"))

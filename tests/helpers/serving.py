@@ -1,12 +1,16 @@
-"""Helpers shared by the server tests and benchmarks/serve_load.py-style clients (imported by name:
-tests/ has no packages, pytest puts this folder on sys.path)."""
+"""Helpers shared by the server tests and benchmarks/serve_load.py-style clients
+(`from tests.helpers.serving import ...`)."""
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
+import struct
 import threading
 import time
+import zlib
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -73,3 +77,51 @@ def wait_healthy(proc, url: str, timeout_s: float = 90, poll_s: float = 0.2) -> 
             pass
         assert time.monotonic() < deadline, "the server did not come up"
         time.sleep(poll_s)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height but holds (almost) no pixel data: what a bomb's header looks like."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header claims width x height (a JPEG bomb's header)."""
+    buf = io.BytesIO()
+    Image.fromarray(sample_image(16, 16)).save(buf, format="JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def assert_refusal(r: httpx.Response, status: int, code: str, limit: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["status"] == status and body["code"] == code and body["message"], body
+    assert body["limit"] == limit
+    return body
+
+
+class SlowPredictor:
+    """The real predictor behind a delay, recording the batches it was given."""
+
+    def __init__(self, real, delay: float):
+        self.real, self.delay, self.info, self.batches = real, delay, real.info, []
+        self.lock = threading.Lock()
+
+    def predict_batch(self, images):
+        with self.lock:
+            self.batches.append(len(images))
+        time.sleep(self.delay)
+        return self.real.predict_batch(images)
+
+
+async def post_concurrently(app, requests: list[bytes], query: str = "rle=true") -> list[httpx.Response]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as c:
+            return await asyncio.gather(*(c.post(f"/v1/segment?{query}", content=b) for b in requests))

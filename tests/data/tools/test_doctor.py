@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dataset_makers as M
 from pixelseg.cli import main
 from pixelseg.data.tools.doctor import diagnose, phash, suggest_image_size
+
+from tests.helpers import dataset_makers as M
 
 
 def _folder(root, spec):

@@ -10,7 +10,6 @@ import pytest
 import yaml
 from PIL import Image
 
-import dataset_makers as M
 from pixelseg.measure.opener import open_like_run
 from pixelseg.cli import main
 from pixelseg.config import from_dict
@@ -19,6 +18,8 @@ from pixelseg.data.formats import detect_format, open_dataset
 from pixelseg.data.labels import UnknownColorsError, load_mask
 from pixelseg.errors import PixelsegError
 from pixelseg.viz.overlay import save_label_png
+
+from tests.helpers import dataset_makers as M
 
 # the original release's label_colors.txt, all 32 rows, in its order
 LABEL_COLORS = [

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import pixelseg
-import dataset_makers as M
+
+from tests.helpers import dataset_makers as M
 
 
 def test_train_and_evaluate_on_cityscapes_layout(tmp_path):

@@ -2,12 +2,11 @@
 batch is split over processes, so one process and N processes must train to the same weights).
 
 Run as a script it is the pixelseg CLI with this net registered as `test-tinynet`, for the tests that
-start training in a subprocess or under torchrun:  python engine_tinynet.py train --model test-tinynet ...
+start training in a subprocess or under torchrun:  python tests/helpers/tinynet.py train --model test-tinynet ...
 """
 from __future__ import annotations
 
 import contextlib
-import sys
 
 from torch import nn
 

@@ -11,7 +11,7 @@ import pytest
 
 from pixelseg.data.labels import load_mask
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "active.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "active.py"
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dataset_makers as M
 from pixelseg.data.tools.checks import scan_split
 from pixelseg.data.formats import detect_format, open_dataset
 from pixelseg.data.labels import UnknownColorsError, load_mask
 from pixelseg.errors import PixelsegError
+
+from tests.helpers import dataset_makers as M
 
 
 def _err(fn, *a, **kw) -> str:

@@ -1,6 +1,6 @@
 """The trackers and the Hub as a user meets them: `pixelseg train --logger ...`, `pixelseg push`, `pixelseg pull`,
-`pixelseg predict hf://...`, in subprocesses started from another working directory (tests/hub_fake.py stands in
-for the Hub: the real huggingface_hub client code path, no network)."""
+`pixelseg predict hf://...`, in subprocesses started from another working directory (tests/helpers/hub_fake.py
+stands in for the Hub: the real huggingface_hub client code path, no network)."""
 from __future__ import annotations
 
 import csv
@@ -17,10 +17,9 @@ import pixelseg
 from pixelseg.data.tools.synth import generate
 from pixelseg.run.folder import RunFolder
 
-sys.path.insert(0, str(Path(__file__).parent / "engine"))
-import engine_tinynet  # noqa: E402
+from tests.helpers import tinynet
 
-TINY_FLAGS = ["--model", engine_tinynet.NAME, "--image-size", "32", "--batch-size", "4", "--num-workers", "0",
+TINY_FLAGS = ["--model", tinynet.NAME, "--image-size", "32", "--batch-size", "4", "--num-workers", "0",
               "--threads", "1", "--lr", "0.01", "--augment", "light", "--epochs", "1"]
 
 
@@ -40,8 +39,8 @@ def _env(**extra) -> dict:
 
 
 def _tinynet_cli(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The pixelseg CLI with the tiny test net registered (tests/engine/engine_tinynet.py)."""
-    return subprocess.run([sys.executable, engine_tinynet.__file__, *map(str, args)], capture_output=True, text=True,
+    """The pixelseg CLI with the tiny test net registered (tests/helpers/tinynet.py)."""
+    return subprocess.run([sys.executable, tinynet.__file__, *map(str, args)], capture_output=True, text=True,
                           timeout=600, cwd=cwd, env=env or _env())
 
 
@@ -66,7 +65,7 @@ def test_train_logger_mlflow_from_another_folder(data, tmp_path, monkeypatch):
     (mr,) = client.search_runs([client.get_experiment_by_name("pixelseg").experiment_id])
     assert mr.info.status == "FINISHED" and mr.info.run_name == "ml"
     params = mr.data.params
-    assert params["train.logger"] == "mlflow" and params["model.name"] == engine_tinynet.NAME
+    assert params["train.logger"] == "mlflow" and params["model.name"] == tinynet.NAME
     assert params["train.epochs"] == "1" and params["data.root"] == str(data.resolve())
     (row,) = _history(run)
     hist = client.get_metric_history(mr.info.run_id, "val/mIoU")
@@ -87,8 +86,8 @@ def test_train_logger_mlflow_from_another_folder(data, tmp_path, monkeypatch):
 def test_train_logger_tensorboard_scalars_and_report_images(data, tmp_path, one_thread):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    with engine_tinynet.registered():
-        run = pixelseg.train(data, out=str(tmp_path / "tb"), model=engine_tinynet.NAME, image_size=(32, 32),
+    with tinynet.registered():
+        run = pixelseg.train(data, out=str(tmp_path / "tb"), model=tinynet.NAME, image_size=(32, 32),
                              batch_size=4, num_workers=0, threads=1, lr=0.01, epochs=2, logger="tensorboard",
                              quiet=True, report=True)
     acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
@@ -155,7 +154,7 @@ def _image(tmp_path) -> Path:
 
 
 def test_push_pull_and_load_from_the_hub_in_subprocesses(hub_run, tmp_path):
-    from hub_fake import FakeHub
+    from tests.helpers.hub_fake import FakeHub
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     image = _image(tmp_path)
@@ -193,7 +192,7 @@ def test_push_pull_and_load_from_the_hub_in_subprocesses(hub_run, tmp_path):
 
 
 def test_predict_cli_from_the_hub_equals_local(hub_run, tmp_path):
-    from hub_fake import FakeHub
+    from tests.helpers.hub_fake import FakeHub
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     image = _image(tmp_path)

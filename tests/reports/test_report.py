@@ -19,7 +19,7 @@ from pixelseg.reports.builder import build_report
 from pixelseg.reports.analysis import Collector, logits_to_prediction
 from pixelseg.viz.overlay import save_label_png
 
-N_VAL = 8                # tests/report/conftest.py makes 8 val images
+N_VAL = 8                # tests/reports/conftest.py makes 8 val images
 PNGS = ("curves.png", "class_iou.png", "confusion.png", "calibration.png")
 
 

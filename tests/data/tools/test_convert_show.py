@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dataset_makers as M
 from pixelseg.cli import main
 from pixelseg.data.tools.convert import convert
 from pixelseg.data.formats import open_dataset
 from pixelseg.data.labels import load_mask
 from pixelseg.data.tools.show import show, tile
 from pixelseg.errors import PixelsegError
+
+from tests.helpers import dataset_makers as M
 
 MAKERS = {
     "voc": (M.make_voc, {}), "cityscapes": (M.make_cityscapes, {}), "ade20k": (M.make_ade20k, {}),
