@@ -3,6 +3,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pixelseg.viz import overlay as viz
@@ -309,3 +310,13 @@ def test_side_by_side_shapes():
     assert (out[title_h:, :80] == a).all()
     with pytest.raises(ValueError):
         viz.side_by_side([a, b], ["one"])
+
+
+def test_png8_encoding():
+    v = np.array([[0.0, 0.5, 1.0], [np.nan, 0.2, 1.2]])
+    out = viz.to_png8(v)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, [[0, 128, 255], [0, 51, 255]])
+    x = np.random.default_rng(0).random((50, 50))
+    assert np.abs(viz.to_png8(x) / 255.0 - x).max() <= 1 / 510 + 1e-9
+    np.testing.assert_array_equal(viz.to_png8(torch.from_numpy(x)), viz.to_png8(x))
