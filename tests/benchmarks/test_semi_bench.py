@@ -3,7 +3,7 @@ ignore index), the student trains on the labelled images plus the pseudo-labelle
 and it gets what the teacher and the pseudo-labelling left of the budget."""
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +11,21 @@ import pytest
 import yaml
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import semi  # noqa: E402
+from pixelseg.data.tools.synth import generate
 
-from pixelseg.data.tools.synth import generate  # noqa: E402
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "semi.py"
+
+
+@pytest.fixture(scope="module")
+def semi():
+    spec = importlib.util.spec_from_file_location("semi_bench", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.mark.slow
-def test_selftrain_arm_pseudo_labels_and_student(tmp_path):
+def test_selftrain_arm_pseudo_labels_and_student(semi, tmp_path):
     generate(tmp_path / "data", 24, 4, (32, 32), seed=0)
     lab, unl, hid = semi.split_labels(tmp_path / "data", 0.3, tmp_path / "work")
     n_lab, n_unl = len(list((lab / "train" / "images").iterdir())), len(list(unl.iterdir()))
