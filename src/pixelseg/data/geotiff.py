@@ -1,6 +1,10 @@
 """GeoTIFF / Cloud-Optimized GeoTIFF through rasterio (the `geo` extra): multi-band images, masks, and label
 maps written back with the input's georeference.
 
+Float rasters (float32, float64) are scaled to 8 bits by the raster's maximum (negative values clip to 0). NaN
+or infinite samples never reach a model as numbers: on pixels the raster declares nodata (a NaN nodata value, a
+mask) they read as 0 and predict writes nodata (NODATA_LABEL) there; anywhere else the file is refused.
+
 data/io.py sends .tif/.tiff files here when rasterio is installed, so a 4- or 12-band raster reads as an
 HxWxC uint8 array like any image (16-bit scaled to 8 bits as for PNG; float by the file's maximum) and
 in_channels follows the band count. `write_label_geotiff` is what `predict` calls for a GeoTIFF input: the
@@ -50,6 +54,12 @@ def raster_shape(path) -> tuple[int, int, int]:
         return src.height, src.width, src.count
 
 
+def sample_bytes(path) -> int:
+    """Bytes of the widest band's sample type, from the header."""
+    with _open(path) as src:
+        return max(np.dtype(d).itemsize for d in src.dtypes)
+
+
 def to_uint8(a: np.ndarray, top: float | None = None) -> np.ndarray:
     """bands x H x W as read -> H x W x bands uint8: 16-bit scaled as for PNG, float by `top` (the whole
     raster's maximum; default: this array's), so a raster read block by block converts like a whole one."""
@@ -58,15 +68,40 @@ def to_uint8(a: np.ndarray, top: float | None = None) -> np.ndarray:
         return np.ascontiguousarray(a)
     if a.dtype == np.uint16:
         return np.ascontiguousarray((a.astype(np.float32) / 65535.0 * 255.0 + 0.5).astype(np.uint8))
-    f = np.nan_to_num(a.astype(np.float32))
+    # not-a-number and infinite samples are nodata here (read_raster_image refuses them unless the raster declares
+    # them nodata): 0, and left out of the maximum (np.nan_to_num's default made +inf 3.4e38, the whole image 0)
+    f = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     top = float(f.max(initial=0.0)) if top is None else top
     return np.ascontiguousarray(np.clip(f / max(top, 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 def read_raster_image(path) -> np.ndarray:
-    """H x W x bands uint8."""
+    """H x W x bands uint8. A float raster's NaN or infinite samples are refused (non_finite_problem) unless the
+    raster declares them nodata: then they read as 0, and predict writes nodata (NODATA_LABEL) there."""
     with _open(path) as src:
-        return to_uint8(src.read())                      # bands x H x W
+        a = src.read()                                   # bands x H x W
+        problem = non_finite_problem(path, src, a)
+    if problem:
+        raise PixelsegError(problem)
+    return to_uint8(a)
+
+
+def non_finite_problem(path, src, a: np.ndarray, window=None) -> str | None:
+    """Why the float samples `a` (bands x h x w, read from the open raster `src` at `window`) cannot reach a
+    model: NaN or infinite samples on pixels the raster does not declare nodata (issue 27: np.nan_to_num made
+    them 0 silently). None for integer rasters and for non-finite samples only on declared nodata pixels."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return None
+    bad = ~np.isfinite(a).all(axis=0)
+    if not bad.any():
+        return None
+    if declares_nodata(src):
+        bad &= src.dataset_mask(window=window) > 0
+    n = int(bad.sum())
+    if n == 0:
+        return None
+    return (f"{path}: {n:,} pixel(s) hold NaN or infinite values and the raster does not declare them nodata; "
+            f"declare them nodata (gdal_edit.py -a_nodata nan {Path(path).name}) or fill them")
 
 
 def read_raster_mask(path) -> np.ndarray:

@@ -229,11 +229,21 @@ def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot convert {c} channels to {channels}")
 
 
-def _raster_gate(path: Path) -> Path:
-    """The decode gate for rasters read through rasterio: the header's size against the same limit."""
-    h, w, _ = geotiff.raster_shape(path)
-    if w * h > max_pixels():
-        raise TooManyPixelsError(str(path), w, h, max_pixels())
+def _raster_gate(path: Path, all_bands: bool = False) -> Path:
+    """The decode gate for rasters read through rasterio: the header's size against the same limit; with
+    `all_bands` (an image, read whole) also its decoded bytes, every band at its sample size, against the limit's
+    bytes as RGBA (4 per pixel): 200 float64 bands make a raster well inside the pixel limit a bomb (issue 27)."""
+    h, w, bands = geotiff.raster_shape(path)
+    limit = max_pixels()
+    if w * h > limit:
+        raise TooManyPixelsError(str(path), w, h, limit)
+    if all_bands:
+        decoded = w * h * bands * geotiff.sample_bytes(path)
+        if decoded > 4 * limit:
+            raise PixelsegError(f"{path}: declares {w}x{h} pixels x {bands} bands = {decoded / 2**30:.1f} GiB decoded, "
+                                f"above the limit of {4 * limit / 2**30:.1f} GiB (--max-pixels {limit:,} x 4 bytes); if "
+                                f"it is a real image, raise the limit with --max-pixels {-(-decoded // 4)} (or "
+                                f"{MAX_PIXELS_ENV}), or keep fewer bands")
     return path
 
 
@@ -241,7 +251,7 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     """HxWxC uint8. With `channels`, converted to that many channels."""
     path = Path(path)
     # GeoTIFF / COG (any band count) through rasterio when installed; other TIFFs and images through PIL
-    arr = geotiff.read_raster_image(_raster_gate(path)) if geotiff.is_raster(path) and path.is_file() else \
+    arr = geotiff.read_raster_image(_raster_gate(path, all_bands=True)) if geotiff.is_raster(path) and path.is_file() else \
         pil_to_array(load(path, "image", "check the path"))
     if arr.ndim == 2:
         arr = arr[:, :, None]

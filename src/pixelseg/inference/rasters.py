@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelseg.data import geotiff
+from pixelseg.data.io import max_pixels
 from pixelseg.errors import PixelsegError
 
 MIN_MARGIN = 64
@@ -49,7 +50,11 @@ def _float_top(src, block: int) -> float | None:
         return None
     top = 0.0
     for y, x, h, w in _windows(src.height, src.width, block):
-        a = np.nan_to_num(src.read(window=Window(x, y, w, h)).astype(np.float32))
+        a = src.read(window=Window(x, y, w, h))
+        problem = geotiff.non_finite_problem(src.name, src, a, window=Window(x, y, w, h))
+        if problem:                   # before anything is written (issue 27)
+            raise PixelsegError(problem)
+        a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         top = max(top, float(a.max(initial=0.0)))
     return top
 
@@ -72,6 +77,15 @@ def predict_raster(predictor, src_path, out_path, block: int = 4096, margin: int
     n = 0
     with geotiff._open(src_path) as src:
         H, W = src.height, src.width
+        side = min(block + 2 * margin, max(H, W))
+        # one block of every band must fit the decode limit's bytes (--max-pixels x 4), or 16 bytes a pixel of the
+        # block (4 float32 bands) under a small limit: 200 float64 bands make one block tens of GiB (issue 27)
+        decoded = side * side * src.count * max(np.dtype(d).itemsize for d in src.dtypes)
+        budget = max(4 * max_pixels(), 16 * side * side)
+        if decoded > budget:
+            raise PixelsegError(f"{src_path}: a {side}x{side} block of its {src.count} bands is {decoded / 2**30:.1f} "
+                                f"GiB decoded, above the limit of {budget / 2**30:.1f} GiB (--max-pixels x 4 bytes); "
+                                f"keep the bands the model takes (gdal_translate -b 1 -b 2 -b 3)")
         top = _float_top(src, block)
         ref = (src.crs, src.transform) if src.crs is not None else None
         nodata = geotiff.declares_nodata(src)
