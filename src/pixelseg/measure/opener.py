@@ -95,5 +95,9 @@ def open_split(run=None, data=None, split: str = "val", *, verb: str = "evaluate
     if need_masks and (not samples or not all(s.mask is not None for s in samples)):
         raise PixelsegError(f"{index.root}: split '{split}' has no masks to {verb} on; give a labelled split")
     if check:
-        require_clean(index, (split,))
+        report = require_clean(index, (split,))[split]      # train: refused there when every mask is all ignore
+        if need_masks and report.counts is not None and report.counts[:-1].sum() == 0:    # any split: no labelled pixel gives no number (issue 27)
+            raise PixelsegError(f"{index.root}: every {split} mask is all ignore ({index.classes.ignore_index}); "
+                                f"there is nothing to {verb} on — label some pixels, or pick a labelled split "
+                                f"with --split")
     return LabelledSplit(index, samples, split, info)

@@ -355,6 +355,9 @@ def audit_run(run, data=None, split: str = "train", folds: int | None = None, ou
         from pixelseg.data.tools.labelling import check_export_folder
         check_export_folder(out / "labelme")      # before the fold models train: it may hold someone's corrections
     folds = (3 if split == "train" else 0) if folds is None else int(folds)
+    if folds and len(samples) < 2:
+        raise PixelsegError(f"--folds {folds}: the {split} split has {len(samples)} image(s), too few to hold out "
+                            f"(fold models need 2 or more); give --folds 0 to audit with the run as is")
     if folds == 1 or folds > len(samples):
         raise PixelsegError(f"--folds {folds}: give 0 (use the run as is) or 2..{len(samples)}")
     top, findings = TopImages(gallery), []
