@@ -264,9 +264,28 @@ def pull(repo_id: str, *, revision: str | None = None, token: str | None = None,
     if not (path / RunFolder.MODEL).is_file():
         raise PixelsegError(f"{repo_id}: the Hub repository has no model.json, so it is not a pixelseg model; "
                             "push one with `pixelseg push RUN user/name`")
-    RunFolder(path).info()     # model.json readable and the weights there: a one-line error otherwise
+    _check_inside_cache(path, repo_id)
+    if not (path / RunFolder.WEIGHTS).is_file():
+        raise PixelsegError(f"{repo_id}: the Hub repository has model.json but no {RunFolder.WEIGHTS}, so it is not a "
+                            "complete pixelseg run; ask the owner to push the run again with `pixelseg push`")
+    RunFolder(path).info()     # model.json readable: a one-line error otherwise
     _check_weights_header(path / RunFolder.WEIGHTS, repo_id)
     return path
+
+
+def _check_inside_cache(path: Path, repo_id: str) -> None:
+    """Every file of the snapshot `path` (links into the cache's blobs, or plain copies) must lie inside the
+    repository's cache folder (models--user--name): a link out of it (a tampered or copied cache) would load a
+    file nobody pulled (issue 27)."""
+    home = path.resolve().parents[1]
+    for name in HUB_FILES:
+        p = path / name
+        if not (p.is_symlink() or p.exists()):
+            continue
+        target = p.resolve()
+        if home not in target.parents:
+            raise PixelsegError(f"{repo_id}: {name} in the pulled snapshot {path} points outside the Hub cache "
+                                f"({target}); delete {home} and pull again")
 
 
 def _check_weights_header(weights: Path, repo_id: str) -> None:
@@ -344,6 +363,10 @@ class _hub_errors:
         if status in (401, 403):
             action = "write to" if self.writing else "read"
             return f"{repo}: not allowed to {action} this repository on {where}; {login}"
+        if "Consistency check failed" in str(exc):     # served larger (or smaller) than the Hub declared it
+            first = str(exc).splitlines()[0][:200]
+            return (f"{repo}: a file from {where} is not the size the Hub declared ({first}); nothing of it was "
+                    "kept: pull again, and if it repeats the repository or a proxy serves other content")
         if isinstance(exc, (E.OfflineModeIsEnabled, E.LocalEntryNotFoundError, ConnectionError, OSError)) \
                 or type(exc).__name__ in ("ConnectError", "TimeoutException", "ConnectTimeout", "ReadTimeout"):
             if status is None:
