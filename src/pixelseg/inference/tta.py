@@ -20,7 +20,8 @@ class TTA:
 
     def __post_init__(self):
         if not self.scales or any(not 0.25 <= s <= 4.0 for s in self.scales):
-            raise PixelsegError(f"TTA scales {list(self.scales)} must be 1..n values in 0.25..4 (e.g. 0.75 1 1.25)")
+            raise PixelsegError(f"--tta {' '.join(f'{v:g}' for v in self.scales)}: TTA scales must be 1..n values in "
+                                "0.25..4 (e.g. --tta 0.75 1 1.25)")
 
     @property
     def passes(self) -> int:

@@ -143,6 +143,12 @@ def _write_run_info(info: RunInfo) -> None:
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
+def _temperature(t) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise ValueError(f"model.temperature {t!r} is not a number")
+    return float(t)
+
+
 def _read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
     path = Path(path)
     mj = path / "model.json"
@@ -157,7 +163,7 @@ def _read_run(path: str | Path, need_weights: bool = True) -> RunInfo:
         info = RunInfo(path, d["model"]["name"], d["model"].get("encoder"),
                        ClassTable.from_dict(d["classes"], str(mj)), Preprocessing.from_dict(d["preprocessing"]),
                        d.get("best") or {}, d["model"].get("sigmoid_threshold"),
-                       float(d["model"].get("temperature", 1.0)), d["model"].get("pretrained"))
+                       _temperature(d["model"].get("temperature", 1.0)), d["model"].get("pretrained"))
         if info.pretrained is not None and not isinstance(info.pretrained, dict):
             raise ValueError(f"model.pretrained is {type(info.pretrained).__name__}, not an object")
         lo, hi = TEMPERATURE_RANGE
