@@ -21,10 +21,12 @@ with the one that never saw it; folds=0 uses the run itself (right for a split i
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
 import math
+import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -335,6 +337,25 @@ def write_audit(out, findings: list[Finding], top: TopImages, classes, **meta) -
     return {**result, "json": str(out / "audit.json"), "html": str(out / "audit.html")}
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does) while the audit runs, so the fold models' temporary
+    folder is removed and nothing is written: by default SIGTERM ended the process between fold trainings
+    with the folds left in $TMPDIR (issue 27). Fold training sets its own handler (engine/guards.StopFlag) and
+    ends with KeyboardInterrupt too."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:          # not the main thread: no signal handling
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def audit_run(run, data=None, split: str = "train", folds: int | None = None, out=None, *, device: str = "auto",
               fold_minutes: float = 3.0, fold_epochs: int | None = None, seed: int = 0, gallery: int = 24,
               settings: AuditSettings = AuditSettings(), log=print, labelme: int | None = None) -> dict:
@@ -361,7 +382,7 @@ def audit_run(run, data=None, split: str = "train", folds: int | None = None, ou
     if folds == 1 or folds > len(samples):
         raise PixelsegError(f"--folds {folds}: give 0 (use the run as is) or 2..{len(samples)}")
     top, findings = TopImages(gallery), []
-    with tempfile.TemporaryDirectory(prefix="pixelseg-audit-") as tmp:
+    with _sigterm_interrupts(), tempfile.TemporaryDirectory(prefix="pixelseg-audit-") as tmp:
         if folds:
             runs, fold = train_fold_models(run, index, split, folds, fold_minutes, fold_epochs, seed, Path(tmp), log)
         else:
