@@ -1,6 +1,10 @@
 """Shared test fixtures."""
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -74,3 +78,25 @@ def user_cache_in_tmp(tmp_path_factory):
         os.environ.pop("PIXELSEG_CACHE", None)
     else:
         os.environ["PIXELSEG_CACHE"] = old
+
+
+# --- what this session collected, for tests/test_layout.py ---------------------------------------------------
+# Recorded before -m/-k deselect anything (tryfirst: this hook runs ahead of pytest's own deselection), so
+# test_layout can see which folders hold fast tests without collecting the tree a second time. With
+# PIXELSEG_COLLECTED_JSON set (test_layout's own `pytest --collect-only` subprocess) it is written there too.
+COLLECTED = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    rows = [(str(item.path), item.get_closest_marker("slow") is not None, item.get_closest_marker("skip") is not None)
+            for item in items]
+    config.stash[COLLECTED] = rows
+    if os.environ.get("PIXELSEG_COLLECTED_JSON"):
+        Path(os.environ["PIXELSEG_COLLECTED_JSON"]).write_text(json.dumps(rows))
+
+
+@pytest.fixture(scope="session")
+def collected(request) -> list[tuple[str, bool, bool]]:
+    """(test file, marked slow, marked skip) for every test this session collected, before deselection."""
+    return request.config.stash.get(COLLECTED, [])

@@ -19,6 +19,8 @@ from pixelseg.data.tools.synth import generate
 from pixelseg.models import build_model
 from pixelseg.run.checkpoints import load_state
 
+pytestmark = pytest.mark.slow
+
 TINY = dict(model="unet", image_size=(48, 56),   # not the data's 64x64: resizing both ways is exercised
             batch_size=4, num_workers=0, threads=2, quiet=True)
 

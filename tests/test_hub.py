@@ -66,6 +66,7 @@ def run_dir(tmp_path, one_thread):
     return run
 
 
+@pytest.mark.slow
 def test_push_pull_round_trip_predicts_the_same(run_dir, tmp_path):
     with FakeHub(token="hf_write") as fake:
         url = hub.push(run_dir, "me/road-seg", token="hf_write", endpoint=fake.endpoint)

@@ -36,6 +36,7 @@ def shared(tmp_path, monkeypatch, one_thread):
         yield fake, run
 
 
+@pytest.mark.slow
 def test_export_and_bench_take_a_hub_reference(shared, tmp_path):
     """In CLI processes, as a user runs them (HF_ENDPOINT set, the Hub cache under HF_HOME)."""
     pytest.importorskip("onnxruntime")

@@ -47,6 +47,7 @@ def test_wheel_holds_the_cli_the_static_files_and_the_extras(wheel):
         assert f"Provides-Extra: {extra}" in meta
 
 
+@pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_the_cli_runs(wheel, tmp_path):
     venv = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)

@@ -23,6 +23,7 @@ def gc():
     sys.modules.pop("gpu_check", None)
 
 
+@pytest.mark.slow
 def test_without_a_gpu_it_says_so_exits_0_and_writes_nothing(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}     # no GPU, also on a machine that has one
     out = tmp_path / "out"

@@ -118,6 +118,7 @@ def test_evaluate_pred_dir_missing_prediction(capsys, good, tmp_path):
     assert rc == 2 and "no prediction for" in one_line_error(err)
 
 
+@pytest.mark.slow
 def test_models_table(capsys):
     """Every registered model is a row, with its family, its parameter count and its ONNX verdict."""
     from pixelseg.models import MODELS, onnx_support
@@ -135,6 +136,7 @@ def test_models_table(capsys):
     assert f"{small / 1e6:.2f}M" in rows["fast_scnn"] and f"{large / 1e6:.2f}M" in rows["fcn8s"]
 
 
+@pytest.mark.slow
 def test_quickstart(capsys, tmp_path, monkeypatch):
     """The README's first command, on a smaller built-in dataset: data, training, metrics, predictions with
     overlays at each input's size, the report; the numbers printed are the ones saved."""

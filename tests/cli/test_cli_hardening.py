@@ -71,6 +71,7 @@ def test_predict_bad_flag_values(run_and_images, tmp_path, args, words):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_predict_out_is_a_file(run_and_images, tmp_path):
     run, images = run_and_images
     target = tmp_path / "labels.png"
@@ -79,6 +80,7 @@ def test_predict_out_is_a_file(run_and_images, tmp_path):
     assert target.read_bytes() == b"the user's file"
 
 
+@pytest.mark.slow
 def test_predict_into_the_input_folder_is_refused(run_and_images, tmp_path):
     run, images = run_and_images
     before = tree_hash(images)

@@ -87,6 +87,7 @@ def test_flags_become_the_config(monkeypatch, tmp_path, capsys):
     assert "--class-weights" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_models_table_keeps_every_column_at_80_columns():
     from pixelseg.models import MODELS, build_model
     p = _cli("models", env={**os.environ, "COLUMNS": "80"})
@@ -124,6 +125,7 @@ def run_with_data(tmp_path_factory):
     return run, data
 
 
+@pytest.mark.slow
 def test_evaluate_run_uses_the_runs_own_data(run_with_data, tmp_path):
     run, data = run_with_data
     js = tmp_path / "m.json"

@@ -9,6 +9,8 @@ import pytest
 
 from pixelseg.data.tools.synth import generate
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

@@ -14,6 +14,8 @@ import pixelseg
 from pixelseg.cli import main
 from pixelseg.run.folder import RunFolder
 
+pytestmark = pytest.mark.slow
+
 
 def _data(root):
     rng = np.random.default_rng(0)

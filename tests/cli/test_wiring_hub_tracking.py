@@ -49,6 +49,7 @@ def _history(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_train_logger_mlflow_from_another_folder(data, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")     # to read the store here, as tracking.py does
@@ -83,6 +84,7 @@ def test_train_logger_mlflow_from_another_folder(data, tmp_path, monkeypatch):
     assert "run/last.pt" not in arts
 
 
+@pytest.mark.slow
 def test_train_logger_tensorboard_scalars_and_report_images(data, tmp_path, one_thread):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -153,6 +155,7 @@ def _image(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_push_pull_and_load_from_the_hub_in_subprocesses(hub_run, tmp_path):
     from tests.helpers.hub_fake import FakeHub
     elsewhere = tmp_path / "cwd"
@@ -191,6 +194,7 @@ def test_push_pull_and_load_from_the_hub_in_subprocesses(hub_run, tmp_path):
     np.testing.assert_array_equal(pixelseg.load(pulled, device="cpu", backend="torch").predict(str(image)), local)
 
 
+@pytest.mark.slow
 def test_predict_cli_from_the_hub_equals_local(hub_run, tmp_path):
     from tests.helpers.hub_fake import FakeHub
     elsewhere = tmp_path / "cwd"

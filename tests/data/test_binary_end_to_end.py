@@ -27,6 +27,7 @@ def binary_data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("sigmoid", [False, True])
+@pytest.mark.slow
 def test_binary_trains_predicts_and_evaluates(binary_data, tmp_path, sigmoid):
     run = pixelseg.train(binary_data, "unet", out=str(tmp_path / "run"), epochs=1, image_size=(32, 32),
                          batch_size=2, num_workers=0, threads=1, augment="none", binary_sigmoid=sigmoid or None,

@@ -152,6 +152,7 @@ def test_verify_dataset_prints_the_plan_train_uses(tmp_path, capsys):
     assert f"batch {cfg.train.batch_size}" in out
 
 
+@pytest.mark.slow
 def test_training_on_flat_pairs_just_works(tmp_path):
     root = make_pairs(tmp_path / "flat", 8)
     run = pixelseg.train(root, "unet", encoder="resnet18", encoder_weights="none", out=str(tmp_path / "run"),

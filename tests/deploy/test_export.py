@@ -16,6 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 QUIET = {"log": lambda m: None}
 
 
+@pytest.mark.slow
 def test_onnx_is_self_describing_with_dynamic_axes(random_run, tmp_path):
     import onnx
     r = export_run(random_run, "onnx", tmp_path / "m.onnx", **QUIET)
@@ -29,6 +30,7 @@ def test_onnx_is_self_describing_with_dynamic_axes(random_run, tmp_path):
     assert dims == ["batch", "", "height", "width"]
 
 
+@pytest.mark.slow
 def test_openvino_ir_round_trip(random_run, tmp_path):
     r = export_run(random_run, "openvino", tmp_path / "ov" / "m.xml", **QUIET)
     assert r.agreement >= 0.999
@@ -39,6 +41,7 @@ def test_openvino_ir_round_trip(random_run, tmp_path):
     assert not list((tmp_path / "ov").glob(".pixelseg-export-*"))     # staging folder cleaned up
 
 
+@pytest.mark.slow
 def test_torchscript_export(random_run, tmp_path):
     import torch
 
@@ -52,6 +55,7 @@ def test_torchscript_export(random_run, tmp_path):
         torch.testing.assert_close(module(x), ref(x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_parity_gate_refuses_and_writes_nothing(random_run, tmp_path):
     out = tmp_path / "m.onnx"
     with pytest.raises(PixelsegError, match="parity check failed.*nothing was written"):
@@ -59,6 +63,7 @@ def test_parity_gate_refuses_and_writes_nothing(random_run, tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_int8_on_a_trained_model(trained_run, easy_image, tmp_path):
     import onnx
     r = export_run(trained_run, "onnx", tmp_path / "q.onnx", int8=True, calib_count=16, **QUIET)
@@ -97,6 +102,7 @@ def test_cli_export_missing_runtime(random_run, capsys, monkeypatch):
     assert "needs the openvino package" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_export_prints_parity_and_writes_json(random_run, capsys, tmp_path):
     assert main(["export", str(random_run), "--out", str(tmp_path / "m.onnx"), "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
@@ -104,6 +110,7 @@ def test_cli_export_prints_parity_and_writes_json(random_run, capsys, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["format"] == "onnx"
 
 
+@pytest.mark.slow
 def test_parity_check_says_when_the_runs_data_is_missing(random_run, tmp_path):
     """A run whose data is gone is still exported, checked on random images, and the terminal says so."""
     import shutil
@@ -116,6 +123,7 @@ def test_parity_check_says_when_the_runs_data_is_missing(random_run, tmp_path):
     assert any("random images" in m and "gone/data" in m and "not found" in m for m in lines), lines
 
 
+@pytest.mark.slow
 def test_parity_check_finds_data_stored_relative_to_the_run(trained_run, tmp_path, monkeypatch):
     """config.yaml written with the data root as typed (relative): found from another working directory."""
     import shutil

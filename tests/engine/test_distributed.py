@@ -40,6 +40,7 @@ def _torchrun(nproc: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), HELPER, *args]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(data, tmp_path):
     """Same seed and global batch: 2 gloo ranks (2 images each) reach the weights and metrics of 1 process
     (4 images). The net has no BatchNorm, so the only difference is the order of float sums."""
@@ -73,6 +74,7 @@ def test_two_processes_train_like_one(data, tmp_path):
     assert load_state(two / "last.pt")["state"]["step"] == load_state(one / "last.pt")["state"]["step"] == 12
 
 
+@pytest.mark.slow
 def test_one_process_under_torchrun_joins_the_group(data, tmp_path):
     """torchrun with one process still runs the distributed path (process group, DDP), so a one-GPU machine
     can check NCCL and SyncBN; on the CPU that is gloo, and the run is an ordinary run otherwise."""
@@ -109,6 +111,7 @@ def _rank_of(pid: int) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process in /proc")
+@pytest.mark.slow
 def test_killed_rank_ends_the_job_with_a_message(data, tmp_path):
     out = tmp_path / "k"
     p = subprocess.Popen(_torchrun(2, "train", "--data", str(data), "--out", str(out), "--epochs", "1000",
@@ -169,6 +172,7 @@ def test_python_dash_m_pixelseg_is_the_cli():
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_learn_from_unlabelled_images(data, tmp_path):
     """--semi on under torchrun: each rank draws its share of the unlabelled stream; the report counts every
     rank's images."""
@@ -185,6 +189,7 @@ def test_two_processes_learn_from_unlabelled_images(data, tmp_path):
     assert m["processes"] == 2 and m["unlabelled"]["images_drawn"] == steps * 4
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_pretrained_default(data, tmp_path):
     """The default model (FPN on the packaged ImageNet Lite0) under torchrun: every rank starts from the same
     offline weights, and the run records their provenance."""

@@ -46,6 +46,7 @@ def _cli(*args: str) -> list[str]:
 
 
 @pytest.mark.parametrize("model", [tinynet.NAME, tinynet.DROPOUT_NAME])
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path, model):
     """SIGKILL (no handler runs) at a random moment; the folder holds a loadable state and --resume
     continues from it. Saving every step, the finished run has the uninterrupted run's weights bit for
@@ -86,7 +87,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(data, tmp_path, model):
 E2E = dict(model="unet", image_size=(48, 56), batch_size=4, num_workers=0, threads=2, quiet=True)
 
 
-@pytest.mark.parametrize("options, sig", [(E2E, signal.SIGTERM),
+@pytest.mark.parametrize("options, sig", [pytest.param(E2E, signal.SIGTERM, marks=pytest.mark.slow),
                                           (dict(TINY, model=tinynet.DROPOUT_NAME), signal.SIGTERM),
                                           (dict(TINY, model=tinynet.DROPOUT_NAME), signal.SIGINT)],
                          ids=["unet-SIGTERM", "dropout-SIGTERM", "dropout-SIGINT"])

@@ -69,6 +69,7 @@ def test_verdict_on_few_steps_and_a_rising_curve():
     assert len(rising) == 1 and "still rising" in rising[0] and "0.500 -> 0.600" in rising[0]
 
 
+@pytest.mark.slow
 def test_a_short_run_says_so_in_metrics_and_the_report(data, tmp_path, capsys):
     run = pixelseg.train(data, out=str(tmp_path / "short"), epochs=1, report=True, **{**TINY, "quiet": False})
     metrics = json.loads((run / "metrics.json").read_text())
@@ -130,6 +131,7 @@ def test_encoder_learning_rate_share():
     assert len(param_groups(model, 1e-4)) == 2          # the default keeps the two groups (old states resume)
 
 
+@pytest.mark.slow
 def test_frozen_encoder_batchnorm_keeps_its_statistics(data, tmp_path):
     model = _unet()
     assert freeze_batchnorm(model.net.encoder) == sum(isinstance(m, torch.nn.BatchNorm2d)

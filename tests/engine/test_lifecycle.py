@@ -114,6 +114,7 @@ def test_masks_that_are_all_ignore_are_refused_up_front(tmp_path):
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_the_time_budget_says_it_is_spent(data, tmp_path, capsys):
     run = pixelseg.train(data, out=str(tmp_path / "t"), max_minutes=0.02, quiet=True, **TINY)
     step = load_state(run / "last.pt")["state"]["step"]

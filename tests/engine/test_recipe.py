@@ -129,6 +129,7 @@ def test_the_built_in_data_keeps_todays_whole_image_recipe(tmp_path):
     assert not {"data.scale", "data.crop"} & {k for k, _, _ in chosen}
 
 
+@pytest.mark.slow
 def test_big_images_get_a_scale_from_their_objects_and_a_crop_from_the_budget(tmp_path):
     index = _big_set(tmp_path)              # objects 33 px across: scale 24/33 -> 0.75
     cfg, chosen = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x"}), index, CPU2)
@@ -149,6 +150,7 @@ def test_given_scale_or_image_size_wins(tmp_path):
     assert old.data.scale is None and old.data.crop is None and old.data.image_size == (256, 256)
 
 
+@pytest.mark.slow
 def test_tiny_objects_keep_native_resolution_on_a_cpu_and_grow_on_a_gpu(tmp_path):
     index = _big_set(tmp_path, radius=5)     # objects 11 px across: 24/11 would be x2.25
     cpu, chosen = resolve(from_dict({}, {"data.root": str(tmp_path), "train.out": "x"}), index, CPU2)

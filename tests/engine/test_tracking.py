@@ -145,6 +145,7 @@ def _wandb_records(path):
     return out
 
 
+@pytest.mark.slow
 def test_wandb_offline_history(run_dir, monkeypatch):
     pytest.importorskip("wandb")
     for k in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_API_KEY"):

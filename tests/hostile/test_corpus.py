@@ -133,6 +133,7 @@ def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
 
 
 @pytest.mark.parametrize("case", PARAMS)
+@pytest.mark.slow
 def test_hostile_input_is_refused_in_one_line(case, outcomes, request):
     o = outcomes[case.id]
     check(case, o.proc)
@@ -144,6 +145,7 @@ def test_hostile_input_is_refused_in_one_line(case, outcomes, request):
         assert run_files(request.getfixturevalue("tiny_run")) == o.run_before, "the shared run folder was changed"
 
 
+@pytest.mark.slow
 def test_controls_pass_under_the_memory_cap(tmp_path, tiny_run):
     """The cap and the fixtures are not what makes the cases fail: the clean dataset passes the doctor and the
     run predicts, under the same cap."""

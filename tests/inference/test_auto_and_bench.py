@@ -22,6 +22,7 @@ def test_auto_on_an_exported_file_is_never_torch(monkeypatch):
     assert resolve_backend("auto", cpu, exported=True) == "onnxruntime"
 
 
+@pytest.mark.slow
 def test_auto_on_a_run_folder_runs_the_cached_export_on_openvino(random_run, scene):
     ref = Predictor(random_run, "cpu", backend="torch")
     pred = Predictor(random_run, "cpu", backend="auto")
@@ -31,6 +32,7 @@ def test_auto_on_a_run_folder_runs_the_cached_export_on_openvino(random_run, sce
     assert (pred.predict(scene) == ref.predict(scene)).mean() >= 0.999
 
 
+@pytest.mark.slow
 def test_bench_int8_of_a_model_name_calibrates_on_generated_images():
     pytest.importorskip("onnxruntime")
     from pixelseg.inference.bench import bench

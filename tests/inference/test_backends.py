@@ -53,6 +53,7 @@ def test_onnx_cache_is_reused(random_run, reference):
     assert path.parent == user_cache("onnx") and random_run not in path.parents
 
 
+@pytest.mark.slow
 def test_exported_file_predicts_alone_with_its_class_table(random_run, reference, scene, tmp_path):
     from pixelseg.deploy.export import export_run
     out = export_run(random_run, "onnx", tmp_path / "m.onnx", log=lambda m: None).path
@@ -166,6 +167,7 @@ def test_openvino_labels_break_ties_towards_the_lowest_class(tmp_path):
     assert torch.equal(backend(torch.zeros(1, 3, 8, 8)).argmax(1), torch.ones(1, 8, 8, dtype=torch.long))
 
 
+@pytest.mark.slow
 def test_openvino_compiles_per_input_shape_with_a_bound(random_run):
     pred = Predictor(random_run, "cpu", backend="openvino")
     be = pred.backend

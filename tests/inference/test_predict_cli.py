@@ -35,6 +35,7 @@ def test_predict_paths_overlaps_io_and_keeps_order(random_run, folder, tmp_path)
         assert np.array_equal(read_label_png(tmp_path / "out" / f"im{i}.png"), want)
 
 
+@pytest.mark.slow
 def test_cli_predict_backend_tile_tta_matches_the_api(random_run, folder, tmp_path, capsys):
     args = ["predict", str(random_run), str(folder), "--out", str(tmp_path / "cli"), "--backend", "onnxruntime",
             "--tile", "48", "--overlap", "0.5", "--tta", "1", "1.25", "--batch-size", "2"]
@@ -45,6 +46,7 @@ def test_cli_predict_backend_tile_tta_matches_the_api(random_run, folder, tmp_pa
         assert np.array_equal(read_label_png(tmp_path / "cli" / f"im{i}.png"), api.predict(folder / f"im{i}.png"))
 
 
+@pytest.mark.slow
 def test_cli_predict_with_an_exported_file(random_run, folder, tmp_path, capsys):
     assert main(["export", str(random_run), "--out", str(tmp_path / "m.onnx")]) == 0
     assert main(["predict", str(tmp_path / "m.onnx"), str(folder / "im0.png"), "--out", str(tmp_path / "o")]) == 0
@@ -74,6 +76,7 @@ def _read_video(path):
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+@pytest.mark.slow
 def test_video_round_trip(random_run, scene, tmp_path, capsys, suffix):
     frames = [np.roll(scene, 3 * i, axis=1) for i in range(8)]
     src = tmp_path / "in.avi"
@@ -93,6 +96,7 @@ def test_video_round_trip(random_run, scene, tmp_path, capsys, suffix):
     assert not list(tmp_path.glob(".out.*"))                 # the atomic temp file is gone
 
 
+@pytest.mark.slow
 def test_video_max_frames_and_errors(random_run, scene, tmp_path, capsys):
     src = tmp_path / "in.avi"
     _write_video(src, [scene] * 6)
@@ -112,6 +116,7 @@ def test_video_max_frames_and_errors(random_run, scene, tmp_path, capsys):
     assert not (tmp_path / "y.mp4").exists()
 
 
+@pytest.mark.slow
 def test_cli_bench_table_and_json(random_run, tmp_path, capsys):
     js = tmp_path / "b.json"
     assert main(["bench", str(random_run), "--size", "64", "--backend", "torch", "openvino", "--iters", "3",
@@ -135,6 +140,7 @@ def test_cli_bench_errors(capsys):
     assert "unknown bench path" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_predict_uncertainty_maps_are_the_softmax_max_and_entropy(random_run, folder, tmp_path, capsys):
     out = tmp_path / "u"
     assert main(["predict", str(random_run), str(folder), "--out", str(out), "--backend", "torch", "--batch-size", "2",

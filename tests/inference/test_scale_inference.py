@@ -73,6 +73,7 @@ def test_a_run_of_the_old_kind_predicts_exactly_as_before(random_run, scene):
     assert np.array_equal(Predictor(random_run, device="cpu").predict(big), ref.argmax(0).numpy())
 
 
+@pytest.mark.slow
 def test_an_exported_scale_run_predicts_at_the_scale_too(scale_run, tmp_path):
     pytest.importorskip("onnxruntime")
     from pixelseg.deploy.export import export_run
@@ -84,6 +85,7 @@ def test_an_exported_scale_run_predicts_at_the_scale_too(scale_run, tmp_path):
     assert (exported == Predictor(scale_run, device="cpu").predict(image)).mean() > 0.99
 
 
+@pytest.mark.slow
 def test_evaluation_slides_the_training_crop_over_images_over_the_budget(scale_run, monkeypatch, tmp_path):
     """evaluate/report/validation of a run trained at a scale: an image whose scaled size is over the
     whole-image budget is scored by windows of the training crop (the network never sees more), its labels

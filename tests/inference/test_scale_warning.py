@@ -52,6 +52,7 @@ def test_a_far_larger_input_warns_once_per_size_with_the_fix(shrunk_run):
     assert Predictor(shrunk_run, "cpu", tile=True).scale_warning((2048, 1536)) is None   # windows asked for
 
 
+@pytest.mark.slow
 def test_tile_true_runs_windows_at_the_training_scale(shrunk_run):
     """tile=True on a run whose images were shrunk 4x: the image is shrunk 4x too and windowed at the training
     size, which is the run-at-a-scale path with scale 0.25 (not 64 px windows at native resolution)."""
@@ -69,6 +70,7 @@ def test_tile_true_runs_windows_at_the_training_scale(shrunk_run):
     assert (native != tiled).any()
 
 
+@pytest.mark.slow
 def test_predict_cli_prints_the_warning(shrunk_run, tmp_path, capsys):
     Image.fromarray(_image(1024, 1024)).save(tmp_path / "big.png")
     Image.fromarray(_image(256, 256)).save(tmp_path / "ok.png")

@@ -185,6 +185,7 @@ def _rank_gathers(rank: int, world: int, store: str, maps: list, out: str) -> No
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_all_reduce_gathers_per_image_matrices_in_split_order(tmp_path):
     """3 ranks, 5 images (shares 2, 2, 1): every rank ends with all 5 per-image matrices in the order one
     process counts them, so bootstrap intervals under torchrun equal a single process's."""

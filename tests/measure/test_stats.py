@@ -34,6 +34,7 @@ def true_miou(right=RIGHT) -> float:
     return mean_iou(expected)
 
 
+@pytest.mark.slow
 def test_interval_covers_the_truth_at_the_stated_rate():
     rng = np.random.default_rng(0)
     truth = true_miou()

@@ -82,6 +82,7 @@ def test_segnet_unpool_equals_torch_max_unpool(shape):
 
 # ------------------------------------------------------------------------------------------- FCN
 
+@pytest.mark.slow
 def test_fcn8s_fuses_pool4_and_pool3_by_summation():
     model = build_model("fcn8s", 3).eval()
     net = model.net
@@ -198,6 +199,7 @@ def test_timm_encoder_mean_std_travel_with_the_model():
 
 # ------------------------------------------------------------------------------------ `pixelseg models`
 
+@pytest.mark.slow
 def test_models_command_filters_and_reports_costs(capsys):
     import json
 

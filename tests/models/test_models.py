@@ -40,7 +40,9 @@ def _model(name: str, in_channels: int = 3) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+# the FCNs (_HEAVY) take seconds per test on a CPU: their contract runs in the full suite (slow)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n
+                                  for n in MODELS.names()])
 class TestModelContract:
     """Every registered model: any C, any H x W in, N x K x H x W finite logits out; trains at batch size 1;
     auxiliary heads behind one contract; ONNX export with dynamic H/W (or a declared reason it cannot)."""
@@ -125,6 +127,7 @@ class TestModelContract:
         assert torch.equal(a, b)
         assert not torch.equal(a, c)
 
+    @pytest.mark.slow
     def test_onnx_export_with_dynamic_height_and_width(self, name, tmp_path):
         """Traced at one odd size, the ONNX graph must match PyTorch at other sizes (wide, tall, multiple of 32)."""
         import warnings

@@ -205,6 +205,7 @@ def warm_run(tmp_path_factory):
                           quiet=True)
 
 
+@pytest.mark.slow
 def test_provenance_in_recipe_model_json_and_card(warm_run):
     from pixelseg.hub import model_card
     from pixelseg.run.folder import RunFolder
@@ -221,6 +222,7 @@ def test_provenance_in_recipe_model_json_and_card(warm_run):
     assert "## Pretrained weights" in card and sha in card and "Apache-2.0" in card
 
 
+@pytest.mark.slow
 def test_pretrained_run_exports_through_the_parity_gate_and_serves(warm_run, tmp_path):
     import onnx
     from fastapi.testclient import TestClient
@@ -241,6 +243,7 @@ def test_pretrained_run_exports_through_the_parity_gate_and_serves(warm_run, tmp
     assert (body["height"], body["width"]) == (50, 70)
 
 
+@pytest.mark.slow
 def test_a_pretrained_run_quantizes_to_int8_through_the_gate(warm_run, tmp_path):
     from pixelseg.deploy.export import export_run
     """The Lite encoders pad "same" from the input's size: that arithmetic must stay float in the QDQ graph
@@ -252,6 +255,7 @@ def test_a_pretrained_run_quantizes_to_int8_through_the_gate(warm_run, tmp_path)
     assert abs(r.miou["delta"]) < 0.1           # a 2-epoch model: near-tie pixels flip, the mIoU barely moves
 
 
+@pytest.mark.slow
 def test_a_pretrained_run_resumes_and_fine_tunes_with_its_provenance(warm_run, tmp_path):
     """resume continues the trained weights (the encoder is not reloaded from the package) and keeps the first
     session's provenance; --init-from starts a new run from it with the same encoder and normalization."""
@@ -278,6 +282,7 @@ def test_a_pretrained_run_resumes_and_fine_tunes_with_its_provenance(warm_run, t
     assert yaml.safe_load((ft / "config.yaml").read_text())["model"]["init_from"] == str(warm_run)
 
 
+@pytest.mark.slow
 def test_scratch_run_records_no_provenance(tmp_path):
     import pixelseg
     from pixelseg.data.tools.synth import generate

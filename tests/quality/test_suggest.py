@@ -55,6 +55,7 @@ def test_near_duplicates_of_the_most_uncertain_image_are_not_all_picked(tiny_run
     assert [e["rank"] for e in scores] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_balanced_weighs_by_the_runs_training_labels(tiny_run, tmp_path):
     import shutil
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed")
+
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed"), pytest.mark.slow]
 
 
 def test_report_renders_in_chromium(tiny_run, tmp_path):

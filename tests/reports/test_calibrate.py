@@ -27,6 +27,7 @@ def _overconfident_copy(run, dest, factor: float = 5.0):
     return dest
 
 
+@pytest.mark.slow
 def test_calibrate_lowers_ece_and_is_stored(tiny_run, tiny_data, tmp_path, capsys, html_tables):
     hot = _overconfident_copy(tiny_run, tmp_path / "hot")
     before = cli.main(["evaluate", str(hot), "--data", str(tiny_data), "--device", "cpu", "--no-report",
@@ -57,6 +58,7 @@ def test_calibrate_lowers_ece_and_is_stored(tiny_run, tiny_data, tmp_path, capsy
     assert "reliability diagram before calibration" in html.read_text()
 
 
+@pytest.mark.slow
 def test_calibrate_a_second_time_starts_from_the_raw_logits(tiny_run, tiny_data, tmp_path, capsys):
     hot = _overconfident_copy(tiny_run, tmp_path / "hot2")
     assert cli.main(["calibrate", str(hot), "--data", str(tiny_data), "--device", "cpu", "--json",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from safetensors.torch import load_file, save_file
 
 from pixelseg import cli
@@ -35,6 +36,7 @@ def test_a_run_compared_with_itself_is_no_difference(tiny_run, tiny_data, tmp_pa
     assert r["a"]["mIoU"] == r["b"]["mIoU"] and len(r["a"]["mIoU_ci"]) == 2
 
 
+@pytest.mark.slow
 def test_a_better_run_is_called_better(tiny_run, tiny_data, tmp_path, capsys):
     m = json.loads((tiny_run / "metrics.json").read_text())
     k = len(m["per_class"])

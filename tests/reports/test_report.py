@@ -166,6 +166,7 @@ def test_gallery_heaps_keep_the_extremes_of_a_long_split():
     assert [g.index for g in a.best] == best[:2]
 
 
+@pytest.mark.slow
 def test_report_without_the_data_still_shows_what_the_run_holds(tiny_run, tmp_path, html_tables):
     run = tmp_path / "moved"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("report"))
@@ -180,6 +181,7 @@ def test_report_without_the_data_still_shows_what_the_run_holds(tiny_run, tmp_pa
     assert (run / "report" / "curves.png").is_file() and not (run / "report" / "confusion.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_report_evaluate_and_errors(tiny_run, tiny_data, tmp_path, capsys, html_tables):
     out = tmp_path / "x.html"
     assert cli.main(["report", str(tiny_run), "--data", str(tiny_data), "--out", str(out), "--gallery", "2",
@@ -201,6 +203,7 @@ def test_cli_report_evaluate_and_errors(tiny_run, tiny_data, tmp_path, capsys, h
     assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_train_no_report(tiny_data, tmp_path, capsys):
     out = tmp_path / "quiet-run"
     assert cli.main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--model", "unet",

@@ -84,6 +84,7 @@ class _Classes:
     ignore_index = 255
 
 
+@pytest.mark.slow
 def test_phone_width_shows_the_stacked_curves_in_chromium(tiny_run):
     chromium = Path("/usr/bin/chromium")
     if not chromium.is_file():

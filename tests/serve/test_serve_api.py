@@ -277,6 +277,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(serve_run,
     assert sum(slow.batches) == 7 and max(slow.batches) > 1 and max(slow.batches) <= 4
 
 
+@pytest.mark.slow
 def test_full_queue_is_429_with_retry_after(serve_run, serve_predictor):
     slow = SlowPredictor(serve_predictor, 0.3)
     app = create_app(serve_run, predictor=slow, batching=Batching(max_batch=1), limits=Limits(max_queue=2))
@@ -288,6 +289,7 @@ def test_full_queue_is_429_with_retry_after(serve_run, serve_predictor):
     assert busy.headers["retry-after"] == "1"
 
 
+@pytest.mark.slow
 def test_a_full_queue_refuses_before_reading_the_upload(serve_run, serve_predictor):
     slow = SlowPredictor(serve_predictor, 0.5)
     app = create_app(serve_run, predictor=slow, batching=Batching(max_batch=1), limits=Limits(max_queue=1))
@@ -321,6 +323,7 @@ def test_a_full_queue_refuses_before_reading_the_upload(serve_run, serve_predict
     assert messages[0]["status"] == 429 and not received
 
 
+@pytest.mark.slow
 def test_request_over_the_timeout_is_408(serve_run, serve_predictor):
     slow = SlowPredictor(serve_predictor, 1.0)
     app = create_app(serve_run, predictor=slow, limits=Limits(timeout_s=0.25))

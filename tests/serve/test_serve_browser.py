@@ -20,6 +20,7 @@ from tests.helpers.serving import png_bytes, sample_image
 CHROMIUM = os.environ.get("PIXELSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="needs Chromium (Debian: apt-get install chromium)"),
     pytest.mark.usefixtures("one_thread"),
 ]

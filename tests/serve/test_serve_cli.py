@@ -17,6 +17,8 @@ from pixelseg.serve.settings import Batching, Limits, ServeSettings
 
 from tests.helpers.serving import free_port, png_bytes, sample_image, wait_healthy
 
+pytestmark = pytest.mark.slow
+
 
 def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(serve_run):
     port = free_port()

@@ -91,6 +91,7 @@ class DecodedPixels:
             self.live -= n
 
 
+@pytest.mark.slow
 def test_decoded_pixels_in_flight_never_exceed_the_budget(serve_run, serve_predictor, monkeypatch):
     decoded = DecodedPixels(monkeypatch)
     slow = SlowPredictor(serve_predictor, 0.15)
@@ -170,6 +171,7 @@ def impatient_server(request, serve_run, serve_predictor):
         yield server
 
 
+@pytest.mark.slow
 def test_stalled_and_idle_connections_are_closed_within_the_idle_timeout(impatient_server):
     port = impatient_server.port
     head = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/png\r\n"

@@ -19,6 +19,8 @@ from PIL import Image
 
 from tests.helpers.serving import free_port, jpeg_declaring, png_bytes, png_header_only, sample_image, wait_healthy
 
+pytestmark = pytest.mark.slow
+
 CLIENTS = 8
 SECONDS = float(os.environ.get("PIXELSEG_LOAD_SECONDS", "12"))
 RSS_GROWTH_MB = 200        # measured: +25 MB over 12 s (740 requests) after warm-up

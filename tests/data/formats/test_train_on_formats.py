@@ -11,6 +11,8 @@ import pixelseg
 
 from tests.helpers import dataset_makers as M
 
+pytestmark = pytest.mark.slow
+
 
 def test_train_and_evaluate_on_cityscapes_layout(tmp_path):
     expected = M.make_cityscapes(tmp_path / "cs")      # train ids from the official cityscapesscripts table
