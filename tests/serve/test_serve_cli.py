@@ -17,9 +17,8 @@ from pixelseg.serve.settings import Batching, Limits, ServeSettings
 
 from tests.helpers.serving import free_port, png_bytes, sample_image, wait_healthy
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(serve_run):
     port = free_port()
     env = {**os.environ, "PIXELSEG_API_KEY": "env-key-0123456789", "OMP_NUM_THREADS": "1"}
@@ -44,6 +43,7 @@ def test_serve_process_answers_and_stops_cleanly_on_ctrl_c(serve_run):
     assert f"page http://127.0.0.1:{port}/" in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_port_0_prints_the_port_it_serves_on(serve_run):
     import re
     proc = subprocess.Popen([sys.executable, "-m", "pixelseg.cli", "serve", str(serve_run), "--port", "0",
