@@ -154,7 +154,9 @@ def test_a_command_whose_extra_is_missing_says_which_in_one_line(capsys, monkeyp
     for name in [m for m in sys.modules if m == "pixelseg.serve" or m.startswith("pixelseg.serve.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "fastapi", None)
-    assert main(["serve", str(tmp_path)]) == 2
+    from pixelseg.inference.bench import model_run
+    run = model_run("fast_scnn", (32, 32), 2, tmp_path / "run")       # a real run: the run is checked first
+    assert main(["serve", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert "`pixelseg serve` needs fastapi, part of the 'serve' extra" in err
     assert "pip install 'pixelseg[serve]'" in err and "\n" not in err

@@ -61,7 +61,7 @@ def _(c):
 @case("predict-vector-format-unknown", "--vector", run=True)
 def _(c):
     images(c.tmp / "imgs")
-    return ["predict", c.run, "imgs", "--out", "o", "--vector", "gpkg"]
+    return ["predict", c.run, "imgs", "--out", "o", "--vector", "shp"]
 
 
 @case("push-dry-run-into-the-run-folder", "inside the run folder", run=True)

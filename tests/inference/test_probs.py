@@ -18,6 +18,8 @@ from pixelseg.run.folder import RunFolder
 
 TEMPERATURE = 2.5
 
+pytestmark = pytest.mark.slow      # trains or starts a process: not in the fast subset
+
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):

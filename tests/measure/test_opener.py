@@ -19,6 +19,8 @@ from pixelseg.run.folder import RunFolder
 
 COLORS = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
 
+pytestmark = pytest.mark.slow      # trains or starts a process: not in the fast subset
+
 
 def colour_mask_set(root, names=("sky", "roof", "tree"), n=(4, 3), size=(32, 32)):
     """The colormask layout: RGB masks whose colours classes.json maps to classes (read raw, they are not

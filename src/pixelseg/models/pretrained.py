@@ -11,7 +11,7 @@ An encoder's weights come from, in this order (docs: README "Pretrained encoders
 The packaged files are lukemelas-style PyTorch pickles. They are read once with `weights_only=True` (no
 code can run), checked against the sha256 pixelseg knows for them (a missing or altered file is an error,
 never a silent fallback to random weights), mapped onto timm's `tf_efficientnet_lite*` by order and shape
-(both list the same tensors in the same order; tests/test_pretrained.py checks the logits against
+(both list the same tensors in the same order; tests/models/test_pretrained.py checks the logits against
 the reference implementation), and written once as safetensors into pixelseg's cache
 (PIXELSEG_WEIGHTS_CACHE, else ~/.cache/pixelseg/weights). Later runs read only the safetensors file.
 
