@@ -18,7 +18,6 @@ a minute and the data-wait share of a step (metrics.csv).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pixelseg.run.folder import RunFolder  # noqa: E402
 
 N_CLASSES = 11
 SHAPES = ("circle", "square", "triangle", "cross", "ring")
@@ -91,12 +91,13 @@ def run(data: Path, out: Path, minutes: float, extra: list[str]) -> dict:
            "--out", str(out), "--no-report", *extra]
     t0 = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    metrics = json.loads((out / "metrics.json").read_text())
-    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    folder = RunFolder(out)
+    metrics = folder.metrics()
+    rows = folder.history()
     last = rows[-1]
     steps = int(last["step"])
     train_s = float(last["elapsed_s"])
-    cfg = (out / "config.yaml").read_text()
+    cfg = folder.config_path.read_text()
     return {"mIoU": metrics.get("mIoU", metrics.get("miou")), "steps_per_min": steps / max(train_s, 1e-9) * 60,
             "data_wait": float(last["data_wait"] or 0), "wall_s": time.time() - t0,
             "scale": _yaml_value(cfg, "scale"), "crop": _yaml_value(cfg, "image_size")}

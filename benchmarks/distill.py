@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pixelseg
 from pixelseg.data.tools.synth import generate
+from pixelseg.run.folder import RunFolder  # noqa: E402
 
 
 def _train(data, model, out, **kw) -> tuple[float, float]:
     t0 = time.time()
     run = pixelseg.train(data, model, out=str(out), quiet=True, **kw)
-    m = json.loads((Path(run) / "metrics.json").read_text())
+    m = RunFolder(run).metrics()
     return m["mIoU"], time.time() - t0
 
 
@@ -51,7 +52,7 @@ def main() -> None:
         if not a.data:
             generate(data, n_train=a.train_images, n_val=max(20, a.train_images // 4), size=(128, 128), seed=0, workers=2)
         if a.teacher_run:
-            teacher, t_miou, t_s = Path(a.teacher_run), json.loads((Path(a.teacher_run) / "metrics.json").read_text())["mIoU"], 0.0
+            teacher, t_miou, t_s = Path(a.teacher_run), RunFolder(a.teacher_run).metrics()["mIoU"], 0.0
         else:
             teacher = tmp / "teacher"
             t_miou, t_s = _train(data, a.teacher_model, teacher, epochs=a.teacher_epochs, **common)

@@ -136,13 +136,12 @@ def _read_json(path: Path) -> dict:
 def run_facts(run: Path) -> dict:
     """What a finished training run says about itself: mIoU and img/s (metrics.json), steps (metrics.csv),
     recipe (config.yaml), process group (environment.json, newest session)."""
-    import csv
-
-    import yaml
-    m = _read_json(run / "metrics.json")
-    rows = list(csv.DictReader((run / "metrics.csv").open())) if (run / "metrics.csv").is_file() else []
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    sessions = _read_json(run / "environment.json").get("sessions") or [{}]
+    from pixelseg.run.folder import RunFolder
+    folder = RunFolder(run)
+    m = folder.metrics() or {}
+    rows = folder.history()
+    cfg = folder.config_dict()
+    sessions = folder.environment() or [{}]
     t, mo, d = cfg.get("train", {}), cfg.get("model", {}), cfg.get("data", {})
     size = "x".join(map(str, d.get("image_size") or [])) or "?"
     steps = rows[-1].get("step", "?") if rows else "?"
@@ -235,7 +234,8 @@ def inference_run(spec: dict, work: Path) -> dict:
     if spec.get("run") != "@run":
         return spec
     found = [work / "run-fp32", *sorted(work.glob("run-*"))]
-    run = str(next((r for r in found if (r / "model.safetensors").is_file()), found[0]))
+    from pixelseg.run.folder import RunFolder
+    run = str(next((r for r in found if RunFolder(r).has_weights()), found[0]))
     return {**spec, "run": run, "argv": [run if v == "@run" else v for v in spec.get("argv", [])]}
 
 

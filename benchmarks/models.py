@@ -15,7 +15,6 @@ Latency: eval mode, batch 1, fp32, median of --repeats runs after one warm-up (-
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ import pixelseg
 from pixelseg.data.tools.synth import generate
 from pixelseg.models import MODELS, build_model, onnx_support
 from pixelseg.models.profile import profile
+from pixelseg.run.folder import RunFolder  # noqa: E402
 
 
 def latency_ms(name: str, size: int, repeats: int) -> float:
@@ -80,10 +80,8 @@ def main() -> None:
                 run = pixelseg.train(data, name, out=str(Path(tmp) / name), batch_size=8, augment="light",
                                      image_size=(a.image_size, a.image_size), num_workers=0, seed=0, quiet=True,
                                      **budget)
-                m = json.loads((Path(run) / "metrics.json").read_text())
-                row["mIoU"] = m["mIoU"]
-                with open(Path(run) / "metrics.csv") as f:
-                    row["steps"] = int(list(csv.DictReader(f))[-1]["step"])
+                row["mIoU"] = RunFolder(run).metrics()["mIoU"]
+                row["steps"] = int(RunFolder(run).history()[-1]["step"])
                 row["train_s"] = round(time.time() - t0)
             rows.append(row)
             print(json.dumps(row), flush=True)

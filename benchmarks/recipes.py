@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import yaml
+from pixelseg.run.folder import RunFolder  # noqa: E402
 
 DEFAULT_CANDIDATES = [
     "default",
@@ -60,15 +61,16 @@ def train_candidate(data: str, minutes: float, cand: str, out: Path) -> dict:
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         return {"candidate": cand, "error": (p.stderr.strip().splitlines() or ["(no message)"])[-1]}
-    m = json.loads((out / "metrics.json").read_text())
-    cfg = (out / "config.yaml").read_text()
+    folder = RunFolder(out)
+    m = folder.metrics()
+    cfg = folder.config_path.read_text()
     data_cfg = (yaml.safe_load(cfg) or {}).get("data") or {}
     size = "x".join(map(str, data_cfg.get("image_size") or [])) + (f" at scale {data_cfg['scale']:g}"
                                                                     if data_cfg.get("scale") else "")
-    hist = (out / "metrics.csv").read_text().strip().splitlines()
-    recipe = json.loads((out / "recipe.json").read_text())
+    last = folder.history()[-1]
+    recipe = folder.recipe()
     return {"candidate": cand, "mIoU": m["mIoU"], "mIoU_ci": m.get("mIoU_ci"), "pixel_accuracy": m["pixel_accuracy"],
-            "epochs": float(hist[-1].split(",")[0]), "steps": int(hist[-1].split(",")[1]),
+            "epochs": float(last["epoch"]), "steps": int(last["step"]),
             "train_seconds": m.get("train_seconds"), "wall_s": round(time.time() - t0, 1),
             "model": _get(cfg, "name"), "encoder": _get(cfg, "encoder"), "weights": _get(cfg, "encoder_weights"),
             "lr": _get(cfg, "lr"), "batch": _get(cfg, "batch_size"), "size": size,

@@ -19,6 +19,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from pixelseg.run.folder import RunFolder  # noqa: E402
 
 
 def _best_of(n: int, fn):
@@ -62,7 +63,7 @@ def main() -> None:
             names = json.loads((data / "classes.json").read_text())["names"]
             names += [f"extra_{i}" for i in range(len(names), a.classes)]
             (data / "classes.json").write_text(json.dumps({"names": names, "colors": [list(c) for c in voc_colormap(a.classes)]}))
-    if not (run / "model.safetensors").is_file():
+    if not RunFolder(run).has_weights():
         # one short epoch: the weights do not matter for the timing, the model's size does
         pixelseg.train(data, out=str(run), epochs=1, model=a.model, image_size=(a.size, a.size), batch_size=8,
                        num_workers=0, device=a.device, threads=a.threads, quiet=True)

@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+from pixelseg.run.folder import RunFolder  # noqa: E402
 
 
 def machine() -> str:
@@ -237,10 +238,10 @@ def main() -> int:
             t0 = time.perf_counter()
             run = train_run(Path(tmp))
             print(f"trained {run} in {time.perf_counter() - t0:.0f} s")
-        model = json.loads((Path(run) / "model.json").read_text())
+        info = RunFolder(run).info()
         images = make_images(args.images, tuple(args.size))
-        print(f"model: {model['model']['name']} ({model['model'].get('encoder') or 'default encoder'}), network input "
-              f"{model['preprocessing']['image_size']}, uploads {args.size[0]}x{args.size[1]} PNG "
+        print(f"model: {info.model} ({info.encoder or 'default encoder'}), network input "
+              f"{list(info.preprocessing.image_size)}, uploads {args.size[0]}x{args.size[1]} PNG "
               f"(~{np.mean([len(b) for b in images]) / 1024:.0f} KB); {args.clients} clients x {args.seconds:g} s; "
               f"backend {args.backend}, {args.workers} worker(s)")
         configs = ([1] if args.compare_batching and args.max_batch != 1 else []) + [args.max_batch]
