@@ -173,7 +173,8 @@ def main() -> None:
             if arm != "supervised" and "supervised" in runs and "error" not in row:
                 cmp = out / f"compare-{arm}-s{seed}.json"
                 subprocess.run([sys.executable, "-m", "pixelseg.cli", "compare", str(runs[arm]),
-                                str(runs["supervised"]), "--paired", "--device", "cpu", "--json", str(cmp)],
+                                str(runs["supervised"]), "--paired", "--device", "cpu", "--data", str(lab),
+                                "--json", str(cmp)],
                                capture_output=True, text=True)
                 if cmp.exists():
                     row["semi_minus_sup"] = json.loads(cmp.read_text())["mIoU"]
