@@ -19,7 +19,7 @@ from pixelseg.errors import PixelsegError
 from pixelseg.models import build_model
 from pixelseg.run.folder import Preprocessing, RunFolder, RunInfo
 
-from tests.helpers.hub_fake import FakeHub
+from tests.helpers.hub_fake import FakeHub, isolate_hub_client
 
 CLASSES = ClassTable(("background", "road", "car"), ((0, 0, 0), (128, 64, 128), (0, 0, 142)))
 METRICS = {"mIoU": 0.61234, "pixel_accuracy": 0.9, "mean_accuracy": 0.7, "fw_iou": 0.8, "mean_dice": 0.7,
@@ -30,15 +30,7 @@ METRICS = {"mIoU": 0.61234, "pixel_accuracy": 0.9, "mean_accuracy": 0.7, "fw_iou
 
 @pytest.fixture(autouse=True)
 def _hub_env(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-    # the fake has no Xet storage: the client falls back to the plain LFS protocol
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    # no token or cache of the user's is read (the paths are fixed when huggingface_hub is imported)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    isolate_hub_client(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -17,18 +17,12 @@ from pixelseg import hub
 from pixelseg.errors import PixelsegError
 from pixelseg.run.folder import RunFolder
 
-from tests.helpers.hub_fake import FakeHub, _Handler
+from tests.helpers.hub_fake import FakeHub, _Handler, isolate_hub_client
 
 
 @pytest.fixture(autouse=True)
 def _hub_env(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    isolate_hub_client(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -18,18 +18,12 @@ from pixelseg.cli import main
 from pixelseg.inference.bench import model_run
 from pixelseg.run.folder import RunFolder
 
-from tests.helpers.hub_fake import FakeHub
+from tests.helpers.hub_fake import FakeHub, isolate_hub_client
 
 @pytest.fixture
 def shared(tmp_path, monkeypatch, one_thread):
     """A run pushed to a fake Hub as me/road; the client's endpoint, cache and token all point into tmp_path."""
-    from huggingface_hub import constants
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    isolate_hub_client(monkeypatch, tmp_path)
     run = model_run("lraspp", (32, 32), 2, tmp_path / "run")
     with FakeHub() as fake:
         hub.push(run, "me/road", endpoint=fake.endpoint)

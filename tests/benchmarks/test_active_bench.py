@@ -3,23 +3,17 @@ only as good as its pool)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pixelseg.data.labels import load_mask
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "active.py"
+from tests.helpers.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def active():
-    spec = importlib.util.spec_from_file_location("active_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("active")
 
 
 def args(**kw):

@@ -3,7 +3,6 @@ ignore index), the student trains on the labelled images plus the pseudo-labelle
 and it gets what the teacher and the pseudo-labelling left of the budget."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,12 @@ import yaml
 from PIL import Image
 
 from pixelseg.data.tools.synth import generate
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "semi.py"
+from tests.helpers.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def semi():
-    spec = importlib.util.spec_from_file_location("semi_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("semi")
 
 
 @pytest.mark.slow

@@ -270,3 +270,16 @@ ROUTES = [
     (rf"/{_REPO}/resolve/([^/]+)/(.+)", _Handler.get_resolve),
     (rf"/{_REPO}/resolve/([^/]+)/(.+)", _Handler.head_resolve),
 ]
+
+
+def isolate_hub_client(monkeypatch, tmp_path) -> None:
+    """huggingface_hub's client as the fake needs it and without the user's state: no Xet storage (the fake has
+    none, so the client falls back to the plain LFS protocol), no telemetry, and the token and cache paths (fixed
+    when huggingface_hub is imported) inside tmp_path, so no token or cache of the user's is read."""
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
