@@ -3,7 +3,7 @@
     run = pixelseg.train(data="data/", max_minutes=5)          # -> Path of the run folder
     predictor = pixelseg.load(run); label = predictor.predict("img.png")
     results = pixelseg.predict(run, ["a.png", "b.png"])         # -> [Result] (pixelseg/inference/results.py)
-    probs = predictor.probs(["img.png"])[0]           # K x H x W, the run's temperature applied
+    probs = predictor.probs(["img.png"])[0]                    # K x H x W, the run's temperature applied
     metrics = pixelseg.evaluate(run, data="data/")             # -> dict (metrics.summarize + 95% intervals)
     pixelseg.compare(run_a, run_b)                             # paired bootstrap: is A better than B?
     pixelseg.calibrate(run)                                    # temperature into model.json
@@ -14,7 +14,6 @@ them as they are; this module holds the verbs that compose several layers, with 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pixelseg.config import SHORT_KEYS, Config, check_options, make_config
@@ -33,7 +32,8 @@ def train(data: str | Path | None = None, model: str | None = None, *, config: s
         cfg = make_config(config, data=str(data) if data is not None else None, model=model, **kwargs)
     run = _train(cfg, resume=resume, quiet=quiet, on_step=on_step)
     # under torchrun every rank returns here; one report, from rank 0, is enough
-    if os.environ.get("RANK", "0") == "0":
+    from pixelseg.torchrun import world
+    if world()[0] == 0:
         if report:
             from pixelseg.reports.builder import build_report
             build_report(run)

@@ -371,6 +371,6 @@ def _resolve_scale(train, n_train: int, hw: Hardware, world: int, chosen: list):
     train = replace(train, batch_size=bs)
     if train.threads is None and not hw.is_cuda:
         # ranks on one machine share its cores
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if world > 1 else 1
-        train = replace(train, threads=max(1, hw.cores // local))
+        from pixelseg.torchrun import local_world
+        train = replace(train, threads=max(1, hw.cores // local_world(world)))
     return train
