@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import pixelseg
-from pixelseg.deploy.export import _reference, val_miou
+from pixelseg.deploy.export import _reference, val_miou, val_split
 from pixelseg.errors import PixelsegError
 from pixelseg.measure import verbs
 from pixelseg.measure.opener import open_split
@@ -67,7 +67,7 @@ def test_export_measures_the_same_miou_as_evaluate(colour_run):
     colour masks the two numbers are identical (the old export read the RGB masks raw)."""
     _, run = colour_run
     info = RunFolder(run).info()
-    exported = val_miou(_reference(info.load_model(torch.device("cpu"))), info)
+    exported = val_miou(_reference(info.load_model(torch.device("cpu"))), info, val_split(info))
     evaluated = verbs.evaluate_run(run, device="cpu")["mIoU"]
     assert exported == pytest.approx(evaluated, abs=1e-12)
 

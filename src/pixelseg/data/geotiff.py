@@ -48,16 +48,20 @@ def _open(path):
                             "check the file or re-export it") from None
 
 
+def raster_header(path) -> tuple[int, int, int, int]:
+    """(H, W, bands, bytes of the widest band's sample) from the header."""
+    with _open(path) as src:
+        return src.height, src.width, src.count, sample_bytes(src)
+
+
 def raster_shape(path) -> tuple[int, int, int]:
     """(H, W, bands) from the header."""
-    with _open(path) as src:
-        return src.height, src.width, src.count
+    return raster_header(path)[:3]
 
 
-def sample_bytes(path) -> int:
-    """Bytes of the widest band's sample type, from the header."""
-    with _open(path) as src:
-        return max(np.dtype(d).itemsize for d in src.dtypes)
+def sample_bytes(src) -> int:
+    """Bytes of the widest band's sample type of an open raster."""
+    return max(np.dtype(d).itemsize for d in src.dtypes)
 
 
 def to_uint8(a: np.ndarray, top: float | None = None) -> np.ndarray:

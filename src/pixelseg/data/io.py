@@ -233,12 +233,12 @@ def _raster_gate(path: Path, all_bands: bool = False) -> Path:
     """The decode gate for rasters read through rasterio: the header's size against the same limit; with
     `all_bands` (an image, read whole) also its decoded bytes, every band at its sample size, against the limit's
     bytes as RGBA (4 per pixel): 200 float64 bands make a raster well inside the pixel limit a bomb (issue 27)."""
-    h, w, bands = geotiff.raster_shape(path)
+    h, w, bands, sample = geotiff.raster_header(path)       # one header read for both limits
     limit = max_pixels()
     if w * h > limit:
         raise TooManyPixelsError(str(path), w, h, limit)
     if all_bands:
-        decoded = w * h * bands * geotiff.sample_bytes(path)
+        decoded = w * h * bands * sample
         if decoded > 4 * limit:
             raise PixelsegError(f"{path}: declares {w}x{h} pixels x {bands} bands = {decoded / 2**30:.1f} GiB decoded, "
                                 f"above the limit of {4 * limit / 2**30:.1f} GiB (--max-pixels {limit:,} x 4 bytes); if "

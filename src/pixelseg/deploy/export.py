@@ -122,19 +122,23 @@ def compare(reference, candidate, info, images: list[np.ndarray]) -> tuple[float
     return diff, same / max(total, 1), scale
 
 
-def val_miou(score, info, limit: int = 500, log=print) -> float | None:
-    """mIoU of `score` (the PyTorch reference, or an exported backend: N x C x H x W in, logits out) on the run's
-    val split, opened and scored exactly as `pixelseg evaluate` does it (measure.opener, the one evaluation
-    pass), on at most `limit` images. None, with a note, when the run's data or its val split is not there."""
-    from pixelseg.measure.evaluation import confusion_matrix, eval_window
-    from pixelseg.measure.metrics import mean_iou
+def val_split(info, log=print):
+    """The run's val split, opened as `pixelseg evaluate` opens it (measure.opener); None, with a note, when the
+    run's data or its val split is not there."""
     from pixelseg.measure.opener import open_split
-
     try:
-        labelled = open_split(info.path, None, "val", verb="measure the export", check=False)
+        return open_split(info.path, None, "val", verb="measure the export", check=False)
     except PixelsegError as e:
         log(f"note: no val mIoU for the export ({e})")
         return None
+
+
+def val_miou(score, info, labelled, limit: int = 500) -> float:
+    """mIoU of `score` (the PyTorch reference, or an exported backend: N x C x H x W in, logits out) on `labelled`
+    (val_split), scored exactly as `pixelseg evaluate` does it (the one evaluation pass), on at most `limit` images."""
+    from pixelseg.measure.evaluation import confusion_matrix, eval_window
+    from pixelseg.measure.metrics import mean_iou
+
     cm = confusion_matrix(score, labelled.loader(limit=limit), info.classes.num_classes, info.classes.ignore_index,
                           torch.device("cpu"), window=eval_window(info.preprocessing))
     return float(mean_iou(cm.matrix))
@@ -189,11 +193,10 @@ def export_run(run, fmt: str = "onnx", out=None, *, int8: bool = False, calib=No
         images, source = parity_images(info, parity_count, log)
         diff, agreement, scale = compare(reference, candidate, info, images)
         miou = {}
-        if int8:
-            m32 = val_miou(reference, info, log=log)
-            m8 = val_miou(candidate, info, log=lambda m: None) if m32 is not None else None
-            if m32 is not None:
-                miou = {"fp32": m32, "int8": m8, "delta": m8 - m32}
+        labelled = val_split(info, log) if int8 else None
+        if labelled is not None:
+            m32, m8 = val_miou(reference, info, labelled), val_miou(candidate, info, labelled)
+            miou = {"fp32": m32, "int8": m8, "delta": m8 - m32}
         report = ExportReport(str(out), fmt, int8, len(images), source, diff, agreement, 0.0, calib_n, miou)
         bad = agreement < min_agreement or (not int8 and diff > FP32_MAX_REL_DIFF * max(1.0, scale))
         if bad:

@@ -28,11 +28,12 @@ import re
 from pathlib import Path
 
 from pixelseg.errors import PixelsegError
+from pixelseg.run.folder import RunFolder
 
 KINDS = ("csv", "tensorboard", "mlflow", "wandb")
 _PACKAGES = {"tensorboard": ("tensorboard", "logging"), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 # left out of the run-folder artifact: resumable optimizer state (3x the weights) and the trackers' own files
-_ARTIFACT_SKIP = {"last.pt", "tensorboard", "wandb", "mlruns"}   # RunFolder.STATE and the trackers' own folders
+_ARTIFACT_SKIP = {RunFolder.STATE, RunFolder.TENSORBOARD, RunFolder.WANDB, "mlruns"}
 
 
 def require(kind: str) -> None:
@@ -133,7 +134,6 @@ def finish_run(kind: str, run_dir: str | Path) -> None:
     run folder as an artifact, in the run the training logged to."""
     if kind == "csv":
         return
-    from pixelseg.run.folder import RunFolder
     rf = RunFolder(run_dir)
     history = rf.history()
     step = int(float(history[-1]["step"])) if history and history[-1].get("step") else 0
@@ -157,7 +157,6 @@ class TensorBoardTracker(Tracker):
 
     def __init__(self, run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
-        from pixelseg.run.folder import RunFolder
         self.writer = SummaryWriter(str(RunFolder(run_dir).tensorboard_dir))
         self.step = 0
 

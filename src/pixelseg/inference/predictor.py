@@ -32,8 +32,7 @@ from pixelseg.inference.outputs import PredictionWriter, output_stems
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
 from pixelseg.inference.tiling import scaled_bands, scaled_input, sliding_window_bands, too_big
 from pixelseg.inference.tta import TTA, tta_probs
-from pixelseg.models.outputs import argmax
-from pixelseg.models.outputs import resize_logits
+from pixelseg.models.outputs import argmax, resize_logits
 from pixelseg.run.folder import RunFolder, pick_device
 
 SCALE_WARN = 2.0    # an input over 2x larger or smaller (linear) than the training images is warned about

@@ -80,7 +80,7 @@ def predict_raster(predictor, src_path, out_path, block: int = 4096, margin: int
         side = min(block + 2 * margin, max(H, W))
         # one block of every band must fit the decode limit's bytes (--max-pixels x 4), or 16 bytes a pixel of the
         # block (4 float32 bands) under a small limit: 200 float64 bands make one block tens of GiB (issue 27)
-        decoded = side * side * src.count * max(np.dtype(d).itemsize for d in src.dtypes)
+        decoded = side * side * src.count * geotiff.sample_bytes(src)
         budget = max(4 * max_pixels(), 16 * side * side)
         if decoded > budget:
             raise PixelsegError(f"{src_path}: a {side}x{side} block of its {src.count} bands is {decoded / 2**30:.1f} "
