@@ -311,6 +311,22 @@ def threads_problem(n) -> str | None:
     return None
 
 
+# the largest window overlap: 0.9 already runs 100 times the windows of no overlap (a step of a tenth of the
+# window each way); above it the count grows without bound (0.999 is a step of one pixel: issue 27)
+MAX_OVERLAP = 0.9
+
+
+def check_overlap(overlap) -> None:
+    """--overlap must be a share of the window in [0, MAX_OVERLAP]; NaN and infinities are refused."""
+    try:
+        value = float(overlap)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value <= MAX_OVERLAP:
+        raise PixelsegError(f"--overlap {overlap}: must be in [0, {MAX_OVERLAP}] (a share of the window, e.g. 0.25; "
+                            f"{MAX_OVERLAP} already runs 100 times the windows of 0)")
+
+
 def check_threads(n, name: str = "--threads") -> None:
     """Raise a one-line PixelsegError naming `name` when threads_problem(n) has one (before torch is set up)."""
     problem = threads_problem(n)

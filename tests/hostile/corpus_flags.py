@@ -19,7 +19,7 @@ for flag, values in TRAIN_FLAGS.items():
         add(f"train{flag}={v}", ["train", "--data", "ds", "--out", "r", flag, v, *short], flag, writes=("r", "r/**"))
 
 PREDICT_FLAGS = {"--batch-size": ["0", "-1", "x"], "--threads": ["0"], "--alpha": ["2", "-1"],
-                 "--overlap": ["1", "-0.5"], "--tile": ["0", "-8"], "--tta": ["0", "-1"], "--max-frames": ["0"]}
+                 "--overlap": ["1", "-0.5", "0.999"], "--tile": ["0", "-8"], "--tta": ["0", "-1"], "--max-frames": ["0"]}
 for flag, values in PREDICT_FLAGS.items():
     for v in values:
         add(f"predict{flag}={v}", ["predict", "RUN", "imgs", "--out", "o", flag, v], flag, run=True)

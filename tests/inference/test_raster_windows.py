@@ -109,3 +109,30 @@ def test_predict_takes_the_windowed_path_above_the_limit_and_still_refuses_a_png
     assert bad.returncode != 0
     lines = [ln for ln in bad.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "declares 260x300 = 78,000 pixels, above the limit of 50,000" in lines[0], bad.stderr
+
+
+def test_the_windowed_path_has_its_own_ceiling_checked_before_anything_is_written(scale_run, tmp_path, monkeypatch):
+    """--max-raster-pixels (and the API's environment variable) bounds the block-by-block path: above it the
+    raster is refused before the model loads, and a folder mixing it with a small image writes nothing."""
+    from pixelseg.errors import PixelsegError
+    from pixelseg.inference.rasters import MAX_RASTER_PIXELS_ENV
+    (tmp_path / "in").mkdir()
+    _write(tmp_path / "in" / "big.tif", _scene())
+    Image.fromarray(_scene(40, 40)).save(tmp_path / "in" / "a_small.png")
+    env = os.environ | {"PIXELSEG_MAX_PIXELS": "50000"}
+    cmd = [sys.executable, "-m", "pixelseg", "predict", str(scale_run), str(tmp_path / "in"), "--out",
+           str(tmp_path / "O"), "--device", "cpu"]
+    bad = subprocess.run([*cmd, "--max-raster-pixels", "77999"], capture_output=True, text=True, env=env)
+    lines = [ln for ln in bad.stderr.strip().splitlines() if ln.strip()]
+    assert bad.returncode == 2 and len(lines) == 1, bad.stderr
+    assert "big.tif: declares 260x300 = 78,000 pixels, above the block-by-block limit of 77,999" in lines[0]
+    assert "--max-raster-pixels 78000" in lines[0] and not (tmp_path / "O").exists()
+    ok = subprocess.run([*cmd, "--max-raster-pixels", "78000"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert sorted(p.name for p in (tmp_path / "O").iterdir()) == ["a_small.png", "big.tif"]
+    # the API: the same ceiling through the environment variable, before the first output
+    monkeypatch.setenv("PIXELSEG_MAX_PIXELS", "50000")
+    monkeypatch.setenv(MAX_RASTER_PIXELS_ENV, "1000")
+    with pytest.raises(PixelsegError, match="block-by-block limit of 1,000"):
+        Predictor(scale_run, device="cpu").predict_paths([tmp_path / "in"], tmp_path / "A")
+    assert not (tmp_path / "A").exists() or not any((tmp_path / "A").iterdir())

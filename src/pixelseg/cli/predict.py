@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from pixelseg.cli.common import POSITIVE_INT, add_max_pixels, bounded, progress
+from pixelseg.config import MAX_OVERLAP
 from pixelseg.errors import PixelsegError
 
 
@@ -14,6 +15,9 @@ def add_parser(sub) -> None:
     p.add_argument("run", help="run folder, or a model file `pixelseg export` wrote (.onnx, .xml)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders, one video file, or camera:N")
     add_max_pixels(p)
+    p.add_argument("--max-raster-pixels", type=POSITIVE_INT, metavar="N",
+                   help="a GeoTIFF above --max-pixels is predicted block by block up to N pixels (default 2**32, "
+                        "65536 squared, or $PIXELSEG_MAX_RASTER_PIXELS); above it, refused before any work")
     p.add_argument("--out", required=True, help="folder for label maps (never an input folder: inputs are not "
                    "replaced); for a video or camera an output video (.mp4, .avi)")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png with a legend")
@@ -43,7 +47,7 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=POSITIVE_INT, help="CPU threads for the network (default: torch's)")
     p.add_argument("--tile", type=POSITIVE_INT, nargs="*", metavar="H W",
                    help="sliding window at native resolution for large images; no value = the training size")
-    p.add_argument("--overlap", type=bounded(float, "number in [0, 1)", ge=0, lt=1), default=0.25,
+    p.add_argument("--overlap", type=bounded(float, f"number in [0, {MAX_OVERLAP}]", ge=0, le=MAX_OVERLAP), default=0.25,
                    help="window overlap, a share of the window (default %(default)s)")
     p.add_argument("--tta", type=bounded(float, "positive number", gt=0), nargs="*", metavar="SCALE",
                    help="test-time augmentation: horizontal flip, at these scales (default 1), averaged in probability")
@@ -81,6 +85,9 @@ def cmd_predict(a) -> int:
         return _predict_video(a, videos[0])
     if a.uncertainty_npy and not a.uncertainty:
         raise PixelsegError("--uncertainty-npy adds .npy files to --uncertainty's maps: pass --uncertainty too")
+    if a.max_raster_pixels is not None:
+        from pixelseg.inference.rasters import set_max_raster_pixels
+        set_max_raster_pixels(a.max_raster_pixels)
     # checked before the model is loaded: nothing written yet
     plan = jobs.plan(a.inputs, a.out, a.overlay, a.uncertainty, a.vector)
     pred = predictor_from_args(a, a.run, jobs.rank_device(a.device))

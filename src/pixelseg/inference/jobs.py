@@ -92,6 +92,10 @@ def plan(inputs: Sequence[str | Path], out_dir: str | Path, overlay: bool = Fals
     if clash:
         raise PixelsegError(f"{clash[0]}: two inputs would write this same file (an image named like another's "
                             "overlay); rename one or predict them separately")
+    from pixelseg.inference.rasters import check_raster_size, too_big_to_read
+    for p in every:                 # a GeoTIFF bomb is refused before the model loads (issue 27)
+        if too_big_to_read(p):
+            check_raster_size(p)
     paths, rank, world = shard(every)
     return Plan(paths, out_dir, rank, world)
 

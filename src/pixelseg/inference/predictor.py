@@ -26,7 +26,7 @@ from pixelseg.data.io import read_image
 # preprocess / as_channels / list_inputs live with the data (export and calibration use them too); they
 # stay importable from here as part of the predictor's API
 from pixelseg.data.preprocess import as_channels, list_inputs, preprocess
-from pixelseg.config import check_threads
+from pixelseg.config import check_overlap, check_threads
 from pixelseg.errors import PixelsegError, PixelsegWarning
 from pixelseg.inference.outputs import PredictionWriter, output_stems
 from pixelseg.inference.backends import EXPORTED_SUFFIXES, make_backend, resolve_backend
@@ -58,8 +58,7 @@ class Predictor:
         if tile is not None and tile is not True and (len(tile) != 2 or min(tile) < 8):
             raise PixelsegError(f"--tile {' '.join(map(str, tile))}: give the window as H W (or one value), each "
                                 f"at least 8 pixels")
-        if not 0 <= overlap < 1:
-            raise PixelsegError(f"--overlap {overlap}: must be in [0, 1) (a share of the window, e.g. 0.25)")
+        check_overlap(overlap)
         self.device = pick_device(device)
         if threads:
             torch.set_num_threads(threads)
@@ -270,13 +269,15 @@ class Predictor:
         (PIL, OpenCV and the runtimes release the GIL), so the network is rarely left waiting on files."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from pixelseg.inference.rasters import predict_raster, too_big_to_read
+        from pixelseg.inference.rasters import check_raster_size, predict_raster, too_big_to_read
 
         paths = list_inputs(inputs)
         writer = PredictionWriter(out_dir, self.classes, overlay, alpha)
         name = dict(zip(paths, output_stems(paths)))
         # a GeoTIFF above the decode limit is predicted block by block into <stem>.tif (bounded memory)
         windowed = [p for p in paths if too_big_to_read(p)]
+        for p in windowed:          # every ceiling before the first output
+            check_raster_size(p)
         written: list[Path] = []
         for p in windowed:
             written.append(writer.out_dir / f"{name[p]}.tif")

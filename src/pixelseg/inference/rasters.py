@@ -10,11 +10,14 @@ Memory: one block plus its margins, whatever the raster's size.
 
 Predictor.predict_paths sends here a GeoTIFF whose header declares more pixels than the decode limit
 (data.io.max_pixels()), which read_image would refuse; plain PNG/JPEG above the limit are still refused (they
-cannot be read by window).
+cannot be read by window). The block-by-block path has its own ceiling, max_raster_pixels() (2**32 pixels,
+65536 squared, by default; --max-raster-pixels or PIXELSEG_MAX_RASTER_PIXELS): a header of a few KB can declare
+200000 x 200000 pixels, which would keep a CPU busy for days (issue 27).
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +28,43 @@ from pixelseg.data.io import max_pixels
 from pixelseg.errors import PixelsegError
 
 MIN_MARGIN = 64
+DEFAULT_MAX_RASTER_PIXELS = 1 << 32
+MAX_RASTER_PIXELS_ENV = "PIXELSEG_MAX_RASTER_PIXELS"
+
+
+def set_max_raster_pixels(n: int | None) -> None:
+    """The block-by-block ceiling for this process and the processes it starts (None: back to the default)."""
+    if n is None:
+        os.environ.pop(MAX_RASTER_PIXELS_ENV, None)
+        return
+    if int(n) < 1:
+        raise PixelsegError(f"--max-raster-pixels must be positive (got {n})")
+    os.environ[MAX_RASTER_PIXELS_ENV] = str(int(n))
+
+
+def max_raster_pixels() -> int:
+    value = os.environ.get(MAX_RASTER_PIXELS_ENV, "").replace("_", "").replace(",", "")
+    if not value:
+        return DEFAULT_MAX_RASTER_PIXELS
+    try:
+        n = int(float(value))
+    except (ValueError, OverflowError):
+        raise PixelsegError(f"{MAX_RASTER_PIXELS_ENV}={value!r} is not a number of pixels; e.g. "
+                            f"{DEFAULT_MAX_RASTER_PIXELS}") from None
+    if n < 1:
+        raise PixelsegError(f"{MAX_RASTER_PIXELS_ENV}={value!r} must be positive")
+    return n
+
+
+def check_raster_size(path) -> None:
+    """Refuse a raster whose header declares more pixels than the block-by-block ceiling, before any work."""
+    h, w, _ = geotiff.raster_shape(path)
+    limit = max_raster_pixels()
+    if h * w > limit:
+        raise PixelsegError(f"{path}: declares {w}x{h} = {w * h:,} pixels, above the block-by-block limit of "
+                            f"{limit:,} (a GeoTIFF bomb, or a raster that would take days here); if it is real, "
+                            f"give --max-raster-pixels {w * h} (or {MAX_RASTER_PIXELS_ENV}) or cut it into tiles "
+                            f"first (gdal_retile.py)")
 
 
 def default_margin(predictor) -> int:
@@ -71,6 +111,7 @@ def predict_raster(predictor, src_path, out_path, block: int = 4096, margin: int
     margin = default_margin(predictor) if margin is None else int(margin)
     if margin < 0:
         raise PixelsegError(f"margin {margin}: give 0 or more pixels")
+    check_raster_size(src_path)
     classes = predictor.classes
     dtype = "uint8" if classes.num_classes <= 256 else "uint16"
     out_path = Path(out_path)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from pixelseg.config import check_overlap
 from pixelseg.errors import PixelsegError
 
 # the largest scaled image scored in one piece (activations of LR-ASPP at 2048^2 stay ~2 GB on a CPU)
@@ -54,8 +55,7 @@ def blended_bands(H: int, W: int, crop: Callable[[int, int, int, int], torch.Ten
     """
     if blend not in ("gaussian", "uniform"):
         raise PixelsegError(f"unknown blending '{blend}'; valid: gaussian, uniform")
-    if not 0 <= overlap < 1:
-        raise PixelsegError(f"--overlap {overlap} must be in [0, 1) (a share of the window, e.g. 0.25)")
+    check_overlap(overlap)
     th, tw = min(window[0], H), min(window[1], W)
     if th < 1 or tw < 1:
         raise PixelsegError(f"--tile {window[0]} {window[1]}: the window must be at least 1x1")
