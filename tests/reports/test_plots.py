@@ -126,10 +126,14 @@ def test_compare_two_runs(tiny_run, tmp_path, capsys, html_tables):
     page = (tmp_path / "cmp2.html").read_text()
     assert "the runs have different classes" in page and "trained on different data" in page
     assert '<td class="l">lr ≠</td>' in page and "0.123" in page
+    capsys.readouterr()
+    assert cli.main(["compare", str(tiny_run), str(odd)]) == 0      # the terminal says it as the page does
+    err = capsys.readouterr().err
+    assert "warning: the runs have different classes" in err and "trained on different data" in err
 
     assert cli.main(["compare", str(tiny_run), str(other)]) == 0
-    out = capsys.readouterr().out
-    assert "better" in out and "mIoU" in out and "25.0" in out
+    out, err = capsys.readouterr()
+    assert "better" in out and "mIoU" in out and "25.0" in out and "warning" not in err
     assert cli.main(["compare", str(tiny_run)]) == 2
     assert "at least two" in capsys.readouterr().err
     assert cli.main(["compare", str(tiny_run), str(tmp_path)]) == 2

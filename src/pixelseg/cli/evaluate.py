@@ -2,6 +2,7 @@
 --data is not given, and says which one it used."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -171,6 +172,8 @@ def cmd_compare(a) -> int:
     means = [res["mIoU"][lab] for lab in labels]
     t.add_row("mIoU", *map(cell, means), *([delta(*means)] if pair else []), style="bold")
     console().print(t)
+    for w in res["warnings"]:       # the same warnings as the page's (issue 27)
+        print(f"warning: {w}", file=sys.stderr)
     for key in ("png", "html"):
         if key in res:
             print(f"{key}: {res[key]}")

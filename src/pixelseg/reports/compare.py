@@ -26,7 +26,7 @@ def _load_metrics(path: Path) -> tuple[str, dict]:
 
 def compare_runs(runs, out=None, png=None) -> dict:
     """Per-class IoU of several runs side by side. Returns {"labels", "classes", "iou": {label: [..]},
-    "mIoU": {label: v}}; writes a bar chart PNG (`png`) and an HTML page (`out`) when asked."""
+    "mIoU": {label: v}, "warnings": [why the comparison may mislead]}; writes a bar chart PNG (`png`) and an HTML page (`out`) when asked."""
     if len(runs) < 2:
         raise PixelsegError("compare needs at least two runs (or metrics JSON files)")
     loaded = [_load_metrics(Path(r)) for r in runs]
@@ -45,7 +45,8 @@ def compare_runs(runs, out=None, png=None) -> dict:
                 classes.append(c)
     iou = {lab: [m["per_class"].get(c, {}).get("iou") for c in classes] for lab, (_, m) in zip(labels, loaded)}
     result = {"labels": labels, "classes": classes, "iou": iou,
-              "mIoU": {lab: m.get("mIoU") for lab, (_, m) in zip(labels, loaded)}}
+              "mIoU": {lab: m.get("mIoU") for lab, (_, m) in zip(labels, loaded)},
+              "warnings": comparability(runs, loaded)}
     if png or out:
         from pixelseg.reports import plots
         chart = plots.save_figure(plots.compare_bars(classes, iou, result["mIoU"]), png or Path(out).with_suffix(".png"))
@@ -72,7 +73,7 @@ def compare_runs(runs, out=None, png=None) -> dict:
         table = (f'<table id="compare"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
                  f"<tfoot>{foot}</tr></tfoot></table>")
         sources = run_settings_table(labels, runs)
-        warn = "".join(f'<p class="warn">{H.escape(w)}</p>' for w in comparability(runs, loaded))
+        warn = "".join(f'<p class="warn">{H.escape(w)}</p>' for w in result["warnings"])
         sections = [("runs", "Runs", warn + sources), ("table", "Per-class IoU (%)", table),
                     ("chart", "Chart", H.img_tag(chart, "per-class IoU by run"))]
         write_text(out, H.page("pixelseg compare", f"{len(labels)} runs, {len(classes)} classes", sections))
