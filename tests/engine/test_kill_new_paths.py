@@ -107,10 +107,14 @@ def tiny_run(tmp_path_factory) -> Path:
                                    batch_size=4, num_workers=0, threads=1, augment="none", quiet=True))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "SIGTERM"])
-def test_audit_stopped_during_fold_training_writes_nothing_and_reruns(tiny_run, tmp_path, sig):
+@pytest.mark.parametrize("sig, moment", [(signal.SIGKILL, "fold*/last.pt"), (signal.SIGTERM, "fold*/last.pt"),
+                                         (signal.SIGTERM, "fold0/metrics.json")],
+                         ids=["kill-9", "SIGTERM", "SIGTERM-between-folds"])
+def test_audit_stopped_during_fold_training_writes_nothing_and_reruns(tiny_run, tmp_path, sig, moment):
     """The fold models train in a temporary folder: a signal there leaves no audit folder and no changed run;
-    SIGTERM also removes the temporary folder (exit 130). A re-run writes the whole audit."""
+    SIGTERM also removes the temporary folder (exit 130), whether it lands in a fold's training or once the
+    first fold model is complete (between folds: audit's own handler, not training's). A re-run writes the whole
+    audit."""
     import hashlib
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -118,7 +122,7 @@ def test_audit_stopped_during_fold_training_writes_nothing_and_reruns(tiny_run, 
     out = tmp_path / "aud"
     args = ("audit", tiny_run, "--folds", "2", "--fold-minutes", "0.1", "--out", out, "--gallery", "2")
     p = _cli(*args, TMPDIR=tmp)
-    _wait_for(p, lambda: any(tmp.glob("pixelseg-audit-*/fold*/last.pt")))
+    _wait_for(p, lambda: any(tmp.glob(f"pixelseg-audit-*/{moment}")))
     p.send_signal(sig)
     err = p.communicate(timeout=120)[1]
     assert "Traceback" not in err, err[-3000:]
