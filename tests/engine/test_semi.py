@@ -15,7 +15,8 @@ from PIL import Image
 
 import pixelseg
 from pixelseg.data.tools.synth import generate
-from pixelseg.engine.semi import Consistency, initial_state, summary
+from pixelseg.engine.semi import (MAX_THRESHOLD, MIN_THRESHOLD, MOMENTUM, TEACHER_EMA, Consistency, initial_state,
+                                  summary)
 from pixelseg.errors import PixelsegError
 from pixelseg.run.checkpoints import load_state
 
@@ -44,21 +45,24 @@ def tinynet_registered():
         yield
 
 
-def test_thresholds_start_low_and_favour_rare_classes():
+def test_thresholds_follow_each_class_own_confidence_within_bounds():
     c = Consistency(3, 255)
     sem = initial_state(3)
-    assert torch.allclose(c.thresholds(sem, "cpu"), torch.full((3,), 1 / 3))
-    sem["tau"], sem["p"] = 0.9, [0.8, 0.15, 0.05]            # the model mostly predicts class 0
+    assert torch.allclose(c.thresholds(sem, "cpu"), torch.full((3,), MAX_THRESHOLD))     # nothing seen yet
+    # after one batch (bias-corrected: the average equals that batch's mean per class)
+    sem["conf"], sem["weight"] = [0.01 * 0.99, 0.01 * 0.7, 0.01 * 0.3], [0.01] * 3
     t = c.thresholds(sem, "cpu")
-    assert t[0] == pytest.approx(0.9) and t[1] == pytest.approx(0.9 * 0.15 / 0.8) and t[2] < t[1] < t[0]
+    assert t[0] == pytest.approx(MAX_THRESHOLD) and t[1] == pytest.approx(0.7) and t[2] == pytest.approx(MIN_THRESHOLD)
+    # a rare class keeps a bar of its own: the earlier rule (global mean x class share / max share) gave a class
+    # with 1.5 % of the pixels a threshold of 0.07 and kept 99.96 % of the pixels
+    assert t.min() >= MIN_THRESHOLD
 
 
 def test_pseudo_labels_keep_confident_pixels_and_ignore_padding():
     c = Consistency(2, 255)
     sem = initial_state(2)
-    sem["tau"], sem["p"] = 0.8, [0.5, 0.5]                   # thresholds 0.8 for both classes
 
-    class Fixed(torch.nn.Module):                            # logits: class 1 sure on the left half, unsure right
+    class Fixed(torch.nn.Module):          # class 1 everywhere: sure (0.98) on the left half, unsure (0.55) right
         def forward(self, x):
             logits = torch.zeros(x.shape[0], 2, *x.shape[2:])
             logits[:, 1, :, :2] = 4.0
@@ -68,9 +72,38 @@ def test_pseudo_labels_keep_confident_pixels_and_ignore_padding():
     pad[0, 0, 0] = 255
     y = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, sem, None)
     assert y[0, 0, 0] == 255                                  # padding: never a label
+    # class 1's threshold is its mean confidence over the 15 valid pixels (about 0.75): the sure half passes
     assert (y[0, 1:, :2] == 1).all() and (y[0, :, 2:] == 255).all()
     assert sem["used"] == [0, 7] and sem["seen"] == 15 and sem["images"] == 1
-    assert 0.799 < sem["tau"] < 0.8     # the EMA moved a little towards this batch's mean confidence (0.77)
+    p_sure, p_unsure = torch.sigmoid(torch.tensor(4.0)), torch.sigmoid(torch.tensor(0.2))
+    mean = float((7 * p_sure + 8 * p_unsure) / 15)
+    assert c.thresholds(sem, "cpu")[1] == pytest.approx(mean, abs=1e-5)
+    assert sem["weight"] == [0.0, pytest.approx(1 - MOMENTUM)]          # class 0 was not given any pixel
+    assert c.thresholds(sem, "cpu")[0] == pytest.approx(MAX_THRESHOLD)
+
+
+def test_the_teacher_is_an_average_of_the_students_weights_in_eval_mode():
+    """A run that learns from unlabelled images keeps an EMA of the weights (the recipe sets train.ema), and the
+    pseudo-labels come from it in eval mode, not from the student."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from pixelseg.engine.setup import Trainee
+    student = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2))
+    ema = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(TEACHER_EMA), use_buffers=True)
+    ema.update_parameters(student)                       # the first update copies the student
+    with torch.no_grad():
+        student[0].weight.add_(1.0)
+    ema.update_parameters(student)
+    w_avg = ema.module[0].weight
+    assert torch.allclose(w_avg, student[0].weight - 1.0 * TEACHER_EMA, atol=1e-6)
+    t = Trainee(student, student, student, None, None, ema, None, None)
+    x = torch.randn(2, 3, 4, 4)
+    ema.module.eval()
+    want = ema.module(x)
+    ema.module.train()
+    assert torch.allclose(t.teacher(x), want) and ema.module.training       # eval for the call, mode restored
+    assert not torch.allclose(t.teacher(x), student(x))
+    assert torch.equal(Trainee(student, student, student, None, None, None, None, None).teacher(x), student(x))
 
 
 def test_strong_view_moves_labels_with_pixels_and_repeats_for_a_seed():
@@ -97,6 +130,8 @@ def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(da
     assert set(unl["thresholds"]) == set(m["per_class"])
     recipe = json.loads((full / "recipe.json").read_text())
     assert any(c["key"] == "data.unlabelled" for c in recipe["chosen"])
+    chosen = {c["key"]: c["value"] for c in recipe["chosen"]}
+    assert chosen["train.ema"] == TEACHER_EMA            # the teacher: an average of the weights
     # stopped by a signal mid-way (the unlabelled stream mid-epoch too) and resumed == never stopped
     def signal_at_step_3(state):
         if state.step == 3:
@@ -108,8 +143,9 @@ def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(da
     half = pixelseg.train(out=str(tmp_path / "half"), resume=True, quiet=True)
     a, b = load_state(full / "last.pt"), load_state(half / "last.pt")
     assert a["state"]["semi"] == b["state"]["semi"]
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), k
+    for part in ("model", "ema"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), (part, k)
     # and it is not a no-op: without the unlabelled images the weights end elsewhere
     sup = pixelseg.train(data, out=str(tmp_path / "sup"), epochs=2, semi="off", **TINY)
     c = load_state(sup / "last.pt")

@@ -350,6 +350,11 @@ def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
         raise PixelsegError(f"--unlabelled {unl}: {n} image(s), fewer than one batch ({train.batch_size}); add images "
                             "or leave the unlabelled ones out (--semi off)")
     chosen.append(("train.semi", semi, why))
+    if semi == "on" and train.ema is None:
+        from pixelseg.engine.semi import TEACHER_EMA
+        train = replace(train, ema=TEACHER_EMA)
+        chosen.append(("train.ema", TEACHER_EMA, "the teacher that labels the unlabelled images: an average of the "
+                       "weights (Mean Teacher); it is also the model evaluated and saved"))
     return data, replace(train, semi=semi)
 
 

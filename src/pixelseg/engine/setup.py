@@ -152,6 +152,19 @@ class Trainee:
     def eval_model(self) -> torch.nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
+    def teacher(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits that label unlabelled images (engine/semi.py): the EMA of the weights in eval mode (a Mean
+        Teacher), or the model itself when the run keeps no EMA."""
+        if self.ema is None:
+            return self.model(x)
+        net = self.ema.module
+        was = net.training
+        net.eval()
+        try:
+            return net(x)
+        finally:
+            net.train(was)
+
 
 def build_trainee(cfg: Config, model, classes, mean, std, d, device: torch.device, console) -> Trainee:
     if d.enabled and cfg.train.sync_bn:

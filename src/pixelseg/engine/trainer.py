@@ -344,7 +344,7 @@ def train_step(t: setup.Trainee, x, y, boundary: bool, window: int, tc, d, state
         xw, pad = u[0].to(device, non_blocking=True), u[1].to(device, non_blocking=True)
         if tc.channels_last:
             xw = xw.contiguous(memory_format=torch.channels_last)
-        pseudo = cons.pseudo_labels(t.model, xw, pad, state.semi, t.amp_dtype)
+        pseudo = cons.pseudo_labels(t.teacher, xw, pad, state.semi, t.amp_dtype)
         # the strong view's randomness: this step of this rank alone, so a resume repeats it
         unlabelled = cons.strong(xw, pseudo, tc.seed * 1_000_003 + state.step * 64 + (d.rank if d.enabled else 0))
     rank = d.rank if d.enabled else None
