@@ -104,6 +104,9 @@ def non_finite_problem(path, src, a: np.ndarray, window=None) -> str | None:
     n = int(bad.sum())
     if n == 0:
         return None
+    if window is None and n == bad.size:
+        return (f"{path}: every pixel holds NaN or infinite values: the image holds no data; remove it "
+                "(with its mask, in a dataset) or re-export it")
     return (f"{path}: {n:,} pixel(s) hold NaN or infinite values and the raster does not declare them nodata; "
             f"declare them nodata (gdal_edit.py -a_nodata nan {Path(path).name}) or fill them")
 
@@ -137,6 +140,37 @@ def nodata_mask(path, window=None) -> np.ndarray | None:
         return None
     with _open(path) as src:
         return src.dataset_mask(window=window) > 0 if declares_nodata(src) else None
+
+
+NODATA_SAMPLE_SIDE = 1024   # nodata_share reads the dataset mask decimated to at most this many pixels a side
+
+
+def nodata_share(path) -> float | None:
+    """The share of a raster's pixels that are nodata (0..1), from its dataset mask read decimated to at most
+    NODATA_SAMPLE_SIDE a side (a COG's overviews serve it), so a big raster is not decoded whole. 1.0 only when
+    every pixel is nodata: a decimated read that finds no data is confirmed block by block (stopping at the first
+    data pixel). None for a raster that declares no nodata (every pixel is data) or a file that is not a raster."""
+    if not is_raster(path):
+        return None
+    with _open(path) as src:
+        if not declares_nodata(src):
+            return None
+        h, w = src.height, src.width
+        step = max(1, -(-max(h, w) // NODATA_SAMPLE_SIDE))
+        shape = (-(-h // step), -(-w // step))
+        valid = int(np.count_nonzero(src.dataset_mask(out_shape=shape)))
+        if valid or step == 1:
+            return 1.0 - valid / (shape[0] * shape[1])
+        if any(src.dataset_mask(window=win).any() for _, win in src.block_windows(1)):
+            return 1.0 - 1.0 / (h * w)          # data on a few pixels the decimated read stepped over
+        return 1.0
+
+
+def last_band_is_alpha(path) -> bool:
+    """Whether a raster's last band is declared alpha (a 4-band RGBA raster, not red, green, blue, near-infrared)."""
+    from rasterio.enums import ColorInterp
+    with _open(path) as src:
+        return src.colorinterp[-1] == ColorInterp.alpha
 
 
 def declares_nodata(src) -> bool:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from pixelseg.data.geotiff import georeference_problem
 from pixelseg.data.index import DatasetIndex, Sample
-from pixelseg.data.io import image_size, read_image, stored_size
+from pixelseg.data.io import image_size, read_image, stored_size, to_channels
 from pixelseg.data.labels import load_mask
 from pixelseg.errors import PixelsegError
 
@@ -108,3 +109,85 @@ def require_clean(index: DatasetIndex, splits=("train", "val")) -> dict[str, Spl
             raise PixelsegError(empty)
         reports[split] = rep
     return reports
+
+
+MOSTLY_NODATA = 0.95     # an image over 95 % nodata is worth a warning; 100 % is a problem
+
+
+def _named(paths: list, most: int = 3) -> str:
+    more = f" and {len(paths) - most} more" if len(paths) > most else ""
+    return ", ".join(str(p) for p in paths[:most]) + more
+
+
+def nodata_findings(shares: list[tuple[Path, float]]) -> tuple[list[str], list[str]]:
+    """(problems, warnings) for rasters' nodata shares (geotiff.nodata_share): an image whose every pixel is nodata
+    teaches nothing and its mask's pixels are noise (a problem, one line per image); images mostly nodata, one
+    warning line for all of them."""
+    empty = [p for p, share in shares if share >= 1.0]
+    problems = [f"{p}: every pixel is nodata; the image teaches nothing and its mask's labels are noise: remove it "
+                "(with its mask) or fix its nodata value (gdal_edit.py -a_nodata / -unsetnodata)" for p in empty]
+    mostly = sorted(((p, share) for p, share in shares if MOSTLY_NODATA < share < 1.0), key=lambda x: -x[1])
+    warnings = [f"{len(mostly)} image(s) are over {MOSTLY_NODATA:.0%} nodata, e.g. {mostly[0][0]} "
+                f"({min(mostly[0][1], 0.999):.1%}): they teach little; crop them to their data or drop them"] if mostly else []
+    return problems, warnings
+
+
+def convertible(channels: int, to: int) -> bool:
+    """Whether training turns a `channels`-channel image into `to` (io.to_channels itself, on one pixel, so the two
+    never disagree): gray, RGB and RGBA convert among themselves; any other count only to itself."""
+    try:
+        to_channels(np.zeros((1, 1, channels), np.uint8), to)
+    except ValueError:
+        return False
+    return True
+
+
+def channel_findings(found: list[tuple[Path, int]]) -> tuple[list[str], list[str]]:
+    """(problems, warnings) when images' channel counts (bands of a raster) differ. Training takes the most common
+    count (engine/recipe.py, unless --in-channels) and converts every image to it (io.to_channels): a count it
+    cannot convert (200 bands among RGB, RGB among 12 bands) is refused mid-training, so it is a problem here, as is
+    a 4th band that is data (near-infrared, not alpha) which training would fill with 255 in the images without one.
+    Gray among RGB, or an RGBA image or a 4th band dropped among 3-band images, convert as documented: a warning.
+    Only the 4-band rasters involved have their header read again (whether band 4 is declared alpha)."""
+    from collections import Counter
+
+    from pixelseg.data import geotiff
+
+    def alpha(p) -> bool:       # a PNG's 4th channel is alpha; a raster's only when it says so
+        return geotiff.last_band_is_alpha(p) if geotiff.is_raster(p) else True
+
+    by: dict[int, list[Path]] = {}
+    for p, c in found:
+        by.setdefault(c, []).append(p)
+    if len(by) < 2:
+        return [], []
+    counts = Counter({c: len(ps) for c, ps in by.items()})
+    m = max(counts, key=lambda c: (counts[c], c))
+    summary = ", ".join(f"{c} channel(s) in {n} image(s)" for c, n in counts.most_common())
+    problems, warnings = [], []
+    for c, paths in sorted(by.items()):
+        if c == m:
+            continue
+        head = f"{_named(paths)}: {c} channel(s) where most images have {m} ({summary})"
+        if not convertible(c, m):
+            if c > m:
+                bands = " ".join(f"-b {i}" for i in range(1, m + 1)) if m <= 4 else f"-b 1 ... -b {m}"
+                fix = (f"keep the {m} band(s) the model takes (gdal_translate {bands} IN.tif OUT.tif) or remove "
+                       f"{'them' if len(paths) > 1 else 'it'} (with the mask)")
+            else:
+                fix = (f"give {'them' if len(paths) > 1 else 'it'} the {m} bands the other images have, or remove "
+                       f"{'them' if len(paths) > 1 else 'it'} (with the mask)")
+            problems.append(f"{head}; training takes {m} and cannot convert {c}: {fix}; or, if every image should have "
+                            f"{c}, give them all {c} (training then takes {c}: --in-channels {c})")
+        elif m == 4 and not alpha(by[m][0]):
+            problems.append(f"{head}; their 4th band is data ({by[m][0]} does not declare it alpha), and training "
+                            f"would fill it with 255 (opaque alpha) in the {c}-channel image(s): give them all 4 bands "
+                            "or remove them (with the mask)")
+        elif c == 4 and m == 3 and not alpha(paths[0]):
+            warnings.append(f"{head}; training reads bands 1-3 and drops the 4th ({paths[0]} does not declare it "
+                            "alpha: near-infrared?); to use it, give every image 4 bands")
+        else:
+            how = {(1, 3): "gray repeated", (4, 3): "alpha dropped", (1, 4): "gray repeated, an opaque alpha added",
+                   (3, 4): "an opaque alpha added", (3, 1): "RGB to gray", (4, 1): "alpha dropped, RGB to gray"}[c, m]
+            warnings.append(f"{head}; training converts them to {m} ({how}), which is fine if intended")
+    return problems, warnings

@@ -3,8 +3,10 @@
 Problems (exit 1): unpaired files, undecodable images or masks, mask/image size mismatches, mask values
 that are neither a class nor the ignore index, colors a color table does not list (each with its pixel
 count and a file where it appears), the same image in two splits (perceptual hash: a leak that inflates
-validation scores).
-Warnings: masks that are all ignore, classes present in val but never in train, classes never seen.
+validation scores), channel counts training cannot reconcile (a 200-band GeoTIFF among RGB images), GeoTIFFs
+whose every pixel is nodata.
+Warnings: masks that are all ignore, images mostly nodata, gray among RGB images (converted), classes present
+in val but never in train, classes never seen.
 Statistics: per split and class, pixel share and number of images containing the class; median
 frequency balancing class weights (data/sampling.py); image size and aspect ratio spread and a suggested
 --image-size.
@@ -18,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pixelseg.data.tools.checks import all_ignore, check_mask
+from pixelseg.data.tools.checks import all_ignore, channel_findings, check_mask, nodata_findings
 from pixelseg.data.formats import open_dataset
-from pixelseg.data.geotiff import georeference_problem
+from pixelseg.data.geotiff import georeference_problem, nodata_share
 from pixelseg.data.index import DatasetIndex, Sample
 from pixelseg.data.io import read_image
 from pixelseg.data.labels import UnknownColorsError, load_mask
@@ -51,6 +53,8 @@ class Facts:
     counts: np.ndarray | None = None      # pixels per class, ignore last
     problem: str | None = None
     colors: dict | None = None            # unknown colors of a color mask: (r, g, b) -> pixels
+    channels: int | None = None           # of the decoded image, before any conversion (a raster's band count)
+    nodata: float | None = None           # share of nodata pixels of a raster that declares nodata
 
 
 @dataclass
@@ -98,7 +102,8 @@ def _examine(split: str, s: Sample, index: DatasetIndex) -> Facts:
     k, ign = index.classes.num_classes, index.classes.ignore_index
     try:
         img = read_image(s.image)
-        f.hw, f.hash = img.shape[:2], phash(img)
+        f.hw, f.hash, f.channels = img.shape[:2], phash(img), img.shape[2]
+        f.nodata = nodata_share(s.image)     # header and a decimated dataset mask; None for a non-raster
     except PixelsegError as e:
         f.problem = str(e)
         return f
@@ -201,6 +206,11 @@ def diagnose(root: str | Path, format: str = "auto", workers: int = 4) -> Doctor
                            sorted(unknown.items(), key=lambda kv: -kv[1][0]))
         problems.append(f"{len(unknown)} color(s) not in the class table: {listed}; add them to the classes file "
                         "(or its ignore colors), or re-export the masks without anti-aliasing/JPEG")
+
+    for found in (nodata_findings([(f.sample.image, f.nodata) for f in facts if f.nodata is not None]),
+                  channel_findings([(f.sample.image, f.channels) for f in facts if f.channels is not None])):
+        problems += found[0]
+        warnings += found[1]
 
     splits, per_image = _split_stats(index, facts, problems, warnings)
     jpeg = [s.mask for _, s in jobs if s.mask is not None and s.mask.suffix.lower() in (".jpg", ".jpeg")]
