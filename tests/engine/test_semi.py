@@ -195,3 +195,59 @@ def test_semi_with_crops_at_a_scale(tmp_path):
 
 def test_summary_is_none_without_unlabelled_pixels():
     assert summary(None, ["a"]) is None and summary(initial_state(2), ["a", "b"]) is None
+
+
+def test_unlabelled_folders_whose_images_have_masks_are_refused_before_training(data, tmp_path):
+    """Issue 27: a split of the dataset itself, a labelled split or dataset, masks named after images beside them
+    (the flat-pairs rule) or label maps given as images without masks: one line naming the folder or file and the
+    fix, before a step is taken."""
+    import re
+    masks = sorted((data / "train" / "masks").iterdir())
+    pairs = shutil.copytree(data / "unlabelled", tmp_path / "pairs")
+    first = sorted(pairs.iterdir())[0]
+    shutil.copyfile(masks[0], pairs / f"{first.stem}_mask.png")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for p in masks:                                  # label maps under names that say nothing
+        shutil.copyfile(p, maps / f"map_{p.name}")
+    cases = [(data / "train", "is a labelled split or dataset .*--data"),
+             (data, "is a labelled split or dataset"),
+             (data / "train" / "images", "dataset's train images: they have masks"),
+             (data / "val" / "images", "dataset's val images: they are what the run is measured on"),
+             (data / "train" / "masks", "dataset's train masks: those are label maps"),
+             (pairs, re.escape(f"{pairs / first.stem}_mask.png is named as the mask of {first.stem}")),
+             (maps, re.escape(f"{maps / ('map_' + masks[0].name)} is a label map"))]
+    for k, (folder, message) in enumerate(cases):
+        out = tmp_path / f"r{k}"
+        with pytest.raises(PixelsegError, match=f"^--unlabelled {re.escape(str(folder))}: .*{message}.*"
+                                                "give a folder of images without masks"):
+            pixelseg.train(data, out=str(out), epochs=1, unlabelled=str(folder), semi="on", **TINY)
+        assert not (out / "last.pt").exists()
+    # given, though not learned from (--semi off): still judged, since the run records it
+    with pytest.raises(PixelsegError, match="dataset's train masks"):
+        pixelseg.train(data, out=str(tmp_path / "off"), epochs=1, unlabelled=str(data / "train" / "masks"),
+                       semi="off", **TINY)
+
+
+def test_unlabelled_grayscale_photos_and_look_alike_scans_are_no_false_alarm(data, tmp_path):
+    """The label-map test is about values, not channels: grayscale photos pass; and single-channel images with
+    few values pass where the labelled images look the same (binary scans)."""
+    gray = tmp_path / "gray"
+    gray.mkdir()
+    for k in range(8):
+        Image.fromarray(np.random.default_rng(k).integers(0, 256, (32, 32), dtype=np.uint8)).save(gray / f"g{k}.png")
+    run = pixelseg.train(data, out=str(tmp_path / "gray-run"), epochs=1, unlabelled=str(gray), semi="on", **TINY)
+    assert json.loads((run / "metrics.json").read_text())["unlabelled"]["images_drawn"] > 0
+    scans = tmp_path / "scans"
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 8), ("val", 2), ("pool", 8)):
+        for k in range(n):
+            page = (np.kron(rng.integers(0, 2, (4, 4)), np.ones((8, 8))) * 255).astype(np.uint8)
+            folder = scans / "unlabelled" if split == "pool" else scans / split / "images"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(page).convert("1").save(folder / f"{split}{k}.png")
+            if split != "pool":
+                (scans / split / "masks").mkdir(parents=True, exist_ok=True)
+                Image.fromarray((page > 0).astype(np.uint8)).save(scans / split / "masks" / f"{split}{k}.png")
+    (scans / "classes.json").write_text(json.dumps({"names": ["ink", "paper"]}))
+    pixelseg.train(scans, out=str(tmp_path / "scan-run"), epochs=1, semi="on", **TINY)

@@ -329,10 +329,13 @@ def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
     folder = Path(unl)
     if not folder.exists():
         raise PixelsegError(f"--unlabelled {unl}: not found; give a folder of images without masks")
+    given = data.unlabelled is not None
     try:
-        n = len(list_inputs([folder]))
+        files = list_inputs([folder])
     except PixelsegError as e:
+        _refuse_labelled(unl, None, index)       # no images of its own: a labelled split or dataset is said so
         raise PixelsegError(f"--unlabelled {unl}: {e}") from None
+    n = len(files)
     data = replace(data, unlabelled=str(folder.resolve()))
     semi, why = train.semi, "asked for"
     if semi == "auto":
@@ -346,6 +349,8 @@ def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
                                 + ("not measured on a GPU here; --semi on to use them" if hw.is_cuda else SEMI_WHY_CPU))
     elif semi == "on" and data.binary_sigmoid:
         raise PixelsegError("train.semi on: consistency training needs class probabilities; drop --binary-sigmoid")
+    if given or semi == "on":       # a folder found by itself and left unused is listed, not judged
+        _refuse_labelled(unl, files, index)
     if semi == "on" and n < train.batch_size:
         raise PixelsegError(f"--unlabelled {unl}: {n} image(s), fewer than one batch ({train.batch_size}); add images "
                             "or leave the unlabelled ones out (--semi off)")
@@ -356,6 +361,73 @@ def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
         chosen.append(("train.ema", TEACHER_EMA, "the teacher that labels the unlabelled images: an average of the "
                        "weights (Mean Teacher); it is also the model evaluated and saved"))
     return data, replace(train, semi=semi)
+
+
+def _refuse_labelled(unl: str, files: list[Path] | None, index, sample: int = 8, max_values: int = 32) -> None:
+    """Refuses an unlabelled folder whose files have masks or are masks, in one line naming it and the fix: a
+    split of this dataset (its images are trained on or measured on; its masks are not images), a labelled split or
+    dataset (images/ and masks/, or any layout pixelseg reads), masks named after images beside them (the flat-pairs
+    rule), or label maps: every one of up to `sample` files spread over the folder single-channel with at most
+    `max_values` values, unless the dataset's own training images look the same. Cheap: names, folders, `sample`
+    headers, and decoding only single-channel files. `files`: the folder's images, None when it holds none."""
+    import numpy as np
+
+    from pixelseg.data.formats import detect_format
+    from pixelseg.data.formats.pairs import _mask_stem
+    from pixelseg.data.io import open_image
+    folder, fix = Path(unl), "give a folder of images without masks"
+    where = folder.resolve()
+    for split, samples in index.splits.items():
+        if where in {p.resolve() for p in {s.image.parent for s in samples}}:
+            why = ("they have masks and are trained on already" if split == "train" else
+                   "they are what the run is measured on, and learning from them would flatter its scores")
+            raise PixelsegError(f"--unlabelled {unl}: is the folder of the dataset's {split} images: {why}; {fix}")
+        if where in {p.resolve() for p in {s.mask.parent for s in samples if s.mask is not None}}:
+            raise PixelsegError(f"--unlabelled {unl}: is the folder of the dataset's {split} masks: those are label "
+                                f"maps, not images; {fix}")
+    if files is None:
+        try:
+            layout = detect_format(folder)
+        except PixelsegError:
+            return                                     # not a dataset either: the caller's 'no images' stands
+        raise PixelsegError(f"--unlabelled {unl}: is a labelled split or dataset ({layout} layout: images with their "
+                            f"masks), not a folder of images; images that have masks belong in --data; {fix}")
+    stems = {p.stem for p in files}
+    for p in files:
+        base = _mask_stem(p.stem)
+        if base is not None and base in stems:
+            raise PixelsegError(f"--unlabelled {unl}: {p} is named as the mask of {base}.* beside it (flat "
+                                f"pairs: <stem>_mask, _label, _seg, _gt, ...); train on such pairs with --data {unl}, "
+                                f"or {fix}")
+
+    def values(paths) -> list[int] | None:
+        """Distinct values of each file when every one is single-channel (header first, decoded only then)."""
+        try:
+            for p in paths:
+                with open_image(p) as im:
+                    if im.mode not in ("1", "L", "P", "I;16", "I;16B", "I;16L", "I"):
+                        return None
+            out = []
+            for p in paths:
+                with open_image(p) as im:
+                    if im.mode.startswith("I"):            # 16/32-bit: no histogram in Pillow
+                        out.append(len(np.unique(np.asarray(im))))
+                    else:                                  # None: more than max_values
+                        out.append(len(im.getcolors(max_values) or range(max_values + 1)))
+            return out
+        except (PixelsegError, OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError):
+            return None                                # unreadable files are not judged here: the loader names them
+
+    picked = files[:: max(1, len(files) // sample)][:sample]
+    found = values(picked)
+    if not found or max(found) > max_values:
+        return
+    train = [s.image for s in index.splits.get("train", [])]
+    own = values(train[:: max(1, len(train) // sample)][:sample]) if train else None
+    if own and max(own) <= max_values:
+        return                                         # the labelled images look alike (binary scans, say)
+    raise PixelsegError(f"--unlabelled {unl}: {picked[0]} is a label map, not an image (one channel, {found[0]} "
+                        f"value(s); as are all {len(picked)} files sampled there); {fix}")
 
 
 def _resolve_scale(train, n_train: int, hw: Hardware, world: int, chosen: list):
