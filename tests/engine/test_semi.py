@@ -15,8 +15,8 @@ from PIL import Image
 
 import pixelseg
 from pixelseg.data.tools.synth import generate
-from pixelseg.engine.semi import (MAX_THRESHOLD, MIN_THRESHOLD, MOMENTUM, TEACHER_EMA, Consistency, initial_state,
-                                  summary)
+from pixelseg.engine.semi import (MAX_THRESHOLD, MIN_THRESHOLD, MOMENTUM, TEACHER_EMA, Consistency,
+                                  class_thresholds, initial_state, summary)
 from pixelseg.errors import PixelsegError
 from pixelseg.run.checkpoints import load_state
 
@@ -251,3 +251,11 @@ def test_unlabelled_grayscale_photos_and_look_alike_scans_are_no_false_alarm(dat
                 Image.fromarray((page > 0).astype(np.uint8)).save(scans / split / "masks" / f"{split}{k}.png")
     (scans / "classes.json").write_text(json.dumps({"names": ["ink", "paper"]}))
     pixelseg.train(scans, out=str(tmp_path / "scan-run"), epochs=1, semi="on", **TINY)
+
+
+def test_a_state_saved_under_the_earlier_threshold_rule_resumes_with_fresh_averages():
+    """A run saved before the per-class averages (FreeMatch's tau and p in State.semi) resumes: the averages start
+    afresh, the counts are kept."""
+    old = {"epoch": 2, "offset": 8, "tau": 0.4, "p": [0.9, 0.1], "used": [5, 3], "seen": 20, "images": 4}
+    assert torch.allclose(class_thresholds(old), torch.full((2,), MAX_THRESHOLD))
+    assert "tau" not in old and old["conf"] == [0.0, 0.0] and old["used"] == [5, 3] and old["offset"] == 8

@@ -104,7 +104,8 @@ def initial_state(num_classes: int) -> dict:
 def _upgrade(sem: dict) -> None:
     """A state saved under the earlier FreeMatch rule (tau, p) starts the class averages afresh."""
     if "conf" not in sem:
-        sem.pop("tau", None), sem.pop("p", None)
+        sem.pop("tau", None)
+        sem.pop("p", None)
         sem.update(conf=[0.0] * len(sem["used"]), weight=[0.0] * len(sem["used"]))
 
 
