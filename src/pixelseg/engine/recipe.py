@@ -308,11 +308,11 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
 
 
 # Consistency training from unlabelled images, measured (benchmarks/semi.py, docs/numbers.md): with 10 % labels on
-# 2 cores it lost 9.4 points to supervised-only at 8 minutes and tied at 20, so `auto` does not turn it on; a
-# budget from which it pays is not measured yet
+# 2 cores it lost 9-18 points to supervised-only at 8 minutes (two seeds) and tied at 20 (one seed), so `auto` does
+# not turn it on; a budget from which it pays is not measured yet
 SEMI_MIN_MINUTES_CPU = None     # None: never turned on by itself on a CPU
-SEMI_WHY_CPU = ("on a CPU budget they cost more steps than they give (10 % labels: 0.58 vs 0.67 mIoU supervised at "
-                "8 min, a tie at 20; benchmarks/semi.py); --semi on to use them anyway")
+SEMI_WHY_CPU = ("on a CPU budget they cost more steps than they give (10 % labels: 9-18 mIoU points below supervised "
+                "at 8 min, a tie at 20; benchmarks/semi.py); --semi on to use them anyway")
 
 
 def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
