@@ -14,9 +14,10 @@ For each seed, one after another on this machine:
                  (top class where its probability is at least --confidence, else the ignore index), then a student
                  starts from the teacher (--init-from) on LABELLED + the pseudo-labelled images for what is left of
                  the budget (pseudo-labelling time included)
-then `pixelseg compare SUP SEMI --paired` (paired bootstrap over the val images), and, for the semi run, the
-accuracy and coverage of its pseudo-labels on the hidden truth of up to 60 unlabelled images (pixels above the
-run's final class thresholds). Prints one table with the CPU's name and the data's digest.
+then `pixelseg compare SUP SEMI --paired` (paired bootstrap over the val images). The semi run measures its own
+pseudo-labels against the hidden masks as it trains (PIXELSEG_SEMI_TRUTH, engine/semi.py; training is unchanged):
+their accuracy and coverage over the whole run and window by window. Prints the tables with the CPU's name and
+the data's digest.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelseg.engine.semi import TRUTH_ENV
 from pixelseg.run.folder import RunFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,28 +68,11 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def pseudo_label_quality(run: Path, unl: Path, hid: Path, n: int = 60) -> dict:
-    """Accuracy and coverage of the run's pseudo-labels (top class where its probability passes the class's final
-    threshold) against the hidden masks."""
-    from PIL import Image
-
-    from pixelseg.inference.predictor import Predictor
-    m = RunFolder(run).metrics()
-    thr = m.get("unlabelled", {}).get("thresholds")
-    if not thr:
-        return {}
-    p = Predictor(run, "cpu", backend="torch")
-    t = np.array([thr[c] for c in p.classes.names])
-    right = kept = total = 0
-    for img in sorted(unl.iterdir())[:n]:
-        probs = p.probs([img])[0]
-        conf, label = probs.max(0), probs.argmax(0)
-        truth = np.asarray(Image.open(hid / f"{img.stem}.png"))
-        keep = (conf >= t[label]) & (truth != p.classes.ignore_index)
-        right += int((label[keep] == truth[keep]).sum())
-        kept += int(keep.sum())
-        total += int((truth != p.classes.ignore_index).sum())
-    return {"pseudo_accuracy": right / max(kept, 1), "pseudo_coverage": kept / max(total, 1)}
+def pseudo_over_time(run: Path) -> list[dict]:
+    """The pseudo-labels' accuracy and coverage (share of the unlabelled pixels that got one) against the hidden
+    masks, window by window between history rows, as the run measured them (engine/semi.TRUTH_ENV)."""
+    return [{"step": int(r["step"]), "accuracy": float(r["pseudo_accuracy"]), "coverage": float(r["pseudo_coverage"])}
+            for r in RunFolder(run).history() if r.get("pseudo_accuracy")]
 
 
 def self_train(lab: Path, unl: Path, hid: Path, minutes: float, seed: int, work: Path, confidence: float) -> dict:
@@ -147,6 +132,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=["supervised", "semi", "selftrain"],
                     choices=["supervised", "semi", "selftrain"])
     ap.add_argument("--confidence", type=float, default=0.9, help="selftrain: pseudo-label pixels at least this sure")
+    ap.add_argument("--semi-flags", default="", help="semi: more train flags (e.g. '--semi-start 0.4 --semi-batch 4')")
     ap.add_argument("--out", default="semi-work", help="work folder (the split is kept and reused)")
     ap.add_argument("--json", help="write the rows here too")
     a = ap.parse_args()
@@ -164,12 +150,19 @@ def main() -> None:
                 runs[arm] = runs[arm] / "student"
             else:
                 flags = f"--seed {seed} --semi off" if arm == "supervised" else \
-                    f"--seed {seed} --semi on --unlabelled {unl}"
-                row = train_candidate(str(lab), a.minutes, flags, runs[arm])
+                    f"--seed {seed} --semi on --unlabelled {unl} {a.semi_flags}"
+                if arm == "semi":            # the run measures its pseudo-labels against the hidden masks
+                    os.environ[TRUTH_ENV] = str(hid.resolve())
+                try:
+                    row = train_candidate(str(lab), a.minutes, flags, runs[arm])
+                finally:
+                    os.environ.pop(TRUTH_ENV, None)
             row |= {"arm": arm, "seed": seed}
             if arm == "semi" and "error" not in row:
-                row |= pseudo_label_quality(runs[arm], unl, hid)
-                row["unlabelled"] = RunFolder(runs[arm]).metrics().get("unlabelled")
+                unl_summary = RunFolder(runs[arm]).metrics().get("unlabelled") or {}
+                row |= {k: unl_summary[k] for k in ("pseudo_accuracy", "pseudo_coverage") if k in unl_summary}
+                row["unlabelled"] = unl_summary
+                row["pseudo_over_time"] = pseudo_over_time(runs[arm])
             if arm != "supervised" and "supervised" in runs and "error" not in row:
                 cmp = out / f"compare-{arm}-s{seed}.json"
                 subprocess.run([sys.executable, "-m", "pixelseg.cli", "compare", str(runs[arm]),
@@ -181,7 +174,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(f"\n{a.data} (digest {data_digest(a.data)}): {n_lab} labelled + {n_unl} unlabelled training images "
-          f"(keep {a.keep:g}), {a.minutes:g} min each, {cpu_name()}, {os.cpu_count()} cores, one run after another")
+          f"(keep {a.keep:g}), {a.minutes:g} min each, {cpu_name()}, {os.cpu_count()} cores, one run after another"
+          + (f"; semi with {a.semi_flags}" if a.semi_flags else ""))
     print("| seed | arm | steps | val mIoU [95 % CI] | arm − supervised [95 % CI], P(arm better) | pseudo-labels: "
           "accuracy / coverage | unlabelled pixels used |")
     print("|---|---|---:|---|---|---|---:|")
@@ -196,6 +190,19 @@ def main() -> None:
         pq = (f"{r['pseudo_accuracy']:.3f} / {r['pseudo_coverage']:.3f}" if "pseudo_accuracy" in r else "")
         used = f"{r['unlabelled']['used_share']:.1%}" if r.get("unlabelled") else ""
         print(f"| {r['seed']} | {r['arm']} | {r['steps']} | {r['mIoU']:.3f}{ci} | {diff} | {pq} | {used} |")
+    timed = [r for r in rows if r.get("pseudo_over_time")]
+    if timed:
+        print("\nPseudo-labels over the run (accuracy / coverage against the hidden masks, in the window ending at "
+              "that share of the steps):")
+        print("| seed | 25 % | 50 % | 75 % | 100 % |")
+        print("|---|---|---|---|---|")
+        for r in timed:
+            pts, last = r["pseudo_over_time"], r["pseudo_over_time"][-1]["step"]
+            cells = []
+            for q in (0.25, 0.5, 0.75, 1.0):
+                p = min(pts, key=lambda p: abs(p["step"] - q * last))
+                cells.append(f"{p['accuracy']:.3f} / {p['coverage']:.3f} (step {p['step']})")
+            print(f"| {r['seed']} | " + " | ".join(cells) + " |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 

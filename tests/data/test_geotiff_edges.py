@@ -12,14 +12,10 @@ from pixelseg.data import geotiff
 from pixelseg.data.io import read_image
 from pixelseg.errors import PixelsegError
 
+from tests.helpers.rasters import write_geotiff
 
-def _write(path, a: np.ndarray, nodata=None):
-    from rasterio.transform import from_origin
-    with rasterio.open(path, "w", driver="GTiff", height=a.shape[1], width=a.shape[2], count=a.shape[0],
-                       dtype=a.dtype.name, crs="EPSG:32633", transform=from_origin(500000, 4000000, 1, 1),
-                       nodata=nodata) as dst:
-        dst.write(a)
-    return path
+
+_write = write_geotiff
 
 
 def _floats(dtype=np.float32) -> np.ndarray:

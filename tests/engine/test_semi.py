@@ -19,6 +19,7 @@ from pixelseg.engine.semi import (MAX_THRESHOLD, MIN_THRESHOLD, MOMENTUM, TEACHE
                                   class_thresholds, initial_state, summary)
 from pixelseg.errors import PixelsegError
 from pixelseg.run.checkpoints import load_state
+from pixelseg.run.folder import RunFolder
 
 from tests.helpers import tinynet
 
@@ -151,6 +152,87 @@ def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(da
     c = load_state(sup / "last.pt")
     assert c["state"]["semi"] is None
     assert any(not torch.allclose(c["model"][k], v, atol=1e-4) for k, v in a["model"].items())
+
+
+def test_unlabelled_images_join_at_semi_start_with_their_own_batch_and_resume_exactly(data, tmp_path):
+    # 8 images, batch 4: 2 steps an epoch, 6 in 3 epochs; the unlabelled ones join at half the run (step 3)
+    knobs = dict(epochs=3, semi="on", semi_start=0.5, semi_batch=2, **TINY)
+    full = pixelseg.train(data, out=str(tmp_path / "full"), **knobs)
+    unl = json.loads((full / "metrics.json").read_text())["unlabelled"]
+    assert unl["from_step"] == 3 and unl["images_drawn"] == (6 - 3) * 2
+    assert unl["pixels_seen"] == unl["images_drawn"] * 32 * 32
+    # stopped before they joined, and resumed: the same start, the same stream, the same weights
+    def signal_at_step_2(state):
+        if state.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        pixelseg.train(data, out=str(tmp_path / "half"), on_step=signal_at_step_2, **knobs)
+    mid = load_state(tmp_path / "half" / "last.pt")["state"]["semi"]
+    assert mid["images"] == 0 and mid.get("start_step") is None
+    half = pixelseg.train(out=str(tmp_path / "half"), resume=True, quiet=True)
+    a, b = load_state(full / "last.pt"), load_state(half / "last.pt")
+    assert a["state"]["semi"] == b["state"]["semi"]
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    # the batch the recipe checks against is the unlabelled one
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted((data / "unlabelled").iterdir())[:3]:
+        shutil.copyfile(p, few / p.name)
+    pixelseg.train(data, out=str(tmp_path / "few3"), unlabelled=str(few), **{**knobs, "epochs": 1, "semi_start": 0})
+    with pytest.raises(PixelsegError, match=r"fewer than one batch \(4\)"):
+        pixelseg.train(data, out=str(tmp_path / "few4"), unlabelled=str(few), **{**knobs, "semi_batch": 4})
+
+
+def test_pseudo_labels_measured_against_a_hidden_truth_over_time_leave_training_unchanged(data, tmp_path,
+                                                                                           monkeypatch):
+    pool = tmp_path / "pool"
+    generate(pool, n_train=8, n_val=0, size=(32, 32), seed=9)        # the unlabelled images' own masks
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    for p in (pool / "train" / "masks").iterdir():
+        shutil.copyfile(p, truth / f"u_{p.name}")
+    knobs = dict(epochs=3, semi="on", **TINY)
+    plain = pixelseg.train(data, out=str(tmp_path / "plain"), **knobs)
+    monkeypatch.setenv("PIXELSEG_SEMI_TRUTH", str(truth))
+    measured = pixelseg.train(data, out=str(tmp_path / "measured"), **knobs)
+    a, b = load_state(plain / "last.pt"), load_state(measured / "last.pt")
+    for k, v in a["model"].items():                                  # measuring changed nothing
+        assert torch.equal(v, b["model"][k]), k
+    rows = RunFolder(measured).history()
+    assert len(rows) == 3 and all(0 <= float(r["pseudo_accuracy"]) <= 1 for r in rows)
+    assert all(0 < float(r["unlabelled_used"]) <= 1 for r in rows)
+    unl = json.loads((measured / "metrics.json").read_text())["unlabelled"]
+    used = unl["used_share"]
+    # every pixel has a truth here, so the coverage of the known pixels is the share used
+    assert unl["pseudo_coverage"] == pytest.approx(used, abs=1e-3) and 0 <= unl["pseudo_accuracy"] <= 1
+    # by hand, from the same teacher: a perfect teacher's labels are all right
+    c = Consistency(2, 255)
+    sem = initial_state(2)
+    y = torch.randint(0, 2, (2, 8, 8))
+    teacher = lambda x: torch.nn.functional.one_hot(y, 2).permute(0, 3, 1, 2).float() * 20   # noqa: E731
+    c.pseudo_labels(teacher, torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), sem, None, y)
+    assert sem["truth_right"] == sem["truth_kept"] == 128
+    c.pseudo_labels(teacher, torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), sem, None, 1 - y)
+    assert sem["truth_right"] == 128 and sem["truth_kept"] == 256
+
+
+def test_a_state_saved_before_the_start_was_recorded_goes_on_learning_from_unlabelled_images():
+    from pixelseg.engine.schedule import Schedule
+    from pixelseg.engine.state import State
+    from pixelseg.engine.trainer import _semi_started
+    from pixelseg.engine.distributed import Dist
+    state = State()
+    state.semi = initial_state(2)
+    sched = Schedule(0.01, "poly", 10, float("inf"), 0)
+    tc = type("TC", (), {"semi_start": 0.5})()
+    d = Dist()
+    assert not _semi_started(state, sched, tc, d)          # fresh, at progress 0 < 0.5
+    state.semi["images"] = 8                               # an old state that had drawn images already
+    assert _semi_started(state, sched, tc, d) and state.semi["start_step"] == 0
+    state2 = State()
+    state2.semi, state2.updates = initial_state(2), 5
+    assert _semi_started(state2, sched, tc, d) and state2.semi["start_step"] == state2.step
 
 
 def test_recipe_finds_the_folder_and_says_why_it_is_not_used_by_default(data, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 
 from tests.hostile.corpus import RUN_CLASSES, Ctx, case, dataset, images, model_json
 from tests.hostile.corpus_data import RUN_OUT, TRAIN
+from tests.helpers.rasters import write_geotiff
 
 # cases that load torch before they refuse: one of each kind runs by default, these with PIXELSEG_HOSTILE=all
 SLOW: set[str] = set()
@@ -107,17 +108,7 @@ def _(c):
 
 
 # ------------------------------------------------------------------ GeoTIFF rasters
-def _tif(path, a: np.ndarray, nodata=None, **profile):
-    """A georeferenced GeoTIFF of bands x H x W `a` (a 2-D array is one band)."""
-    import rasterio
-    from rasterio.transform import from_origin
-    a = a if a.ndim == 3 else a[None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", height=a.shape[1], width=a.shape[2], count=a.shape[0],
-                       dtype=a.dtype.name, crs="EPSG:32633", transform=from_origin(500000, 4000000, 1, 1),
-                       nodata=nodata, **profile) as dst:
-        dst.write(a)
-    return path
+_tif = write_geotiff
 
 
 def _empty_tif(path, height: int, width: int, bands: int, dtype: str):

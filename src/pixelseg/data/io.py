@@ -52,15 +52,36 @@ class TooManyPixelsError(PixelsegError):
                          f"the limit with --max-pixels {width * height} (or {MAX_PIXELS_ENV}) or tile it first")
 
 
-def set_max_pixels(n: int | None) -> None:
-    """The decode limit for this process and the processes it starts (None: back to the default)."""
+def set_pixel_limit(env: str, flag: str, n: int | None) -> None:
+    """A pixel limit for this process and the processes it starts, kept in the environment variable `env` so
+    loader workers inherit it (None: back to the default); `flag` names it in the error."""
     if n is None:
-        os.environ.pop(MAX_PIXELS_ENV, None)
+        os.environ.pop(env, None)
         return
     if int(n) < 1:
-        raise PixelsegError(f"--max-pixels must be positive (got {n})")
-    os.environ[MAX_PIXELS_ENV] = str(int(n))
-    _pillow_follows(int(n))
+        raise PixelsegError(f"{flag} must be positive (got {n})")
+    os.environ[env] = str(int(n))
+
+
+def pixel_limit(env: str, default: int) -> int:
+    """The pixel limit the environment variable `env` holds (`_` and `,` allowed as separators), else `default`."""
+    value = os.environ.get(env, "").replace("_", "").replace(",", "")
+    if not value:
+        return default
+    try:
+        n = int(float(value))
+    except (ValueError, OverflowError):
+        raise PixelsegError(f"{env}={value!r} is not a number of pixels; e.g. {default}") from None
+    if n < 1:
+        raise PixelsegError(f"{env}={value!r} must be positive")
+    return n
+
+
+def set_max_pixels(n: int | None) -> None:
+    """The decode limit for this process and the processes it starts (None: back to the default)."""
+    set_pixel_limit(MAX_PIXELS_ENV, "--max-pixels", n)
+    if n is not None:
+        _pillow_follows(int(n))
 
 
 def _pillow_follows(n: int) -> None:
@@ -71,16 +92,9 @@ def _pillow_follows(n: int) -> None:
 
 
 def max_pixels() -> int:
-    value = os.environ.get(MAX_PIXELS_ENV, "").replace("_", "").replace(",", "")
-    if not value:
-        return DEFAULT_MAX_PIXELS
-    try:
-        n = int(float(value))
-    except ValueError:
-        raise PixelsegError(f"{MAX_PIXELS_ENV}={value!r} is not a number of pixels; e.g. {DEFAULT_MAX_PIXELS}") from None
-    if n < 1:
-        raise PixelsegError(f"{MAX_PIXELS_ENV}={value!r} must be positive")
-    _pillow_follows(n)    # loader workers inherit the variable, not the parent's Pillow setting
+    n = pixel_limit(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)
+    if os.environ.get(MAX_PIXELS_ENV):
+        _pillow_follows(n)    # loader workers inherit the variable, not the parent's Pillow setting
     return n
 
 

@@ -352,8 +352,9 @@ def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
         raise PixelsegError("train.semi on: consistency training needs class probabilities; drop --binary-sigmoid")
     if given or semi == "on":       # a folder found by itself and left unused is listed, not judged
         _refuse_labelled(unl, files, index)
-    if semi == "on" and n < train.batch_size:
-        raise PixelsegError(f"--unlabelled {unl}: {n} image(s), fewer than one batch ({train.batch_size}); add images "
+    unl_batch = train.semi_batch or train.batch_size
+    if semi == "on" and n < unl_batch:
+        raise PixelsegError(f"--unlabelled {unl}: {n} image(s), fewer than one batch ({unl_batch}); add images "
                             "or leave the unlabelled ones out (--semi off)")
     chosen.append(("train.semi", semi, why))
     if semi == "on" and train.ema is None:

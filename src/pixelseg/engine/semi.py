@@ -21,12 +21,19 @@ most pixels, so a digit class's threshold fell to 0.07 and 99.96 % of the pixels
 (benchmarks/semi.py, docs/history.md). The averages use MOMENTUM 0.99 (a horizon of about 100 steps, which a CPU
 budget reaches); they live in the run's state (`State.semi`).
 
+Measuring the pseudo-labels (benchmarks/semi.py): with PIXELSEG_SEMI_TRUTH=DIR, a folder holding each unlabelled
+image's true mask (DIR/<stem>.png, class indices), the stream carries the truth through the same transform (crops
+of unlabelled images are never aimed by a mask, so training is unchanged), and each history row records the share
+of the pseudo-labels that were right and of the pixels that got one, since the row before.
+
 Why by hand: no maintained library implements semi-supervised segmentation inside a user's own training loop
 (USB / TorchSSL are classification frameworks that own the loop); the pieces here are a few tensor operations.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,11 +46,24 @@ from pixelseg.data.index import Sample
 MOMENTUM = 0.99        # of the per-class confidence averages behind the thresholds
 MIN_THRESHOLD, MAX_THRESHOLD = 0.5, 0.95
 TEACHER_EMA = 0.99     # train.ema the recipe sets for a run that learns from unlabelled images
+TRUTH_ENV = "PIXELSEG_SEMI_TRUTH"    # benchmarks only: a folder of the unlabelled images' hidden masks
+
+
+def truth_folder(num_classes: int) -> Path | None:
+    """The folder of hidden masks the pseudo-labels are measured against, when a benchmark gives one."""
+    value = os.environ.get(TRUTH_ENV)
+    if not value:
+        return None
+    if num_classes > 250:                 # the truth travels as class + 1 next to the padding's ignore index
+        raise ValueError(f"{TRUTH_ENV}: at most 250 classes can be measured")
+    return Path(value)
 
 
 class UnlabelledDataset(SegDataset):
     """The training view of images without masks: (image C x H x W, pad mask H x W) where the pad mask is the
-    ignore index where the transform padded (scale jitter, crops past the border) and 0 elsewhere."""
+    ignore index where the transform padded (scale jitter, crops past the border) and 0 elsewhere. With a truth
+    folder (TRUTH_ENV) the mask is the true class + 1 instead (0 where the truth is the ignore index);
+    UnlabelledStream splits it into padding and truth."""
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         from pixelseg.data.cache import cached
@@ -54,7 +74,12 @@ class UnlabelledDataset(SegDataset):
             image = cached(s.image, f"image{self.in_channels}", lambda: read_image(s.image, self.in_channels))
         else:
             image = read_image(s.image, self.in_channels)
-        return image, np.zeros(image.shape[:2], np.uint8)
+        folder = truth_folder(self.num_classes)
+        if folder is None:
+            return image, np.zeros(image.shape[:2], np.uint8)
+        from PIL import Image
+        truth = np.asarray(Image.open(folder / f"{s.image.stem}.png"))
+        return image, np.where(truth == self.ignore_index, 0, truth.astype(np.int64) + 1).astype(np.uint8)
 
 
 
@@ -79,7 +104,8 @@ class UnlabelledStream:
                                sampler=EpochSampler(order, sem["offset"], self.d.rank, self.d.world), pin_memory=self.pin,
                                generator=torch.Generator().manual_seed(self.seed * 7919 + sem["epoch"] + 17)))
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(images, pad mask, true labels or None: see TRUTH_ENV)."""
         sem = self.state.semi
         for _ in range(2):
             if self._it is None:
@@ -90,7 +116,12 @@ class UnlabelledStream:
                 sem["epoch"], sem["offset"], self._it = sem["epoch"] + 1, 0, None
                 continue
             sem["offset"] += self.batch * self.d.world
-            return x, pad
+            truth = None
+            if truth_folder(self.dataset.num_classes) is not None:
+                ignore = self.dataset.ignore_index
+                truth = torch.where((pad >= 1) & (pad != ignore), pad - 1, torch.full_like(pad, ignore))
+                pad = torch.where(pad == ignore, pad, torch.zeros_like(pad))
+            return x, pad, truth
         raise RuntimeError("the unlabelled images give no full batch")     # guarded by the recipe (enough images)
 
 
@@ -129,10 +160,12 @@ class Consistency:
         return class_thresholds(sem, device)
 
     @torch.no_grad()
-    def pseudo_labels(self, teacher, xw: torch.Tensor, pad: torch.Tensor, sem: dict, amp_dtype) -> torch.Tensor:
+    def pseudo_labels(self, teacher, xw: torch.Tensor, pad: torch.Tensor, sem: dict, amp_dtype,
+                      truth: torch.Tensor | None = None) -> torch.Tensor:
         """The teacher's labels of the weak view where they pass their class's threshold, the ignore index
         elsewhere; each class's confidence average is updated from this batch first (pixels that are not
-        padding, by the class the teacher gives them)."""
+        padding, by the class the teacher gives them). `truth` (benchmarks): the pixels' true classes, to count
+        how many of the kept labels are right."""
         with torch.autocast(xw.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             probs = torch.softmax(teacher(xw).float(), 1)
         conf, label = probs.max(1)
@@ -153,6 +186,11 @@ class Consistency:
         sem["used"] = [int(a + b) for a, b in zip(sem["used"], used.tolist())]
         sem["seen"] += int(valid.sum())
         sem["images"] += int(xw.shape[0])
+        if truth is not None:
+            known = valid & (truth != self.ignore_index)
+            sem["truth_right"] = sem.get("truth_right", 0) + int((keep & known & (label == truth)).sum())
+            sem["truth_kept"] = sem.get("truth_kept", 0) + int((keep & known).sum())
+            sem["truth_known"] = sem.get("truth_known", 0) + int(known.sum())
         return torch.where(keep, label, torch.full_like(label, self.ignore_index))
 
     def strong(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +221,24 @@ class Consistency:
         return self.weight * F.cross_entropy(logits.float(), ys, ignore_index=self.ignore_index)
 
 
+def history_fields(sem: dict | None) -> dict:
+    """For the history row: the share of unlabelled pixels learned from since the row before, and with a truth
+    folder the share of those pseudo-labels that were right (this rank's; the marks live in the state)."""
+    if not sem or not sem.get("seen"):
+        return {}
+    used, seen = sum(sem["used"]), sem["seen"]
+    mark = sem.get("mark") or [0, 0, 0, 0, 0]
+    out = {}
+    if seen > mark[1]:
+        out["unlabelled_used"] = round((used - mark[0]) / (seen - mark[1]), 4)
+    right, kept, known = sem.get("truth_right", 0), sem.get("truth_kept", 0), sem.get("truth_known", 0)
+    if known > mark[4]:
+        out["pseudo_accuracy"] = round((right - mark[2]) / max(kept - mark[3], 1), 4)
+        out["pseudo_coverage"] = round((kept - mark[3]) / (known - mark[4]), 4)
+    sem["mark"] = [used, seen, right, kept, known]
+    return out
+
+
 def summary(sem: dict | None, class_names) -> dict | None:
     """metrics.json's "unlabelled": how many images were drawn, the share of their pixels that passed the
     thresholds (overall and per predicted class) and the thresholds at the end."""
@@ -190,7 +246,9 @@ def summary(sem: dict | None, class_names) -> dict | None:
         return None
     seen = sem["seen"]
     thresholds = class_thresholds(sem).tolist()
-    return {"images_drawn": int(sem["images"]), "pixels_seen": int(seen),
+    return {"images_drawn": int(sem["images"]), "from_step": sem.get("start_step", 0), "pixels_seen": int(seen),
             "used_share": round(sum(sem["used"]) / seen, 4),
             "used_share_by_class": {n: round(u / seen, 5) for n, u in zip(class_names, sem["used"])},
-            "thresholds": {n: round(t, 4) for n, t in zip(class_names, thresholds)}}
+            "thresholds": {n: round(t, 4) for n, t in zip(class_names, thresholds)}} | (
+        {"pseudo_accuracy": round(sem["truth_right"] / max(sem["truth_kept"], 1), 4),
+         "pseudo_coverage": round(sem["truth_kept"] / max(sem["truth_known"], 1), 4)} if sem.get("truth_known") else {})

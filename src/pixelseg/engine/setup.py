@@ -100,6 +100,7 @@ class Data:
     local_batch: int
     pin: bool
     unlabelled: object = None     # engine/semi.UnlabelledDataset when the run learns from images without masks
+    unlabelled_batch: int = 0     # its images per step on this rank (train.semi_batch)
 
     def train_loader(self, order: list[int], offset: int, d, seed: int, epoch: int, num_workers: int) -> DataLoader:
         self.train.set_epoch(seed, epoch)
@@ -130,10 +131,12 @@ def build_data(cfg: Config, index, mean, std, factors, d, device: torch.device) 
         from pixelseg.engine.semi import UnlabelledDataset, unlabelled_samples
         ds_unl = UnlabelledDataset(unlabelled_samples(list_inputs([cfg.data.unlabelled])), classes.num_classes,
                                    classes.ignore_index, in_ch, mean, std,
+                                   # no mask to aim crops at: uniform crops (and a measured truth cannot steer them)
                                    train_transform(size, cfg.data.augment, classes.ignore_index, in_ch, cfg.data.scale,
-                                                   cfg.data.crop_focus))
+                                                   0.0))
+    unl_bs = max(1, (cfg.train.semi_batch or cfg.train.batch_size) // d.world)
     return Data(ds_train, ds_val, val_loader, None if factors is None else np.asarray(factors), local_bs,
-                device.type == "cuda", ds_unl)
+                device.type == "cuda", ds_unl, unl_bs)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from pixelseg.engine import guards, setup
 from pixelseg.engine.console import RunProgress, print_plan
 from pixelseg.engine.environment import environment
 from pixelseg.engine.recipe import detect_hardware, preprocessing, resolve
+from pixelseg.engine.semi import history_fields as semi_history
 from pixelseg.engine.schedule import Schedule, freeze_batchnorm
 from pixelseg.engine.state import State, restore, save_last, seed_everything
 from pixelseg.engine.verdict import verdict
@@ -164,8 +165,8 @@ def _train(cfg: Config, chosen, run: RunFolder, data_info: dict, index, hw, d, d
         from pixelseg.engine.semi import UnlabelledStream, initial_state
         if state.semi is None:
             state.semi = initial_state(classes.num_classes)
-        stream = UnlabelledStream(data.unlabelled, data.local_batch, cfg.train.seed, state, d, cfg.data.num_workers,
-                                  data.pin)
+        stream = UnlabelledStream(data.unlabelled, data.unlabelled_batch, cfg.train.seed, state, d,
+                                  cfg.data.num_workers, data.pin)
     # rank 0 logs; a resumed run continues its tracked run (tracking.py); the config is logged as params
     with (open_tracker(cfg.train.logger, run.path, cfg.to_dict()) if d.is_main else Tracker()) as tracker:
         stop, info = _loop(cfg, d, data, t, state, schedule, ckpt, info, console, on_step, tracker, stream)
@@ -260,7 +261,8 @@ def _loop(cfg: Config, d, data: setup.Data, t: setup.Trainee, state: State, sche
             last_epoch = tc.epochs is not None and state.epoch >= tc.epochs
             row = {"epoch": round(state.epoch + state.offset / max(1, len(order)), 3), "step": state.step,
                    "elapsed_s": round(state.elapsed, 1), "lr": f"{lr:.3g}", "train_loss": round(loss, 5),
-                   "val_mIoU": "", "val_pixel_accuracy": "", "val_mean_dice": "", "data_wait": round(state.share_waiting(), 4)}
+                   "val_mIoU": "", "val_pixel_accuracy": "", "val_mean_dice": "", "data_wait": round(state.share_waiting(), 4),
+                   **semi_history(state.semi)}
             per_class = {}       # iou/<class> for the trackers (metrics.csv keeps its fixed columns)
             if stop or last_epoch or state.epoch % val_every == 0:
                 cm, info, val_seconds, summary = validate_and_keep_best(t.eval_model, data.val_loader, classes,
@@ -306,7 +308,7 @@ def train_one_epoch(t: setup.Trainee, loader, state: State, schedule: Schedule, 
             window = min(acc, epoch_batches - window_start)  # the epoch's last window may be short
             boundary = batch_i + 1 == window_start + window  # this batch ends an optimizer step
             lr = schedule.set_lr(t.optimizer, state.updates, state.elapsed)
-            u = stream.next() if stream is not None else None
+            u = stream.next() if stream is not None and _semi_started(state, schedule, tc, d) else None
             loss_value = train_step(t, x, y, boundary, window, tc, d, state, ckpt.run, u)
             loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
             state.step += 1
@@ -344,7 +346,8 @@ def train_step(t: setup.Trainee, x, y, boundary: bool, window: int, tc, d, state
         xw, pad = u[0].to(device, non_blocking=True), u[1].to(device, non_blocking=True)
         if tc.channels_last:
             xw = xw.contiguous(memory_format=torch.channels_last)
-        pseudo = cons.pseudo_labels(t.teacher, xw, pad, state.semi, t.amp_dtype)
+        truth = u[2].to(device) if u[2] is not None else None
+        pseudo = cons.pseudo_labels(t.teacher, xw, pad, state.semi, t.amp_dtype, truth)
         # the strong view's randomness: this step of this rank alone, so a resume repeats it
         unlabelled = cons.strong(xw, pseudo, tc.seed * 1_000_003 + state.step * 64 + (d.rank if d.enabled else 0))
     rank = d.rank if d.enabled else None
@@ -374,6 +377,21 @@ def train_step(t: setup.Trainee, x, y, boundary: bool, window: int, tc, d, state
             t.ema.update_parameters(t.model)
         state.updates += 1
     return loss_value
+
+
+def _semi_started(state: State, schedule: Schedule, tc, d) -> bool:
+    """Whether this step learns from the unlabelled images too: once the run's progress (budget or epochs) reaches
+    `train.semi_start`, agreed by every rank, and from then on (the step it began is part of the state)."""
+    sem = state.semi
+    if sem.get("start_step") is None:
+        if sem["images"]:            # a state saved before the start was recorded: it had begun
+            sem["start_step"] = 0
+            return True
+        go = schedule.progress(state.updates, state.elapsed) >= tc.semi_start
+        if not ddp.agree(d, [float(go)])[0]:
+            return False
+        sem["start_step"] = state.step
+    return True
 
 
 def _agree_on_stop(d, flag: guards.StopFlag, state: State, reserve: float, budget: float, max_minutes) -> Stop | None:

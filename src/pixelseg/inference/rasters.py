@@ -17,14 +17,13 @@ cannot be read by window). The block-by-block path has its own ceiling, max_rast
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from pixelseg.data import geotiff
-from pixelseg.data.io import max_pixels
+from pixelseg.data.io import max_pixels, pixel_limit, set_pixel_limit
 from pixelseg.errors import PixelsegError
 
 MIN_MARGIN = 64
@@ -34,26 +33,11 @@ MAX_RASTER_PIXELS_ENV = "PIXELSEG_MAX_RASTER_PIXELS"
 
 def set_max_raster_pixels(n: int | None) -> None:
     """The block-by-block ceiling for this process and the processes it starts (None: back to the default)."""
-    if n is None:
-        os.environ.pop(MAX_RASTER_PIXELS_ENV, None)
-        return
-    if int(n) < 1:
-        raise PixelsegError(f"--max-raster-pixels must be positive (got {n})")
-    os.environ[MAX_RASTER_PIXELS_ENV] = str(int(n))
+    set_pixel_limit(MAX_RASTER_PIXELS_ENV, "--max-raster-pixels", n)
 
 
 def max_raster_pixels() -> int:
-    value = os.environ.get(MAX_RASTER_PIXELS_ENV, "").replace("_", "").replace(",", "")
-    if not value:
-        return DEFAULT_MAX_RASTER_PIXELS
-    try:
-        n = int(float(value))
-    except (ValueError, OverflowError):
-        raise PixelsegError(f"{MAX_RASTER_PIXELS_ENV}={value!r} is not a number of pixels; e.g. "
-                            f"{DEFAULT_MAX_RASTER_PIXELS}") from None
-    if n < 1:
-        raise PixelsegError(f"{MAX_RASTER_PIXELS_ENV}={value!r} must be positive")
-    return n
+    return pixel_limit(MAX_RASTER_PIXELS_ENV, DEFAULT_MAX_RASTER_PIXELS)
 
 
 def check_raster_size(path) -> None:
@@ -148,7 +132,6 @@ def predict_raster(predictor, src_path, out_path, block: int = 4096, margin: int
 
 def too_big_to_read(path) -> bool:
     """A GeoTIFF whose header declares more pixels than the decode limit: predicted by window, not read."""
-    from pixelseg.data.io import max_pixels
     if not geotiff.is_raster(path) or not Path(path).is_file():
         return False
     h, w, _ = geotiff.raster_shape(path)

@@ -78,8 +78,12 @@ def _summary_rows(run: Path, info, config: dict, metrics: dict, recipe: dict, an
     unl = metrics.get("unlabelled")
     if unl:      # engine/semi.py: what the images without masks gave
         by_class = ", ".join(f"{n} {100 * v:.1f}%" for n, v in unl["used_share_by_class"].items())
-        rows.insert(4, ("unlabelled images", f"{data.get('unlabelled', '—')}: {unl['images_drawn']} drawn, "
-                                             f"{100 * unl['used_share']:.1f}% of their pixels learned from ({by_class})"))
+        start = f" from step {unl['from_step']}" if unl.get("from_step") else ""
+        measured = (f"; pseudo-labels {100 * unl['pseudo_accuracy']:.1f}% right against the hidden masks"
+                    if "pseudo_accuracy" in unl else "")
+        rows.insert(4, ("unlabelled images", f"{data.get('unlabelled', '—')}: {unl['images_drawn']} drawn{start}, "
+                                             f"{100 * unl['used_share']:.1f}% of their pixels learned from ({by_class})"
+                                             f"{measured}"))
     if analysis is not None:
         rows.append(("evaluated on", f"{analysis.data_root}, split '{analysis.split}', {len(analysis.per_image)} images "
                                      f"({analysis.seconds:.1f} s)"))

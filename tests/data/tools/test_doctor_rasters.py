@@ -13,27 +13,16 @@ from pixelseg.cli import main
 from pixelseg.data.tools.doctor import diagnose
 
 from tests.helpers import dataset_makers as M
+from tests.helpers.rasters import write_geotiff
 
 rasterio = pytest.importorskip("rasterio")
-from rasterio.enums import ColorInterp  # noqa: E402
-from rasterio.transform import from_origin  # noqa: E402
 
 from pixelseg.data.geotiff import nodata_share  # noqa: E402
 
 STEMS = {"train": ["t0", "t1", "t2", "t3"], "val": ["v0", "v1"]}
 
 
-def _tif(path, a: np.ndarray, nodata=None, alpha: bool = False, **profile):
-    """A georeferenced GeoTIFF of bands x H x W `a` (a 2-D array is one band); `alpha`: its last band declared alpha."""
-    a = a if a.ndim == 3 else a[None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", height=a.shape[1], width=a.shape[2], count=a.shape[0],
-                       dtype=a.dtype.name, crs="EPSG:32633", transform=from_origin(500000, 4000000, 1, 1),
-                       nodata=nodata, **profile) as dst:
-        dst.write(a)
-        if alpha:
-            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
-    return path
+_tif = write_geotiff
 
 
 def _noise(seed: int, bands: int, dtype=np.uint8) -> np.ndarray:
