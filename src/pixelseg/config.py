@@ -112,11 +112,11 @@ class TrainConfig:
     semi: str = opt("auto", "learn from data.unlabelled by consistency training (engine/semi.py): on, off, or auto "
                     "(the recipe decides from the budget and hardware, and says why)", choices=("auto", "on", "off"))
     semi_weight: float = opt(1.0, "weight of the unlabelled images' loss next to the labelled one", gt=0)
-    semi_start: float = opt(0.0, "share of the run (its budget, or its epochs) trained on the labelled images alone "
-                            "before the unlabelled ones join, so the teacher starts from a model that learned the "
-                            "masks", ge=0, lt=1)
+    semi_start: float | None = opt(None, "share of the run (its budget, or its epochs) trained on the labelled images "
+                                   "alone before the unlabelled ones join, so the teacher starts from a model that "
+                                   "learned the masks", auto="0.4 (benchmarks/semi.py)", ge=0, lt=1)
     semi_batch: int | None = opt(None, "unlabelled images per step, GLOBAL (at least 2: CutMix mixes within the "
-                                 "batch)", auto="the labelled batch size", ge=2)
+                                 "batch)", auto="half the labelled batch, at least 2 (benchmarks/semi.py)", ge=2)
     encoder_lr_scale: float = opt(1.0, "learning rate of a pretrained encoder as a share of the peak rate (the decoder "
                                   "and head learn at the full rate; measured with benchmarks/recipes.py)", gt=0, le=1)
     encoder_bn: str = opt("train", "BatchNorm of the encoder: train (batch statistics, updated running means) or "

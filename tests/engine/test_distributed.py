@@ -182,7 +182,8 @@ def test_two_processes_learn_from_unlabelled_images(data, tmp_path):
     for p in sorted((data / "train" / "images").iterdir())[:8]:
         shutil.copyfile(p, root / "unlabelled" / f"u_{p.name}")
     r = subprocess.run(_torchrun(2, "train", "--data", str(root), "--out", str(tmp_path / "two"), "--epochs", "1",
-                                 "--semi", "on", *ARGS), capture_output=True, text=True, timeout=240)
+                                 "--semi", "on", "--semi-start", "0", "--semi-batch", "4", *ARGS),
+                       capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "two" / "metrics.json").read_text())
     steps = load_state(tmp_path / "two" / "last.pt")["state"]["step"]

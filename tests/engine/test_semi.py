@@ -123,7 +123,7 @@ def test_strong_view_moves_labels_with_pixels_and_repeats_for_a_seed():
 
 
 def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(data, tmp_path):
-    full = pixelseg.train(data, out=str(tmp_path / "full"), epochs=2, semi="on", **TINY)
+    full = pixelseg.train(data, out=str(tmp_path / "full"), epochs=2, semi="on", semi_start=0, semi_batch=4, **TINY)
     m = json.loads((full / "metrics.json").read_text())
     steps = load_state(full / "last.pt")["state"]["step"]
     unl = m["unlabelled"]
@@ -138,7 +138,8 @@ def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(da
         if state.step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        pixelseg.train(data, out=str(tmp_path / "half"), epochs=2, semi="on", on_step=signal_at_step_3, **TINY)
+        pixelseg.train(data, out=str(tmp_path / "half"), epochs=2, semi="on", semi_start=0, semi_batch=4,
+                       on_step=signal_at_step_3, **TINY)
     mid = load_state(tmp_path / "half" / "last.pt")["state"]
     assert mid["step"] == 3 and mid["semi"]["epoch"] == 1 and mid["semi"]["offset"] == 4
     half = pixelseg.train(out=str(tmp_path / "half"), resume=True, quiet=True)
@@ -195,17 +196,19 @@ def test_pseudo_labels_measured_against_a_hidden_truth_over_time_leave_training_
     knobs = dict(epochs=3, semi="on", **TINY)
     plain = pixelseg.train(data, out=str(tmp_path / "plain"), **knobs)
     monkeypatch.setenv("PIXELSEG_SEMI_TRUTH", str(truth))
-    measured = pixelseg.train(data, out=str(tmp_path / "measured"), **knobs)
+    measured = pixelseg.train(data, out=str(tmp_path / "measured"), report=True, **knobs)
     a, b = load_state(plain / "last.pt"), load_state(measured / "last.pt")
     for k, v in a["model"].items():                                  # measuring changed nothing
         assert torch.equal(v, b["model"][k]), k
-    rows = RunFolder(measured).history()
-    assert len(rows) == 3 and all(0 <= float(r["pseudo_accuracy"]) <= 1 for r in rows)
-    assert all(0 < float(r["unlabelled_used"]) <= 1 for r in rows)
+    rows = RunFolder(measured).history()       # 6 steps, the unlabelled images join at step 3 (40 %)
+    assert len(rows) == 3 and not rows[0].get("pseudo_accuracy") and not rows[0].get("unlabelled_used")
+    assert all(0 <= float(r["pseudo_accuracy"]) <= 1 and 0 < float(r["unlabelled_used"]) <= 1 for r in rows[1:])
     unl = json.loads((measured / "metrics.json").read_text())["unlabelled"]
     used = unl["used_share"]
     # every pixel has a truth here, so the coverage of the known pixels is the share used
     assert unl["pseudo_coverage"] == pytest.approx(used, abs=1e-3) and 0 <= unl["pseudo_accuracy"] <= 1
+    html = (measured / "report" / "report.html").read_text()     # the report says when they joined, and how right
+    assert f"drawn from step {unl['from_step']}," in html and "right against the hidden masks" in html
     # by hand, from the same teacher: a perfect teacher's labels are all right
     c = Consistency(2, 255)
     sem = initial_state(2)
@@ -256,9 +259,9 @@ def test_bad_unlabelled_folders_are_one_line_errors(data, tmp_path):
         pixelseg.train(lonely, out=str(tmp_path / "c"), epochs=1, unlabelled=str(empty), semi="on", **TINY)
     few = tmp_path / "few"
     few.mkdir()
-    for p in sorted((data / "unlabelled").iterdir())[:2]:
+    for p in sorted((data / "unlabelled").iterdir())[:1]:
         shutil.copyfile(p, few / p.name)
-    with pytest.raises(PixelsegError, match="fewer than one batch"):
+    with pytest.raises(PixelsegError, match=r"fewer than one batch \(2\)"):     # half the labelled batch of 4
         pixelseg.train(lonely, out=str(tmp_path / "d"), epochs=1, unlabelled=str(few), semi="on", **TINY)
 
 
@@ -273,6 +276,11 @@ def test_semi_with_crops_at_a_scale(tmp_path):
                          **{**TINY, "image_size": None})
     unl = json.loads((run / "metrics.json").read_text())["unlabelled"]
     assert unl["images_drawn"] > 0 and unl["pixels_seen"] <= unl["images_drawn"] * 32 * 32
+    # the recipe's defaults when semi is on: the labelled images alone for 40 % of the run, half their batch after
+    chosen = {c["key"]: c["value"] for c in json.loads((run / "recipe.json").read_text())["chosen"]}
+    assert chosen["train.semi_start"] == 0.4 and chosen["train.semi_batch"] == 2
+    steps = load_state(run / "last.pt")["state"]["step"]
+    assert 0 < unl["from_step"] < steps and unl["images_drawn"] == (steps - unl["from_step"]) * 2
 
 
 def test_summary_is_none_without_unlabelled_pixels():

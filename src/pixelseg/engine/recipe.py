@@ -311,6 +311,7 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
 # 2 cores it lost 9-18 points to supervised-only at 8 minutes (two seeds) and tied at 20 (one seed), so `auto` does
 # not turn it on; a budget from which it pays is not measured yet
 SEMI_MIN_MINUTES_CPU = None     # None: never turned on by itself on a CPU
+SEMI_START = 0.4                # train.semi_start when semi is on: the labelled images alone until then
 SEMI_WHY_CPU = ("on a CPU budget they cost more steps than they give (10 % labels: 9-18 mIoU points below supervised "
                 "at 8 min, a tie at 20; benchmarks/semi.py); --semi on to use them anyway")
 
@@ -352,6 +353,14 @@ def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
         raise PixelsegError("train.semi on: consistency training needs class probabilities; drop --binary-sigmoid")
     if given or semi == "on":       # a folder found by itself and left unused is listed, not judged
         _refuse_labelled(unl, files, index)
+    if semi == "on" and train.semi_start is None:
+        train = replace(train, semi_start=SEMI_START)
+        chosen.append(("train.semi_start", SEMI_START, "labelled images alone for the first 40 % of the run: the "
+                       "teacher starts from a model that learned the masks, and early steps stay cheap"))
+    if semi == "on" and train.semi_batch is None:
+        train = replace(train, semi_batch=max(2, train.batch_size // 2))
+        chosen.append(("train.semi_batch", train.semi_batch, "half the labelled batch: a step with unlabelled images "
+                       "costs 1.7x a supervised one instead of 2.3x"))
     unl_batch = train.semi_batch or train.batch_size
     if semi == "on" and n < unl_batch:
         raise PixelsegError(f"--unlabelled {unl}: {n} image(s), fewer than one batch ({unl_batch}); add images "

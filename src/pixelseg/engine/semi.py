@@ -1,8 +1,10 @@
 """Learning from images without masks: consistency training with an EMA teacher and class-aware thresholds.
 
-Each training step also draws a batch of unlabelled images (their own stream, its position part of the resume
-state). The images go through the training transform (the weak view: flips, crops, scale as the labelled ones;
-padding marked as ignore). The teacher — an exponential moving average of the student's weights (`train.ema`,
+From `train.semi_start` of the run on (40 % of the budget or epochs unless given: before that the labelled images
+alone, so the teacher starts from a model that learned the masks and the early steps stay cheap), each training
+step also draws a batch of `train.semi_batch` unlabelled images (half the labelled batch unless given; their own
+stream, its position part of the resume state). The images go through the training transform (the weak view:
+flips, crops, scale as the labelled ones; padding marked as ignore). The teacher — an exponential moving average of the student's weights (`train.ema`,
 which the recipe sets when the run learns from unlabelled images), in eval mode, without gradients — labels the
 weak view; a pixel keeps its pseudo-label when its confidence passes its class's threshold, else it is ignored.
 The strong view — the same pixels with colour jitter, noise and CutMix between the images of the batch (labels

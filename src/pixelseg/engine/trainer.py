@@ -387,7 +387,7 @@ def _semi_started(state: State, schedule: Schedule, tc, d) -> bool:
         if sem["images"]:            # a state saved before the start was recorded: it had begun
             sem["start_step"] = 0
             return True
-        go = schedule.progress(state.updates, state.elapsed) >= tc.semi_start
+        go = schedule.progress(state.updates, state.elapsed) >= (tc.semi_start or 0.0)
         if not ddp.agree(d, [float(go)])[0]:
             return False
         sem["start_step"] = state.step
