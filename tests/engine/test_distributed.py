@@ -182,12 +182,14 @@ def test_two_processes_learn_from_unlabelled_images(data, tmp_path):
     for p in sorted((data / "train" / "images").iterdir())[:8]:
         shutil.copyfile(p, root / "unlabelled" / f"u_{p.name}")
     r = subprocess.run(_torchrun(2, "train", "--data", str(root), "--out", str(tmp_path / "two"), "--epochs", "1",
-                                 "--semi", "on", "--semi-start", "0", "--semi-batch", "4", *ARGS),
+                                 "--semi", "on", "--semi-start", "0.5", "--semi-batch", "4", *ARGS),
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    steps = load_state(tmp_path / "two" / "last.pt")["state"]["step"]
-    assert m["processes"] == 2 and m["unlabelled"]["images_drawn"] == steps * 4
+    steps = load_state(tmp_path / "two" / "last.pt")["state"]["step"]     # 16 images, global batch 4: 4 steps
+    # the ranks agreed to start at half the run, and each drew 2 of the 4 images a step from then on
+    assert m["processes"] == 2 and steps == 4 and m["unlabelled"]["from_step"] == 2
+    assert m["unlabelled"]["images_drawn"] == (steps - 2) * 4
 
 
 @pytest.mark.slow

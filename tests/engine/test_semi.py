@@ -209,7 +209,7 @@ def test_pseudo_labels_measured_against_a_hidden_truth_over_time_leave_training_
     assert unl["pseudo_coverage"] == pytest.approx(used, abs=1e-3) and 0 <= unl["pseudo_accuracy"] <= 1
     html = (measured / "report" / "report.html").read_text()     # the report says when they joined, and how right
     assert f"drawn from step {unl['from_step']}," in html and "right against the hidden masks" in html
-    # by hand, from the same teacher: a perfect teacher's labels are all right
+    # the counts by hand: a sure teacher's labels are all right against its own truth, all wrong against another
     c = Consistency(2, 255)
     sem = initial_state(2)
     y = torch.randint(0, 2, (2, 8, 8))
@@ -244,6 +244,27 @@ def test_recipe_finds_the_folder_and_says_why_it_is_not_used_by_default(data, tm
     assert chosen["data.unlabelled"][0].endswith("unlabelled")
     assert chosen["train.semi"][0] == "off" and "--semi on" in chosen["train.semi"][1]
     assert "unlabelled" not in json.loads((run / "metrics.json").read_text())
+
+
+def test_auto_learns_from_the_folder_on_a_cpu_budget_where_it_was_measured_to_pay(data):
+    from pixelseg.config import from_dict
+    from pixelseg.data.formats import open_dataset
+    from pixelseg.engine.recipe import SEMI_MIN_MINUTES_CPU, Hardware, resolve
+    index = open_dataset(data)
+    cpu, gpu = Hardware("cpu", "2-core CPU", 2), Hardware("cuda:0", "Some GPU", 16, 80.0)
+
+    def chosen(minutes, hw):
+        cfg, ch = resolve(from_dict({}, {"data.root": str(data), "train.out": "x", "train.max_minutes": minutes}),
+                          index, hw)
+        return cfg, {k: (v, why) for k, v, why in ch}
+    cfg, ch = chosen(SEMI_MIN_MINUTES_CPU, cpu)
+    assert cfg.train.semi == "on" and "points" in ch["train.semi"][1]       # it says what it was measured to give
+    assert cfg.train.semi_start == 0.4 and cfg.train.semi_batch == max(2, cfg.train.batch_size // 2)
+    assert cfg.train.ema == TEACHER_EMA
+    short, ch = chosen(SEMI_MIN_MINUTES_CPU / 2, cpu)
+    assert short.train.semi == "off" and "--semi on" in ch["train.semi"][1] and short.train.semi_start is None
+    on_gpu, ch = chosen(SEMI_MIN_MINUTES_CPU, gpu)
+    assert on_gpu.train.semi == "off" and "GPU" in ch["train.semi"][1]
 
 
 def test_bad_unlabelled_folders_are_one_line_errors(data, tmp_path):

@@ -4,14 +4,14 @@ From `train.semi_start` of the run on (40 % of the budget or epochs unless given
 alone, so the teacher starts from a model that learned the masks and the early steps stay cheap), each training
 step also draws a batch of `train.semi_batch` unlabelled images (half the labelled batch unless given; their own
 stream, its position part of the resume state). The images go through the training transform (the weak view:
-flips, crops, scale as the labelled ones; padding marked as ignore). The teacher — an exponential moving average of the student's weights (`train.ema`,
-which the recipe sets when the run learns from unlabelled images), in eval mode, without gradients — labels the
-weak view; a pixel keeps its pseudo-label when its confidence passes its class's threshold, else it is ignored.
-The strong view — the same pixels with colour jitter, noise and CutMix between the images of the batch (labels
-mixed the same way) — is trained on those pseudo-labels, in the same forward pass as the labelled batch (one
-forward under DDP), weighted by `train.semi_weight`. This is the FixMatch / Mean Teacher family for segmentation
-(FixMatch: Sohn et al. 2020; Mean Teacher: Tarvainen & Valpola 2017; UniMatch: Yang et al. 2023, CutMix as the
-strong perturbation).
+flips, crops, scale as the labelled ones; padding marked as ignore). The teacher — an exponential moving average
+of the student's weights (`train.ema`, which the recipe sets when the run learns from unlabelled images), in eval
+mode, without gradients — labels the weak view; a pixel keeps its pseudo-label when its confidence passes its
+class's threshold, else it is ignored. The strong view — the same pixels with colour jitter, noise and CutMix
+between the images of the batch (labels mixed the same way) — is trained on those pseudo-labels, in the same
+forward pass as the labelled batch (one forward under DDP), weighted by `train.semi_weight`. This is the FixMatch /
+Mean Teacher family for segmentation (FixMatch: Sohn et al. 2020; Mean Teacher: Tarvainen & Valpola 2017;
+UniMatch: Yang et al. 2023, CutMix as the strong perturbation).
 
 Thresholds are self-adaptive per class, in the spirit of FreeMatch (Wang et al. 2023) but on the confidence of
 the pixels the teacher gives each class: a class's threshold is the moving average of that mean confidence,
