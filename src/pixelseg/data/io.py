@@ -261,6 +261,16 @@ def _raster_gate(path: Path, all_bands: bool = False) -> Path:
     return path
 
 
+def check_header(path: str | Path) -> None:
+    """The decode gate without decoding: a file read_image would refuse for what its header declares (its pixels,
+    or a raster's bytes over every band) is refused now, in the same one-line error."""
+    path = Path(path)
+    if geotiff.is_raster(path) and path.is_file():
+        _raster_gate(path, all_bands=True)
+    else:
+        _open_path(path, "image", "check the path").close()
+
+
 def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     """HxWxC uint8. With `channels`, converted to that many channels."""
     path = Path(path)

@@ -357,6 +357,10 @@ def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
         raise PixelsegError("train.semi on: consistency training needs class probabilities; drop --binary-sigmoid")
     if given or semi == "on":       # a folder found by itself and left unused is listed, not judged
         _refuse_labelled(unl, files, index)
+    if semi == "on":                # headers only: a bomb is refused now, not when (or if) the stream reaches it
+        from pixelseg.data.io import check_header
+        for f in files:
+            check_header(f)
     if semi == "on" and train.semi_start is None:
         train = replace(train, semi_start=SEMI_START)
         chosen.append(("train.semi_start", SEMI_START, "labelled images alone for the first 40 % of the run: the "
