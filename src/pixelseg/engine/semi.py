@@ -79,8 +79,8 @@ class UnlabelledDataset(SegDataset):
         folder = truth_folder(self.num_classes)
         if folder is None:
             return image, np.zeros(image.shape[:2], np.uint8)
-        from PIL import Image
-        truth = np.asarray(Image.open(folder / f"{s.image.stem}.png"))
+        from pixelseg.data.io import read_mask
+        truth = read_mask(folder / f"{s.image.stem}.png")
         return image, np.where(truth == self.ignore_index, 0, truth.astype(np.int64) + 1).astype(np.uint8)
 
 
