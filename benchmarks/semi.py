@@ -160,7 +160,8 @@ def main() -> None:
             row |= {"arm": arm, "seed": seed}
             if arm == "semi" and "error" not in row:
                 unl_summary = RunFolder(runs[arm]).metrics().get("unlabelled") or {}
-                row |= {k: unl_summary[k] for k in ("pseudo_accuracy", "pseudo_coverage") if k in unl_summary}
+                row |= {k: unl_summary[k] for k in ("pseudo_accuracy", "pseudo_coverage", "pseudo_class_precision",
+                                                    "pseudo_class_recall") if k in unl_summary}
                 row["unlabelled"] = unl_summary
                 row["pseudo_over_time"] = pseudo_over_time(runs[arm])
             if arm != "supervised" and "supervised" in runs and "error" not in row:
@@ -177,19 +178,21 @@ def main() -> None:
           f"(keep {a.keep:g}), {a.minutes:g} min each, {cpu_name()}, {os.cpu_count()} cores, one run after another"
           + (f"; semi with {a.semi_flags}" if a.semi_flags else ""))
     print("| seed | arm | steps | val mIoU [95 % CI] | arm − supervised [95 % CI], P(arm better) | pseudo-labels: "
-          "accuracy / coverage | unlabelled pixels used |")
-    print("|---|---|---:|---|---|---|---:|")
+          "accuracy / coverage | class means: precision / recall | unlabelled pixels used |")
+    print("|---|---|---:|---|---|---|---|---:|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['seed']} | {r['arm']} | failed: {r['error']} | | | | |")
+            print(f"| {r['seed']} | {r['arm']} | failed: {r['error']} | | | | | |")
             continue
         ci = ci_text(r)
         d = r.get("semi_minus_sup")
         diff = (f"{100 * d['difference']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], "
                 f"{100 * d['prob_a_better']:.0f} %") if d else ""
         pq = (f"{r['pseudo_accuracy']:.3f} / {r['pseudo_coverage']:.3f}" if "pseudo_accuracy" in r else "")
+        pc = (f"{r['pseudo_class_precision']:.3f} / {r['pseudo_class_recall']:.3f}"
+              if r.get("pseudo_class_precision") is not None and r.get("pseudo_class_recall") is not None else "")
         used = f"{r['unlabelled']['used_share']:.1%}" if r.get("unlabelled") else ""
-        print(f"| {r['seed']} | {r['arm']} | {r['steps']} | {r['mIoU']:.3f}{ci} | {diff} | {pq} | {used} |")
+        print(f"| {r['seed']} | {r['arm']} | {r['steps']} | {r['mIoU']:.3f}{ci} | {diff} | {pq} | {pc} | {used} |")
     timed = [r for r in rows if r.get("pseudo_over_time")]
     if timed:
         print("\nPseudo-labels over the run (accuracy / coverage against the hidden masks, window by window between "

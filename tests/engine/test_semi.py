@@ -209,15 +209,24 @@ def test_pseudo_labels_measured_against_a_hidden_truth_over_time_leave_training_
     assert unl["pseudo_coverage"] == pytest.approx(used, abs=1e-3) and 0 <= unl["pseudo_accuracy"] <= 1
     html = (measured / "report" / "report.html").read_text()     # the report says when they joined, and how right
     assert f"drawn from step {unl['from_step']}," in html and "right against the hidden masks" in html
+    by = unl["pseudo_by_class"]                                 # per class too: the dominant class cannot hide the rest
+    assert set(by) == {"background", "circle", "triangle", "rectangle", "star", "cross"}
+    assert "mean over classes: precision" in html
+    assert all(v["recall"] is None or 0 <= v["recall"] <= 1 for v in by.values())
     # the counts by hand: a sure teacher's labels are all right against its own truth, all wrong against another
     c = Consistency(2, 255)
     sem = initial_state(2)
-    y = torch.randint(0, 2, (2, 8, 8))
+    y = torch.randint(0, 2, (2, 8, 8), generator=torch.Generator().manual_seed(0))
     teacher = lambda x: torch.nn.functional.one_hot(y, 2).permute(0, 3, 1, 2).float() * 20   # noqa: E731
     c.pseudo_labels(teacher, torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), sem, None, y)
     assert sem["truth_right"] == sem["truth_kept"] == 128
     c.pseudo_labels(teacher, torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), sem, None, 1 - y)
     assert sem["truth_right"] == 128 and sem["truth_kept"] == 256
+    ones = int(y.sum())                 # class 1 is given `ones` times by each call, right only in the first
+    assert sem["truth_by_class"] == [[128 - ones, ones], [2 * (128 - ones), 2 * ones], [128, 128]]
+    got = summary(sem, ["a", "b"])
+    assert got["pseudo_by_class"]["b"] == {"precision": 0.5, "recall": round(ones / 128, 4)}
+    assert got["pseudo_class_precision"] == 0.5
 
 
 def test_a_state_saved_before_the_start_was_recorded_goes_on_learning_from_unlabelled_images():

@@ -189,10 +189,15 @@ class Consistency:
         sem["seen"] += int(valid.sum())
         sem["images"] += int(xw.shape[0])
         if truth is not None:
-            known = valid & (truth != self.ignore_index)
-            sem["truth_right"] = sem.get("truth_right", 0) + int((keep & known & (label == truth)).sum())
+            known = valid & (truth != self.ignore_index) & (truth < k)
+            right = keep & known & (label == truth)
+            sem["truth_right"] = sem.get("truth_right", 0) + int(right.sum())
             sem["truth_kept"] = sem.get("truth_kept", 0) + int((keep & known).sum())
             sem["truth_known"] = sem.get("truth_known", 0) + int(known.sum())
+            # by class: right, pseudo-labelled as the class (kept), truly the class (known)
+            by = [torch.bincount(v, minlength=k).tolist() for v in (label[right], label[keep & known], truth[known])]
+            old = sem.get("truth_by_class") or [[0] * k for _ in range(3)]
+            sem["truth_by_class"] = [[int(a + b) for a, b in zip(o, n)] for o, n in zip(old, by)]
         return torch.where(keep, label, torch.full_like(label, self.ignore_index))
 
     def strong(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,7 +248,8 @@ def history_fields(sem: dict | None) -> dict:
 
 def summary(sem: dict | None, class_names) -> dict | None:
     """metrics.json's "unlabelled": how many images were drawn, the share of their pixels that passed the
-    thresholds (overall and per predicted class) and the thresholds at the end."""
+    thresholds (overall and per predicted class) and the thresholds at the end; with a truth folder (benchmarks)
+    how right the pseudo-labels were, overall and per class."""
     if not sem or not sem.get("seen"):
         return None
     seen = sem["seen"]
@@ -253,4 +259,21 @@ def summary(sem: dict | None, class_names) -> dict | None:
             "used_share_by_class": {n: round(u / seen, 5) for n, u in zip(class_names, sem["used"])},
             "thresholds": {n: round(t, 4) for n, t in zip(class_names, thresholds)}} | (
         {"pseudo_accuracy": round(sem["truth_right"] / max(sem["truth_kept"], 1), 4),
-         "pseudo_coverage": round(sem["truth_kept"] / max(sem["truth_known"], 1), 4)} if sem.get("truth_known") else {})
+         "pseudo_coverage": round(sem["truth_kept"] / max(sem["truth_known"], 1), 4)}
+        | _by_class(sem.get("truth_by_class"), class_names) if sem.get("truth_known") else {})
+
+
+def _by_class(counts, class_names) -> dict:
+    """Per class, against the hidden masks: precision (of the pixels pseudo-labelled as the class, the share truly
+    it) and recall (of the pixels truly the class, the share pseudo-labelled as it), and their means over the classes
+    that have any; the overall accuracy alone is mostly the dominant class's."""
+    if not counts:
+        return {}
+    right, kept, true = counts
+    by = {n: {"precision": round(r / p, 4) if p else None, "recall": round(r / t, 4) if t else None}
+          for n, r, p, t in zip(class_names, right, kept, true)}
+    prec = [v["precision"] for v in by.values() if v["precision"] is not None]
+    rec = [v["recall"] for v in by.values() if v["recall"] is not None]
+    return {"pseudo_by_class": by,
+            "pseudo_class_precision": round(sum(prec) / len(prec), 4) if prec else None,
+            "pseudo_class_recall": round(sum(rec) / len(rec), 4) if rec else None}

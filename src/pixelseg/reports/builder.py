@@ -81,6 +81,9 @@ def _summary_rows(run: Path, info, config: dict, metrics: dict, recipe: dict, an
         start = f" from step {unl['from_step']}" if unl.get("from_step") else ""
         measured = (f"; pseudo-labels {100 * unl['pseudo_accuracy']:.1f}% right against the hidden masks"
                     if "pseudo_accuracy" in unl else "")
+        if unl.get("pseudo_class_precision") is not None and unl.get("pseudo_class_recall") is not None:
+            measured += (f" (mean over classes: precision {100 * unl['pseudo_class_precision']:.1f}%, "
+                         f"recall {100 * unl['pseudo_class_recall']:.1f}%)")
         rows.insert(4, ("unlabelled images", f"{data.get('unlabelled', '—')}: {unl['images_drawn']} drawn{start}, "
                                              f"{100 * unl['used_share']:.1f}% of their pixels learned from ({by_class})"
                                              f"{measured}"))
