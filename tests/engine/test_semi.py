@@ -262,9 +262,9 @@ def test_auto_learns_from_the_folder_on_a_cpu_budget_where_it_was_measured_to_pa
     index = open_dataset(data)
     cpu, gpu = Hardware("cpu", "2-core CPU", 2), Hardware("cuda:0", "Some GPU", 16, 80.0)
 
-    def chosen(minutes, hw):
-        cfg, ch = resolve(from_dict({}, {"data.root": str(data), "train.out": "x", "train.max_minutes": minutes}),
-                          index, hw)
+    def chosen(minutes, hw, **more):
+        cfg, ch = resolve(from_dict({}, {"data.root": str(data), "train.out": "x", "train.max_minutes": minutes,
+                                         **more}), index, hw)
         return cfg, {k: (v, why) for k, v, why in ch}
     cfg, ch = chosen(SEMI_MIN_MINUTES_CPU, cpu)
     assert cfg.train.semi == "on" and "points" in ch["train.semi"][1]       # it says what it was measured to give
@@ -274,6 +274,9 @@ def test_auto_learns_from_the_folder_on_a_cpu_budget_where_it_was_measured_to_pa
     assert short.train.semi == "off" and "--semi on" in ch["train.semi"][1] and short.train.semi_start is None
     on_gpu, ch = chosen(SEMI_MIN_MINUTES_CPU, gpu)
     assert on_gpu.train.semi == "off" and "GPU" in ch["train.semi"][1]
+    crops, ch = chosen(SEMI_MIN_MINUTES_CPU, cpu, **{"data.scale": 1.0, "data.crop": [16, 16]})    # big images
+    assert crops.data.scale == 1.0 and crops.train.semi == "off" and "crops" in ch["train.semi"][1]
+    assert "--semi on" in ch["train.semi"][1] and crops.train.semi_start is None
 
 
 def test_bad_unlabelled_folders_are_one_line_errors(data, tmp_path):
