@@ -311,7 +311,7 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
 # images alone for the first 40 % of the run and half batches of unlabelled images after, on 2 cores against
 # supervised-only at 8 minutes (seeds 0-2): DigitScenes 128 px with 5 % of the labels +7.4, +6.3 and +5.7 mIoU
 # points, with 10 % +1.3, +3.1 and -0.4 (+0.3 at 20 minutes, seed 0); 1024 px images trained in crops (21 labelled
-# + 219 unlabelled) -0.0, -1.7 and -2.8: the teacher's pseudo-labels there catch 40 % of the digits' pixels, the
+# + 219 unlabelled) -0.0, -1.7 and -2.8: the teacher's pseudo-labels there catch a third of the digits' pixels, the
 # crops of unlabelled images are not aimed at the rare classes, and the mostly-background labels pull the student
 # back (likely). Not measured below 8 minutes nor on a GPU. `auto` turns it on only where it was measured not to lose
 SEMI_MIN_MINUTES_CPU = 8.0      # auto turns it on for CPU budgets of at least this many minutes (None: never)
