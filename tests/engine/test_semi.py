@@ -16,7 +16,7 @@ from PIL import Image
 import pixelseg
 from pixelseg.data.tools.synth import generate
 from pixelseg.engine.semi import (MAX_THRESHOLD, MIN_THRESHOLD, MOMENTUM, TEACHER_EMA, Consistency,
-                                  class_thresholds, initial_state, summary)
+                                  class_thresholds, initial_state, summary, truth_totals)
 from pixelseg.errors import PixelsegError
 from pixelseg.run.checkpoints import load_state
 from pixelseg.run.folder import RunFolder
@@ -219,14 +219,18 @@ def test_pseudo_labels_measured_against_a_hidden_truth_over_time_leave_training_
     y = torch.randint(0, 2, (2, 8, 8), generator=torch.Generator().manual_seed(0))
     teacher = lambda x: torch.nn.functional.one_hot(y, 2).permute(0, 3, 1, 2).float() * 20   # noqa: E731
     c.pseudo_labels(teacher, torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), sem, None, y)
-    assert sem["truth_right"] == sem["truth_kept"] == 128
+    assert truth_totals(sem) == (128, 128, 128)
     c.pseudo_labels(teacher, torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), sem, None, 1 - y)
-    assert sem["truth_right"] == 128 and sem["truth_kept"] == 256
+    assert truth_totals(sem) == (128, 256, 256)
     ones = int(y.sum())                 # class 1 is given `ones` times by each call, right only in the first
     assert sem["truth_by_class"] == [[128 - ones, ones], [2 * (128 - ones), 2 * ones], [128, 128]]
     got = summary(sem, ["a", "b"])
     assert got["pseudo_by_class"]["b"] == {"precision": 0.5, "recall": round(ones / 128, 4)}
-    assert got["pseudo_class_precision"] == 0.5
+    assert got["pseudo_class_precision"] == 0.5 and got["pseudo_accuracy"] == 0.5 and got["pseudo_coverage"] == 1.0
+    # a state saved before the counts were kept by class still reports its totals
+    old = {k: v for k, v in sem.items() if k != "truth_by_class"} | {"truth_right": 3, "truth_kept": 4,
+                                                                     "truth_known": 8}
+    assert truth_totals(old) == (3, 4, 8) and summary(old, ["a", "b"])["pseudo_accuracy"] == 0.75
 
 
 def test_a_state_saved_before_the_start_was_recorded_goes_on_learning_from_unlabelled_images():

@@ -191,10 +191,7 @@ class Consistency:
         if truth is not None:
             known = valid & (truth != self.ignore_index) & (truth < k)
             right = keep & known & (label == truth)
-            sem["truth_right"] = sem.get("truth_right", 0) + int(right.sum())
-            sem["truth_kept"] = sem.get("truth_kept", 0) + int((keep & known).sum())
-            sem["truth_known"] = sem.get("truth_known", 0) + int(known.sum())
-            # by class: right, pseudo-labelled as the class (kept), truly the class (known)
+            # by class: right, pseudo-labelled as the class (kept), truly the class (known); the totals are their sums
             by = [torch.bincount(v, minlength=k).tolist() for v in (label[right], label[keep & known], truth[known])]
             old = sem.get("truth_by_class") or [[0] * k for _ in range(3)]
             sem["truth_by_class"] = [[int(a + b) for a, b in zip(o, n)] for o, n in zip(old, by)]
@@ -238,12 +235,20 @@ def history_fields(sem: dict | None) -> dict:
     out = {}
     if seen > mark[1]:
         out["unlabelled_used"] = round((used - mark[0]) / (seen - mark[1]), 4)
-    right, kept, known = sem.get("truth_right", 0), sem.get("truth_kept", 0), sem.get("truth_known", 0)
+    right, kept, known = truth_totals(sem)
     if known > mark[4]:
         out["pseudo_accuracy"] = round((right - mark[2]) / max(kept - mark[3], 1), 4)
         out["pseudo_coverage"] = round((kept - mark[3]) / (known - mark[4]), 4)
     sem["mark"] = [used, seen, right, kept, known]
     return out
+
+
+def truth_totals(sem: dict) -> tuple[int, int, int]:
+    """Pseudo-labels right, kept and with a known truth, over all classes: the sums of `truth_by_class`'s rows
+    (a state saved before the counts were kept by class has them as scalars)."""
+    if sem.get("truth_by_class"):
+        return tuple(int(sum(row)) for row in sem["truth_by_class"])
+    return sem.get("truth_right", 0), sem.get("truth_kept", 0), sem.get("truth_known", 0)
 
 
 def summary(sem: dict | None, class_names) -> dict | None:
@@ -254,13 +259,13 @@ def summary(sem: dict | None, class_names) -> dict | None:
         return None
     seen = sem["seen"]
     thresholds = class_thresholds(sem).tolist()
+    right, kept, known = truth_totals(sem)
     return {"images_drawn": int(sem["images"]), "from_step": sem.get("start_step", 0), "pixels_seen": int(seen),
             "used_share": round(sum(sem["used"]) / seen, 4),
             "used_share_by_class": {n: round(u / seen, 5) for n, u in zip(class_names, sem["used"])},
             "thresholds": {n: round(t, 4) for n, t in zip(class_names, thresholds)}} | (
-        {"pseudo_accuracy": round(sem["truth_right"] / max(sem["truth_kept"], 1), 4),
-         "pseudo_coverage": round(sem["truth_kept"] / max(sem["truth_known"], 1), 4)}
-        | _by_class(sem.get("truth_by_class"), class_names) if sem.get("truth_known") else {})
+        {"pseudo_accuracy": round(right / max(kept, 1), 4), "pseudo_coverage": round(kept / known, 4)}
+        | _by_class(sem.get("truth_by_class"), class_names) if known else {})
 
 
 def _by_class(counts, class_names) -> dict:
