@@ -16,7 +16,8 @@ from PIL import Image
 import pixelseg
 from pixelseg.data.tools.synth import generate
 from pixelseg.engine.semi import (MAX_THRESHOLD, MIN_THRESHOLD, MOMENTUM, TEACHER_EMA, Consistency,
-                                  class_thresholds, initial_state, summary, truth_totals)
+                                  class_thresholds, history_fields, initial_state, summary,
+                                  truth_totals)
 from pixelseg.errors import PixelsegError
 from pixelseg.run.checkpoints import load_state
 from pixelseg.run.folder import RunFolder
@@ -231,6 +232,11 @@ def test_pseudo_labels_measured_against_a_hidden_truth_over_time_leave_training_
     old = {k: v for k, v in sem.items() if k != "truth_by_class"} | {"truth_right": 3, "truth_kept": 4,
                                                                      "truth_known": 8}
     assert truth_totals(old) == (3, 4, 8) and summary(old, ["a", "b"])["pseudo_accuracy"] == 0.75
+    # ... and, resumed, goes on from them: the history windows never see the totals fall back
+    history_fields(old)
+    c.pseudo_labels(teacher, torch.zeros(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), old, None, y)
+    assert truth_totals(old) == (3 + 128, 4 + 128, 8 + 128) and "truth_right" not in old
+    assert history_fields(old)["pseudo_accuracy"] == 1.0
 
 
 def test_a_state_saved_before_the_start_was_recorded_goes_on_learning_from_unlabelled_images():

@@ -193,7 +193,11 @@ class Consistency:
             right = keep & known & (label == truth)
             # by class: right, pseudo-labelled as the class (kept), truly the class (known); the totals are their sums
             by = [torch.bincount(v, minlength=k).tolist() for v in (label[right], label[keep & known], truth[known])]
-            old = sem.get("truth_by_class") or [[0] * k for _ in range(3)]
+            old = sem.get("truth_by_class")
+            if old is None:
+                old = [[0] * k for _ in range(3)]
+                if "truth_right" in sem:    # a state saved with totals only: they carry on beside the class counts
+                    sem["truth_before"] = [sem.pop(n) for n in ("truth_right", "truth_kept", "truth_known")]
             sem["truth_by_class"] = [[int(a + b) for a, b in zip(o, n)] for o, n in zip(old, by)]
         return torch.where(keep, label, torch.full_like(label, self.ignore_index))
 
@@ -245,9 +249,10 @@ def history_fields(sem: dict | None) -> dict:
 
 def truth_totals(sem: dict) -> tuple[int, int, int]:
     """Pseudo-labels right, kept and with a known truth, over all classes: the sums of `truth_by_class`'s rows
-    (a state saved before the counts were kept by class has them as scalars)."""
+    (a state saved before the counts were kept by class has totals only: as saved, then added to them)."""
     if sem.get("truth_by_class"):
-        return tuple(int(sum(row)) for row in sem["truth_by_class"])
+        before = sem.get("truth_before") or (0, 0, 0)
+        return tuple(int(sum(row)) + b for row, b in zip(sem["truth_by_class"], before))
     return sem.get("truth_right", 0), sem.get("truth_kept", 0), sem.get("truth_known", 0)
 
 
