@@ -307,15 +307,12 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
     return data, train
 
 
-# Consistency training from unlabelled images, measured (benchmarks/semi.py, docs/numbers.md) with the labelled
-# images alone for the first 40 % of the run and half batches of unlabelled images after, on 2 cores against
-# supervised-only at 8 minutes (seeds 0-2): DigitScenes 128 px with 5 % of the labels +7.4, +6.3 and +5.7 mIoU
-# points (+7.1, +8.7 and +7.7 at 12 minutes), with 10 % +1.3, +3.1 and -0.4 (+0.3 at 20 minutes, seed 0); 1024 px
-# images trained in crops (21 labelled + 219 unlabelled) -0.0, -1.7 and -2.8: the teacher's pseudo-labels there
-# catch a third of the digits' pixels, and the mostly-background labels pull the student back (likely; nearly every
-# crop holds a digit, and ignoring the crops that held none lost more: docs/history.md). Self-training (one round)
-# lost at 8 and 12 minutes (-7.5; -1.8 and -1.9 with 5 % of the labels), so it stays a benchmark arm. Not measured
-# below 8 minutes nor on a GPU. `auto` turns it on only where it was measured not to lose:
+# Consistency training from unlabelled images (the labelled images alone for the first 40 % of the run, then half
+# batches of unlabelled images), measured with benchmarks/semi.py; the numbers are in the messages below and in
+# docs/numbers.md. On big images in crops the teacher's pseudo-labels catch a third of the digits' pixels, which
+# likely pulls the student back (not background-only crops: ignoring them lost more, docs/history.md). Self-training
+# lost at 8 and 12 minutes, so it stays a benchmark arm. Not measured below 8 minutes nor on a GPU. `auto` turns it
+# on only where it was measured not to lose:
 SEMI_MIN_MINUTES_CPU = 8.0      # auto turns it on for CPU budgets of at least this many minutes (None: never)
 SEMI_START = 0.4                # train.semi_start when semi is on: the labelled images alone until then
 SEMI_GAIN_CPU = ("8 CPU minutes, 3 seeds: +6.5 mIoU points on average with 5 % of the labels (+5.7 to +7.4; "
