@@ -1,7 +1,7 @@
 """Does learning from the images nobody labelled pay? Supervised-only vs consistency training vs self-training, at
 the same wall-clock budget.
 
-    python benchmarks/semi.py --data DIR --keep 0.1 --minutes 8 --seeds 0 1 [--arms supervised semi selftrain]
+    python benchmarks/semi.py --data DIR --keep 0.1 --minutes 8 --seeds 0 1 [--arms supervised semi selftrain oracle]
                               [--out WORK] [--json rows.json]
 
 DIR is a folder-format dataset with masks for every training image (e.g. DigitScenes from ../shared/tuning).
@@ -14,6 +14,9 @@ For each seed, one after another on this machine:
                  (top class where its probability is at least --confidence, else the ignore index), then a student
                  starts from the teacher (--init-from) on LABELLED + the pseudo-labelled images for what is left of
                  the budget (pseudo-labelling time included)
+    oracle       the semi run, but its strong view learns the hidden masks instead of the teacher's pseudo-labels
+                 (engine/semi.ORACLE_ENV): the most this scheme could gain at the same cost, were its pseudo-labels
+                 perfect and complete
 then `pixelseg compare SUP SEMI --paired` (paired bootstrap over the val images). The semi run measures its own
 pseudo-labels against the hidden masks as it trains (PIXELSEG_SEMI_TRUTH, engine/semi.py; training is unchanged):
 their accuracy and coverage over the whole run and window by window. Prints the tables with the CPU's name and
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelseg.engine.semi import TRUTH_ENV
+from pixelseg.engine.semi import ORACLE_ENV, TRUTH_ENV
 from pixelseg.run.folder import RunFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -130,7 +133,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=8.0)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=["supervised", "semi", "selftrain"],
-                    choices=["supervised", "semi", "selftrain"])
+                    choices=["supervised", "semi", "selftrain", "oracle"])
     ap.add_argument("--confidence", type=float, default=0.9, help="selftrain: pseudo-label pixels at least this sure")
     ap.add_argument("--semi-flags", default="", help="semi: more train flags (e.g. '--semi-start 0.4 --semi-batch 4')")
     ap.add_argument("--out", default="semi-work", help="work folder (the split is kept and reused)")
@@ -151,12 +154,15 @@ def main() -> None:
             else:
                 flags = f"--seed {seed} --semi off" if arm == "supervised" else \
                     f"--seed {seed} --semi on --unlabelled {unl} {a.semi_flags}"
-                if arm == "semi":            # the run measures its pseudo-labels against the hidden masks
+                if arm in ("semi", "oracle"):    # the run measures its pseudo-labels against the hidden masks
                     os.environ[TRUTH_ENV] = str(hid.resolve())
+                if arm == "oracle":              # ... and learns the masks themselves
+                    os.environ[ORACLE_ENV] = "1"
                 try:
                     row = train_candidate(str(lab), a.minutes, flags, runs[arm])
                 finally:
                     os.environ.pop(TRUTH_ENV, None)
+                    os.environ.pop(ORACLE_ENV, None)
             row |= {"arm": arm, "seed": seed}
             if arm == "semi" and "error" not in row:
                 unl_summary = RunFolder(runs[arm]).metrics().get("unlabelled") or {}

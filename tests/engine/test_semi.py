@@ -15,7 +15,7 @@ from PIL import Image
 
 import pixelseg
 from pixelseg.data.tools.synth import generate
-from pixelseg.engine.semi import (MAX_THRESHOLD, MIN_THRESHOLD, MOMENTUM, TEACHER_EMA, Consistency,
+from pixelseg.engine.semi import (MAX_THRESHOLD, MIN_THRESHOLD, MOMENTUM, ORACLE_ENV, TEACHER_EMA, Consistency,
                                   class_thresholds, history_fields, initial_state, summary,
                                   truth_totals)
 from pixelseg.errors import PixelsegError
@@ -82,6 +82,34 @@ def test_pseudo_labels_keep_confident_pixels_and_ignore_padding():
     assert c.thresholds(sem, "cpu")[1] == pytest.approx(mean, abs=1e-5)
     assert sem["weight"] == [0.0, pytest.approx(1 - MOMENTUM)]          # class 0 was not given any pixel
     assert c.thresholds(sem, "cpu")[0] == pytest.approx(MAX_THRESHOLD)
+
+
+def test_the_oracle_learns_the_hidden_truth_and_is_counted_like_the_pseudo_labels(monkeypatch):
+    """benchmarks/semi.py's oracle arm: with ORACLE_ENV set, the labels the strong view learns are the hidden truth
+    (its ignore pixels and the padding stay ignored), while the teacher's pseudo-labels are still counted; without
+    a truth, or without the variable, the pseudo-labels are returned."""
+    class Fixed(torch.nn.Module):          # class 1 everywhere, sure of it
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            logits[:, 1] = 4.0
+            return logits
+    pad = torch.zeros(1, 4, 4, dtype=torch.long)
+    pad[0, 0, 0] = 255
+    truth = torch.zeros(1, 4, 4, dtype=torch.long)
+    truth[0, 3, :] = 1
+    truth[0, 0, 0] = 255                   # the stream marks padding as ignore in the truth as well
+    truth[0, 2, 3] = 255                   # an anti-aliased edge
+    c = Consistency(2, 255)
+    plain = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, initial_state(2), None, truth)
+    monkeypatch.setenv(ORACLE_ENV, "1")
+    sem = initial_state(2)
+    oracle = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, sem, None, truth)
+    assert torch.equal(oracle, truth) and not torch.equal(plain, truth)
+    assert (plain[0, 1:] == 1).all()                          # the teacher's own labels: class 1 everywhere
+    right, kept, known = truth_totals(sem)
+    assert (right, known) == (4, 14) and kept == 14           # what the teacher got right, counted all the same
+    no_truth = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, initial_state(2), None)
+    assert torch.equal(no_truth, plain)
 
 
 def test_the_teacher_is_an_average_of_the_students_weights_in_eval_mode():

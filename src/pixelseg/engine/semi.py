@@ -26,7 +26,9 @@ budget reaches); they live in the run's state (`State.semi`).
 Measuring the pseudo-labels (benchmarks/semi.py): with PIXELSEG_SEMI_TRUTH=DIR, a folder holding each unlabelled
 image's true mask (DIR/<stem>.png, class indices), the stream carries the truth through the same transform (crops
 of unlabelled images are never aimed by a mask, so training is unchanged), and each history row records the share
-of the pseudo-labels that were right and of the pixels that got one, since the row before.
+of the pseudo-labels that were right and of the pixels that got one, since the row before. With PIXELSEG_SEMI_ORACLE=1
+as well, the strong view learns the true masks instead of the pseudo-labels (benchmarks/semi.py's `oracle` arm):
+what the scheme could gain, at the same cost, were every pixel labelled right.
 
 Why by hand: no maintained library implements semi-supervised segmentation inside a user's own training loop
 (USB / TorchSSL are classification frameworks that own the loop); the pieces here are a few tensor operations.
@@ -49,6 +51,7 @@ MOMENTUM = 0.99        # of the per-class confidence averages behind the thresho
 MIN_THRESHOLD, MAX_THRESHOLD = 0.5, 0.95
 TEACHER_EMA = 0.99     # train.ema the recipe sets for a run that learns from unlabelled images
 TRUTH_ENV = "PIXELSEG_SEMI_TRUTH"    # benchmarks only: a folder of the unlabelled images' hidden masks
+ORACLE_ENV = "PIXELSEG_SEMI_ORACLE"  # benchmarks only, with TRUTH_ENV: the strong view learns the hidden masks
 
 
 def truth_folder(num_classes: int) -> Path | None:
@@ -199,6 +202,8 @@ class Consistency:
                 if "truth_right" in sem:    # a state saved with totals only: they carry on beside the class counts
                     sem["truth_before"] = [sem.pop(n) for n in ("truth_right", "truth_kept", "truth_known")]
             sem["truth_by_class"] = [[int(a + b) for a, b in zip(o, n)] for o, n in zip(old, by)]
+            if os.environ.get(ORACLE_ENV):      # the upper bound of this scheme: right labels on every pixel
+                return truth
         return torch.where(keep, label, torch.full_like(label, self.ignore_index))
 
     def strong(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
