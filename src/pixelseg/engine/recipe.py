@@ -316,7 +316,8 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
 SEMI_MIN_MINUTES_CPU = 8.0      # auto turns it on for CPU budgets of at least this many minutes (None: never)
 SEMI_START = 0.4                # train.semi_start when semi is on: the labelled images alone until then
 SEMI_GAIN_CPU = ("8 CPU minutes, 3 seeds: +6.5 mIoU points on average with 5 % of the labels (+5.7 to +7.4; "
-                 "+7.8 at 12 minutes), +1.3 with 10 % (-0.4 to +3.1), a tie at 20 minutes; benchmarks/semi.py")
+                 "+7.8 at 12 minutes), +1.3 with 10 % (-0.4 to +3.1; +1.9 at 12 minutes), a tie at 20 minutes; "
+                 "benchmarks/semi.py")
 SEMI_WHY_CPU = (f"on a CPU it is measured to pay only from --max-minutes {SEMI_MIN_MINUTES_CPU:g} ({SEMI_GAIN_CPU}), "
                 "not on shorter budgets nor on a budget in epochs; --semi on to use them anyway")
 SEMI_WHY_CROPS = ("on big images trained in crops it was measured to lose (1024 px, 10 % of the labels, 8 CPU "
