@@ -72,7 +72,8 @@ def test_pseudo_labels_keep_confident_pixels_and_ignore_padding():
             return logits
     pad = torch.zeros(1, 4, 4, dtype=torch.long)
     pad[0, 0, 0] = 255
-    y = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, sem, None)
+    y, w = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, sem, None)
+    assert w is None                                          # hard thresholds: no weights
     assert y[0, 0, 0] == 255                                  # padding: never a label
     # class 1's threshold is its mean confidence over the 15 valid pixels (about 0.75): the sure half passes
     assert (y[0, 1:, :2] == 1).all() and (y[0, :, 2:] == 255).all()
@@ -100,16 +101,47 @@ def test_the_oracle_learns_the_hidden_truth_and_is_counted_like_the_pseudo_label
     truth[0, 0, 0] = 255                   # the stream marks padding as ignore in the truth as well
     truth[0, 2, 3] = 255                   # an anti-aliased edge
     c = Consistency(2, 255)
-    plain = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, initial_state(2), None, truth)
+    plain = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, initial_state(2), None, truth)[0]
     monkeypatch.setenv(ORACLE_ENV, "1")
     sem = initial_state(2)
-    oracle = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, sem, None, truth)
+    oracle = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, sem, None, truth)[0]
     assert torch.equal(oracle, truth) and not torch.equal(plain, truth)
     assert (plain[0, 1:] == 1).all()                          # the teacher's own labels: class 1 everywhere
     right, kept, known = truth_totals(sem)
     assert (right, known) == (4, 14) and kept == 14           # what the teacher got right, counted all the same
-    no_truth = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, initial_state(2), None)
+    no_truth = c.pseudo_labels(Fixed(), torch.zeros(1, 3, 4, 4), pad, initial_state(2), None)[0]
     assert torch.equal(no_truth, plain)
+
+
+def test_soft_pseudo_labels_weigh_the_pixels_under_their_threshold_by_how_far_under():
+    """--semi-soft (SoftMatch): every pixel but padding keeps the teacher's label; at or above its class's threshold
+    with weight 1, under it with exp(-(conf - threshold)^2 / (2 var)), var the class's confidence spread; the loss
+    is the weighted mean."""
+    c = Consistency(2, 255, soft=True)
+    sem = initial_state(2)
+
+    class Levels(torch.nn.Module):         # class 1 everywhere: sure on columns 0-1, less on 2, least on 3
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            logits[:, 1, :, :2], logits[:, 1, :, 2], logits[:, 1, :, 3] = 4.0, 0.6, 0.1
+            return logits
+    pad = torch.zeros(1, 4, 4, dtype=torch.long)
+    pad[0, 0, 0] = 255
+    y, w = c.pseudo_labels(Levels(), torch.zeros(1, 3, 4, 4), pad, sem, None)
+    assert y[0, 0, 0] == 255 and w[0, 0, 0] == 0                      # padding: no label, no weight
+    assert (y.flatten()[1:] == 1).all()                               # every other pixel keeps its label
+    conf = torch.softmax(Levels()(torch.zeros(1, 3, 4, 4)), 1).max(1).values.flatten()[1:].double().numpy()
+    tau = float(np.clip(conf.mean(), MIN_THRESHOLD, MAX_THRESHOLD))  # one batch: the averages are its own
+    want = np.where(conf >= tau, 1.0, np.exp(-(conf - tau) ** 2 / (2 * conf.var())))
+    assert np.allclose(w.flatten()[1:].numpy(), want, atol=1e-5)
+    assert w[0, 1, 0] == 1 and 0 < w[0, 1, 3] < w[0, 1, 2] < 1       # the further under, the less it teaches
+    assert sem["used"] == [0, 7]                                      # the report still counts the sure ones
+    logits = torch.randn(1, 2, 4, 4)
+    ce = torch.nn.functional.cross_entropy(logits, torch.where(y == 255, 0, y), reduction="none")
+    assert c.loss(logits, y, w) == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
+    hard = Consistency(2, 255)
+    y_hard, none = hard.pseudo_labels(Levels(), torch.zeros(1, 3, 4, 4), pad, initial_state(2), None)
+    assert none is None and (y_hard == 255).sum() > 1                 # without it, pixels under are ignored
 
 
 def test_the_teacher_is_an_average_of_the_students_weights_in_eval_mode():
@@ -140,9 +172,11 @@ def test_strong_view_moves_labels_with_pixels_and_repeats_for_a_seed():
     c = Consistency(3, 255)
     x = torch.stack([torch.full((3, 16, 16), float(i)) for i in range(3)])
     y = torch.stack([torch.full((16, 16), i, dtype=torch.long) for i in range(3)])
-    xs, ys = c.strong(x, y, seed=5)
-    xs2, ys2 = c.strong(x, y, seed=5)
-    assert torch.equal(xs, xs2) and torch.equal(ys, ys2)
+    w = torch.stack([torch.full((16, 16), 0.1 * (i + 1)) for i in range(3)])
+    xs, ys, ws = c.strong(x, y, seed=5, weights=w)
+    xs2, ys2, none = c.strong(x, y, seed=5)
+    assert torch.equal(xs, xs2) and torch.equal(ys, ys2) and none is None
+    assert torch.allclose(ws, 0.1 * (ys + 1).float())        # each pixel's weight travels with its label
     assert not torch.equal(c.strong(x, y, seed=6)[1], ys)
     for i in range(3):
         j = (i + 1) % 3
@@ -151,8 +185,10 @@ def test_strong_view_moves_labels_with_pixels_and_repeats_for_a_seed():
         assert (ys[i][~box] == i).all()
 
 
-def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(data, tmp_path):
-    full = pixelseg.train(data, out=str(tmp_path / "full"), epochs=2, semi="on", semi_start=0, semi_batch=4, **TINY)
+@pytest.mark.parametrize("soft", [False, True])
+def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(data, tmp_path, soft):
+    full = pixelseg.train(data, out=str(tmp_path / "full"), epochs=2, semi="on", semi_start=0, semi_batch=4,
+                          semi_soft=soft, **TINY)
     m = json.loads((full / "metrics.json").read_text())
     steps = load_state(full / "last.pt")["state"]["step"]
     unl = m["unlabelled"]
@@ -168,12 +204,13 @@ def test_a_run_learns_from_unlabelled_images_reports_them_and_resumes_exactly(da
             os.kill(os.getpid(), signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         pixelseg.train(data, out=str(tmp_path / "half"), epochs=2, semi="on", semi_start=0, semi_batch=4,
-                       on_step=signal_at_step_3, **TINY)
+                       semi_soft=soft, on_step=signal_at_step_3, **TINY)
     mid = load_state(tmp_path / "half" / "last.pt")["state"]
     assert mid["step"] == 3 and mid["semi"]["epoch"] == 1 and mid["semi"]["offset"] == 4
     half = pixelseg.train(out=str(tmp_path / "half"), resume=True, quiet=True)
     a, b = load_state(full / "last.pt"), load_state(half / "last.pt")
     assert a["state"]["semi"] == b["state"]["semi"]
+    assert ("conf2" in a["state"]["semi"]) == soft           # the spread behind the soft weights resumes too
     for part in ("model", "ema"):
         for k, v in a[part].items():
             assert torch.equal(v, b[part][k]), (part, k)

@@ -26,7 +26,7 @@ class Objective:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, unlabelled=None) -> torch.Tensor:
         """`model` may be wrapped (DDP, torch.compile): aux outputs go through its forward. `unlabelled`:
-        (strong view, its pseudo-labels), trained in the same forward pass as the labelled batch."""
+        (strong view, its pseudo-labels, their weights or None), trained in the same forward pass as the labelled batch."""
         n = x.shape[0]
         inputs = x if unlabelled is None else torch.cat([x, unlabelled[0]])
         if self.aux_weight > 0:
@@ -35,7 +35,7 @@ class Objective:
             logits, aux = model(inputs), []
         extra = None
         if unlabelled is not None:
-            extra = self.consistency.loss(logits[n:], unlabelled[1])
+            extra = self.consistency.loss(logits[n:], *unlabelled[1:])
             logits, aux = logits[:n], [a[:n] for a in aux]
         loss = self.loss_fn(logits, y)
         for a in aux:
@@ -54,7 +54,8 @@ class Objective:
                          f"(pixel-wise KL, T={self.temperature:g}, weight {self.kd_weight:g})")
         if self.consistency is not None:
             notes.append(f"learning from unlabelled images: pseudo-labels of the weak view above self-adaptive class "
-                         f"thresholds, trained on a strong view (jitter, CutMix), weight {self.consistency.weight:g}")
+                         f"thresholds{' (and under them, weighted by how far: --semi-soft)' if self.consistency.soft else ''}"
+                         f", trained on a strong view (jitter, CutMix), weight {self.consistency.weight:g}")
         return notes
 
 

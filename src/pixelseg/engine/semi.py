@@ -21,7 +21,10 @@ lower bar than the dominant one without losing its bar altogether. FreeMatch's o
 by each class's mean probability over its maximum) was measured here first: in segmentation the background holds
 most pixels, so a digit class's threshold fell to 0.07 and 99.96 % of the pixels were kept with their errors
 (benchmarks/semi.py, docs/history.md). The averages use MOMENTUM 0.99 (a horizon of about 100 steps, which a CPU
-budget reaches); they live in the run's state (`State.semi`).
+budget reaches); they live in the run's state (`State.semi`). With `train.semi_soft` (opt-in) the pixels under
+their class's threshold are not ignored but weighted by a Gaussian of how far under they are, in units of the
+class's confidence spread (SoftMatch: Chen et al. 2023; the spread from a moving average of the squared confidence,
+`conf2` in the state); the report's "used" share still counts the pixels at or above the thresholds.
 
 Measuring the pseudo-labels (benchmarks/semi.py): with PIXELSEG_SEMI_TRUTH=DIR, a folder holding each unlabelled
 image's true mask (DIR/<stem>.png, class indices), the stream carries the truth through the same transform (crops
@@ -160,17 +163,21 @@ class Consistency:
     num_classes: int
     ignore_index: int
     weight: float = 1.0
+    soft: bool = False       # train.semi_soft: pixels under their class's threshold teach too, with less weight
 
     def thresholds(self, sem: dict, device) -> torch.Tensor:
         return class_thresholds(sem, device)
 
     @torch.no_grad()
     def pseudo_labels(self, teacher, xw: torch.Tensor, pad: torch.Tensor, sem: dict, amp_dtype,
-                      truth: torch.Tensor | None = None) -> torch.Tensor:
-        """The teacher's labels of the weak view where they pass their class's threshold, the ignore index
-        elsewhere; each class's confidence average is updated from this batch first (pixels that are not
-        padding, by the class the teacher gives them). `truth` (benchmarks): the pixels' true classes, to count
-        how many of the kept labels are right."""
+                      truth: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(labels, weights): the teacher's labels of the weak view where they pass their class's threshold, the
+        ignore index elsewhere, and weights None; each class's confidence average is updated from this batch first
+        (pixels that are not padding, by the class the teacher gives them). Soft (`self.soft`): every pixel that is
+        not padding keeps its label, weighted 1 at or above its class's threshold and below it by a Gaussian of
+        the distance, in units of the class's confidence spread (SoftMatch, Chen et al. 2023: the moving average
+        of the squared confidence gives the spread). `truth` (benchmarks): the pixels' true classes, to count how
+        many of the kept labels are right."""
         with torch.autocast(xw.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             probs = torch.softmax(teacher(xw).float(), 1)
         conf, label = probs.max(1)
@@ -186,7 +193,19 @@ class Consistency:
         # a class absent from this batch keeps its average (no decay towards 0)
         sem["conf"] = torch.where(present, MOMENTUM * old_conf + (1 - MOMENTUM) * mean, old_conf).tolist()
         sem["weight"] = torch.where(present, MOMENTUM * old_weight + (1 - MOMENTUM), old_weight).tolist()
-        keep = valid & (conf >= self.thresholds(sem, xw.device)[label])
+        tau = self.thresholds(sem, xw.device)
+        keep = valid & (conf >= tau[label])
+        weights = None
+        if self.soft:
+            square = torch.bincount(label[valid], weights=conf[valid].double() ** 2, minlength=k).cpu()
+            old_sq = torch.tensor(sem.get("conf2", [0.0] * k), dtype=torch.float64)
+            sem["conf2"] = torch.where(present, MOMENTUM * old_sq + (1 - MOMENTUM) * square / count.clamp_min(1),
+                                       old_sq).tolist()
+            gathered = torch.tensor(sem["weight"], dtype=torch.float64).clamp_min(1e-12)
+            m1 = torch.tensor(sem["conf"], dtype=torch.float64) / gathered
+            var = (torch.tensor(sem["conf2"], dtype=torch.float64) / gathered - m1 ** 2).clamp_min(1e-4)
+            below = torch.exp(-(conf - tau[label]) ** 2 / (2 * var.float().to(xw.device)[label]))
+            weights = torch.where(keep, torch.ones_like(conf), below) * valid
         used = torch.bincount(label[keep], minlength=k)
         sem["used"] = [int(a + b) for a, b in zip(sem["used"], used.tolist())]
         sem["seen"] += int(valid.sum())
@@ -203,12 +222,13 @@ class Consistency:
                     sem["truth_before"] = [sem.pop(n) for n in ("truth_right", "truth_kept", "truth_known")]
             sem["truth_by_class"] = [[int(a + b) for a, b in zip(o, n)] for o, n in zip(old, by)]
             if os.environ.get(ORACLE_ENV):      # the upper bound of this scheme: right labels on every pixel
-                return truth
-        return torch.where(keep, label, torch.full_like(label, self.ignore_index))
+                return truth, None
+        return torch.where(valid if self.soft else keep, label, torch.full_like(label, self.ignore_index)), weights
 
-    def strong(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Colour jitter and noise per image, then CutMix: a box of each image (and its labels) from the next
-        image of the batch. Drawn from `seed` alone (the step), so a resumed run repeats it exactly."""
+    def strong(self, x: torch.Tensor, y: torch.Tensor, seed: int, weights: torch.Tensor | None = None):
+        """(image, labels, weights): colour jitter and noise per image, then CutMix: a box of each image (and its
+        labels and their weights, if any) from the next image of the batch. Drawn from `seed` alone (the step), so
+        a resumed run repeats it exactly."""
         g = torch.Generator().manual_seed(seed)
         n, c, h, w = x.shape
         bright = (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.8
@@ -216,7 +236,7 @@ class Consistency:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         noise = torch.randn(x.shape, generator=g) * 0.1
         xs = (x - mean) * contrast.to(x.device) + mean + bright.to(x.device) + noise.to(x.device)
-        ys = y.clone()
+        ys, ws = y.clone(), None if weights is None else weights.clone()
         if n > 1:
             for i in range(n):
                 side = float(torch.empty(1).uniform_(0.25, 0.5, generator=g))
@@ -226,12 +246,18 @@ class Consistency:
                 j = (i + 1) % n
                 xs[i, :, y0:y0 + bh, x0:x0 + bw] = x[j, :, y0:y0 + bh, x0:x0 + bw]
                 ys[i, y0:y0 + bh, x0:x0 + bw] = y[j, y0:y0 + bh, x0:x0 + bw]
-        return xs, ys
+                if ws is not None:
+                    ws[i, y0:y0 + bh, x0:x0 + bw] = weights[j, y0:y0 + bh, x0:x0 + bw]
+        return xs, ys, ws
 
-    def loss(self, logits: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, ys: torch.Tensor, ws: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean cross-entropy over the labelled pixels, or with weights their weighted mean."""
         if (ys == self.ignore_index).all():
             return logits.sum() * 0.0          # nothing confident yet: no signal, but the graph stays whole (DDP)
-        return self.weight * F.cross_entropy(logits.float(), ys, ignore_index=self.ignore_index)
+        if ws is None:
+            return self.weight * F.cross_entropy(logits.float(), ys, ignore_index=self.ignore_index)
+        ce = F.cross_entropy(logits.float(), ys, ignore_index=self.ignore_index, reduction="none")
+        return self.weight * (ce * ws).sum() / ws.sum().clamp_min(1e-6)
 
 
 def history_fields(sem: dict | None) -> dict:

@@ -183,7 +183,8 @@ def build_trainee(cfg: Config, model, classes, mean, std, d, device: torch.devic
     objective = build_objective(cfg, model, loss_fn, classes.num_classes, classes.ignore_index, mean, std, device)
     if cfg.data.unlabelled and cfg.train.semi == "on":
         from pixelseg.engine.semi import Consistency
-        objective.consistency = Consistency(classes.num_classes, classes.ignore_index, cfg.train.semi_weight)
+        objective.consistency = Consistency(classes.num_classes, classes.ignore_index, cfg.train.semi_weight,
+                                            cfg.train.semi_soft)
     for note in objective.describe():
         console.print(f"objective: {note}")
     if cfg.train.encoder_lr_scale != 1.0 or cfg.train.encoder_bn != "train":

@@ -347,9 +347,10 @@ def train_step(t: setup.Trainee, x, y, boundary: bool, window: int, tc, d, state
         if tc.channels_last:
             xw = xw.contiguous(memory_format=torch.channels_last)
         truth = u[2].to(device) if u[2] is not None else None
-        pseudo = cons.pseudo_labels(t.teacher, xw, pad, state.semi, t.amp_dtype, truth)
+        pseudo, weights = cons.pseudo_labels(t.teacher, xw, pad, state.semi, t.amp_dtype, truth)
         # the strong view's randomness: this step of this rank alone, so a resume repeats it
-        unlabelled = cons.strong(xw, pseudo, tc.seed * 1_000_003 + state.step * 64 + (d.rank if d.enabled else 0))
+        unlabelled = cons.strong(xw, pseudo, tc.seed * 1_000_003 + state.step * 64 + (d.rank if d.enabled else 0),
+                                 weights)
     rank = d.rank if d.enabled else None
     sync = contextlib.nullcontext() if boundary or not d.enabled else t.wrapped.no_sync()
     with sync:
