@@ -188,19 +188,17 @@ class Consistency:
         total = torch.bincount(label[valid], weights=conf[valid].double(), minlength=k).cpu()
         present = count > 0
         mean = torch.where(present, total / count.clamp_min(1), torch.zeros_like(total))
-        old_conf, old_weight = torch.tensor(sem["conf"], dtype=torch.float64), torch.tensor(sem["weight"],
-                                                                                            dtype=torch.float64)
-        # a class absent from this batch keeps its average (no decay towards 0)
-        sem["conf"] = torch.where(present, MOMENTUM * old_conf + (1 - MOMENTUM) * mean, old_conf).tolist()
-        sem["weight"] = torch.where(present, MOMENTUM * old_weight + (1 - MOMENTUM), old_weight).tolist()
+        def moving(name: str, value) -> None:      # a class absent from this batch keeps its average (no decay)
+            old = torch.tensor(sem.get(name, [0.0] * k), dtype=torch.float64)
+            sem[name] = torch.where(present, MOMENTUM * old + (1 - MOMENTUM) * value, old).tolist()
+        moving("conf", mean)
+        moving("weight", 1.0)
         tau = self.thresholds(sem, xw.device)
         keep = valid & (conf >= tau[label])
         weights = None
         if self.soft:
             square = torch.bincount(label[valid], weights=conf[valid].double() ** 2, minlength=k).cpu()
-            old_sq = torch.tensor(sem.get("conf2", [0.0] * k), dtype=torch.float64)
-            sem["conf2"] = torch.where(present, MOMENTUM * old_sq + (1 - MOMENTUM) * square / count.clamp_min(1),
-                                       old_sq).tolist()
+            moving("conf2", square / count.clamp_min(1))
             gathered = torch.tensor(sem["weight"], dtype=torch.float64).clamp_min(1e-12)
             m1 = torch.tensor(sem["conf"], dtype=torch.float64) / gathered
             var = (torch.tensor(sem["conf2"], dtype=torch.float64) / gathered - m1 ** 2).clamp_min(1e-4)
