@@ -136,7 +136,7 @@ def main() -> None:
                     choices=["supervised", "semi", "selftrain", "oracle"])
     ap.add_argument("--confidence", type=float, default=0.9, help="selftrain: pseudo-label pixels at least this sure")
     ap.add_argument("--semi-flags", default="", help="semi: more train flags (e.g. '--semi-start 0.4 --semi-batch 4'; "
-                    "one flag alone with '=': --semi-flags=--semi-soft)")
+                    "one flag alone with '=': --semi-flags=--no-semi-soft)")
     ap.add_argument("--out", default="semi-work", help="work folder (the split is kept and reused)")
     ap.add_argument("--json", help="write the rows here too")
     a = ap.parse_args()

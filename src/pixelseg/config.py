@@ -117,8 +117,8 @@ class TrainConfig:
                                    "learned the masks", auto="0.4 (benchmarks/semi.py)", ge=0, lt=1)
     semi_batch: int | None = opt(None, "unlabelled images per step, GLOBAL (at least 2: CutMix mixes within the "
                                  "batch)", auto="half the labelled batch, at least 2 (benchmarks/semi.py)", ge=2)
-    semi_soft: bool = opt(False, "pixels under their class's confidence threshold teach too, weighted by how far "
-                          "under (SoftMatch); measured with 10 % of the labels only (benchmarks/semi.py)")
+    semi_soft: bool = opt(True, "pixels under their class's confidence threshold teach too, weighted by how far "
+                          "under (SoftMatch); off, they are ignored (FixMatch); measured with benchmarks/semi.py")
     encoder_lr_scale: float = opt(1.0, "learning rate of a pretrained encoder as a share of the peak rate (the decoder "
                                   "and head learn at the full rate; measured with benchmarks/recipes.py)", gt=0, le=1)
     encoder_bn: str = opt("train", "BatchNorm of the encoder: train (batch statistics, updated running means) or "

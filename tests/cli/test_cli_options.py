@@ -50,6 +50,7 @@ def test_every_config_field_is_a_train_flag_with_help_and_default():
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(flag))
         assert f"(default: {default}" in line, line
     assert "--channels-last, --no-channels-last" in text   # tri-state: both answers have a flag
+    assert "--semi-soft, --no-semi-soft" in text           # on by default: it can be turned off
 
 
 def test_choices_and_bounds_come_from_the_config_table():
@@ -83,6 +84,9 @@ def test_flags_become_the_config(monkeypatch, tmp_path, capsys):
                  "--no-report"]) == 0
     c = seen["cfg"]
     assert c.data.image_size == (64, 64) and c.loss.class_weights == [1.0, 2.5] and c.train.channels_last is True
+    assert c.train.semi_soft is True                        # the default
+    assert main(["train", "--data", "d", "--no-semi-soft", "--no-report"]) == 0
+    assert seen["cfg"].train.semi_soft is False
     assert main(["train", "--data", "d", "--class-weights", "heavy"]) == 2
     assert "--class-weights" in capsys.readouterr().err
 

@@ -51,8 +51,8 @@ def _argument(key: str, f) -> dict:
     bounds = {k: meta[k] for k in ("gt", "ge", "lt", "le") if k in meta}
     if ann == "bool|None":       # tri-state: None lets pixelseg choose, so both answers need a flag
         spec["action"] = argparse.BooleanOptionalAction
-    elif ann == "bool":
-        spec["action"] = "store_true"
+    elif ann == "bool":          # on by default: the flag that turns it off is the one a user needs
+        spec["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
     elif ann.startswith(("int", "float")):
         kind = int if ann.startswith("int") else float
         spec.update(type=bounded(kind, **bounds), metavar="N" if kind is int else "X")

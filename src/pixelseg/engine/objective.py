@@ -53,9 +53,11 @@ class Objective:
             notes.append(f"distilling from {getattr(self.teacher, 'name', 'teacher')} "
                          f"(pixel-wise KL, T={self.temperature:g}, weight {self.kd_weight:g})")
         if self.consistency is not None:
+            under = ("and under them, weighted by how far under (SoftMatch; --no-semi-soft ignores them)"
+                     if self.consistency.soft else "the pixels under them ignored (--no-semi-soft)")
             notes.append(f"learning from unlabelled images: pseudo-labels of the weak view above self-adaptive class "
-                         f"thresholds{' (and under them, weighted by how far: --semi-soft)' if self.consistency.soft else ''}"
-                         f", trained on a strong view (jitter, CutMix), weight {self.consistency.weight:g}")
+                         f"thresholds, {under}, trained on a strong view (jitter, CutMix), "
+                         f"weight {self.consistency.weight:g}")
         return notes
 
 

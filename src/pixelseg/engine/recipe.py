@@ -315,9 +315,9 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
 # on only where it was measured not to lose:
 SEMI_MIN_MINUTES_CPU = 8.0      # auto turns it on for CPU budgets of at least this many minutes (None: never)
 SEMI_START = 0.4                # train.semi_start when semi is on: the labelled images alone until then
-SEMI_GAIN_CPU = ("8 CPU minutes, 3 seeds: +6.5 mIoU points on average with 5 % of the labels (+5.7 to +7.4; "
-                 "+7.8 at 12 minutes), +1.3 with 10 % (-0.4 to +3.1; +1.9 at 12 minutes), a tie at 20 minutes; "
-                 "benchmarks/semi.py")
+SEMI_GAIN_CPU = ("3 seeds each: +6.3 mIoU points on average with 5 % of the labels at 8 CPU minutes (+5.3 to +7.1), "
+                 "+2.9 with 10 % at 12 minutes (+2.1 to +3.3); the earlier rule (--no-semi-soft) +1.3 with 10 % "
+                 "at 8 minutes and a tie at 20; benchmarks/semi.py")
 SEMI_WHY_CPU = (f"on a CPU it is measured to pay only from --max-minutes {SEMI_MIN_MINUTES_CPU:g} ({SEMI_GAIN_CPU}), "
                 "not on shorter budgets nor on a budget in epochs; --semi on to use them anyway")
 SEMI_WHY_CROPS = ("on big images trained in crops it was measured to lose (1024 px, 10 % of the labels, 8 CPU "

@@ -21,10 +21,11 @@ lower bar than the dominant one without losing its bar altogether. FreeMatch's o
 by each class's mean probability over its maximum) was measured here first: in segmentation the background holds
 most pixels, so a digit class's threshold fell to 0.07 and 99.96 % of the pixels were kept with their errors
 (benchmarks/semi.py, docs/history.md). The averages use MOMENTUM 0.99 (a horizon of about 100 steps, which a CPU
-budget reaches); they live in the run's state (`State.semi`). With `train.semi_soft` (opt-in) the pixels under
-their class's threshold are not ignored but weighted by a Gaussian of how far under they are, in units of the
-class's confidence spread (SoftMatch: Chen et al. 2023; the spread from a moving average of the squared confidence,
-`conf2` in the state); the report's "used" share still counts the pixels at or above the thresholds.
+budget reaches); they live in the run's state (`State.semi`). With `train.semi_soft` (the default; --no-semi-soft
+turns it off) the pixels under their class's threshold are not ignored but weighted by a Gaussian of how far under
+they are, in units of the class's confidence spread (SoftMatch: Chen et al. 2023; the spread from a moving average
+of the squared confidence, `conf2` in the state); the report's "used" share still counts the pixels at or above the
+thresholds.
 
 Measuring the pseudo-labels (benchmarks/semi.py): with PIXELSEG_SEMI_TRUTH=DIR, a folder holding each unlabelled
 image's true mask (DIR/<stem>.png, class indices), the stream carries the truth through the same transform (crops
