@@ -322,9 +322,9 @@ SEMI_GAIN_CPU = ("3 seeds each: +6.3 mIoU points on average with 5 % of the labe
 SEMI_WHY_CPU = (f"on a CPU it is measured to pay only from --max-minutes {SEMI_MIN_MINUTES_CPU:g} ({SEMI_GAIN_CPU}), "
                 "not on shorter budgets nor on a budget in epochs; --semi on to use them anyway")
 SEMI_WHY_CROPS = ("on big images trained in crops it was measured to lose with 10 % of the labels (1024 px, 8 CPU "
-                  "minutes: -5.8 mIoU points, seed 0; the earlier rule -0.0, -1.7 and -2.8 over 3 seeds) and to gain "
-                  "little with 5 % (+0.6, +2.7 and +1.9; benchmarks/semi.py); --semi on to use them anyway, with "
-                  "very few labels")
+                  "minutes: -5.8 and -1.0 mIoU points, seeds 0 and 1; the earlier rule -0.0, -1.7 and -2.8) and "
+                  "to gain little with 5 % (+0.6, +2.7 and +1.9; benchmarks/semi.py); --semi on to use them "
+                  "anyway, with very few labels")
 
 
 def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
