@@ -317,7 +317,7 @@ def _resolve_training(data, model, train, hw: Hardware, chosen: list):
 SEMI_MIN_MINUTES_CPU = 8.0      # auto turns it on for CPU budgets of at least this many minutes (None: never)
 SEMI_START = 0.4                # train.semi_start when semi is on: the labelled images alone until then
 SEMI_GAIN_CPU = ("+6.3 mIoU points on average with 5 % of the labels at 8 CPU minutes (3 seeds, +5.3 to +7.1), "
-                 "+2.4 with 10 % at 12 minutes (5 runs, +1.6 to +3.3); the earlier rule (--no-semi-soft) +1.3 with "
+                 "+2.1 with 10 % at 12 minutes (6 runs, +0.6 to +3.3); the earlier rule (--no-semi-soft) +1.3 with "
                  "10 % at 8 minutes and a tie at 20; benchmarks/semi.py")
 SEMI_WHY_CPU = (f"on a CPU it is measured to pay only from --max-minutes {SEMI_MIN_MINUTES_CPU:g} ({SEMI_GAIN_CPU}), "
                 "not on shorter budgets nor on a budget in epochs; --semi on to use them anyway")
