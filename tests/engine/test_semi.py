@@ -330,16 +330,22 @@ def test_recipe_finds_the_folder_and_says_why_it_is_not_used_by_default(data, tm
     assert "unlabelled" not in json.loads((run / "metrics.json").read_text())
 
 
-def test_auto_learns_from_the_folder_on_a_cpu_budget_where_it_was_measured_to_pay(data):
+def test_auto_learns_from_the_folder_on_a_cpu_budget_where_it_was_measured_to_pay(data, tmp_path):
     from pixelseg.config import from_dict
     from pixelseg.data.formats import open_dataset
-    from pixelseg.engine.recipe import SEMI_MIN_MINUTES_CPU, Hardware, resolve
-    index = open_dataset(data)
+    from pixelseg.engine.recipe import SEMI_MIN_MINUTES_CPU, SEMI_MIN_RATIO, Hardware, resolve
+    many = tmp_path / "many"            # the same 8 labelled images, SEMI_MIN_RATIO times as many without masks
+    shutil.copytree(data, many)
+    images = sorted((many / "unlabelled").iterdir())
+    for k in range(1, int(SEMI_MIN_RATIO)):
+        for p in images:
+            shutil.copyfile(p, p.with_name(f"c{k}_{p.name}"))
+    assert len(list((many / "unlabelled").iterdir())) == SEMI_MIN_RATIO * 8
     cpu, gpu = Hardware("cpu", "2-core CPU", 2), Hardware("cuda:0", "Some GPU", 16, 80.0)
 
-    def chosen(minutes, hw, **more):
-        cfg, ch = resolve(from_dict({}, {"data.root": str(data), "train.out": "x", "train.max_minutes": minutes,
-                                         **more}), index, hw)
+    def chosen(minutes, hw, root=many, **more):
+        cfg, ch = resolve(from_dict({}, {"data.root": str(root), "train.out": "x", "train.max_minutes": minutes,
+                                         **more}), open_dataset(root), hw)
         return cfg, {k: (v, why) for k, v, why in ch}
     cfg, ch = chosen(SEMI_MIN_MINUTES_CPU, cpu)
     assert cfg.train.semi == "on" and "points" in ch["train.semi"][1]       # it says what it was measured to give
@@ -352,6 +358,11 @@ def test_auto_learns_from_the_folder_on_a_cpu_budget_where_it_was_measured_to_pa
     crops, ch = chosen(SEMI_MIN_MINUTES_CPU, cpu, **{"data.scale": 1.0, "data.crop": [16, 16]})    # big images
     assert crops.data.scale == 1.0 and crops.train.semi == "off" and "crops" in ch["train.semi"][1]
     assert "--semi on" in ch["train.semi"][1] and crops.train.semi_start is None
+    few, ch = chosen(SEMI_MIN_MINUTES_CPU, cpu, root=data)      # 8 labelled, 8 without masks: 1 per labelled image
+    assert few.train.semi == "off" and few.train.semi_start is None and few.train.ema is None
+    assert "1.0 per labelled image (8), fewer than 8" in ch["train.semi"][1] and "--semi on" in ch["train.semi"][1]
+    asked, _ = chosen(SEMI_MIN_MINUTES_CPU, cpu, root=data, **{"train.semi": "on"})     # asked for: used anyway
+    assert asked.train.semi == "on"
 
 
 def test_bad_unlabelled_folders_are_one_line_errors(data, tmp_path):
