@@ -366,8 +366,8 @@ def _resolve_unlabelled(data, train, index, hw: Hardware, chosen: list):
                                 "use them"
         elif SEMI_MIN_MINUTES_CPU is None or train.max_minutes is None or train.max_minutes < SEMI_MIN_MINUTES_CPU:
             semi, why = "off", f"{n} unlabelled images found, not used: {SEMI_WHY_CPU}"
-        elif n < SEMI_MIN_RATIO * (labelled := len(index.splits.get("train", []))):
-            semi, why = "off", (f"{n} unlabelled images found, not used: {n / max(labelled, 1):.1f} per labelled "
+        elif n < SEMI_MIN_RATIO * (labelled := len(index.splits["train"])):       # so labelled >= 1 below
+            semi, why = "off", (f"{n} unlabelled images found, not used: {n / labelled:.1f} per labelled "
                                 f"image ({labelled}), fewer than {SEMI_MIN_RATIO:g}: {SEMI_WHY_RATIO}")
         else:
             semi, why = "on", f"{n} unlabelled images: consistency training on them as well ({SEMI_GAIN_CPU})"
